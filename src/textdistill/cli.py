@@ -1,0 +1,106 @@
+"""``textdistill train | distill | evaluate``: the command line over :mod:`textdistill.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from textdistill.errors import TextDistillError
+
+EPILOG = """\
+Overrides: any config key as KEY=VALUE (dotted, value in YAML), after the options or with --set, e.g.
+  textdistill distill --config examples/sst2.yaml student.num_layers=3 student.training.num_train_epochs=2
+Errors in the config, the data or the models are reported on one line and exit with status 2."""
+
+
+def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=config_required, help="YAML run config (see examples/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--output-dir", "-o", help="shortcut for output_dir=...")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textdistill",
+        description="Knowledge distillation for NLP: fine-tune a teacher, distill a smaller student, report what it kept.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "train",
+        help="fine-tune the teacher on the task",
+        description="Fine-tune teacher.model on data.train_file, keep the best checkpoint on data.validation_file, "
+        "and save it to OUTPUT_DIR/teacher (use it later as teacher.model with teacher.finetune: false).",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _add_common(p)
+    p = sub.add_parser(
+        "distill",
+        help="distill a student from the teacher and report what it kept",
+        description="Fine-tune the teacher first when teacher.finetune is true, then train the student on its "
+        "temperature-scaled soft targets mixed with the hard labels (distill.loss/temperature/alpha), train the same "
+        "student without distillation for comparison (distill.baseline), and write OUTPUT_DIR with teacher/, "
+        "student/, baseline/, logs/, metrics.json and report.md.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _add_common(p)
+    p = sub.add_parser(
+        "evaluate",
+        help="score a saved classifier on the validation data, with its CPU speed",
+        description="Load MODEL (a folder saved by textdistill or any fine-tuned HF sequence classifier) and score it "
+        "on the config's validation split; also measures CPU latency (batch 1) and throughput (batch 32).",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", help="model folder or hub id")
+    p.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
+    _add_common(p)
+    return parser
+
+
+def _print_result(command: str, result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if command == "distill":
+        from textdistill.report import render_report
+
+        print(render_report(result))
+    elif command == "train":
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in result["teacher"]["metrics"].items())
+        print(f"teacher fine-tuned: {metrics}")
+    else:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    if "output_dir" in result:
+        print(f"run folder: {result['output_dir']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides) + list(args.extra)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    try:
+        from textdistill import pipeline
+
+        if args.command == "train":
+            result = pipeline.train_teacher(args.config, overrides)
+        elif args.command == "distill":
+            result = pipeline.distill(args.config, overrides)
+        else:
+            result = pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed)
+    except TextDistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run folder was not completed (a .partial folder may remain)", file=sys.stderr)
+        return 130
+    _print_result(args.command, result, args.json)
+    return 0

@@ -1,0 +1,278 @@
+"""Typed run configuration.
+
+One YAML file describes one run. It is read with ``yaml.safe_load`` (no tags that execute code), validated by
+pydantic models that forbid unknown keys, and can be overridden from the command line with dotted ``key=value``
+pairs. Relative paths in the file are resolved against the file's folder, so a config works from any working dir.
+
+Training hyper-parameters reuse the names of HF ``TrainingArguments``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from textdistill.errors import TextDistillError
+
+# Where the shared datasets live; ``${TEXTDISTILL_DATA}`` in a path expands to this.
+DEFAULT_DATA_DIR = "../shared/data"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HFDatasetConfig(_Strict):
+    """A dataset from the HF ``datasets`` library: a hub name, a loading script/folder, or a ``save_to_disk`` folder."""
+
+    path: str
+    name: str | None = None
+    train_split: str = "train"
+    validation_split: str = "validation"
+
+
+class DataConfig(_Strict):
+    train_file: str | None = None
+    validation_file: str | None = None
+    hf_dataset: HFDatasetConfig | None = None
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    encoding: str = "utf-8"
+    has_header: bool = True
+    # Column names, or 0-based column indices for header-less files.
+    text_column: str | int = "text"
+    text_pair_column: str | int | None = None
+    label_column: str | int = "label"
+    max_length: int = Field(128, gt=0, le=8192)
+    max_train_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        has_files = self.train_file is not None or self.validation_file is not None
+        if self.hf_dataset is not None and has_files:
+            raise ValueError("give either train_file/validation_file or hf_dataset, not both")
+        if self.hf_dataset is None and (self.train_file is None or self.validation_file is None):
+            raise ValueError("train_file and validation_file are both required (or give hf_dataset)")
+        return self
+
+
+class TrainingConfig(_Strict):
+    """Optimisation settings; names follow HF ``TrainingArguments``."""
+
+    learning_rate: float = Field(5e-5, gt=0, le=1.0)
+    per_device_train_batch_size: int = Field(32, gt=0, le=65536)
+    per_device_eval_batch_size: int = Field(128, gt=0, le=65536)
+    num_train_epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0, le=4096)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="evaluate every N optimizer steps; None = every epoch")
+    logging_steps: int = Field(20, gt=0)
+    group_by_length: bool = True
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    dataloader_num_workers: int = Field(0, ge=0, le=64)
+
+
+class TeacherConfig(_Strict):
+    # A local folder, a hub id, or a catalogue name such as ``all-MiniLM-L6-v2`` (see textdistill.models).
+    model: str
+    # Fine-tune the model on the task first (``textdistill train``); False = it is already fine-tuned.
+    finetune: bool = False
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=5e-5, num_train_epochs=2))
+
+
+class StudentConfig(_Strict):
+    """How to make the student. Exactly one of: ``layers``, ``num_layers``, ``model``, ``config_overrides``."""
+
+    layers: list[int] | None = None  # keep these teacher layers (0-based), initialised from them
+    num_layers: int | None = Field(None, gt=0)  # keep this many teacher layers, spread evenly
+    model: str | None = None  # any HF checkpoint (folder or hub id); its own tokenizer
+    config_overrides: dict[str, Any] | None = None  # teacher's config with these changes, randomly initialised
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=1e-4, num_train_epochs=3))
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> "StudentConfig":
+        given = [k for k in ("layers", "num_layers", "model", "config_overrides") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of layers, num_layers, model, config_overrides" + (f" (got {given})" if given else "")
+            )
+        if self.layers is not None:
+            if not self.layers:
+                raise ValueError("layers must not be empty")
+            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"layers must be distinct non-negative indices, got {self.layers}")
+        return self
+
+
+class DistillConfig(_Strict):
+    """The distillation objective.
+
+    ``loss: kl``  -> alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)   (Hinton et al. 2015)
+    ``loss: mse`` -> alpha * MSE(s, t) + (1 - alpha) * CE(s, y)                                (Tang et al. 2019)
+    """
+
+    loss: Literal["kl", "mse"] = "kl"
+    temperature: float = Field(2.0, gt=0, le=100)
+    alpha: float = Field(0.9, ge=0, le=1)
+    # precompute: the teacher labels the training set once before training (exact: no dropout, no augmentation);
+    # online: a teacher forward pass for every student batch.
+    teacher_outputs: Literal["precompute", "online"] = "precompute"
+    # Also train the same student, same init and budget, on hard labels only, for the report.
+    baseline: bool = True
+
+
+class EvalConfig(_Strict):
+    metric: Literal["accuracy", "f1", "macro_f1"] = "accuracy"
+    latency_repeats: int = Field(20, gt=0, le=10000)
+    latency_samples: int = Field(256, gt=0)
+
+
+class RunConfig(_Strict):
+    output_dir: str = "runs/default"
+    overwrite_output_dir: bool = False
+    seed: int = 42
+    data: DataConfig
+    teacher: TeacherConfig | None = None  # required by train and distill, not by evaluate
+    student: StudentConfig | None = None
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+
+_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"))  # output_dir stays relative to the working dir
+_MODEL_KEYS = (("teacher", "model"), ("student", "model"))
+
+
+def data_dir() -> str:
+    """The shared-datasets folder: ``$TEXTDISTILL_DATA``, else ``../shared/data`` from the working directory or from
+    the project checkout this package runs from."""
+    if os.environ.get("TEXTDISTILL_DATA"):
+        return os.path.abspath(os.path.expanduser(os.environ["TEXTDISTILL_DATA"]))
+    candidates = [Path.cwd() / DEFAULT_DATA_DIR, Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR]
+    for c in candidates:
+        if c.is_dir():
+            return os.path.normpath(c)
+    return os.path.normpath(candidates[0])
+
+
+def _expand(value: str) -> str:
+    if "${TEXTDISTILL_DATA}" in value:
+        value = value.replace("${TEXTDISTILL_DATA}", data_dir())
+    return os.path.expanduser(value)
+
+
+def _resolve_relative(raw: dict, base: Path) -> None:
+    """Make file paths relative to the config file's folder; model strings only when such a path exists."""
+    for keys in _PATH_KEYS + _MODEL_KEYS:
+        node = raw
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(keys[-1]), str):
+            continue
+        value = _expand(node[keys[-1]])
+        if not os.path.isabs(value):
+            candidate = base / value
+            is_model = keys in _MODEL_KEYS
+            if not is_model or candidate.exists():
+                value = os.path.normpath(candidate)
+        node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.learning_rate=3e-5`` -> (["training", "learning_rate"], "3e-5"); values are parsed as YAML.
+
+    Numbers YAML 1.1 leaves as strings (``3e-5``) are converted by the typed config when it is validated.
+    """
+    if "=" not in text:
+        raise TextDistillError(f"override {text!r}: expected KEY=VALUE, e.g. student.training.num_train_epochs=2")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise TextDistillError(f"override {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise TextDistillError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return parts, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise TextDistillError(f"override {text!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key")
+        elif err["type"] == "missing":
+            problems.append(f"{loc}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = repr(err.get("input")) if not isinstance(err.get("input"), dict) else ""
+            problems.append(f"{loc}: {msg}" + (f" (got {shown})" if shown else ""))
+    return f"{source}: invalid config: " + "; ".join(problems)
+
+
+def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
+    if not isinstance(raw, dict):
+        raise TextDistillError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TextDistillError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from ``{}`` when path is None), apply ``key=value`` overrides, validate."""
+    raw: Any = {}
+    base = Path.cwd()
+    source = "<overrides>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise TextDistillError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TextDistillError(f"{p}: config is not valid UTF-8 (byte {exc.start})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise TextDistillError(f"{p}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if raw is None:
+            raise TextDistillError(f"{p}: config file is empty")
+        if not isinstance(raw, dict):
+            raise TextDistillError(f"{p}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+        base = p.resolve().parent
+    raw = apply_overrides(raw, overrides or [])
+    _resolve_relative(raw, base)
+    return config_from_dict(raw, source)

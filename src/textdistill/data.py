@@ -1,0 +1,372 @@
+"""Reading labelled text, label maps, tokenization and batching.
+
+Readers (TSV, CSV, JSONL, HF ``datasets``) return :class:`TextData`: plain columns of text, optional text pair and
+label *names*. Labels become ids through a :class:`LabelSet` that is stored with the model (``id2label``).
+Text is tokenized once per tokenizer; batches are padded dynamically and grouped by length.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from textdistill.config import DataConfig
+from textdistill.errors import TextDistillError
+
+
+@dataclass
+class TextData:
+    """One split: ``texts[i]`` (and ``pairs[i]``) with label name ``labels[i]``; ``rows[i]`` is its line in ``source``."""
+
+    texts: list[str]
+    labels: list[str]
+    pairs: list[str] | None = None
+    source: str = "<memory>"
+    rows: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int | None) -> "TextData":
+        if n is None or n >= len(self):
+            return self
+        return TextData(self.texts[:n], self.labels[:n], self.pairs[:n] if self.pairs else None, self.source, self.rows[:n])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    for name, suffixes in (("tsv", {".tsv", ".tab"}), ("csv", {".csv"}), ("jsonl", {".jsonl", ".ndjson", ".json"})):
+        if suffix in suffixes:
+            return name
+    raise TextDistillError(f"{path}: cannot tell the format from the extension {suffix!r}; set data.format to tsv, csv or jsonl")
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    if not path.exists():
+        hint = "" if path.parent.exists() else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
+        raise TextDistillError(f"{path}: file not found{hint}")
+    if not path.is_file():
+        raise TextDistillError(f"{path}: not a file")
+    raw = path.read_bytes()
+    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in {"utf-8", "utf8"} else encoding
+    try:
+        return raw.decode(codec)
+    except LookupError:
+        raise TextDistillError(f"data.encoding: unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TextDistillError(
+            f"{path}:{line}: text is not valid {encoding} (byte 0x{raw[exc.start]:02x}); convert the file or set data.encoding"
+        ) from None
+
+
+def _column_index(header: list[str] | None, column: str | int, path: Path, what: str) -> int:
+    if isinstance(column, int):
+        return column
+    if header is None:
+        raise TextDistillError(f"{path}: data.{what} is {column!r} but the file has no header (data.has_header: false); use a column index")
+    if column not in header:
+        raise TextDistillError(f"{path}: column {column!r} ({what}) not found; the header has {header}")
+    return header.index(column)
+
+
+def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> TextData:
+    text = _read_text(path, cfg.encoding)
+    # GLUE-style TSVs hold unbalanced quotes inside sentences: read TSV without quoting, CSV with it.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    header = None
+    if cfg.has_header:
+        header = next(reader, None)
+        if header is None:
+            raise TextDistillError(f"{path}: file is empty; expected a header and at least one row")
+        header = [h.strip() for h in header]
+    columns = {
+        "text_column": _column_index(header, cfg.text_column, path, "text_column"),
+        "label_column": _column_index(header, cfg.label_column, path, "label_column"),
+    }
+    if cfg.text_pair_column is not None:
+        columns["text_pair_column"] = _column_index(header, cfg.text_pair_column, path, "text_pair_column")
+    needed = max(columns.values()) + 1
+    texts, labels, pairs, rows = [], [], [], []
+    for record in reader:
+        line = reader.line_num
+        if not record or all(not c.strip() for c in record):
+            continue
+        if len(record) < needed:
+            raise TextDistillError(f"{path}:{line}: expected at least {needed} columns, got {len(record)}")
+        text = record[columns["text_column"]].strip()
+        label = record[columns["label_column"]].strip()
+        if not text:
+            raise TextDistillError(f"{path}:{line}: empty text")
+        if not label:
+            raise TextDistillError(f"{path}:{line}: empty label")
+        texts.append(text)
+        labels.append(label)
+        rows.append(line)
+        if "text_pair_column" in columns:
+            pairs.append(record[columns["text_pair_column"]].strip())
+    return TextData(texts, labels, pairs if cfg.text_pair_column is not None else None, str(path), rows)
+
+
+def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
+    text = _read_text(path, cfg.encoding)
+    keys = {"text_column": cfg.text_column, "label_column": cfg.label_column}
+    if cfg.text_pair_column is not None:
+        keys["text_pair_column"] = cfg.text_pair_column
+    for what, key in keys.items():
+        if not isinstance(key, str):
+            raise TextDistillError(f"{path}: data.{what} must be a key name for JSONL, got {key!r}")
+    texts, labels, pairs, rows = [], [], [], []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise TextDistillError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+        values = {}
+        for what, key in keys.items():
+            if key not in obj:
+                raise TextDistillError(f"{path}:{line_no}: missing key {key!r} ({what}); keys are {sorted(obj)}")
+            value = obj[key]
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise TextDistillError(f"{path}:{line_no}: {key!r} must be a string or integer, got {type(value).__name__}")
+            values[what] = str(value).strip()
+        if not values["text_column"]:
+            raise TextDistillError(f"{path}:{line_no}: empty text")
+        if not values["label_column"]:
+            raise TextDistillError(f"{path}:{line_no}: empty label")
+        texts.append(values["text_column"])
+        labels.append(values["label_column"])
+        rows.append(line_no)
+        if "text_pair_column" in values:
+            pairs.append(values["text_pair_column"])
+    return TextData(texts, labels, pairs if cfg.text_pair_column is not None else None, str(path), rows)
+
+
+def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
+    """Read one labelled split from a TSV, CSV or JSONL file; every bad row is an error naming file and line."""
+    p = Path(path)
+    fmt = _detect_format(p, cfg.format)
+    data = _read_jsonl(p, cfg) if fmt == "jsonl" else _read_delimited(p, cfg, "\t" if fmt == "tsv" else ",")
+    if len(data) == 0:
+        raise TextDistillError(f"{p}: no data rows")
+    return data
+
+
+def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
+    """Convert a ``datasets.Dataset`` split; ``ClassLabel`` ids become their names."""
+    columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
+    if cfg.text_pair_column is not None:
+        columns["text_pair_column"] = cfg.text_pair_column
+    for what, col in columns.items():
+        if col not in ds.column_names:
+            raise TextDistillError(f"{source}: column {col!r} ({what}) not found; columns are {ds.column_names}")
+    feature = ds.features[cfg.label_column]
+    names = getattr(feature, "names", None)
+    labels = [names[int(v)] if names is not None and int(v) >= 0 else str(v) for v in ds[cfg.label_column]]
+    texts = [str(t).strip() for t in ds[cfg.text_column]]
+    pairs = [str(t).strip() for t in ds[cfg.text_pair_column]] if cfg.text_pair_column is not None else None
+    for i, (t, lab) in enumerate(zip(texts, labels)):
+        if not t:
+            raise TextDistillError(f"{source}: row {i}: empty text")
+        if lab in ("", "-1"):
+            raise TextDistillError(f"{source}: row {i}: missing label (unlabelled split?)")
+    if not texts:
+        raise TextDistillError(f"{source}: no data rows")
+    return TextData(texts, labels, pairs, source, list(range(len(texts))))
+
+
+def _load_hf_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
+    import datasets
+
+    spec = cfg.hf_dataset
+    assert spec is not None
+    path = Path(spec.path)
+    try:
+        if (path / "dataset_dict.json").exists():
+            dsd = datasets.load_from_disk(str(path))
+        else:
+            dsd = datasets.load_dataset(spec.path, spec.name)
+    except Exception as exc:  # datasets raises many types; all mean "could not load"
+        raise TextDistillError(f"data.hf_dataset: cannot load {spec.path!r}: {str(exc).splitlines()[0]}") from None
+    splits = []
+    for split in (spec.train_split, spec.validation_split):
+        if split not in dsd:
+            raise TextDistillError(f"data.hf_dataset: {spec.path!r} has no split {split!r}; splits are {list(dsd)}")
+        splits.append(from_hf_dataset(dsd[split], cfg, f"{spec.path}[{split}]"))
+    return splits[0], splits[1]
+
+
+def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
+    """Train and validation splits, each cut to ``max_*_samples`` when set."""
+    if cfg.hf_dataset is not None:
+        train, dev = _load_hf_splits(cfg)
+    else:
+        assert cfg.train_file is not None and cfg.validation_file is not None
+        train, dev = read_file(cfg.train_file, cfg), read_file(cfg.validation_file, cfg)
+    return train.head(cfg.max_train_samples), dev.head(cfg.max_eval_samples)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Labels
+
+
+def _sort_key(name: str) -> tuple[int, Any]:
+    try:
+        return (0, float(name))
+    except ValueError:
+        return (1, name)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_data(cls, data: TextData) -> "LabelSet":
+        return cls(tuple(sorted(set(data.labels), key=_sort_key)))
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "LabelSet | None":
+        """The label names a fine-tuned model carries, or None when they are transformers' ``LABEL_i`` defaults."""
+        id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+        names = tuple(id2label[i] for i in sorted(id2label))
+        if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+            return None
+        return cls(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    def encode(self, data: TextData) -> list[int]:
+        """Label ids; a label the set lacks is an error naming the file and row."""
+        index = self.label2id
+        ids = []
+        for i, name in enumerate(data.labels):
+            if name not in index:
+                row = data.rows[i] if data.rows else i
+                raise TextDistillError(
+                    f"{data.source}:{row}: label {name!r} is not among the training labels {list(self.names)}"
+                )
+            ids.append(index[name])
+        return ids
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenization, datasets, batching
+
+Features = dict[str, list[int]]
+
+
+def tokenize(tokenizer: Any, data: TextData, max_length: int) -> list[Features]:
+    """Tokenize every example once (no padding); keeps ``input_ids`` and ``token_type_ids`` when the model uses them."""
+    enc = tokenizer(data.texts, data.pairs, truncation=True, max_length=max_length, padding=False)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    return [{k: enc[k][i] for k in keys} for i in range(len(data))]
+
+
+class DistillDataset(Dataset):
+    """Examples for one split: student features, optional teacher features (other tokenizer), label, teacher logits."""
+
+    def __init__(
+        self,
+        student: list[Features],
+        labels: Sequence[int],
+        teacher: list[Features] | None = None,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> None:
+        if len(student) != len(labels) or (teacher is not None and len(teacher) != len(labels)):
+            raise ValueError("student features, teacher features and labels must have the same length")
+        self.student, self.teacher, self.labels = student, teacher, list(labels)
+        self.teacher_logits = teacher_logits
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.student]
+
+    def with_teacher_logits(self, logits: torch.Tensor) -> "DistillDataset":
+        return DistillDataset(self.student, self.labels, self.teacher, logits)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"student": self.student[i], "labels": self.labels[i]}
+        if self.teacher is not None:
+            item["teacher"] = self.teacher[i]
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i]
+        return item
+
+
+def pad_features(features: list[Features], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example of the batch and build the attention mask."""
+    longest = max(len(f["input_ids"]) for f in features)
+    out: dict[str, torch.Tensor] = {}
+    for key in features[0]:
+        pad = pad_token_id if key == "input_ids" else 0
+        out[key] = torch.tensor([f[key] + [pad] * (longest - len(f[key])) for f in features], dtype=torch.long)
+    out["attention_mask"] = torch.tensor(
+        [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in features], dtype=torch.long
+    )
+    return out
+
+
+@dataclass
+class Collator:
+    student_pad_id: int
+    teacher_pad_id: int | None = None
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {
+            "student": pad_features([it["student"] for it in items], self.student_pad_id),
+            "labels": torch.tensor([it["labels"] for it in items], dtype=torch.long),
+        }
+        if "teacher" in items[0]:
+            assert self.teacher_pad_id is not None
+            batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
+        if "teacher_logits" in items[0]:
+            batch["teacher_logits"] = torch.stack([it["teacher_logits"] for it in items])
+        return batch
+
+
+def train_loader(
+    dataset: DistillDataset, collator: Collator, batch_size: int, group_by_length: bool, seed: int, num_workers: int = 0
+) -> DataLoader:
+    """Shuffled batches; with ``group_by_length`` similar lengths share a batch (less padding), order still random."""
+    generator = torch.Generator().manual_seed(seed)
+    if group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths(), generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, num_workers=num_workers)
+
+
+def eval_loader(dataset: DistillDataset, collator: Collator, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset), collate_fn=collator)

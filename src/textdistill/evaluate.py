@@ -1,0 +1,100 @@
+"""Task metrics, predictions, and CPU latency / throughput of a model."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from textdistill.data import Collator, DistillDataset, eval_loader, pad_features
+
+
+def _model_inputs(features: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in features.items()}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, side: str = "student"
+) -> torch.Tensor:
+    """Logits ``[N, C]`` in dataset order. ``side="teacher"`` feeds the teacher's features when they differ."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # Sort by length so batches carry little padding; put results back in dataset order.
+    key = "teacher" if side == "teacher" and dataset.teacher is not None else "student"
+    feats = dataset.teacher if key == "teacher" else dataset.student
+    assert feats is not None
+    order = sorted(range(len(dataset)), key=lambda i: len(feats[i]["input_ids"]))
+    pad_id = collator.teacher_pad_id if key == "teacher" and collator.teacher_pad_id is not None else collator.student_pad_id
+    out: list[torch.Tensor] = []
+    for start in range(0, len(order), batch_size):
+        chunk = [feats[i] for i in order[start : start + batch_size]]
+        out.append(model(**_model_inputs(pad_features(chunk, pad_id), device)).logits.float().cpu())
+    model.train(was_training)
+    sorted_logits = torch.cat(out)
+    logits = torch.empty_like(sorted_logits)
+    logits[torch.tensor(order)] = sorted_logits
+    return logits
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, macro-F1, and F1 of class 1 for binary tasks (as GLUE's MRPC/QQP report it)."""
+    preds = logits.argmax(dim=-1)
+    labels = labels.to(preds.device)
+    num_classes = logits.shape[-1]
+    out = {"accuracy": (preds == labels).float().mean().item()}
+    f1s = []
+    for c in range(num_classes):
+        tp = ((preds == c) & (labels == c)).sum().item()
+        fp = ((preds == c) & (labels != c)).sum().item()
+        fn = ((preds != c) & (labels == c)).sum().item()
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    out["macro_f1"] = sum(f1s) / num_classes
+    if num_classes == 2:
+        out["f1"] = f1s[1]
+    return out
+
+
+def evaluate_model(model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int) -> dict[str, float]:
+    logits = predict_logits(model, dataset, collator, batch_size)
+    return classification_metrics(logits, torch.tensor(dataset.labels))
+
+
+@torch.inference_mode()
+def measure_speed(
+    model: nn.Module, features: list[dict[str, list[int]]], pad_token_id: int, repeats: int = 20, batch_size: int = 32
+) -> dict[str, float]:
+    """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
+
+    Inputs are real examples in their natural order (not length-sorted), tokenization excluded. The model runs in
+    eval mode on the CPU with the current ``torch.get_num_threads()``; two warm-up calls precede each measurement.
+    """
+    was_training = model.training
+    model.eval()
+    cpu = torch.device("cpu")
+    device = next(model.parameters()).device
+    model.to(cpu)
+
+    def timed(chunk: list[dict[str, list[int]]]) -> float:
+        inputs = pad_features(chunk, pad_token_id)
+        start = time.perf_counter()
+        model(**inputs)
+        return time.perf_counter() - start
+
+    n = len(features)
+    for i in range(2):
+        timed(features[i % n : i % n + 1])
+        timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
+    single = [timed([features[i % n]]) for i in range(repeats)]
+    batched = [timed([features[(r * batch_size + j) % n] for j in range(batch_size)]) for r in range(repeats)]
+    model.to(device)
+    model.train(was_training)
+    return {
+        "latency_ms_batch1": 1000 * statistics.median(single),
+        f"throughput_batch{batch_size}": batch_size / statistics.median(batched),
+        "threads": torch.get_num_threads(),
+    }

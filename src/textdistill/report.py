@@ -1,0 +1,69 @@
+"""The report: what the student kept of the teacher, as a table (Markdown, also printed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def report_rows(report: dict[str, Any]) -> list[list[str]]:
+    metric = report["metric"]
+    t, s = report["teacher"], report["student"]
+    rows = [["model", metric, "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)", "speed-up b32"]]
+
+    def row(name: str, entry: dict[str, Any], speed: dict[str, Any] | None, retained: float | None) -> None:
+        rows.append([
+            name,
+            f"{100 * entry['metrics'][metric]:.2f}",
+            _num(retained, ".1f"),
+            _num(speed["params"] / 1e6 if speed else None, ".1f"),
+            _mb(speed["size_bytes"] if speed else None),
+            _num(speed["latency_ms_batch1"] if speed else None, ".2f"),
+            _num(speed["throughput_batch32"] if speed else None, ".0f"),
+            _num(speed["throughput_batch32"] / t["throughput_batch32"] if speed else None, ".2f") + ("x" if speed else ""),
+        ])  # fmt: skip
+
+    row(f"teacher ({t['model']})", t, t, 100.0)
+    row("student (distilled)", s, s, s.get("retained_pct"))
+    if "baseline" in report:
+        # the twin has the student's architecture: same size and speed
+        row("student (no distillation)", report["baseline"], s, report["baseline"].get("retained_pct"))
+    return rows
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    d, k, s = report["data"], report["distill"], report["student"]
+    recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
+    loss = (
+        f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE, T={k['temperature']}"
+        if k["loss"] == "kl"
+        else f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * CE"
+    )
+    lines = [
+        "# Distillation report",
+        "",
+        f"- data: {d['train']} ({d['train_examples']} examples) -> {d['validation']} ({d['validation_examples']})",
+        f"- student: {recipe}; loss: {loss}",
+        f"- latency: median of single-example forward passes; throughput: median batch of 32, CPU, "
+        f"{report['machine']['torch_threads']} threads, tokenization excluded",
+        "",
+        markdown_table(report_rows(report)),
+        "",
+        f"Speed-up at batch 1: {report['speedup_batch1']:.2f}x; at batch 32: {report['speedup_batch32']:.2f}x.",
+        "",
+    ]
+    return "\n".join(lines)
