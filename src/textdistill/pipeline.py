@@ -23,7 +23,7 @@ from torch import nn
 from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.errors import TextDistillError
-from textdistill.evaluate import classification_metrics, evaluate_model, measure_speed, predict_logits
+from textdistill.metrics import classification_metrics, evaluate_model, measure_speed, predict_logits
 from textdistill.models import (
     build_student,
     count_parameters,

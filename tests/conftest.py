@@ -1,0 +1,75 @@
+"""Shared fixtures: paths to the real shared data, a tiny randomly initialised BERT saved as an HF folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny test models run fastest on one thread, and one thread never oversubscribes a busy 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from textdistill.config import data_dir  # noqa: E402
+
+SST2 = Path(data_dir()) / "sst2"
+
+
+def require_sst2() -> Path:
+    if not (SST2 / "train.tsv").is_file():
+        pytest.skip(f"shared SST-2 data not found at {SST2} (set TEXTDISTILL_DATA)")
+    return SST2
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    return require_sst2()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sst2_dir: Path) -> str:
+    """A 4-layer, 32-wide BERT with a WordPiece vocabulary learnt from the first SST-2 rows, saved in HF format."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    lines = (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1:3000]
+    texts = [line.split("\t")[0] for line in lines]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """write("name.tsv", text or bytes) -> path of a file in a fresh temporary folder."""
+
+    def _write(name: str, content: str | bytes) -> Path:
+        p = tmp_path / name
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+        return p
+
+    return _write
