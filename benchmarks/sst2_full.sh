@@ -8,4 +8,4 @@ out=${BENCH_OUT:-bench_runs}
 textdistill distill -c benchmarks/sst2_full.yaml -o "$out/sst2-full-2l" "$@"
 textdistill distill -c benchmarks/sst2_full.yaml -o "$out/sst2-full-3l" \
   teacher.model="$out/sst2-full-2l/teacher" teacher.finetune=false student.num_layers=3 "$@"
-python benchmarks/summarize.py "$out/sst2-full-2l" "$out/sst2-full-3l"
+python benchmarks/summarize.py "$out/sst2-full-2l" "$out/sst2-full-3l" --name sst2-full --command "bash benchmarks/sst2_full.sh"
