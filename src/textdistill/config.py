@@ -10,9 +10,10 @@ Training hyper-parameters reuse the names of HF ``TrainingArguments``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -113,21 +114,140 @@ class StudentConfig(_Strict):
         return self
 
 
+class Schedule(_Strict):
+    """A value that moves from ``start`` to ``end`` over training (``constant`` keeps ``start``)."""
+
+    kind: Literal["constant", "linear", "cosine"] = "linear"
+    start: float
+    end: float
+
+    def at(self, progress: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        if self.kind == "constant":
+            return self.start
+        if self.kind == "linear":
+            return self.start + (self.end - self.start) * p
+        return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+Scheduled = float | Schedule
+
+
+def value_at(value: Scheduled, progress: float) -> float:
+    """The value of a constant or a :class:`Schedule` at ``progress`` in [0, 1] of training."""
+    return value.at(progress) if isinstance(value, Schedule) else float(value)
+
+
+_LOSSES_FOR = {"hidden": ("mse", "cosine", "pkd"), "attention": ("kl", "mse"), "module": ("mse", "cosine", "pkd")}
+
+
+class LayerMatch(_Strict):
+    """One intermediate match: a student feature learns the teacher's.
+
+    ``hidden``: layer numbers index HF ``hidden_states`` (0 = embedding output, i = output of block i, -1 = last).
+    ``attention``: block numbers 1..N (-1 = last); maps with different head counts are compared head-averaged.
+    ``module``: the output of any submodule named by its dotted path (forward hook), e.g. a CNN's ``pool``.
+    A learned linear projection maps the student's width to the teacher's when they differ (``projection``).
+    """
+
+    feature: Literal["hidden", "attention", "module"] = "hidden"
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+    teacher_module: str | None = None
+    student_module: str | None = None
+    loss: Literal["mse", "cosine", "pkd", "kl"] = "mse"
+    weight: Scheduled = 1.0
+    projection: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LayerMatch":
+        if self.loss not in _LOSSES_FOR[self.feature]:
+            raise ValueError(f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}")
+        if self.feature == "module":
+            if not self.teacher_module or not self.student_module:
+                raise ValueError("feature 'module' needs teacher_module and student_module (dotted module paths)")
+        elif self.teacher_layer is None or self.student_layer is None:
+            raise ValueError(f"feature {self.feature!r} needs teacher_layer and student_layer")
+        return self
+
+
+class LayerMapConfig(_Strict):
+    """Generate the usual layer maps instead of writing each match:
+
+    ``uniform``: student block j <-> teacher block round(j * N / M) (TinyBERT); ``skip``: j <-> j * (N // M) for
+    j < M (BERT-PKD skip; the last layer is left to the logits); ``last_k``: the student's blocks <-> the teacher's last
+    M blocks; ``last``: last <-> last; ``kept``: each block of a student made from teacher layers <-> its source.
+    """
+
+    strategy: Literal["uniform", "skip", "last_k", "last", "kept"] = "uniform"
+    feature: Literal["hidden", "attention"] = "hidden"
+    loss: Literal["mse", "cosine", "pkd", "kl"] = "mse"
+    weight: Scheduled = 1.0
+    projection: bool = True
+    include_embeddings: bool = False  # also match hidden layer 0 (embedding output), as TinyBERT does
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LayerMapConfig":
+        if self.loss not in _LOSSES_FOR[self.feature]:
+            raise ValueError(f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}")
+        return self
+
+
+class MiniLMConfig(_Strict):
+    """MiniLM (Wang et al. 2020): the last layer's self-attention distributions (KL) and value relations (KL of
+    ``softmax(V V^T / sqrt(d))``). Student width may differ from the teacher's; no projection is needed."""
+
+    attention_weight: Scheduled = 1.0
+    value_weight: Scheduled = 1.0
+    teacher_layer: int = -1
+    student_layer: int = -1
+    relation_heads: int | None = Field(None, gt=0)  # default: the teacher's head count
+
+
 class DistillConfig(_Strict):
     """The distillation objective.
 
     ``loss: kl``  -> alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)   (Hinton et al. 2015)
     ``loss: mse`` -> alpha * MSE(s, t) + (1 - alpha) * CE(s, y)                                (Tang et al. 2019)
+    plus ``sum(weight_i * intermediate_i)`` over the layer matches and MiniLM terms. ``temperature``, ``alpha`` and
+    every weight may be a :class:`Schedule`.
     """
 
     loss: Literal["kl", "mse"] = "kl"
-    temperature: float = Field(2.0, gt=0, le=100)
-    alpha: float = Field(0.9, ge=0, le=1)
+    temperature: Annotated[float, Field(gt=0, le=100)] | Schedule = 2.0
+    alpha: Annotated[float, Field(ge=0, le=1)] | Schedule = 0.9
+    intermediate: list[LayerMatch] = Field(default_factory=list)
+    layer_map: list[LayerMapConfig] = Field(default_factory=list)
+    minilm: MiniLMConfig | None = None
+    # TinyBERT's two stages from one config: first this many epochs of intermediate losses only, then the student's
+    # num_train_epochs of prediction-layer distillation (logits KD + CE).
+    intermediate_epochs: float = Field(0.0, ge=0, le=1000)
     # precompute: the teacher labels the training set once before training (exact: no dropout, no augmentation);
-    # online: a teacher forward pass for every student batch.
-    teacher_outputs: Literal["precompute", "online"] = "precompute"
+    # online: a teacher forward pass for every student batch; auto: precompute unless intermediate features are used.
+    teacher_outputs: Literal["auto", "precompute", "online"] = "auto"
     # Also train the same student, same init and budget, on hard labels only, for the report.
     baseline: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillConfig":
+        t, a = self.temperature, self.alpha
+        if isinstance(t, Schedule) and min(t.start, t.end) <= 0:
+            raise ValueError(f"temperature schedule must stay above 0, got {t.start} -> {t.end}")
+        if isinstance(a, Schedule) and not (0 <= min(a.start, a.end) and max(a.start, a.end) <= 1):
+            raise ValueError(f"alpha schedule must stay in [0, 1], got {a.start} -> {a.end}")
+        if self.intermediate_epochs and not self.uses_intermediate:
+            raise ValueError("intermediate_epochs needs intermediate matches, a layer_map or minilm")
+        if self.uses_intermediate and self.teacher_outputs == "precompute":
+            raise ValueError("intermediate features need the teacher online: set teacher_outputs to auto or online")
+        return self
+
+    @property
+    def uses_intermediate(self) -> bool:
+        return bool(self.intermediate or self.layer_map or self.minilm)
+
+    @property
+    def online(self) -> bool:
+        return self.teacher_outputs == "online" or (self.teacher_outputs == "auto" and self.uses_intermediate)
 
 
 class EvalConfig(_Strict):
@@ -226,10 +346,21 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _is_type_tag(part: Any) -> bool:
+    """pydantic names the branch of a union in the error location (``float``, ``Schedule``, ``constrained-float``)."""
+    return isinstance(part, str) and (part[:1].isupper() or part in {"float", "int", "str", "bool"} or "[" in part or "-" in part)
+
+
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     problems = []
+    seen = set()
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        # a value that may take several types (a number or a schedule) reports once per type: report it once
+        parts = [str(p) for p in err["loc"] if not _is_type_tag(p)]
+        loc = ".".join(parts) or "(top level)"
+        if loc in seen:
+            continue
+        seen.add(loc)
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")
         elif err["type"] == "missing":

@@ -93,3 +93,90 @@ def distillation_loss(
         total = total + (1.0 - alpha) * terms["ce"]
     terms["loss"] = total
     return terms
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Intermediate-layer losses. Hidden states are ``[B, L, D]`` (token mask ``[B, L]``) or ``[B, D]``; attention maps
+# are ``[B, heads, L, L]`` with rows that are distributions over keys. Widths are made equal beforehand (projection).
+
+
+def hidden_mse_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per position (mean over the width), averaged over valid positions (TinyBERT, FitNets)."""
+    return _masked_mean((student.float() - teacher.float()).pow(2).mean(dim=-1), mask)
+
+
+def hidden_cosine_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``1 - cos(s, t)`` per position, averaged over valid positions (DistilBERT's cosine embedding loss)."""
+    return _masked_mean(1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1), mask)
+
+
+def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+    """BERT-PKD: squared distance between L2-normalised ``[CLS]`` vectors ``[B, D]``, mean over the batch."""
+    s = F.normalize(student_cls.float(), dim=-1)
+    t = F.normalize(teacher_cls.float(), dim=-1)
+    return (s - t).pow(2).sum(dim=-1).mean()
+
+
+def _row_kl(target: torch.Tensor, log_pred: torch.Tensor) -> torch.Tensor:
+    """KL(target || pred) along the last dim for probability rows; zero-probability entries contribute 0."""
+    return torch.where(target > 0, target * (target.clamp_min(1e-12).log() - log_pred), torch.zeros_like(target)).sum(-1)
+
+
+def _query_mask(mask: torch.Tensor | None, heads: int) -> torch.Tensor | None:
+    return None if mask is None else mask[:, None, :].expand(-1, heads, -1)
+
+
+def attention_kl_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(teacher row || student row) of attention distributions, mean over heads and valid query positions.
+
+    Inputs are attention probabilities ``[B, H, L, L]`` (MiniLM's self-attention distribution transfer, TinyBERT's
+    attention loss with probabilities). Padded keys carry zero probability in both maps.
+    """
+    log_s = student.float().clamp_min(1e-12).log()
+    kl = _row_kl(teacher.float(), log_s)  # [B, H, L]
+    return _masked_mean(kl, _query_mask(mask, kl.shape[1]))
+
+
+def attention_mse_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between attention maps ``[B, H, L, L]`` over valid (query, key) pairs, mean over heads (TinyBERT)."""
+    se = (student.float() - teacher.float()).pow(2)  # [B, H, L, L]
+    if mask is None:
+        return se.mean()
+    pair = (mask[:, :, None] & mask[:, None, :])[:, None].expand_as(se)
+    return _masked_mean(se, pair)
+
+
+def merge_heads(attention: torch.Tensor, heads: int) -> torch.Tensor:
+    """Average groups of attention heads ``[B, H, L, L] -> [B, heads, L, L]`` so maps with different head counts can
+    be compared (H must be a multiple of ``heads``); rows stay distributions."""
+    b, h, lq, lk = attention.shape
+    if h == heads:
+        return attention
+    if h % heads:
+        raise ValueError(f"cannot merge {h} attention heads into {heads}")
+    return attention.view(b, heads, h // heads, lq, lk).mean(dim=2)
+
+
+def relation(x: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MiniLM self-relation: split ``[B, L, D]`` into ``heads`` relation heads and return
+    ``log_softmax(x_h x_h^T / sqrt(D / heads))`` as ``[B, heads, L, L]``; padded keys are excluded."""
+    b, seq, d = x.shape
+    if d % heads:
+        raise ValueError(f"width {d} is not divisible by {heads} relation heads")
+    xh = x.float().view(b, seq, heads, d // heads).transpose(1, 2)  # [B, heads, L, dh]
+    scores = xh @ xh.transpose(-1, -2) / (d // heads) ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, None, :].bool(), torch.finfo(scores.dtype).min)
+    return F.log_softmax(scores, dim=-1)
+
+
+def value_relation_loss(
+    student_values: torch.Tensor, teacher_values: torch.Tensor, heads: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """MiniLM's value-relation transfer: KL between the teacher's and the student's value self-relations
+    (``softmax(V V^T / sqrt(d))`` per relation head), mean over heads and valid query positions. Widths may differ:
+    only the ``L x L`` relations are compared."""
+    log_t = relation(teacher_values, heads, mask)
+    log_s = relation(student_values, heads, mask)
+    kl = _row_kl(log_t.exp(), log_s)
+    return _masked_mean(kl, _query_mask(mask, heads))

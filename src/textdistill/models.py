@@ -144,13 +144,14 @@ def spread_layers(num_teacher_layers: int, num_layers: int) -> list[int]:
     return [round(i * step) for i in range(num_layers)]
 
 
-def find_layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """The ``nn.ModuleList`` holding the transformer blocks: the one whose length is ``config.num_hidden_layers``."""
+def find_layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList, str]:
+    """The ``nn.ModuleList`` holding the transformer blocks (the one whose length is ``config.num_hidden_layers``):
+    (its parent, its attribute name, the list, its dotted path)."""
     n = model.config.num_hidden_layers
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n and name.split(".")[-1] in {"layer", "layers", "h", "block"}:
             parent_name, _, attr = name.rpartition(".")
-            return model.get_submodule(parent_name), attr, module
+            return model.get_submodule(parent_name), attr, module, name
     raise TextDistillError(f"cannot find the transformer layers of {type(model).__name__} (num_hidden_layers={n})")
 
 
@@ -161,7 +162,7 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
     if bad:
         raise TextDistillError(f"student.layers: {bad} out of range; the teacher has layers 0..{n - 1}")
     student = copy.deepcopy(teacher)
-    parent, attr, stack = find_layer_stack(student)
+    parent, attr, stack, _ = find_layer_stack(student)
     kept = nn.ModuleList([stack[i] for i in layers])
     for new_idx, block in enumerate(kept):
         for module in block.modules():  # attention modules index their KV cache by layer

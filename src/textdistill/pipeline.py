@@ -23,6 +23,7 @@ from torch import nn
 from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.errors import TextDistillError
+from textdistill.features import IntermediateLosses, resolve_matches
 from textdistill.metrics import classification_metrics, evaluate_model, measure_speed, predict_logits
 from textdistill.models import (
     build_student,
@@ -137,13 +138,14 @@ def _fit(
     cfg: RunConfig,
     run: RunFolder,
     teacher: nn.Module | None = None,
+    keep_best: bool = True,
 ) -> LoopResult:
     def evaluate(m: nn.Module) -> dict[str, float]:
         return evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size)
 
     return train_loop(
         model, train_set, collator, args, objective, evaluate, cfg.eval.metric, cfg.seed,
-        run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher,
+        run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher, keep_best=keep_best,
     )  # fmt: skip
 
 
@@ -167,6 +169,31 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     result = _fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective, cfg, run)
     save_model(prep.teacher, tok, run.path / "teacher", {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
+
+
+def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
+    if not cfg.distill.uses_intermediate:
+        return None
+    matches = resolve_matches(cfg.distill.intermediate, cfg.distill.layer_map, teacher, student, recipe.get("layers"))
+    recipe["intermediate"] = [m.model_dump(mode="json") for m in matches]
+    return IntermediateLosses(matches, cfg.distill.minilm, student, teacher)
+
+
+def _check_student(cfg: RunConfig, prep: Prepared) -> None:
+    """Build the student once and, with intermediate losses, run one real batch through both models, so that a bad
+    recipe or layer map fails now, before the teacher is fine-tuned."""
+    assert cfg.student is not None
+    student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)
+    intermediate = _intermediate_losses(cfg, prep.teacher, student, recipe)
+    if intermediate is None:
+        return
+    ttok = prep.teacher_tokenizer
+    sample = _dataset(stok, prep.train.head(8), prep.labels, cfg.data.max_length, ttok)
+    batch = Collator(_pad_id(stok), _pad_id(ttok))([sample[i] for i in range(len(sample))])
+    try:
+        DistillationObjective(cfg.distill, prep.teacher, intermediate).setup(student, batch)
+    finally:
+        intermediate.close()
 
 
 def _machine() -> dict[str, Any]:
@@ -209,7 +236,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     teacher_cfg = _teacher_cfg(cfg)
     run = RunFolder(cfg)
     prep = _prepare(cfg)
-    build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)  # check the recipe now
+    _check_student(cfg, prep)
     run.open()
     started = time.perf_counter()
     teacher_info: dict[str, Any] = {"model": teacher_cfg.model}
@@ -230,15 +257,25 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
     teacher_dev = predict_logits(teacher, dev_set, collator, eval_bs, side="teacher")
     teacher_metrics = classification_metrics(teacher_dev, torch.tensor(dev_set.labels))
-    online = cfg.distill.teacher_outputs == "online"
+    online = cfg.distill.online
     if not online:
         t0 = time.perf_counter()
         train_set = train_set.with_teacher_logits(predict_logits(teacher, train_set, collator, eval_bs, side="teacher"))
         teacher_info["soft_target_seconds"] = time.perf_counter() - t0
 
-    objective = DistillationObjective(cfg.distill, teacher if online else None)
+    intermediate = _intermediate_losses(cfg, teacher, student, recipe)
+    online_teacher = teacher if online else None
+    if cfg.distill.intermediate_epochs:  # TinyBERT stage 1: intermediate layers only
+        stage1 = cfg.student.training.model_copy(update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None})
+        objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
+        _fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg, run,
+             teacher=online_teacher, keep_best=False)  # fmt: skip
+        intermediate = None  # stage 2: the prediction layer
+    objective = DistillationObjective(cfg.distill, online_teacher, intermediate)
     result = _fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg, run,
-                  teacher=teacher if online else None)  # fmt: skip
+                  teacher=online_teacher)  # fmt: skip
+    if objective.intermediate is not None:
+        objective.intermediate.close()
     student_metrics = evaluate_model(student, dev_set, collator, eval_bs)
     save_model(student, stok, run.path / "student", {"distilled_from": teacher_cfg.model, **recipe})
 

@@ -19,48 +19,107 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from textdistill.config import DistillConfig, TrainingConfig
+from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
+from textdistill.features import Features, IntermediateLosses
 from textdistill.losses import distillation_loss, hard_label_loss
 
 
 class Objective(Protocol):
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]: ...
+    """``(model, batch, progress in [0, 1]) -> {term: scalar}``; the ``loss`` entry is optimised, all are logged.
+
+    An objective that is an ``nn.Module`` may own trainable parameters (projections): the loop trains them too.
+    """
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], progress: float) -> dict[str, torch.Tensor]: ...
 
 
-def hard_label_objective(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+def hard_label_objective(model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
     """Plain fine-tuning: cross-entropy with the gold labels."""
     logits = model(**batch["student"]).logits
     ce = hard_label_loss(logits, batch["labels"])
     return {"loss": ce, "ce": ce}
 
 
-@dataclass
-class DistillationObjective:
-    """``alpha * soft + (1 - alpha) * CE`` against teacher logits that come with the batch (precomputed) or from an
-    online teacher forward pass (eval mode, no gradients)."""
+class DistillationObjective(nn.Module):
+    """``alpha * soft + (1 - alpha) * CE`` (+ the weighted intermediate terms) against teacher logits that come with
+    the batch (precomputed) or from an online teacher forward pass (eval mode, no gradients).
 
-    cfg: DistillConfig
-    teacher: nn.Module | None = None
+    ``use_logits=False`` trains the intermediate terms alone (TinyBERT's first stage).
+    """
 
-    def teacher_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        if "teacher_logits" in batch:
-            return batch["teacher_logits"]
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        teacher: nn.Module | None = None,
+        intermediate: IntermediateLosses | None = None,
+        use_logits: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._teacher = [teacher]  # in a list: not a submodule, so never trained, saved or moved by the loop
+        self.intermediate = intermediate
+        self.use_logits = use_logits
+        if teacher is None and intermediate is not None:
+            raise ValueError("intermediate losses need the teacher online")
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0]
+
+    def _teacher_features(self, batch: dict[str, Any]) -> Features | None:
         if self.teacher is None:
-            raise RuntimeError("batch has no precomputed teacher logits and no online teacher was given")
+            return None
+        inputs = batch.get("teacher", batch["student"])
         with torch.inference_mode():
-            return self.teacher(**batch.get("teacher", batch["student"])).logits.float().clone()
-
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        student_logits = model(**batch["student"]).logits
-        return distillation_loss(
-            student_logits,
-            self.teacher_logits(batch),
-            batch["labels"],
-            kind=self.cfg.loss,
-            temperature=self.cfg.temperature,
-            alpha=self.cfg.alpha,
+            if self.intermediate is not None:
+                feats = self.intermediate.features(self.teacher, inputs, "teacher")
+            else:
+                feats = Features(logits=self.teacher(**inputs).logits, mask=inputs["attention_mask"].bool())
+        # leave inference mode: clone what the student's graph will touch
+        return Features(
+            logits=feats.logits.float().clone(),
+            mask=feats.mask.clone(),
+            hidden=tuple(h.clone() for h in feats.hidden),
+            attentions=tuple(a.clone() for a in feats.attentions),
+            modules={k: v.clone() for k, v in feats.modules.items()},
         )
+
+    def setup(self, model: nn.Module, batch: dict[str, Any]) -> None:
+        """Check the intermediate matches on one real batch and create their projections (before the optimizer)."""
+        if self.intermediate is None:
+            return
+        with torch.no_grad():
+            s = self.intermediate.features(model, batch["student"], "student")
+            t = self._teacher_features(batch)
+        assert t is not None
+        self.intermediate.setup(s, t)
+
+    def forward(self, model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
+        t = self._teacher_features(batch)
+        if self.intermediate is not None:
+            s = self.intermediate.features(model, batch["student"], "student")
+        else:
+            s = Features(logits=model(**batch["student"]).logits, mask=batch["student"]["attention_mask"].bool())
+        terms: dict[str, torch.Tensor] = {}
+        total = s.logits.new_zeros((), dtype=torch.float32)
+        if self.use_logits:
+            teacher_logits = batch["teacher_logits"] if "teacher_logits" in batch else t.logits  # type: ignore[union-attr]
+            terms = distillation_loss(
+                s.logits,
+                teacher_logits,
+                batch["labels"],
+                kind=self.cfg.loss,
+                temperature=value_at(self.cfg.temperature, progress),
+                alpha=value_at(self.cfg.alpha, progress),
+            )
+            total = terms["loss"]
+        if self.intermediate is not None:
+            inter = self.intermediate(s, t, progress)
+            total = total + inter["intermediate"]
+            terms.update(inter)
+        terms["loss"] = total
+        return terms
 
 
 @dataclass
@@ -70,6 +129,12 @@ class LoopResult:
     steps: int
     seconds: float
     evals: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -91,8 +156,10 @@ def train_loop(
     log_path: Path,
     desc: str = "train",
     teacher: nn.Module | None = None,
+    keep_best: bool = True,
 ) -> LoopResult:
-    """Train ``model`` in place; at the end it holds the weights of its best evaluation.
+    """Train ``model`` in place; at the end it holds the weights of its best evaluation (or its last weights when
+    ``keep_best`` is False, e.g. after a stage that does not train the prediction layer).
 
     AdamW with linear warm-up and decay; evaluation every epoch or every ``eval_steps`` optimizer steps; each
     logged line of ``log_path`` (JSON) holds the step, epoch, learning rate and the mean of every loss term.
@@ -108,11 +175,20 @@ def train_loop(
     loader = train_loader(
         train_set, collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers
     )
+    if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
+        objective.to(accelerator.device)
+        if hasattr(objective, "setup"):
+            first = collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
+            objective.setup(model.to(accelerator.device), _to_device(first, accelerator.device))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if isinstance(objective, nn.Module):
+        named += [(f"objective.{n}", p) for n, p in objective.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
+    params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps or math.ceil(steps_per_epoch * args.num_train_epochs)
@@ -135,7 +211,7 @@ def train_loop(
         evals.append(record)
         log.write(json.dumps(record) + "\n")
         log.flush()
-        if metrics[metric] > best_metric:
+        if metrics[metric] > best_metric and keep_best:
             best_metric, best_step = metrics[metric], step
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
         bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
@@ -147,10 +223,10 @@ def train_loop(
             for batch in loader:
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
-                        terms = objective(model, batch)
+                        terms = objective(model, batch, step / total_steps)
                     accelerator.backward(terms["loss"])
                     if accelerator.sync_gradients and args.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        accelerator.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
