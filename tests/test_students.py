@@ -82,7 +82,7 @@ def test_padding_does_not_change_the_result(kind: str) -> None:
         mask[i, : len(s)] = 1
     batched = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     for i, s in enumerate(seqs):
-        alone = model(input_ids=s[None], attention_mask=torch.ones(1, len(s), dtype=torch.long), output_hidden_states=True)
+        alone = model(input_ids=s[None], attention_mask=torch.ones_like(s[None]), output_hidden_states=True)
         assert torch.allclose(alone.logits[0], batched.logits[i], atol=1e-5), f"{kind}: length {len(s)}"
         assert torch.allclose(alone.hidden_states[0][0], batched.hidden_states[0][i], atol=1e-5)
 
@@ -98,7 +98,8 @@ def test_save_pretrained_round_trip(kind: str, tmp_path: Path) -> None:
     assert loaded.config.id2label == LABELS.id2label and loaded.config.label2id == LABELS.label2id
     ids = torch.randint(0, VOCAB, (3, 8))
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3, [1] + [0] * 7])
-    assert torch.equal(loaded(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
 
 
 @KINDS
@@ -141,6 +142,19 @@ def test_textcnn_padding_cannot_win_the_max() -> None:
     assert torch.equal(out.hidden_states[0], torch.zeros(1, 1))
 
 
+def test_textcnn_pools_whole_windows_only() -> None:
+    """Kim's valid convolution: a window hanging over the end of a sequence is not pooled, unless it is the only one."""
+    model = small_student("textcnn", kernel_sizes=[2], num_filters=1)
+    with torch.no_grad():
+        model.encoder.convs[0].weight.copy_(torch.tensor([1.0, -2.0]).expand(1, 16, 2) / 16)
+        model.encoder.convs[0].bias.zero_()
+        model.embeddings.weight.fill_(1.0)  # window (token, token) -> -1; (token, nothing) -> +1
+    whole = model(input_ids=torch.tensor([[5, 6, 7]]), output_hidden_states=True).hidden_states[0]
+    assert torch.equal(whole, torch.zeros(1, 1))
+    short = model(input_ids=torch.tensor([[5]]), output_hidden_states=True).hidden_states[0]
+    assert torch.allclose(short, torch.ones(1, 1))  # one token: its window is padded inside the model
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Word tokenizer
 
@@ -178,7 +192,8 @@ def teacher(tiny_bert: str) -> tuple[torch.nn.Module, Any]:
 def test_init_from_teacher_copies_rows(teacher: tuple[torch.nn.Module, Any]) -> None:
     bert, tok = teacher
     source = bert.get_input_embeddings().weight
-    student = small_student("bilstm", vocab_size=source.shape[0], embedding_dim=source.shape[1], pad_token_id=tok.pad_token_id)
+    vocab, width = source.shape
+    student = small_student("bilstm", vocab_size=vocab, embedding_dim=width, pad_token_id=tok.pad_token_id)
     info = init_embeddings_from_teacher(student, bert)
     assert info["method"] == "copy"
     assert torch.equal(student.embeddings.weight, source)
@@ -229,7 +244,8 @@ def test_build_with_word_tokenizer(sst2_dir: Path) -> None:
     spec = {"type": "bilstm", "tokenizer": "words", "vocab_size": 500, "embedding_dim": 8, "hidden_size": 8}
     model, tok, recipe = build_classic_student(spec, LABELS, torch.nn.Module(), None, texts, seed=0)
     assert model.config.vocab_size == len(tok) == 500
-    assert recipe["embedding_init"] == {"method": "random"} and recipe["architecture"]["vocab_size"] == 500
+    assert recipe["embedding_init"] == {"method": "random"} and recipe["word_tokenizer"]["vocab_size"] == 500
+    assert recipe["architecture"]["classifier_hidden_size"] == 8  # defaults to hidden_size, spelt out
     enc = tok(texts[:4], padding=True, return_tensors="pt")
     assert model(**enc).logits.shape == (4, len(LABELS))
 
@@ -248,7 +264,7 @@ def test_build_with_word_tokenizer(sst2_dir: Path) -> None:
         ({"type": "mlp", "hiden_sizes": [3]}, "hiden_sizes", "unknown key"),
         ({"type": "mlp", "tokenizer": "chars"}, "tokenizer", "expected 'teacher' or 'words'"),
         ({"type": "mlp", "vocab_size": 100}, "vocab_size", "only used with tokenizer: words"),
-        ({"type": "mlp", "tokenizer": "words", "init_from_teacher": True}, "init_from_teacher", "needs tokenizer: teacher"),
+        ({"type": "mlp", "tokenizer": "words", "init_from_teacher": True}, "init_from_teacher", "needs tokenizer"),
     ],
 )
 def test_bad_spec_names_the_key(spec: dict[str, Any], key: str, message: str) -> None:
@@ -287,3 +303,38 @@ def test_textcnn_learns_sst2(sst2_dir: Path) -> None:
         optimizer.step()
     after = full_loss()
     assert before > 0.6 and after < 0.5 * before, (before, after)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Through the pipeline: the same loop, report and saving as transformer students.
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        {"type": "bilstm", "tokenizer": "teacher", "init_from_teacher": True, "embedding_dim": 32, "hidden_size": 16},
+        {"type": "textcnn", "tokenizer": "words", "embedding_dim": 24, "num_filters": 8},
+        {"type": "mlp", "tokenizer": "words", "embedding_dim": 16, "hidden_sizes": [16]},
+    ],
+)
+def test_classic_students_distill_end_to_end(architecture, tiny_bert, sst2_dir, tmp_path):
+    import json
+
+    import textdistill
+    from test_end_to_end import tiny_config
+
+    cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run", architecture=architecture)
+    cfg["teacher"]["training"]["num_train_epochs"] = 1
+    cfg["student"]["training"]["num_train_epochs"] = 1
+    # the pooled sentence vector of the student learns the teacher's pooled output through a projection
+    cfg["distill"]["intermediate"] = [
+        {"feature": "module", "student_module": "pooler", "teacher_module": "bert.pooler", "loss": "mse"}
+    ]
+    report = textdistill.distill(cfg)
+    assert report["student"]["type"] == architecture["type"]
+    assert report["student"]["params"] > 0 and "retained_pct" in report["student"]
+    assert "retained_pct" in report["baseline"]
+    steps = [json.loads(x) for x in (tmp_path / "run/logs/student.jsonl").read_text().splitlines()]
+    assert any("module_pooler_bert.pooler_mse" in s for s in steps)
+    again = textdistill.evaluate(str(tmp_path / "run" / "student"), cfg, speed=False)
+    assert again["metrics"]["accuracy"] == pytest.approx(report["student"]["metrics"]["accuracy"], abs=1e-6)

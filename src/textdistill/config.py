@@ -91,21 +91,24 @@ class TeacherConfig(_Strict):
 
 
 class StudentConfig(_Strict):
-    """How to make the student. Exactly one of: ``layers``, ``num_layers``, ``model``, ``config_overrides``."""
+    """How to make the student. Exactly one of: ``layers``, ``num_layers``, ``model``, ``config_overrides``,
+    ``architecture``."""
 
     layers: list[int] | None = None  # keep these teacher layers (0-based), initialised from them
     num_layers: int | None = Field(None, gt=0)  # keep this many teacher layers, spread evenly
     model: str | None = None  # any HF checkpoint (folder or hub id); its own tokenizer
     config_overrides: dict[str, Any] | None = None  # teacher's config with these changes, randomly initialised
+    # A non-transformer student: {type: bilstm | textcnn | mlp, tokenizer: teacher | words, ...}; its keys are
+    # validated by textdistill.students (errors name student.architecture.<key>).
+    architecture: dict[str, Any] | None = None
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=1e-4, num_train_epochs=3))
 
     @model_validator(mode="after")
     def _one_recipe(self) -> "StudentConfig":
-        given = [k for k in ("layers", "num_layers", "model", "config_overrides") if getattr(self, k) is not None]
+        recipes = ("layers", "num_layers", "model", "config_overrides", "architecture")
+        given = [k for k in recipes if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                "give exactly one of layers, num_layers, model, config_overrides" + (f" (got {given})" if given else "")
-            )
+            raise ValueError(f"give exactly one of {', '.join(recipes)}" + (f" (got {given})" if given else ""))
         if self.layers is not None:
             if not self.layers:
                 raise ValueError("layers must not be empty")

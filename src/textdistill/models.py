@@ -174,12 +174,24 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
 
 
 def build_student(
-    student_cfg: Any, teacher: nn.Module, teacher_tokenizer: Any, labels: LabelSet, seed: int
+    student_cfg: Any,
+    teacher: nn.Module,
+    teacher_tokenizer: Any,
+    labels: LabelSet,
+    seed: int,
+    train_texts: list[str] | None = None,
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Make the student described by ``student_cfg``; returns (model, tokenizer, provenance for the report)."""
+    """Make the student described by ``student_cfg``; returns (model, tokenizer, provenance for the report).
+
+    ``train_texts`` (texts and text pairs of the training set) build a word vocabulary for students that ask for one.
+    """
     from accelerate.utils import set_seed
     from transformers import AutoModelForSequenceClassification
 
+    if student_cfg.architecture is not None:
+        from textdistill.students import build_classic_student
+
+        return build_classic_student(dict(student_cfg.architecture), labels, teacher, teacher_tokenizer, train_texts or [], seed)
     set_seed(seed)  # a fresh head or random init is the same for the student and its no-distillation twin
     if student_cfg.layers is not None or student_cfg.num_layers is not None:
         layers = student_cfg.layers or spread_layers(teacher.config.num_hidden_layers, student_cfg.num_layers)
@@ -233,6 +245,8 @@ def save_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extr
 def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, Any, LabelSet]:
     """Load a fine-tuned classifier folder with its tokenizer and label names."""
     from transformers import AutoModelForSequenceClassification
+
+    import textdistill.students  # noqa: F401  (registers the BiLSTM / TextCNN / MLP students with the Auto classes)
 
     path = resolve_model_path(folder, role)
     try:

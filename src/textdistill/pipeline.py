@@ -115,6 +115,11 @@ def _prepare(cfg: RunConfig) -> Prepared:
     return Prepared(train, dev, labels, teacher, tokenizer)
 
 
+def _texts(data: TextData) -> list[str]:
+    """All the text a word vocabulary should cover: the texts and their pairs."""
+    return data.texts + (data.pairs or [])
+
+
 def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -183,7 +188,7 @@ def _check_student(cfg: RunConfig, prep: Prepared) -> None:
     """Build the student once and, with intermediate losses, run one real batch through both models, so that a bad
     recipe or layer map fails now, before the teacher is fine-tuned."""
     assert cfg.student is not None
-    student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)
+    student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
     intermediate = _intermediate_losses(cfg, prep.teacher, student, recipe)
     if intermediate is None:
         return
@@ -247,7 +252,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     for p in teacher.parameters():
         p.requires_grad_(False)
 
-    student, stok, recipe = build_student(cfg.student, teacher, prep.teacher_tokenizer, prep.labels, cfg.seed)
+    student, stok, recipe = build_student(cfg.student, teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
     ttok = prep.teacher_tokenizer
     train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
     dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length, ttok)
@@ -281,7 +286,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
 
     baseline_metrics = None
     if cfg.distill.baseline:
-        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed)
+        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, _texts(prep.train))
         base = _fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective, cfg, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
         save_model(twin, stok, run.path / "baseline", {"trained_without_distillation": True, **recipe})

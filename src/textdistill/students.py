@@ -67,7 +67,8 @@ def masked_pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Te
 
 
 class MaskedPooling(nn.Module):
-    """``(hidden [B, T, D], mask) -> [B, D]``: :func:`masked_pool` as a module, so a hook can tap the sentence vector."""
+    """``(hidden [B, T, D], mask) -> [B, D]``: :func:`masked_pool` as a module, so a hook can tap the sentence
+    vector."""
 
     def __init__(self, mode: str) -> None:
         super().__init__()
@@ -82,7 +83,9 @@ class MaskedPooling(nn.Module):
         return f"mode={self.mode!r}"
 
 
-def classifier_head(in_dim: int, hidden_sizes: list[int] | tuple[int, ...], num_labels: int, dropout: float) -> nn.Sequential:
+def classifier_head(
+    in_dim: int, hidden_sizes: list[int] | tuple[int, ...], num_labels: int, dropout: float
+) -> nn.Sequential:
     """``dropout -> [linear -> ReLU -> dropout] per hidden size -> linear`` (no hidden sizes: dropout -> linear)."""
     layers: list[nn.Module] = [nn.Dropout(dropout)]
     for size in hidden_sizes:
@@ -192,6 +195,8 @@ class ClassicStudent(PreTrainedModel):
 
     config_class = ClassicStudentConfig
     base_model_prefix = "textdistill"  # no separate base model; a name no weight starts with
+    pooler: MaskedPooling
+    classifier: nn.Sequential
 
     def __init__(self, config: ClassicStudentConfig) -> None:
         super().__init__(config)
@@ -239,11 +244,13 @@ class ClassicStudent(PreTrainedModel):
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1)) if labels is not None else None
         if output_hidden_states is None:
             output_hidden_states = bool(self.config.output_hidden_states)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=(pooled,) if output_hidden_states else None)
+        hidden_states = (pooled,) if output_hidden_states else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
 class BiLSTMForSequenceClassification(ClassicStudent):
-    """Tang et al. (2019): embeddings -> dropout -> packed BiLSTM -> masked max/mean pooling -> one-hidden-layer head."""
+    """Tang et al. (2019): embeddings -> dropout -> packed BiLSTM -> masked max/mean pooling -> a head with one
+    hidden layer."""
 
     config_class = BiLSTMConfig
 
@@ -329,9 +336,12 @@ def build_word_tokenizer(
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()] if lowercase else [normalizers.NFKC()])
+    steps = [normalizers.NFKC(), normalizers.Lowercase()] if lowercase else [normalizers.NFKC()]
+    tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(WORD_SPECIALS))
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(WORD_SPECIALS)
+    )
     tok.train_from_iterator(texts, trainer)
     ids = [tok.token_to_id(t) for t in WORD_SPECIALS]
     assert ids == [0, 1, 2], f"special tokens got ids {ids}"
@@ -450,7 +460,8 @@ def _check_spec(spec: dict[str, Any]) -> tuple[str, str, bool, dict[str, Any], d
     if not isinstance(spec, dict):
         raise TextDistillError(f"{SPEC_KEY}: expected a mapping, got {type(spec).__name__}")
     kind = _choice("type", spec.get("type"), tuple(STUDENT_TYPES))
-    tokenizer = _choice("tokenizer", spec.get("tokenizer") or "teacher", ("teacher", "words"))
+    tokenizer = spec.get("tokenizer")
+    tokenizer = "teacher" if tokenizer is None else _choice("tokenizer", tokenizer, ("teacher", "words"))
     own_keys = {**_COMMON_KEYS, **_TYPE_KEYS[kind]}
     known = {"type", "tokenizer", "init_from_teacher", *own_keys, *_WORD_KEYS}
     for key, value in spec.items():
@@ -471,7 +482,9 @@ def _check_spec(spec: dict[str, Any]) -> tuple[str, str, bool, dict[str, Any], d
         return out
 
     init_from_teacher = spec.get("init_from_teacher")
-    init_from_teacher = tokenizer == "teacher" if init_from_teacher is None else _flag("init_from_teacher", init_from_teacher)
+    if init_from_teacher is None:
+        init_from_teacher = tokenizer == "teacher"
+    init_from_teacher = _flag("init_from_teacher", init_from_teacher)
     if init_from_teacher and tokenizer != "teacher":
         raise _fail("init_from_teacher", "needs tokenizer: teacher (a word vocabulary has no teacher embeddings)")
     return kind, tokenizer, init_from_teacher, resolved(own_keys), resolved(_WORD_KEYS)
@@ -497,6 +510,8 @@ def build_classic_student(
     from accelerate.utils import set_seed
 
     kind, tokenizer_kind, init_from_teacher, arch, word_opts = _check_spec(spec)
+    if kind == "bilstm" and arch["classifier_hidden_size"] is None:
+        arch["classifier_hidden_size"] = arch["hidden_size"]
     if tokenizer_kind == "words":
         tokenizer = build_word_tokenizer(train_texts, **word_opts)
         vocab_size = len(tokenizer)
@@ -513,12 +528,14 @@ def build_classic_student(
     embedding_init: dict[str, Any] = {"method": "random"}
     if init_from_teacher:
         embedding_init = init_embeddings_from_teacher(model, teacher)
-    recipe = {
+    recipe: dict[str, Any] = {
         "recipe": f"classic {kind}",
         "type": kind,
         "tokenizer": tokenizer_kind,
         "vocab_size": vocab_size,
         "embedding_init": embedding_init,
-        "architecture": {**arch, **(word_opts if tokenizer_kind == "words" else {})},
+        "architecture": arch,
     }
+    if tokenizer_kind == "words":
+        recipe["word_tokenizer"] = word_opts  # as asked; the vocabulary may be smaller (``vocab_size`` above)
     return model, tokenizer, recipe
