@@ -18,14 +18,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
 def section(runs: list[Path], name: str, command: str) -> str:
     reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
-    m = reports[0]["machine"]
-    lines = [
-        f"<!-- begin {name} -->",
-        f"Command: `{command}`  ",
-        f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
-        f"({m['torch_threads']} threads for latency and throughput).",
-        "",
-    ]
+    lines = _header(reports, name, command)
     for run, rep in zip(runs, reports):
         d, s, k = rep["data"], rep["student"], rep["distill"]
         lines += [
@@ -44,14 +37,76 @@ def section(runs: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def _header(reports: list[dict], name: str, command: str) -> list[str]:
+    m = reports[0]["machine"]
+    return [
+        f"<!-- begin {name} -->",
+        f"Command: `{command}`  ",
+        f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"({m['torch_threads']} threads for latency and throughput).",
+        "",
+    ]
+
+
+def ablation_section(runs: list[Path], name: str, command: str) -> str:
+    """One row per setting (run folders named SETTING-seedN): each seed's metric, the mean, % of the teacher."""
+    reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    metric = reports[0]["metric"]
+    teacher = reports[0]["teacher"]["metrics"][metric]
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for run, rep in zip(runs, reports):
+        setting, _, seed = run.name.rpartition("-seed")
+        groups.setdefault(setting, []).append((seed, rep))
+    rows = [["student (2 layers)", "seeds", f"{metric} per seed", "mean", "% of teacher", "train min (mean)"]]
+    for setting, items in groups.items():
+        scores = [rep["student"]["metrics"][metric] for _, rep in items]
+        mean = sum(scores) / len(scores)
+        minutes = sum(rep["student"]["train_seconds"] for _, rep in items) / len(items) / 60
+        rows.append([setting, ",".join(s for s, _ in items), " / ".join(f"{100 * x:.2f}" for x in scores),
+                     f"{100 * mean:.2f}", f"{100 * mean / teacher:.1f}", f"{minutes:.1f}"])  # fmt: skip
+    d = reports[0]["data"]
+    lines = _header(reports, name, command) + [
+        f"Teacher {reports[0]['teacher']['model']}: {metric} {100 * teacher:.2f}. "
+        f"{d['train_examples']} training examples, {d['validation_examples']} dev.",
+        "",
+        markdown_table(rows),
+        "",
+        f"<!-- end {name} -->",
+    ]
+    return "\n".join(lines)
+
+
+def classic_section(runs: list[Path], name: str, command: str) -> str:
+    """Non-transformer students: distilled and twin metric, size and speed against the teacher."""
+    reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    metric = reports[0]["metric"]
+    t = reports[0]["teacher"]
+    rows = [["model", f"{metric} distilled", f"{metric} no distillation", "% of teacher", "params (M)",
+             "latency b1 (ms)", "throughput b32 (/s)", "speed-up b1", "speed-up b32"]]  # fmt: skip
+    rows.append([f"teacher ({t['model']})", f"{100 * t['metrics'][metric]:.2f}", "-", "100.0", f"{t['params'] / 1e6:.1f}",
+                 f"{t['latency_ms_batch1']:.2f}", f"{t['throughput_batch32']:.0f}", "1.0x", "1.0x"])  # fmt: skip
+    for rep in reports:
+        s = rep["student"]
+        rows.append([
+            f"{s['type']} ({s['tokenizer']} tokenizer)", f"{100 * s['metrics'][metric]:.2f}",
+            f"{100 * rep['baseline']['metrics'][metric]:.2f}" if "baseline" in rep else "-", f"{s['retained_pct']:.1f}",
+            f"{s['params'] / 1e6:.1f}", f"{s['latency_ms_batch1']:.2f}", f"{s['throughput_batch32']:.0f}",
+            f"{t['latency_ms_batch1'] / s['latency_ms_batch1']:.1f}x", f"{s['throughput_batch32'] / t['throughput_batch32']:.1f}x",
+        ])  # fmt: skip
+    lines = _header(reports, name, command) + [markdown_table(rows), "", f"<!-- end {name} -->"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--kind", choices=["report", "ablation", "classic"], default="report")
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Results\n"
-    new = section(args.runs, args.name, args.command)
+    make = {"report": section, "ablation": ablation_section, "classic": classic_section}[args.kind]
+    new = make(args.runs, args.name, args.command)
     pattern = re.compile(rf"<!-- begin {re.escape(args.name)} -->.*?<!-- end {re.escape(args.name)} -->", re.S)
     text = pattern.sub(lambda _: new, text) if pattern.search(text) else text.rstrip() + "\n\n" + new + "\n"
     tmp = RESULTS.with_suffix(".tmp")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from textdistill.config import DataConfig
 from textdistill.errors import TextDistillError
@@ -366,7 +366,3 @@ def train_loader(
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths(), generator=generator)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=num_workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, num_workers=num_workers)
-
-
-def eval_loader(dataset: DistillDataset, collator: Collator, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset), collate_fn=collator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from textdistill.data import Collator, DistillDataset, eval_loader, pad_features
+from textdistill.data import Collator, DistillDataset, pad_features
+from textdistill.progress import progress
 
 
 def _model_inputs(features: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -18,9 +20,10 @@ def _model_inputs(features: dict[str, torch.Tensor], device: torch.device) -> di
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, side: str = "student"
+    model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, side: str = "student", desc: str | None = None
 ) -> torch.Tensor:
-    """Logits ``[N, C]`` in dataset order. ``side="teacher"`` feeds the teacher's features when they differ."""
+    """Logits ``[N, C]`` in dataset order. ``side="teacher"`` feeds the teacher's features when they differ.
+    With ``desc``, progress (and an ETA) is reported."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -31,9 +34,13 @@ def predict_logits(
     order = sorted(range(len(dataset)), key=lambda i: len(feats[i]["input_ids"]))
     pad_id = collator.teacher_pad_id if key == "teacher" and collator.teacher_pad_id is not None else collator.student_pad_id
     out: list[torch.Tensor] = []
-    for start in range(0, len(order), batch_size):
-        chunk = [feats[i] for i in order[start : start + batch_size]]
-        out.append(model(**_model_inputs(pad_features(chunk, pad_id), device)).logits.float().cpu())
+    starts = range(0, len(order), batch_size)
+    with progress(len(starts), desc) if desc else contextlib.nullcontext() as bar:
+        for start in starts:
+            chunk = [feats[i] for i in order[start : start + batch_size]]
+            out.append(model(**_model_inputs(pad_features(chunk, pad_id), device)).logits.float().cpu())
+            if bar is not None:
+                bar.update(1)
     model.train(was_training)
     sorted_logits = torch.cat(out)
     logits = torch.empty_like(sorted_logits)

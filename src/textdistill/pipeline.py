@@ -265,7 +265,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     online = cfg.distill.online
     if not online:
         t0 = time.perf_counter()
-        train_set = train_set.with_teacher_logits(predict_logits(teacher, train_set, collator, eval_bs, side="teacher"))
+        train_set = train_set.with_teacher_logits(predict_logits(teacher, train_set, collator, eval_bs, "teacher", "soft targets"))
         teacher_info["soft_target_seconds"] = time.perf_counter() - t0
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)

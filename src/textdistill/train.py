@@ -23,6 +23,7 @@ from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.features import Features, IntermediateLosses
 from textdistill.losses import distillation_loss, hard_label_loss
+from textdistill.progress import progress
 
 
 class Objective(Protocol):
@@ -137,13 +138,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
-def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5 if interactive else 30.0)
-
-
 def train_loop(
     model: nn.Module,
     train_set: DistillDataset,
@@ -217,7 +211,7 @@ def train_loop(
         bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log, _progress(total_steps, desc) as bar:
+    with open(log_path, "a", encoding="utf-8") as log, progress(total_steps, desc) as bar:
         model.train()
         while step < total_steps:
             for batch in loader:
