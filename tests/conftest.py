@@ -12,6 +12,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny test models run fastest on one thread, and one thread never oversubscribes a busy 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import tempfile  # noqa: E402
+
+# The teacher-output cache of the tests lives in a temporary folder, never in the user's ~/.cache.
+os.environ["TEXTDISTILL_CACHE"] = tempfile.mkdtemp(prefix="textdistill-test-cache-")
+
 from textdistill.config import data_dir  # noqa: E402
 
 SST2 = Path(data_dir()) / "sst2"

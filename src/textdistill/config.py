@@ -228,6 +228,12 @@ class DistillConfig(_Strict):
     # precompute: the teacher labels the training set once before training (exact: no dropout, no augmentation);
     # online: a teacher forward pass for every student batch; auto: precompute unless intermediate features are used.
     teacher_outputs: Literal["auto", "precompute", "online"] = "auto"
+    # Keep precomputed teacher logits on disk, keyed by the teacher's weights and the exact inputs, and reuse them
+    # across epochs and runs (textdistill.cache). cache_dir default: $TEXTDISTILL_CACHE or ~/.cache/textdistill.
+    teacher_cache: bool = True
+    cache_dir: str | None = None
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    cache_topk: int | None = Field(None, gt=0)  # keep only the k largest log-probabilities per example
     # Also train the same student, same init and budget, on hard labels only, for the report.
     baseline: bool = True
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from textdistill.cache import TeacherCache
 from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.errors import TextDistillError
@@ -176,6 +178,28 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
 
 
+def _soft_targets(
+    cfg: RunConfig, teacher: nn.Module, train_set: DistillDataset, collator: Collator, batch_size: int, info: dict
+) -> torch.Tensor:
+    """Teacher logits over the training set, once: from the teacher-output cache when it holds them."""
+
+    def compute() -> torch.Tensor:
+        return predict_logits(teacher, train_set, collator, batch_size, "teacher", "soft targets")
+
+    started = time.perf_counter()
+    if not cfg.distill.teacher_cache:
+        logits = compute()
+        info["soft_targets"] = {"cache": "off", "seconds": time.perf_counter() - started}
+        return logits
+    d = cfg.distill
+    cache = TeacherCache(d.cache_dir, d.cache_dtype, d.cache_topk)
+    features = train_set.teacher or train_set.student
+    result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": _teacher_cfg(cfg).model})
+    info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
+    print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
+    return result.logits
+
+
 def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
     if not cfg.distill.uses_intermediate:
         return None
@@ -264,9 +288,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     teacher_metrics = classification_metrics(teacher_dev, torch.tensor(dev_set.labels))
     online = cfg.distill.online
     if not online:
-        t0 = time.perf_counter()
-        train_set = train_set.with_teacher_logits(predict_logits(teacher, train_set, collator, eval_bs, "teacher", "soft targets"))
-        teacher_info["soft_target_seconds"] = time.perf_counter() - t0
+        train_set = train_set.with_teacher_logits(_soft_targets(cfg, teacher, train_set, collator, eval_bs, teacher_info))
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
     online_teacher = teacher if online else None
