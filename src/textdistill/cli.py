@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from textdistill.errors import TextDistillError
 
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
     _add_common(p)
+    p = sub.add_parser(
+        "export",
+        help="export a saved classifier to ONNX (fp32 and int8) and check it against PyTorch",
+        description="Write MODEL as ONNX fp32 and dynamically quantized int8 into OUTPUT_DIR, then score each form "
+        "on the config's validation split: largest logit difference from PyTorch, metric, size, CPU latency "
+        "(batch 1) and throughput (batch 32). Needs onnx and onnxruntime (pip install -e '.[export]').",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", help="model folder (e.g. RUN/student)")
+    _add_common(p)
     return parser
 
 
@@ -73,6 +85,13 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
         from textdistill.report import render_report
 
         print(render_report(result))
+    elif command == "export":
+        print(f"{'form':<14} {'accuracy':>9} {'diff (pts)':>10} {'max |dlogit|':>12} {'size MB':>8} {'b1 ms':>7} {'b32 /s':>7} {'vs torch':>8}")
+        for form, e in result["forms"].items():
+            acc = next(iter(e["metrics"].values()))
+            size = "-" if e["size_bytes"] is None else f"{e['size_bytes'] / 1e6:.1f}"
+            print(f"{form:<14} {100 * acc:>9.2f} {e['metric_diff_points']:>+10.2f} {e['max_abs_logit_diff']:>12.2g} {size:>8} "
+                  f"{e['latency_ms_batch1']:>7.2f} {e['throughput_batch32']:>7.0f} {e['throughput_vs_pytorch']:>7.2f}x")  # fmt: skip
     elif command == "train":
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in result["teacher"]["metrics"].items())
         print(f"teacher fine-tuned: {metrics}")
@@ -94,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             result = pipeline.train_teacher(args.config, overrides)
         elif args.command == "distill":
             result = pipeline.distill(args.config, overrides)
+        elif args.command == "export":
+            output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
+            result = pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])
         else:
             result = pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed)
     except TextDistillError as exc:

@@ -261,6 +261,8 @@ class DistillConfig(_Strict):
 
 class EvalConfig(_Strict):
     metric: Literal["accuracy", "f1", "macro_f1"] = "accuracy"
+    # Also export the student to ONNX (fp32 and int8) and report each form's metric, logit difference and speed.
+    export_onnx: bool = False
     latency_repeats: int = Field(20, gt=0, le=10000)
     latency_samples: int = Field(256, gt=0)
 

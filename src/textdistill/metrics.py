@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -73,23 +73,30 @@ def evaluate_model(model: nn.Module, dataset: DistillDataset, collator: Collator
 
 @torch.inference_mode()
 def measure_speed(
-    model: nn.Module, features: list[dict[str, list[int]]], pad_token_id: int, repeats: int = 20, batch_size: int = 32
+    model: nn.Module | Callable[[dict[str, torch.Tensor]], Any],
+    features: list[dict[str, list[int]]],
+    pad_token_id: int,
+    repeats: int = 20,
+    batch_size: int = 32,
 ) -> dict[str, float]:
     """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
 
-    Inputs are real examples in their natural order (not length-sorted), tokenization excluded. The model runs in
-    eval mode on the CPU with the current ``torch.get_num_threads()``; two warm-up calls precede each measurement.
+    ``model`` is a PyTorch model (run in eval mode on the CPU) or any forward function over padded inputs (an ONNX
+    Runtime session). Inputs are real examples in their natural order (not length-sorted), tokenization excluded;
+    ``torch.get_num_threads()`` threads; two warm-up calls precede each measurement.
     """
-    was_training = model.training
-    model.eval()
-    cpu = torch.device("cpu")
-    device = next(model.parameters()).device
-    model.to(cpu)
+    module = model if isinstance(model, nn.Module) else None
+    if module is not None:
+        was_training, device = module.training, next(module.parameters()).device
+        module.eval().to("cpu")
+        forward: Callable[[dict[str, torch.Tensor]], Any] = lambda inputs: module(**inputs)  # noqa: E731
+    else:
+        forward = model  # type: ignore[assignment]
 
     def timed(chunk: list[dict[str, list[int]]]) -> float:
         inputs = pad_features(chunk, pad_token_id)
         start = time.perf_counter()
-        model(**inputs)
+        forward(inputs)
         return time.perf_counter() - start
 
     n = len(features)
@@ -98,8 +105,8 @@ def measure_speed(
         timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
     single = [timed([features[i % n]]) for i in range(repeats)]
     batched = [timed([features[(r * batch_size + j) % n] for j in range(batch_size)]) for r in range(repeats)]
-    model.to(device)
-    model.train(was_training)
+    if module is not None:
+        module.to(device).train(was_training)
     return {
         "latency_ms_batch1": 1000 * statistics.median(single),
         f"throughput_batch{batch_size}": batch_size / statistics.median(batched),

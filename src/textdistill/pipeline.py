@@ -25,6 +25,7 @@ from textdistill.cache import TeacherCache
 from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.errors import TextDistillError
+from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
 from textdistill.metrics import classification_metrics, evaluate_model, measure_speed, predict_logits
 from textdistill.models import (
@@ -331,6 +332,10 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     }  # fmt: skip
     if baseline_metrics is not None:
         report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds, "metrics": baseline_metrics}
+    if cfg.eval.export_onnx:
+        report["student"]["deploy"] = export_student(
+            student, dev_set, _pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
+        )
     _add_ratios(report, cfg.eval.metric)
     report["total_seconds"] = time.perf_counter() - started
     report["machine"] = _machine()
@@ -351,14 +356,28 @@ def _add_ratios(report: dict[str, Any], metric: str) -> None:
     report["speedup_batch32"] = s["throughput_batch32"] / t["throughput_batch32"]
 
 
+def _saved_model_and_dev(model: str, cfg: RunConfig) -> tuple[nn.Module, Any, TextData, DistillDataset]:
+    net, tokenizer, labels = load_saved_classifier(model, "model")
+    _, dev = load_splits(cfg.data)
+    return net, tokenizer, dev, _dataset(tokenizer, dev, labels, cfg.data.max_length)
+
+
+def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill export``: a saved classifier to ONNX fp32 and int8 in ``output``, each form checked against
+    PyTorch on the config's validation split (largest logit difference, metric, size, latency)."""
+    cfg = as_config(cfg, overrides)
+    net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
+    forms = export_student(net, dev_set, _pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
+    tokenizer.save_pretrained(output)
+    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "forms": forms}
+
+
 def evaluate(
     model: str, cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, speed: bool = True
 ) -> dict[str, Any]:
     """``textdistill evaluate``: a saved classifier on the config's validation split (metrics, and speed)."""
     cfg = as_config(cfg, overrides)
-    net, tokenizer, labels = load_saved_classifier(model, "model")
-    _, dev = load_splits(cfg.data)
-    dev_set = _dataset(tokenizer, dev, labels, cfg.data.max_length)
+    net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
     collator = Collator(_pad_id(tokenizer))
     metrics = evaluate_model(net, dev_set, collator, 128)
     out: dict[str, Any] = {"model": model, "validation": dev.source, "examples": len(dev), "metrics": metrics}

@@ -35,6 +35,11 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
     if "baseline" in report:
         # the twin has the student's architecture: same size and speed
         row("student (no distillation)", report["baseline"], s, report["baseline"].get("retained_pct"))
+    teacher_score = t["metrics"][metric]
+    for form, entry in s.get("deploy", {}).items():
+        if form != "pytorch fp32":
+            speed = {**entry, "params": s["params"]}
+            row(f"student ({form})", entry, speed, 100 * entry["metrics"][metric] / teacher_score if teacher_score else None)
     return rows
 
 
@@ -66,4 +71,13 @@ def render_report(report: dict[str, Any]) -> str:
         f"Speed-up at batch 1: {report['speedup_batch1']:.2f}x; at batch 32: {report['speedup_batch32']:.2f}x.",
         "",
     ]
+    for form, entry in s.get("deploy", {}).items():
+        if form != "pytorch fp32":
+            lines.append(
+                f"- {form}: largest logit difference from PyTorch {entry['max_abs_logit_diff']:.2g}, "
+                f"{report['metric']} {entry['metric_diff_points']:+.2f} points, "
+                f"{entry['throughput_vs_pytorch']:.2f}x the PyTorch student's throughput at batch 32"
+            )
+    if s.get("deploy"):
+        lines.append("")
     return "\n".join(lines)

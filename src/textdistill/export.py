@@ -1,0 +1,141 @@
+"""Deployable students: ONNX export, int8 dynamic quantization, and a check of each form against PyTorch.
+
+``export_student`` writes ``model.onnx`` (fp32) and ``model.int8.onnx`` (weights int8, activations quantized on the
+fly by ONNX Runtime) into a folder, then scores each form on the validation examples: largest logit difference
+from the PyTorch model, the task metric, size on disk, CPU latency at batch 1 and throughput at batch 32.
+Needs the optional packages ``onnx`` and ``onnxruntime`` (``pip install -e ".[export]"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from textdistill.data import DistillDataset, pad_features
+from textdistill.errors import TextDistillError
+from textdistill.metrics import classification_metrics, measure_speed
+
+Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def _require_onnx() -> Any:
+    try:
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError:
+        raise TextDistillError('export: onnxruntime is not installed; run: pip install -e ".[export]"') from None
+
+
+def _input_names(features: list[dict[str, list[int]]]) -> list[str]:
+    return [*features[0].keys(), "attention_mask"]
+
+
+def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Path, pad_token_id: int) -> Path:
+    """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch and sequence axes."""
+    model = model.eval().cpu()
+    sample = pad_features(features[:2], pad_token_id)
+    names = _input_names(features)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+
+    class LogitsOnly(nn.Module):  # ONNX graphs take positional inputs and return a plain tensor
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, args))).logits
+
+    tmp = path.with_suffix(".tmp")
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                LogitsOnly(model), tuple(sample[n] for n in names), str(tmp), input_names=names,
+                output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter raises many types; all mean "this model cannot be exported"
+        tmp.unlink(missing_ok=True)
+        raise TextDistillError(f"export: cannot export {type(model).__name__} to ONNX: {str(exc).splitlines()[0]}") from None
+    tmp.replace(path)
+    return path
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic int8 quantization of an ONNX model's weights (ONNX Runtime)."""
+    _require_onnx()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_suffix(".tmp")
+    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(target)
+    return target
+
+
+def onnx_forward(path: Path, names: list[str], threads: int | None = None) -> Forward:
+    """A forward function over padded inputs backed by an ONNX Runtime CPU session."""
+    ort = _require_onnx()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {n: inputs[n].numpy().astype(np.int64) for n in names}
+        return torch.from_numpy(session.run(["logits"], feed)[0])
+
+    return forward
+
+
+def torch_forward(model: nn.Module) -> Forward:
+    model = model.eval().cpu()
+
+    @torch.inference_mode()
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**inputs).logits.float()
+
+    return forward
+
+
+def predict(forward: Forward, dataset: DistillDataset, pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        out.append(forward(pad_features(dataset.student[start : start + batch_size], pad_token_id)).float())
+    return torch.cat(out)
+
+
+def export_student(
+    model: nn.Module, dataset: DistillDataset, pad_token_id: int, folder: str | os.PathLike, metric: str, repeats: int = 20
+) -> dict[str, dict[str, Any]]:
+    """Export to ONNX fp32 and int8 in ``folder`` and compare every form with PyTorch on ``dataset``."""
+    _require_onnx()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(model, dataset.student, folder / "model.onnx", pad_token_id)
+    int8 = quantize_int8(fp32, folder / "model.int8.onnx")
+    names = _input_names(dataset.student)
+    labels = torch.tensor(dataset.labels)
+    reference = predict(torch_forward(model), dataset, pad_token_id)
+    speed_feats = dataset.student[:256]
+    forms: dict[str, dict[str, Any]] = {}
+    for name, forward, size in (
+        ("pytorch fp32", torch_forward(model), None),
+        ("onnx fp32", onnx_forward(fp32, names), fp32.stat().st_size),
+        ("onnx int8", onnx_forward(int8, names), int8.stat().st_size),
+    ):
+        logits = predict(forward, dataset, pad_token_id)
+        forms[name] = {
+            "metrics": classification_metrics(logits, labels),
+            "max_abs_logit_diff": float((logits - reference).abs().max()),
+            "size_bytes": size,
+            **measure_speed(forward, speed_feats, pad_token_id, repeats=repeats),
+        }
+    base = forms["pytorch fp32"]
+    for entry in forms.values():
+        entry["metric_diff_points"] = 100 * (entry["metrics"][metric] - base["metrics"][metric])
+        entry["throughput_vs_pytorch"] = entry["throughput_batch32"] / base["throughput_batch32"]
+    return forms

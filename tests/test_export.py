@@ -1,0 +1,59 @@
+"""ONNX export and int8 quantization, checked against the PyTorch model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from textdistill.data import DistillDataset, LabelSet, read_file, tokenize  # noqa: E402
+from textdistill.config import DataConfig  # noqa: E402
+from textdistill.export import export_student  # noqa: E402
+from textdistill.models import load_classifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dev_slice(tiny_bert, sst2_dir):
+    model, tok, labels = load_classifier(tiny_bert, LabelSet(("0", "1")), "teacher", require_trained_head=True)
+    data = read_file(sst2_dir / "dev.tsv", DataConfig(train_file="x", validation_file="x")).head(96)
+    return model, tok, DistillDataset(tokenize(tok, data, 64), labels.encode(data))
+
+
+def test_export_matches_pytorch(dev_slice, tmp_path):
+    model, tok, ds = dev_slice
+    forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=3)
+    assert set(forms) == {"pytorch fp32", "onnx fp32", "onnx int8"}
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
+    assert forms["pytorch fp32"]["max_abs_logit_diff"] == 0.0
+    assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
+    assert forms["onnx fp32"]["metrics"] == forms["pytorch fp32"]["metrics"]
+    assert forms["onnx int8"]["size_bytes"] < forms["onnx fp32"]["size_bytes"]
+    assert forms["onnx int8"]["max_abs_logit_diff"] < 0.5
+    assert forms["onnx int8"]["throughput_batch32"] > 0
+
+
+def test_textcnn_student_exports(sst2_dir, tmp_path):
+    from textdistill.students import build_word_tokenizer, TextCNNConfig, TextCNNForSequenceClassification
+
+    data = read_file(sst2_dir / "dev.tsv", DataConfig(train_file="x", validation_file="x")).head(64)
+    tok = build_word_tokenizer(data.texts)
+    torch.manual_seed(0)
+    model = TextCNNForSequenceClassification(TextCNNConfig(vocab_size=len(tok), embedding_dim=16, num_filters=4, num_labels=2))
+    ds = DistillDataset(tokenize(tok, data, 64), LabelSet(("0", "1")).encode(data))
+    forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=2)
+    assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
+
+
+def test_cli_export(tiny_bert, sst2_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  train_file: {sst2_dir / 'train.tsv'}\n  validation_file: {sst2_dir / 'dev.tsv'}\n"
+                   "  max_eval_samples: 64\neval:\n  latency_repeats: 2\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "textdistill", "export", tiny_bert, "-c", str(cfg), "-o", str(tmp_path / "onnx"), "--json"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["forms"]["onnx fp32"]["max_abs_logit_diff"] < 1e-4
+    assert (tmp_path / "onnx" / "tokenizer.json").is_file()
