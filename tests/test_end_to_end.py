@@ -215,3 +215,19 @@ def test_cli_distill_prints_table(tiny_bert, sst2_dir, tmp_path):
     assert "| student (distilled)" in proc.stdout and "Speed-up at batch 1" in proc.stdout
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["student"]["training"]["num_train_epochs"] == 1 and saved["distill"]["baseline"] is False
+
+
+def test_bench_reports_throughput_latency_and_memory(tiny_bert, sst2_dir, tmp_path):
+    import yaml
+
+    cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = _cli(["bench", "-c", str(tmp_path / "c.yaml"), "--steps", "4", "--repeats", "2", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    d = result["distill_samples_per_second"]
+    assert len(d["runs"]["online"]) == 2 and d["online"] > 0 and d["cached"] > 0
+    assert result["cache_speedup"] == pytest.approx(d["cached"] / d["online"])
+    assert result["student"]["params"] < result["teacher"]["params"]
+    assert result["peak_memory_mb"] > 0
+    assert not (tmp_path / "run").exists()  # bench writes no run folder

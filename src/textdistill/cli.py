@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model folder (e.g. RUN/student)")
     _add_common(p)
+    p = sub.add_parser(
+        "bench",
+        help="distillation throughput (online vs cached teacher), teacher/student latency, peak memory",
+        description="Run STEPS optimizer steps of the config's distillation with the teacher online and with its "
+        "outputs cached (median over REPEATS fresh runs, samples/s), then measure teacher and student CPU latency at "
+        "batch 1 and throughput at batch 32, and the peak memory. --json prints everything machine-readable.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps per measured run (default 30)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh runs per mode; the median is reported (default 3)")
+    _add_common(p)
     return parser
 
 
@@ -92,6 +104,14 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
             size = "-" if e["size_bytes"] is None else f"{e['size_bytes'] / 1e6:.1f}"
             print(f"{form:<14} {100 * acc:>9.2f} {e['metric_diff_points']:>+10.2f} {e['max_abs_logit_diff']:>12.2g} {size:>8} "
                   f"{e['latency_ms_batch1']:>7.2f} {e['throughput_batch32']:>7.0f} {e['throughput_vs_pytorch']:>7.2f}x")  # fmt: skip
+    elif command == "bench":
+        d, t, s = result["distill_samples_per_second"], result["teacher"], result["student"]
+        print(f"distillation: {d['online']:.1f} samples/s with the teacher online, {d['cached']:.1f} with cached outputs "
+              f"({result['cache_speedup']:.2f}x); cache built in {result['cache_build_seconds']:.1f} s")
+        print(f"teacher: {t['params'] / 1e6:.1f} M params, {t['latency_ms_batch1']:.2f} ms at batch 1, {t['throughput_batch32']:.0f}/s at batch 32")
+        print(f"student: {s['params'] / 1e6:.1f} M params, {s['latency_ms_batch1']:.2f} ms at batch 1, {s['throughput_batch32']:.0f}/s at batch 32")
+        print(f"speed-up: {result['speedup_batch1']:.2f}x at batch 1, {result['speedup_batch32']:.2f}x at batch 32; "
+              f"peak memory {result['peak_memory_mb']:.0f} MB")  # fmt: skip
     elif command == "train":
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in result["teacher"]["metrics"].items())
         print(f"teacher fine-tuned: {metrics}")
@@ -113,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             result = pipeline.train_teacher(args.config, overrides)
         elif args.command == "distill":
             result = pipeline.distill(args.config, overrides)
+        elif args.command == "bench":
+            from textdistill.bench import bench
+
+            result = bench(args.config, overrides, steps=args.steps, repeats=args.repeats)
         elif args.command == "export":
             output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
             result = pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])

@@ -328,10 +328,12 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
         "distill": cfg.distill.model_dump(),
         "teacher": {**teacher_info, **_profile(teacher, teacher_dir, teacher_dev_set, _pad_id(ttok), cfg, teacher_metrics)},
         "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds,
+                    "train_samples_per_second": result.samples_per_second,
                     **_profile(student, run.path / "student", dev_set, _pad_id(stok), cfg, student_metrics)},
     }  # fmt: skip
     if baseline_metrics is not None:
-        report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds, "metrics": baseline_metrics}
+        report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds,
+                              "train_samples_per_second": base.samples_per_second, "metrics": baseline_metrics}  # fmt: skip
     if cfg.eval.export_onnx:
         report["student"]["deploy"] = export_student(
             student, dev_set, _pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats

@@ -1,0 +1,89 @@
+"""``textdistill bench``: how fast a config distills and how fast its teacher and student run.
+
+Distillation throughput (training samples/s) with the teacher online and with its outputs cached, through the
+same training loop a real run uses; teacher and student CPU latency at batch 1 and throughput at batch 32; the
+process's peak memory. Each throughput is the median over ``repeats`` fresh runs of ``steps`` optimizer steps.
+The teacher's head need not be trained: speed does not depend on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from textdistill.config import RunConfig
+from textdistill.data import Collator, LabelSet, load_splits
+from textdistill.errors import TextDistillError
+from textdistill.metrics import measure_speed, predict_logits
+from textdistill.models import build_student, count_parameters, load_classifier
+from textdistill.pipeline import _dataset, _machine, _pad_id, _teacher_cfg, _texts, as_config
+from textdistill.train import DistillationObjective, train_loop
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps: int = 30, repeats: int = 3) -> dict[str, Any]:
+    cfg = as_config(cfg, overrides)
+    if cfg.student is None:
+        raise TextDistillError("student: required for bench")
+    if cfg.distill.uses_intermediate:
+        raise TextDistillError("bench: intermediate features need the teacher online; bench measures logits distillation")
+    teacher_cfg = _teacher_cfg(cfg)
+    train, dev = load_splits(cfg.data)
+    teacher, ttok, labels = load_classifier(teacher_cfg.model, LabelSet.from_data(train), "teacher.model", require_trained_head=False)
+    teacher.eval().requires_grad_(False)
+    student, stok, recipe = build_student(cfg.student, teacher, ttok, labels, cfg.seed, _texts(train))
+    args = cfg.student.training
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    subset = train.head(steps * batch)
+    if len(subset) < steps * batch:
+        raise TextDistillError(f"bench: {steps} steps of {batch} need {steps * batch} training examples, the data has {len(subset)}")
+    train_set = _dataset(stok, subset, labels, cfg.data.max_length, ttok)
+    collator = Collator(_pad_id(stok), _pad_id(ttok))
+    loop_args = args.model_copy(update={"max_steps": steps, "eval_steps": None, "logging_steps": steps})
+    metric = cfg.eval.metric
+
+    t0 = time.perf_counter()
+    logits = predict_logits(teacher, train_set, collator, args.per_device_eval_batch_size, side="teacher")
+    cache_build_seconds = time.perf_counter() - t0
+    rates: dict[str, list[float]] = {"online": [], "cached": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for mode in ("online", "cached"):
+                online = mode == "online"
+                result = train_loop(
+                    copy.deepcopy(student), train_set if online else train_set.with_teacher_logits(logits), collator,
+                    loop_args, DistillationObjective(cfg.distill, teacher if online else None), lambda m: {metric: 0.0},
+                    metric, cfg.seed + r, Path(tmp) / f"{mode}{r}.jsonl", desc=f"bench {mode}", teacher=teacher if online else None,
+                )  # fmt: skip
+                rates[mode].append(result.samples_per_second)
+    dev_t = _dataset(ttok, dev, labels, cfg.data.max_length)
+    dev_s = _dataset(stok, dev, labels, cfg.data.max_length)
+    n = cfg.eval.latency_samples
+    speed_t = measure_speed(teacher, dev_t.student[:n], _pad_id(ttok), cfg.eval.latency_repeats)
+    speed_s = measure_speed(student, dev_s.student[:n], _pad_id(stok), cfg.eval.latency_repeats)
+    online, cached = statistics.median(rates["online"]), statistics.median(rates["cached"])
+    return {
+        "config": {"teacher": teacher_cfg.model, "student": recipe, "batch_size": batch, "steps": steps, "repeats": repeats,
+                   "max_length": cfg.data.max_length, "mixed_precision": args.mixed_precision},  # fmt: skip
+        "distill_samples_per_second": {"online": online, "cached": cached, "runs": rates},
+        "cache_speedup": cached / online if online else None,
+        "cache_build_seconds": cache_build_seconds,
+        "teacher": {"params": count_parameters(teacher), **speed_t},
+        "student": {"params": count_parameters(student), **speed_s},
+        "speedup_batch1": speed_t["latency_ms_batch1"] / speed_s["latency_ms_batch1"],
+        "speedup_batch32": speed_s["throughput_batch32"] / speed_t["throughput_batch32"],
+        "peak_memory_mb": _peak_memory_mb(),
+        "machine": _machine(),
+    }
