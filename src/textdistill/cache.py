@@ -153,7 +153,11 @@ class TeacherCache:
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # another process stored the same entry meanwhile: the same key holds the same outputs
+                if not final.exists():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return final

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_result(command: str, result: dict, as_json: bool) -> None:
+    if result.get("main_process") is False:  # another process of `accelerate launch`: the main one prints
+        return
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return

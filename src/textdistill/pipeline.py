@@ -38,7 +38,7 @@ from textdistill.models import (
     save_model,
 )
 from textdistill.report import render_report
-from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, train_loop
+from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
 
 
 def as_config(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
@@ -55,7 +55,10 @@ def as_config(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | 
 
 
 class RunFolder:
-    """``<output_dir>.partial`` while the run works; renamed to ``output_dir`` by :meth:`commit`."""
+    """``<output_dir>.partial`` while the run works; renamed to ``output_dir`` by :meth:`commit`.
+
+    In a multi-process run (``accelerate launch``) only the main process writes.
+    """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.final = Path(cfg.output_dir)
@@ -63,23 +66,33 @@ class RunFolder:
             raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
         self.path = self.final.with_name(self.final.name + ".partial")
         self.cfg = cfg
+        self.main = process_state().is_main_process
 
     def open(self) -> "RunFolder":
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
-        (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+        if self.main:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
         return self
 
+    def save(self, name: str, model: nn.Module, tokenizer: Any, extra: dict[str, Any]) -> Path:
+        if self.main:
+            save_model(model, tokenizer, self.path / name, extra)
+        return self.path / name
+
     def write_json(self, name: str, obj: Any) -> None:
+        if not self.main:
+            return
         tmp = self.path / (name + ".tmp")
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.path / name)
 
     def commit(self) -> Path:
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        self.path.replace(self.final)
+        if self.main:
+            if self.final.exists():
+                shutil.rmtree(self.final)
+            self.path.replace(self.final)
         return self.final
 
 
@@ -175,7 +188,7 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     dev_set = _dataset(tok, prep.dev, prep.labels, cfg.data.max_length)
     collator = Collator(_pad_id(tok))
     result = _fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective, cfg, run)
-    save_model(prep.teacher, tok, run.path / "teacher", {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
+    run.save("teacher", prep.teacher, tok, {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
 
 
@@ -195,7 +208,8 @@ def _soft_targets(
     d = cfg.distill
     cache = TeacherCache(d.cache_dir, d.cache_dtype, d.cache_topk)
     features = train_set.teacher or train_set.student
-    result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": _teacher_cfg(cfg).model})
+    with process_state().main_process_first():  # the main process fills the cache; the others then read it
+        result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": _teacher_cfg(cfg).model})
     info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
     print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
     return result.logits
@@ -252,6 +266,8 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
     dev_set, collator, info = _fine_tune_teacher(cfg, prep, run)
     metrics = evaluate_model(prep.teacher, dev_set, collator, teacher_cfg.training.per_device_eval_batch_size)
     result = {"teacher": {"model": teacher_cfg.model, "metrics": metrics, **info}, "machine": _machine()}
+    if not run.main:
+        return {"output_dir": str(run.final), "main_process": False}
     run.write_json("metrics.json", result)
     path = run.commit()
     result["output_dir"] = str(path)
@@ -305,19 +321,21 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     if objective.intermediate is not None:
         objective.intermediate.close()
     student_metrics = evaluate_model(student, dev_set, collator, eval_bs)
-    save_model(student, stok, run.path / "student", {"distilled_from": teacher_cfg.model, **recipe})
+    run.save("student", student, stok, {"distilled_from": teacher_cfg.model, **recipe})
 
     baseline_metrics = None
     if cfg.distill.baseline:
         twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, _texts(prep.train))
         base = _fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective, cfg, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
-        save_model(twin, stok, run.path / "baseline", {"trained_without_distillation": True, **recipe})
+        run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
 
+    if not run.main:  # the other processes of a multi-process run are done: the main process reports
+        return {"output_dir": str(run.final), "main_process": False}
     # Sizes and speed, measured side by side in this process.
     teacher_dir = run.path / "teacher"
     if not teacher_dir.exists():
-        save_model(teacher, ttok, teacher_dir, {"copied_from": teacher_cfg.model})
+        run.save("teacher", teacher, ttok, {"copied_from": teacher_cfg.model})
     teacher_dev_set = DistillDataset(dev_set.teacher or dev_set.student, dev_set.labels)
     report: dict[str, Any] = {
         "metric": cfg.eval.metric,

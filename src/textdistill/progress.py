@@ -42,8 +42,20 @@ class LineProgress:
         self.write(f"[{self.desc}] step {self.n}/{self.total} ({pct:.0f}%) {self.postfix} elapsed {fmt(elapsed)} ETA {fmt(eta)}")
 
 
-def progress(total: int, desc: str) -> Any:
-    """A tqdm bar on a terminal; plain lines with an ETA in a log file."""
+class _Quiet(LineProgress):
+    """What the other processes of a multi-process run show: nothing."""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def write(self, text: str) -> None:
+        pass
+
+
+def progress(total: int, desc: str, quiet: bool = False) -> Any:
+    """A tqdm bar on a terminal; plain lines with an ETA in a log file; nothing when ``quiet``."""
+    if quiet:
+        return _Quiet(total, desc)
     if not sys.stderr.isatty():
         return LineProgress(total, desc)
     from tqdm.auto import tqdm

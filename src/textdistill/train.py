@@ -8,8 +8,10 @@ processes come from HF accelerate.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -138,6 +140,28 @@ class LoopResult:
         return self.samples / self.step_seconds if self.step_seconds else 0.0
 
 
+def use_cpu() -> bool:
+    """No GPU (or ACCELERATE_USE_CPU set): run on the CPU, several processes over gloo when launched with torchrun or
+    ``accelerate launch --multi_gpu``."""
+    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}
+
+
+def process_state() -> Any:
+    """accelerate's process state (rank, world size), created the same way everywhere in this package."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu())
+
+
+def _average_gradients(params: list[nn.Parameter]) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= dist.get_world_size()
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
@@ -169,8 +193,9 @@ def train_loop(
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(seed)
+    process_state()
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps
+        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps, cpu=use_cpu()
     )
     loader = train_loader(
         train_set, collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers
@@ -191,10 +216,14 @@ def train_loop(
     params = [p for g in groups for p in g["params"]]
     fused = accelerator.device.type == "cuda"  # one fused kernel for the whole update on GPU
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=fused)
+    # accelerate steps a prepared scheduler once per process at each optimizer step, so the schedule is laid out over
+    # the single-process step count; the loop itself counts steps on its own shard of the data.
+    n_proc = accelerator.num_processes
+    schedule_steps = args.max_steps * n_proc if args.max_steps else math.ceil(len(loader) / args.gradient_accumulation_steps * args.num_train_epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * schedule_steps), schedule_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps or math.ceil(steps_per_epoch * args.num_train_epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if teacher is not None:
         teacher.to(accelerator.device).eval()
 
@@ -222,8 +251,11 @@ def train_loop(
         bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
         eval_seconds += time.perf_counter() - eval_started
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log, progress(total_steps, desc) as bar:
+    main = accelerator.is_main_process  # only the main process writes the log and shows progress
+    if main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
+    with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar:
         model.train()
         while step < total_steps:
             for batch in loader:
@@ -231,6 +263,8 @@ def train_loop(
                     with accelerator.autocast():
                         terms = objective(model, batch, step / total_steps)
                     accelerator.backward(terms["loss"])
+                    if extra and accelerator.num_processes > 1 and accelerator.sync_gradients:
+                        _average_gradients(extra)  # projections live outside the DDP-wrapped student
                     if accelerator.sync_gradients and args.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
