@@ -309,17 +309,19 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
     online_teacher = teacher if online else None
-    if cfg.distill.intermediate_epochs:  # TinyBERT stage 1: intermediate layers only
-        stage1 = cfg.student.training.model_copy(update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None})
-        objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
-        _fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg, run,
-             teacher=online_teacher, keep_best=False)  # fmt: skip
-        intermediate = None  # stage 2: the prediction layer
-    objective = DistillationObjective(cfg.distill, online_teacher, intermediate)
-    result = _fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg, run,
-                  teacher=online_teacher)  # fmt: skip
-    if objective.intermediate is not None:
-        objective.intermediate.close()
+    two_stage = bool(cfg.distill.intermediate_epochs)
+    try:
+        if two_stage:  # TinyBERT stage 1: intermediate layers only; stage 2 below: the prediction layer
+            stage1 = cfg.student.training.model_copy(update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None})
+            objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
+            _fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg, run,
+                 teacher=online_teacher, keep_best=False)  # fmt: skip
+        objective = DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
+        result = _fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg, run,
+                      teacher=online_teacher)  # fmt: skip
+    finally:
+        if intermediate is not None:  # hooks off, fused attention back (speed is measured below)
+            intermediate.close()
     student_metrics = evaluate_model(student, dev_set, collator, eval_bs)
     run.save("student", student, stok, {"distilled_from": teacher_cfg.model, **recipe})
 
