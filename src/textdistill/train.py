@@ -245,9 +245,10 @@ def train_loop(
         evals.append(record)
         log.write(json.dumps(record) + "\n")
         log.flush()
-        if metrics[metric] > best_metric and keep_best:
+        if metrics[metric] > best_metric:
             best_metric, best_step = metrics[metric], step
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            if keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
         bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
         eval_seconds += time.perf_counter() - eval_started
 
