@@ -10,8 +10,11 @@ teacher=$out/sst2-teacher/teacher
 if [ ! -f "$teacher/model.safetensors" ]; then
   textdistill train -c benchmarks/sst2_full.yaml -o "$out/sst2-teacher"
 fi
-for n in 2 3; do
+# Kept layers (0-based): [1, 5] beat [0, 5] by 2.4 points on a 12k-example subset (see docs/RESULTS.md); the
+# 3-layer student keeps every other layer up to the last, as BERT-PKD's "skip" students do.
+for layers in "1, 5" "1, 3, 5"; do
+  n=$(( $(echo "$layers" | tr -cd ',' | wc -c) + 1 ))
   textdistill distill -c benchmarks/sst2_full.yaml -o "$out/sst2-full-${n}l" \
-    teacher.model="$teacher" teacher.finetune=false student.num_layers="$n" "$@"
+    teacher.model="$teacher" teacher.finetune=false student.num_layers=null "student.layers=[$layers]" "$@"
 done
 python benchmarks/summarize.py "$out/sst2-full-2l" "$out/sst2-full-3l" --name sst2-full --command "bash benchmarks/sst2_full.sh"
