@@ -231,3 +231,16 @@ def test_bench_reports_throughput_latency_and_memory(tiny_bert, sst2_dir, tmp_pa
     assert result["student"]["params"] < result["teacher"]["params"]
     assert result["peak_memory_mb"] > 0
     assert not (tmp_path / "run").exists()  # bench writes no run folder
+
+
+def test_gradient_accumulation_halves_optimizer_steps(tiny_bert, sst2_dir, tmp_path):
+    cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
+    cfg["teacher"] = {"model": tiny_bert, "finetune": False}
+    cfg["student"]["training"].update(num_train_epochs=1, gradient_accumulation_steps=2, logging_steps=1)
+    cfg["distill"]["baseline"] = False
+    textdistill.distill(cfg)
+    steps = [json.loads(x) for x in (tmp_path / "run/logs/student.jsonl").read_text().splitlines()]
+    train_steps = [s for s in steps if "loss" in s]
+    # 256 examples in batches of 16 = 16 batches; two per optimizer step
+    assert [s["step"] for s in train_steps] == list(range(1, 9))
+    assert train_steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
