@@ -5,7 +5,7 @@
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 out=${BENCH_OUT:-bench_runs}/ablation
-teacher=${BENCH_OUT:-bench_runs}/sst2-full-2l/teacher
+teacher=${BENCH_OUT:-bench_runs}/sst2-teacher/teacher
 hidden='{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}'
 attention='{strategy: kept, feature: attention, loss: kl}'
 run() {  # name seed overrides...
@@ -20,7 +20,7 @@ for seed in 1 2; do
   run minilm "$seed" "distill.minilm={attention_weight: 1.0, value_weight: 1.0}"
 done
 for arch in bilstm textcnn; do
-  run "$arch" 1 student.num_layers=null "student.architecture={type: $arch, tokenizer: teacher, init_from_teacher: true}" \
+  run "$arch" 1 student.layers=null "student.architecture={type: $arch, tokenizer: teacher, init_from_teacher: true}" \
     student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
 done
 python benchmarks/summarize.py --kind ablation "$out"/{logits,hidden,hidden+attention,minilm}-seed* \
