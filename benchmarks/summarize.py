@@ -32,9 +32,27 @@ def section(runs: list[Path], name: str, command: str) -> str:
             f"Student retains {s['retained_pct']:.1f}% of the teacher's {rep['metric']}"
             + (f"; no-distillation twin {rep['baseline']['retained_pct']:.1f}%." if "baseline" in rep else "."),
             "",
+            _eval_history(run, rep["metric"]),
+            "",
         ]
     lines.append(f"<!-- end {name} -->")
     return "\n".join(lines)
+
+
+def _eval_history(run: Path, metric: str) -> str:
+    """The kept checkpoint is the best of the evaluations on dev; say where each model ended, too."""
+    parts = []
+    for name in ("student", "baseline"):
+        log = run / "logs" / f"{name}.jsonl"
+        if not log.exists():
+            continue
+        evals = [r for r in map(json.loads, log.read_text().splitlines()) if f"eval_{metric}" in r]
+        best = max(evals, key=lambda r: r[f"eval_{metric}"])
+        parts.append(
+            f"{name}: best {100 * best[f'eval_{metric}']:.2f} at step {best['step']} of {evals[-1]['step']}, "
+            f"{100 * evals[-1][f'eval_{metric}']:.2f} at the end, {len(evals)} evaluations"
+        )
+    return "Dev evaluations (the run keeps the best checkpoint): " + "; ".join(parts) + "."
 
 
 def _header(reports: list[dict], name: str, command: str) -> list[str]:
