@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from textdistill.report import markdown_table, report_rows
+from textdistill.report import display_name, markdown_table, report_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
@@ -84,7 +84,7 @@ def ablation_section(runs: list[Path], name: str, command: str) -> str:
                      f"{100 * mean:.2f}", f"{100 * mean / teacher:.1f}", f"{minutes:.1f}"])  # fmt: skip
     d = reports[0]["data"]
     lines = _header(reports, name, command) + [
-        f"Teacher {reports[0]['teacher']['model']}: {metric} {100 * teacher:.2f}. "
+        f"Teacher {display_name(reports[0]['teacher']['model'])}: {metric} {100 * teacher:.2f}. "
         f"{d['train_examples']} training examples, {d['validation_examples']} dev.",
         "",
         markdown_table(rows),
@@ -101,7 +101,7 @@ def classic_section(runs: list[Path], name: str, command: str) -> str:
     t = reports[0]["teacher"]
     rows = [["model", f"{metric} distilled", f"{metric} no distillation", "% of teacher", "params (M)",
              "latency b1 (ms)", "throughput b32 (/s)", "speed-up b1", "speed-up b32"]]  # fmt: skip
-    rows.append([f"teacher ({t['model']})", f"{100 * t['metrics'][metric]:.2f}", "-", "100.0", f"{t['params'] / 1e6:.1f}",
+    rows.append([f"teacher ({display_name(t['model'])})", f"{100 * t['metrics'][metric]:.2f}", "-", "100.0", f"{t['params'] / 1e6:.1f}",
                  f"{t['latency_ms_batch1']:.2f}", f"{t['throughput_batch32']:.0f}", "1.0x", "1.0x"])  # fmt: skip
     for rep in reports:
         s = rep["student"]

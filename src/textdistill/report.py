@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -11,6 +13,15 @@ def _mb(n: float | None) -> str:
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
+
+
+def display_name(model: str) -> str:
+    """A model as the table shows it: catalogue names and hub ids as given, absolute folders relative to the working
+    directory (or their last two parts), so reports carry no machine-specific paths."""
+    if not os.path.isabs(model):
+        return model
+    rel = os.path.relpath(model)
+    return rel if not rel.startswith("..") else os.path.join(*Path(model).parts[-2:])
 
 
 def report_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -30,7 +41,7 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
             _num(speed["throughput_batch32"] / t["throughput_batch32"] if speed else None, ".2f") + ("x" if speed else ""),
         ])  # fmt: skip
 
-    row(f"teacher ({t['model']})", t, t, 100.0)
+    row(f"teacher ({display_name(t['model'])})", t, t, 100.0)
     row("student (distilled)", s, s, s.get("retained_pct"))
     if "baseline" in report:
         # the twin has the student's architecture: same size and speed
