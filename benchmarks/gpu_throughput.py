@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny shapes on CPU, to check the script")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the student")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the student (training.torch_compile)")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     if args.tiny:
@@ -53,12 +53,12 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     teacher = bert(*teacher_shape).to(device).eval().requires_grad_(False)
     if cuda:
-        teacher = teacher.to(torch.bfloat16)  # the teacher only runs forward: hold it in bf16
+        teacher = teacher.to(torch.bfloat16)  # for the cache build; the loop holds an online teacher in bf16 anyway
     data = make_data(batch * args.steps, seq, 30522)
     collator = Collator(0)
     train_args = TrainingConfig(per_device_train_batch_size=batch, max_steps=args.steps, logging_steps=args.steps,
                                 mixed_precision="bf16" if cuda else "no", group_by_length=False,
-                                dataloader_num_workers=4 if cuda else 0)  # fmt: skip
+                                dataloader_num_workers=4 if cuda else 0, torch_compile=args.compile)  # fmt: skip
     logits = predict_logits(teacher, data, collator, 512).float()
     cached = data.with_teacher_logits(logits)
     kd = DistillConfig(temperature=2.0, alpha=0.9)
@@ -67,8 +67,6 @@ def main() -> None:
             rates = []
             for r in range(args.repeats):
                 student = bert(*shape).to(device)
-                if args.compile:
-                    student = torch.compile(student)
                 with tempfile.TemporaryDirectory() as tmp:
                     res = train_loop(student, data if mode == "online" else cached, collator, train_args,
                                      DistillationObjective(kd, teacher if mode == "online" else None),

@@ -122,15 +122,20 @@ def main() -> None:
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Results\n"
     make = {"report": section, "ablation": ablation_section, "classic": classic_section}[args.kind]
     new = make(args.runs, args.name, args.command)
-    pattern = re.compile(rf"<!-- begin {re.escape(args.name)} -->.*?<!-- end {re.escape(args.name)} -->", re.S)
+    write_section(args.name, new)
+    print(new)
+
+
+def write_section(name: str, new: str) -> None:
+    """Replace the text between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` (or append it); atomic."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Results\n"
+    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: new, text) if pattern.search(text) else text.rstrip() + "\n\n" + new + "\n"
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(RESULTS)
-    print(new)
 
 
 if __name__ == "__main__":

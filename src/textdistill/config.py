@@ -80,6 +80,9 @@ class TrainingConfig(_Strict):
     group_by_length: bool = True
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     dataloader_num_workers: int = Field(0, ge=0, le=64)
+    # torch.compile the trained model (through accelerate's dynamo plugin); the backend is torch's name for it.
+    torch_compile: bool = False
+    torch_compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
 
 
 class TeacherConfig(_Strict):

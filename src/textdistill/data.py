@@ -356,13 +356,21 @@ class Collator:
 
 
 def train_loader(
-    dataset: DistillDataset, collator: Collator, batch_size: int, group_by_length: bool, seed: int, num_workers: int = 0
+    dataset: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    group_by_length: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """Shuffled batches; with ``group_by_length`` similar lengths share a batch (less padding), order still random."""
+    """Shuffled batches; with ``group_by_length`` similar lengths share a batch (less padding), order still random.
+    Workers (if any) stay alive across epochs; ``pin_memory`` for copies to a GPU that overlap compute."""
     generator = torch.Generator().manual_seed(seed)
+    extra = {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": pin_memory}
     if group_by_length:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths(), generator=generator)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=num_workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, **extra)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra)

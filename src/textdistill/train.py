@@ -8,6 +8,7 @@ processes come from HF accelerate.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -69,6 +70,10 @@ class DistillationObjective(nn.Module):
     @property
     def teacher(self) -> nn.Module | None:
         return self._teacher[0]
+
+    def hold_teacher(self, teacher: nn.Module) -> None:
+        """Use ``teacher`` (e.g. a bf16 copy of the same model) from now on."""
+        self._teacher[0] = teacher
 
     def _teacher_features(self, batch: dict[str, Any]) -> Features | None:
         if self.teacher is None:
@@ -140,6 +145,15 @@ class LoopResult:
         return self.samples / self.step_seconds if self.step_seconds else 0.0
 
 
+def held_teacher_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype an online teacher is held in during training: on a GPU, that of the mixed precision (bf16/fp16);
+    otherwise None (as loaded). Autocast recasts weights that need no gradient at every step; holding them cast
+    saves that work and half the teacher's memory."""
+    if device.type != "cuda":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+
+
 def use_cpu() -> bool:
     """No GPU (or ACCELERATE_USE_CPU set): run on the CPU, several processes over gloo when launched with torchrun or
     ``accelerate launch --multi_gpu``."""
@@ -195,11 +209,16 @@ def train_loop(
     set_seed(seed)
     process_state()
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps, cpu=use_cpu()
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        cpu=use_cpu(),
+        dynamo_backend=args.torch_compile_backend if args.torch_compile else "no",
     )
+    on_gpu = accelerator.device.type == "cuda"
     loader = train_loader(
-        train_set, collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers
-    )
+        train_set, collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers,
+        pin_memory=on_gpu,
+    )  # fmt: skip
     if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
         objective.to(accelerator.device)
         if hasattr(objective, "setup"):
@@ -214,7 +233,9 @@ def train_loop(
         {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     params = [p for g in groups for p in g["params"]]
-    fused = accelerator.device.type == "cuda"  # one fused kernel for the whole update on GPU
+    # One fused kernel for the whole update, on GPU and CPU alike: on the CPU the per-tensor loop of the default AdamW
+    # costs as much as the backward pass of a small student (its embedding matrix dominates); fused is ~5x faster.
+    fused = accelerator.device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=fused)
     # accelerate steps a prepared scheduler once per process at each optimizer step, so the schedule is laid out over
     # the single-process step count; the loop itself counts steps on its own shard of the data.
@@ -226,6 +247,12 @@ def train_loop(
     total_steps = args.max_steps or math.ceil(steps_per_epoch * args.num_train_epochs)
     if teacher is not None:
         teacher.to(accelerator.device).eval()
+        held = held_teacher_dtype(args.mixed_precision, accelerator.device)
+        already = next(teacher.parameters()).dtype == held
+        if held is not None and not already and isinstance(objective, DistillationObjective) and objective.teacher is teacher:
+            # the teacher only runs forward: the loop holds a half-precision copy (no weight casts at every step);
+            # the caller's teacher stays as it was
+            objective.hold_teacher(copy.deepcopy(teacher).to(held))
 
     best_metric, best_step, best_state = -math.inf, 0, None
     evals: list[dict[str, Any]] = []
@@ -240,7 +267,7 @@ def train_loop(
     def run_eval(epoch: float) -> None:
         nonlocal best_metric, best_step, best_state, eval_seconds
         eval_started = time.perf_counter()
-        metrics = evaluate(accelerator.unwrap_model(model))
+        metrics = evaluate(accelerator.unwrap_model(model, keep_torch_compile=False))
         record = {"step": step, "epoch": round(epoch, 3), **{f"eval_{k}": v for k, v in metrics.items()}}
         evals.append(record)
         log.write(json.dumps(record) + "\n")
@@ -248,7 +275,7 @@ def train_loop(
         if metrics[metric] > best_metric:
             best_metric, best_step = metrics[metric], step
             if keep_best:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
         bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
         eval_seconds += time.perf_counter() - eval_started
 
@@ -294,7 +321,9 @@ def train_loop(
         if not evals or evals[-1]["step"] != step:
             run_eval(step / steps_per_epoch)
 
-    unwrapped = accelerator.unwrap_model(model)
+    if teacher is not None and isinstance(objective, DistillationObjective):
+        objective.hold_teacher(teacher)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
     unwrapped.eval()

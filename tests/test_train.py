@@ -1,0 +1,75 @@
+"""The training loop's speed options: torch.compile through accelerate, the teacher held in half precision on a GPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from textdistill.config import DistillConfig, TrainingConfig
+from textdistill.data import Collator, DistillDataset
+from textdistill.train import DistillationObjective, held_teacher_dtype, train_loop
+
+
+def bert(layers: int, seed: int) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32, num_labels=2)  # fmt: skip
+    return BertForSequenceClassification(cfg)
+
+
+def data(n: int = 24) -> DistillDataset:
+    g = torch.Generator().manual_seed(0)
+    feats = [{"input_ids": [1, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 2]} for k in torch.randint(2, 10, (n,), generator=g)]
+    return DistillDataset(feats, torch.randint(0, 2, (n,), generator=g).tolist())
+
+
+def run(student, teacher, args: TrainingConfig, tmp: Path) -> tuple[DistillationObjective, list[str]]:
+    objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
+    train_loop(student, data(), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp / "log.jsonl",
+               teacher=teacher, keep_best=False)  # fmt: skip
+    return objective, (tmp / "log.jsonl").read_text().splitlines()
+
+
+ARGS = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0)
+
+
+def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
+    teacher = bert(2, 0).eval()
+    eager, compiled = bert(1, 1), bert(1, 1)
+    run(eager, teacher, ARGS, tmp_path / "eager")
+    run(compiled, teacher, ARGS.model_copy(update={"torch_compile": True, "torch_compile_backend": "aot_eager"}), tmp_path / "c")
+    assert not hasattr(compiled, "_orig_mod")  # the caller's model object is trained in place, never replaced
+    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    moved = max((p - q).abs().max().item() for p, q in zip(bert(1, 1).parameters(), compiled.parameters()))
+    assert moved > 1e-4  # it did train
+
+
+def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: Path, monkeypatch) -> None:
+    assert held_teacher_dtype("bf16", torch.device("cpu")) is None
+    assert held_teacher_dtype("no", torch.device("cuda")) is None
+    assert held_teacher_dtype("bf16", torch.device("cuda")) is torch.bfloat16
+    assert held_teacher_dtype("fp16", torch.device("cuda")) is torch.float16
+    seen: list[torch.dtype] = []
+    monkeypatch.setattr("textdistill.train.held_teacher_dtype", lambda mp, dev: torch.bfloat16)  # as on a GPU with bf16
+    teacher = bert(2, 0).eval()
+    before = copy.deepcopy(teacher.state_dict())
+    teacher.register_forward_hook(lambda m, i, o: seen.append(next(m.parameters()).dtype))  # deep-copied with the model
+    objective, log = run(bert(1, 1), teacher, ARGS, tmp_path)
+    assert seen and set(seen) == {torch.bfloat16}  # every teacher forward of the loop ran the bf16 copy
+    assert objective.teacher is teacher  # handed back at the end
+    assert all(torch.equal(before[k], v) and v.dtype == torch.float32 for k, v in teacher.state_dict().items())
+    losses = [json.loads(line)["loss"] for line in log if '"loss"' in line]
+    assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses)  # 24 examples, batches of 8
+
+
+@pytest.mark.parametrize("backend", ["nope"])
+def test_unknown_compile_backend_is_a_config_error(backend: str) -> None:
+    with pytest.raises(ValueError, match="torch_compile_backend"):
+        TrainingConfig(torch_compile=True, torch_compile_backend=backend)
