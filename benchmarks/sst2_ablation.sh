@@ -1,43 +1,84 @@
 #!/usr/bin/env bash
-# The same 2-layer student with logits only / + hidden MSE / + hidden and attention KL / + MiniLM losses, two seeds
-# each; then BiLSTM and TextCNN students with their no-distillation twins. Writes the tables to docs/RESULTS.md.
-# Usage (repository root, after bash benchmarks/sst2_full.sh):  bash benchmarks/sst2_ablation.sh > ablation.log 2>&1
-# (or one part: `bash benchmarks/sst2_ablation.sh transformer` or `... classic`).
+# Intermediate-layer ablation and non-transformer students on SST-2 (issue: intermediate-layer distillation and
+# students of every kind). Writes the tables to docs/RESULTS.md. Run after bash benchmarks/sst2_full.sh (it reuses
+# that run's fine-tuned teacher), from the repository root:
+#
+#   bash benchmarks/sst2_ablation.sh transformer   # the same 2-layer student, one epoch: logits only / + hidden MSE /
+#                                                  # + hidden MSE and attention KL / + MiniLM losses; seeds 1 and 2
+#   bash benchmarks/sst2_ablation.sh long SETTING  # one of those settings with the full budget (3 epochs), seeds 1, 2
+#   bash benchmarks/sst2_ablation.sh losses [SEEDS]  # the other losses: DistilBERT cosine, BERT-PKD, attention MSE
+#   bash benchmarks/sst2_ablation.sh classic       # BiLSTM, TextCNN and MLP students with their no-distillation twins
+#   bash benchmarks/sst2_ablation.sh summary       # rewrite the ablation table from the runs that exist
+#
+# Transformer runs go two at a time, one thread each (on a 2-core machine that is faster than one after the other);
+# each run's output goes to bench_runs/ablation/NAME-seedN.log.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 out=${BENCH_OUT:-bench_runs}/ablation
 mkdir -p "$out"
 teacher=${BENCH_OUT:-bench_runs}/sst2-teacher/teacher
-hidden='{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}'
-attention='{strategy: kept, feature: attention, loss: kl}'
+declare -A terms=(
+  [logits]=''
+  [hidden]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}]'
+  [hidden+attention]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}, {strategy: kept, feature: attention, loss: kl}]'
+  [minilm]='distill.minilm={attention_weight: 1.0, value_weight: 1.0}'
+  [cosine]='distill.layer_map=[{strategy: last, feature: hidden, loss: cosine}]'
+  [pkd]='distill.layer_map=[{strategy: kept, feature: hidden, loss: pkd}]'
+  [attention-mse]='distill.layer_map=[{strategy: kept, feature: attention, loss: mse}]'
+)
+order=(logits hidden hidden+attention minilm cosine pkd attention-mse)
+
 run() {  # name seed overrides...
   local name=$1 seed=$2
   shift 2
   textdistill distill -c benchmarks/sst2_ablation.yaml -o "$out/$name-seed$seed" teacher.model="$teacher" seed="$seed" "$@"
 }
-lane() {  # the four settings for one seed, one after the other
-  local seed=$1
-  export OMP_NUM_THREADS=1
-  run logits "$seed"
-  run hidden "$seed" "distill.layer_map=[$hidden]"
-  run hidden+attention "$seed" "distill.layer_map=[$hidden, $attention]"
-  run minilm "$seed" "distill.minilm={attention_weight: 1.0, value_weight: 1.0}"
+queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDE]" jobs, two at a time, one thread each
+  local job name seed setting extra
+  for job in "$@"; do
+    read -r name seed setting extra <<< "$job"
+    while (( $(jobs -rp | wc -l) >= 2 )); do wait -n; done
+    local args=()
+    [[ -n ${terms[$setting]} ]] && args+=("${terms[$setting]}")
+    [[ -n $extra ]] && args+=("$extra")
+    OMP_NUM_THREADS=1 run "$name" "$seed" "${args[@]}" > "$out/$name-seed$seed.log" 2>&1 &
+  done
+  while (( $(jobs -rp | wc -l) > 0 )); do wait -n; done
 }
-# The two seeds run side by side, one thread each (on a 2-core machine that is faster than one after the other).
-part=${1:-all}
-if [[ $part == all || $part == transformer ]]; then
-  lane 1 > "$out-seed1.log" 2>&1 &
-  lane 2 > "$out-seed2.log" 2>&1 &
-  wait -n && wait -n
-  python benchmarks/summarize.py --kind ablation "$out"/{logits,hidden,hidden+attention,minilm}-seed* \
-    --name sst2-ablation --command "bash benchmarks/sst2_ablation.sh"
-fi
-[[ $part == all || $part == classic ]] || exit 0
-# BiLSTM: one layer of 150 units per direction (the latency at batch 1 is sequential in the length, so width is what
-# can be chosen); TextCNN: the Kim (2014) defaults (kernels 3, 4, 5 with 100 filters each).
-for spec in "bilstm, hidden_size: 150" "textcnn"; do
-  run "${spec%%,*}" 1 student.layers=null "student.architecture={type: $spec, tokenizer: teacher, init_from_teacher: true}" \
-    student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
-done
-python benchmarks/summarize.py --kind classic "$out"/bilstm-seed1 "$out"/textcnn-seed1 \
-  --name sst2-classic --command "bash benchmarks/sst2_ablation.sh"
+summary() {  # every setting that has run, in the order above (the full-budget rows after their one-epoch rows)
+  local runs=() name dir
+  for name in "${order[@]}"; do
+    for dir in "$out/$name"-seed[0-9] "$out/$name"-3ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
+  done
+  python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation --command "bash benchmarks/sst2_ablation.sh"
+}
+
+case ${1:-} in
+  transformer)
+    jobs_=()
+    for setting in logits hidden hidden+attention minilm; do jobs_+=("$setting 1 $setting" "$setting 2 $setting"); done
+    queue "${jobs_[@]}"
+    summary ;;
+  long)
+    setting=${2:?which setting}
+    queue "$setting-3ep 1 $setting student.training.num_train_epochs=3" "$setting-3ep 2 $setting student.training.num_train_epochs=3"
+    summary ;;
+  losses)
+    jobs_=()
+    for seed in ${2:-1 2}; do for setting in cosine pkd attention-mse; do jobs_+=("$setting $seed $setting"); done; done
+    queue "${jobs_[@]}"
+    summary ;;
+  summary) summary ;;
+  classic)
+    # BiLSTM: one layer of 150 units per direction (its latency at batch 1 is sequential in the length, so the width
+    # is what can be chosen); TextCNN: the Kim (2014) defaults (kernels 3, 4, 5, 100 filters each); MLP: the mean of
+    # the embeddings, one hidden layer of 256. All on the teacher's tokenizer, embeddings from the teacher's (PCA).
+    # One run at a time, on both threads: their latency and throughput are measured at the end of each run.
+    for spec in "bilstm, hidden_size: 150" "textcnn" "mlp"; do
+      run "${spec%%,*}" 1 student.layers=null "student.architecture={type: $spec, tokenizer: teacher, init_from_teacher: true}" \
+        student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
+    done
+    python benchmarks/summarize.py --kind classic "$out"/{bilstm,textcnn,mlp}-seed1 \
+      --name sst2-classic --command "bash benchmarks/sst2_ablation.sh classic" ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
+esac

@@ -75,13 +75,16 @@ def ablation_section(runs: list[Path], name: str, command: str) -> str:
     for run, rep in zip(runs, reports):
         setting, _, seed = run.name.rpartition("-seed")
         groups.setdefault(setting, []).append((seed, rep))
-    rows = [["student (2 layers)", "seeds", f"{metric} per seed", "mean", "% of teacher", "train min (mean)"]]
+    epochs = {run.name.rpartition("-seed")[0]: _epochs(run) for run in runs}
+    rows = [["setting", "terms besides KD on the logits", "epochs", "seeds", f"{metric} per seed", "mean", "% of teacher",
+             "train min (mean)"]]  # fmt: skip
     for setting, items in groups.items():
         scores = [rep["student"]["metrics"][metric] for _, rep in items]
         mean = sum(scores) / len(scores)
         minutes = sum(rep["student"]["train_seconds"] for _, rep in items) / len(items) / 60
-        rows.append([setting, ",".join(s for s, _ in items), " / ".join(f"{100 * x:.2f}" for x in scores),
-                     f"{100 * mean:.2f}", f"{100 * mean / teacher:.1f}", f"{minutes:.1f}"])  # fmt: skip
+        rows.append([setting, describe_terms(items[0][1]["distill"]), f"{epochs[setting]:g}", ",".join(s for s, _ in items),
+                     " / ".join(f"{100 * x:.2f}" for x in scores), f"{100 * mean:.2f}", f"{100 * mean / teacher:.1f}",
+                     f"{minutes:.1f}"])  # fmt: skip
     d = reports[0]["data"]
     lines = _header(reports, name, command) + [
         f"Teacher {display_name(reports[0]['teacher']['model'])}: {metric} {100 * teacher:.2f}. "
@@ -92,6 +95,26 @@ def ablation_section(runs: list[Path], name: str, command: str) -> str:
         f"<!-- end {name} -->",
     ]
     return "\n".join(lines)
+
+
+def _epochs(run: Path) -> float:
+    import yaml
+
+    return float(yaml.safe_load((run / "config.yaml").read_text())["student"]["training"]["num_train_epochs"])
+
+
+def describe_terms(distill: dict) -> str:
+    """The intermediate terms of a run, in words: ``kept hidden MSE (+ embeddings)``, ``MiniLM ...``."""
+    parts = []
+    for m in distill.get("layer_map") or []:
+        text = f"{m['strategy']} {m['feature']} {m['loss'].upper() if m['loss'] in ('mse', 'kl') else m['loss']}"
+        parts.append(text + (" (+ embeddings)" if m.get("include_embeddings") else ""))
+    for m in distill.get("intermediate") or []:
+        parts.append(f"{m['feature']} {m.get('teacher_layer') or m.get('teacher_module')}->"
+                     f"{m.get('student_layer') or m.get('student_module')} {m['loss']}")  # fmt: skip
+    if distill.get("minilm"):
+        parts.append("MiniLM last-layer attention KL + value relation KL")
+    return "; ".join(parts) or "-"
 
 
 def classic_section(runs: list[Path], name: str, command: str) -> str:
@@ -115,14 +138,69 @@ def classic_section(runs: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def bench_section(files: list[Path], name: str, command: str) -> str:
+    """``textdistill bench --json`` output: distillation samples/s online vs cached, speed, peak memory."""
+    r = json.loads(files[0].read_text())
+    m, sps = r["machine"], r["distill_samples_per_second"]
+    c = r["config"]
+    rows = [["teacher outputs", "samples/s (median)", "runs"]]
+    for mode in ("online", "cached"):
+        rows.append([mode, f"{sps[mode]:.1f}", ", ".join(f"{x:.1f}" for x in sps["runs"][mode])])
+    lines = [
+        f"<!-- begin {name} -->",
+        f"Command: `{command}`  ",
+        f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads).",
+        "",
+        f"Teacher {display_name(c['teacher'])} -> student {c['student'].get('recipe')} {c['student'].get('layers') or ''}; "
+        f"batch {c['batch_size']}, {c['steps']} optimizer steps per run, {c['repeats']} runs per mode, max length {c['max_length']}.",
+        "",
+        markdown_table(rows),
+        "",
+        f"With the cache: **{r['cache_speedup']:.2f}x** the samples/s of the same run with the teacher online (computing "
+        f"the cached outputs for these {c['steps'] * c['batch_size']} examples took {r['cache_build_seconds']:.1f} s, once). "
+        f"Latency at batch 1: teacher {r['teacher']['latency_ms_batch1']:.2f} ms, student "
+        f"{r['student']['latency_ms_batch1']:.2f} ms ({r['speedup_batch1']:.2f}x); throughput at batch 32: teacher "
+        f"{r['teacher']['throughput_batch32']:.0f}/s, student {r['student']['throughput_batch32']:.0f}/s "
+        f"({r['speedup_batch32']:.2f}x). Peak memory (RSS): {r['peak_memory_mb']:.0f} MB.",
+        f"<!-- end {name} -->",
+    ]
+    return "\n".join(lines)
+
+
+def export_section(files: list[Path], name: str, command: str) -> str:
+    """``textdistill export --json`` output: each form's metric, logit difference, size, latency, throughput."""
+    r = json.loads(files[0].read_text())
+    metric = next(iter(r["forms"]["pytorch fp32"]["metrics"]))
+    rows = [["form", metric, "vs PyTorch (points)", "max logit diff", "size (MB)", "latency b1 (ms)",
+             "throughput b32 (/s)", "throughput vs PyTorch"]]  # fmt: skip
+    for form, e in r["forms"].items():
+        size = f"{e['size_bytes'] / 2**20:.1f}" if e.get("size_bytes") else "-"
+        rows.append([form, f"{100 * e['metrics'][metric]:.2f}", f"{e['metric_diff_points']:+.2f}", f"{e['max_abs_logit_diff']:.4f}",
+                     size, f"{e['latency_ms_batch1']:.2f}", f"{e['throughput_batch32']:.0f}", f"{e['throughput_vs_pytorch']:.2f}x"])  # fmt: skip
+    lines = [
+        f"<!-- begin {name} -->",
+        f"Command: `{command}`  ",
+        f"Date: {r['machine']['date']}; machine: {r['machine']['platform']}, {r['machine']['cpu_count']} CPUs, "
+        f"torch {r['machine']['torch']} ({r['machine']['torch_threads']} threads; ONNX Runtime as many).",
+        "",
+        f"Model {display_name(str(r['model']))}, scored on {r['examples']} examples of {display_name(str(r['validation']))}.",
+        "",
+        markdown_table(rows),
+        f"<!-- end {name} -->",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--kind", choices=["report", "ablation", "classic"], default="report")
+    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export"], default="report",
+                    help="bench/export: RUNS is the JSON file that `textdistill bench/export --json` printed")
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
-    make = {"report": section, "ablation": ablation_section, "classic": classic_section}[args.kind]
+    make = {"report": section, "ablation": ablation_section, "classic": classic_section, "bench": bench_section,
+            "export": export_section}[args.kind]  # fmt: skip
     new = make(args.runs, args.name, args.command)
     write_section(args.name, new)
     print(new)

@@ -391,7 +391,8 @@ def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, o
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
     forms = export_student(net, dev_set, _pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
     tokenizer.save_pretrained(output)
-    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "forms": forms}
+    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "forms": forms,
+            "machine": _machine()}  # fmt: skip
 
 
 def evaluate(
