@@ -66,6 +66,37 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     return out
 
 
+def regression_metrics(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Pearson and Spearman correlation (GLUE STS-B reports both, and their mean as ``corr``) and the MSE.
+
+    ``predictions`` is ``[N]`` or ``[N, 1]`` (a regression head's logits). A constant column has no correlation: 0.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    p = predictions.detach().float().reshape(-1).cpu().numpy()
+    t = targets.detach().float().reshape(-1).cpu().numpy()
+    if len(p) != len(t):
+        raise ValueError(f"{len(p)} predictions for {len(t)} targets")
+    constant = len(p) < 2 or p.min() == p.max() or t.min() == t.max()
+    pearson = 0.0 if constant else float(pearsonr(p, t).statistic)
+    spearman = 0.0 if constant else float(spearmanr(p, t).statistic)
+    return {"pearson": pearson, "spearman": spearman, "corr": (pearson + spearman) / 2, "mse": float(((p - t) ** 2).mean())}
+
+
+def matthews_corrcoef(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Matthews correlation of the argmax predictions (GLUE CoLA's metric; multi-class as scikit-learn defines it)."""
+    from sklearn.metrics import matthews_corrcoef as mcc
+
+    return float(mcc(labels.cpu().numpy(), logits.argmax(dim=-1).cpu().numpy()))
+
+
+def task_metrics(outputs: torch.Tensor, labels: torch.Tensor, task_type: str = "classification") -> dict[str, float]:
+    """Every metric of a task: classification (accuracy, F1s, Matthews correlation) or regression (correlations)."""
+    if task_type == "regression":
+        return regression_metrics(outputs, labels)
+    return {**classification_metrics(outputs, labels), "mcc": matthews_corrcoef(outputs, labels)}
+
+
 def evaluate_model(model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int) -> dict[str, float]:
     logits = predict_logits(model, dataset, collator, batch_size)
     return classification_metrics(logits, torch.tensor(dataset.labels))
