@@ -48,6 +48,8 @@ class DataConfig(_Strict):
     text_column: str | int = "text"
     text_pair_column: str | int | None = None
     label_column: str | int = "label"
+    # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE.
+    task_type: Literal["classification", "regression"] = "classification"
     max_length: int = Field(128, gt=0, le=8192)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
@@ -262,8 +264,14 @@ class DistillConfig(_Strict):
         return self.teacher_outputs == "online" or (self.teacher_outputs == "auto" and self.uses_intermediate)
 
 
+CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman", "corr")
+
+
 class EvalConfig(_Strict):
-    metric: Literal["accuracy", "f1", "macro_f1"] = "accuracy"
+    # classification: accuracy | f1 (class 1 of two) | macro_f1 | mcc (Matthews); regression: pearson | spearman |
+    # corr (their mean, as GLUE reports STS-B). None: accuracy, or pearson for a regression task.
+    metric: Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr"] | None = None
     # Also export the student to ONNX (fp32 and int8) and report each form's metric, logit difference and speed.
     export_onnx: bool = False
     latency_repeats: int = Field(20, gt=0, le=10000)
@@ -279,6 +287,16 @@ class RunConfig(_Strict):
     student: StudentConfig | None = None
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _metric_fits_the_task(self) -> "RunConfig":
+        regression = self.data.task_type == "regression"
+        if self.eval.metric is None:
+            self.eval.metric = "pearson" if regression else "accuracy"
+        allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+        if self.eval.metric not in allowed:
+            raise ValueError(f"eval.metric: {self.eval.metric!r} does not apply to a {self.data.task_type} task; use one of {list(allowed)}")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -238,15 +238,26 @@ def _sort_key(name: str) -> tuple[int, Any]:
 
 @dataclass(frozen=True)
 class LabelSet:
+    """A classification task's label names (ids in this order), or a regression task's single output ``score``."""
+
     names: tuple[str, ...]
+    regression: bool = False
 
     @classmethod
-    def from_data(cls, data: TextData) -> "LabelSet":
+    def for_regression(cls) -> "LabelSet":
+        return cls(("score",), regression=True)
+
+    @classmethod
+    def from_data(cls, data: TextData, task_type: str = "classification") -> "LabelSet":
+        if task_type == "regression":
+            return cls.for_regression()
         return cls(tuple(sorted(set(data.labels), key=_sort_key)))
 
     @classmethod
     def from_model_config(cls, config: Any) -> "LabelSet | None":
         """The label names a fine-tuned model carries, or None when they are transformers' ``LABEL_i`` defaults."""
+        if getattr(config, "problem_type", None) == "regression":
+            return cls.for_regression()
         id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
         names = tuple(id2label[i] for i in sorted(id2label))
         if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
@@ -264,8 +275,21 @@ class LabelSet:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.names))
 
-    def encode(self, data: TextData) -> list[int]:
-        """Label ids; a label the set lacks is an error naming the file and row."""
+    def encode(self, data: TextData) -> list[int] | list[float]:
+        """Label ids (regression: the scores as numbers); a label the set lacks, or a score that is not a number, is an
+        error naming the file and row."""
+        if self.regression:
+            scores = []
+            for i, text in enumerate(data.labels):
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = float("nan")
+                if value != value or value in (float("inf"), float("-inf")):
+                    row = data.rows[i] if data.rows else i
+                    raise TextDistillError(f"{data.source}:{row}: label {text!r} is not a number (regression task)")
+                scores.append(value)
+            return scores
         index = self.label2id
         ids = []
         for i, name in enumerate(data.labels):
@@ -297,7 +321,7 @@ class DistillDataset(Dataset):
     def __init__(
         self,
         student: list[Features],
-        labels: Sequence[int],
+        labels: Sequence[int] | Sequence[float],
         teacher: list[Features] | None = None,
         teacher_logits: torch.Tensor | None = None,
     ) -> None:
@@ -345,7 +369,7 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {
             "student": pad_features([it["student"] for it in items], self.student_pad_id),
-            "labels": torch.tensor([it["labels"] for it in items], dtype=torch.long),
+            "labels": torch.tensor([it["labels"] for it in items], dtype=torch.float if isinstance(items[0]["labels"], float) else torch.long),
         }
         if "teacher" in items[0]:
             assert self.teacher_pad_id is not None

@@ -18,7 +18,7 @@ from torch import nn
 
 from textdistill.data import DistillDataset, pad_features
 from textdistill.errors import TextDistillError
-from textdistill.metrics import classification_metrics, measure_speed
+from textdistill.metrics import measure_speed, metrics_for
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -118,7 +118,6 @@ def export_student(
     fp32 = export_onnx(model, dataset.student, folder / "model.onnx", pad_token_id)
     int8 = quantize_int8(fp32, folder / "model.int8.onnx")
     names = _input_names(dataset.student)
-    labels = torch.tensor(dataset.labels)
     reference = predict(torch_forward(model), dataset, pad_token_id)
     speed_feats = dataset.student[:256]
     forms: dict[str, dict[str, Any]] = {}
@@ -129,7 +128,7 @@ def export_student(
     ):
         logits = predict(forward, dataset, pad_token_id)
         forms[name] = {
-            "metrics": classification_metrics(logits, labels),
+            "metrics": metrics_for(logits, dataset.labels),
             "max_abs_logit_diff": float((logits - reference).abs().max()),
             "size_bytes": size,
             **measure_speed(forward, speed_feats, pad_token_id, repeats=repeats),

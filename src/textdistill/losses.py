@@ -61,7 +61,10 @@ def logits_mse_loss(
 
 
 def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy with gold class ids, averaged over (masked) positions."""
+    """Cross-entropy with gold class ids, averaged over (masked) positions; with floating-point labels (a regression
+    task: logits ``[B, 1]``, scores ``[B]``), the mean squared error."""
+    if labels.is_floating_point():
+        return F.mse_loss(student_logits.float().reshape(labels.shape), labels.float())
     ce = F.cross_entropy(student_logits.float().flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
     return _masked_mean(ce, mask)
 
@@ -79,7 +82,11 @@ def distillation_loss(
     """``alpha * soft + (1 - alpha) * hard``; returns every term (``kd``, ``ce``) and their weighted sum ``loss``.
 
     ``kind="kl"``: soft = ``T^2 * KL(teacher_T || student_T)``; ``kind="mse"``: soft = MSE on logits (T unused).
+    Regression (floating-point ``labels``): the student learns the teacher's scores, soft = MSE whatever ``kind``
+    (a softmax over one output means nothing), hard = MSE to the gold scores.
     """
+    if labels.is_floating_point():
+        kind = "mse"
     if kind == "kl":
         soft = kd_kl_loss(student_logits, teacher_logits, temperature, mask)
     elif kind == "mse":

@@ -99,7 +99,13 @@ def task_metrics(outputs: torch.Tensor, labels: torch.Tensor, task_type: str = "
 
 def evaluate_model(model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int) -> dict[str, float]:
     logits = predict_logits(model, dataset, collator, batch_size)
-    return classification_metrics(logits, torch.tensor(dataset.labels))
+    return metrics_for(logits, dataset.labels)
+
+
+def metrics_for(outputs: torch.Tensor, labels: Any) -> dict[str, float]:
+    """:func:`task_metrics` for gold labels as stored in a dataset: class ids, or scores (floats) for regression."""
+    gold = torch.tensor(labels)
+    return task_metrics(outputs, gold, "regression" if gold.is_floating_point() else "classification")
 
 
 @torch.inference_mode()

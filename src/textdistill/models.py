@@ -101,6 +101,9 @@ def load_classifier(
         raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]})") from None
     if require_trained_head:
         own = LabelSet.from_model_config(config)
+        if own is not None and own.regression != labels.regression:
+            kinds = {True: "regression", False: "classification"}
+            raise TextDistillError(f"{role}: {name} is a {kinds[own.regression]} model but the task is {kinds[labels.regression]} (data.task_type)")
         if config.num_labels != len(labels):
             raise TextDistillError(
                 f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {list(labels.names)}"
@@ -116,6 +119,8 @@ def load_classifier(
             num_labels=len(labels),
             id2label=labels.id2label,
             label2id=labels.label2id,
+            problem_type="regression" if labels.regression else "single_label_classification",
+            ignore_mismatched_sizes=not require_trained_head,  # a head for other labels is replaced by a fresh one
             output_loading_info=True,
         )
     except (OSError, ValueError, KeyError) as exc:

@@ -27,7 +27,7 @@ from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
-from textdistill.metrics import classification_metrics, evaluate_model, measure_speed, predict_logits
+from textdistill.metrics import evaluate_model, measure_speed, metrics_for, predict_logits
 from textdistill.models import (
     build_student,
     count_parameters,
@@ -120,8 +120,8 @@ def _teacher_cfg(cfg: RunConfig) -> TeacherConfig:
 def _prepare(cfg: RunConfig) -> Prepared:
     teacher_cfg = _teacher_cfg(cfg)
     train, dev = load_splits(cfg.data)
-    labels = LabelSet.from_data(train)
-    if len(labels) < 2:
+    labels = LabelSet.from_data(train, cfg.data.task_type)
+    if len(labels) < 2 and not labels.regression:
         raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two")
     teacher, tokenizer, labels = load_classifier(
         teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
@@ -302,7 +302,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
 
     # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
     teacher_dev = predict_logits(teacher, dev_set, collator, eval_bs, side="teacher")
-    teacher_metrics = classification_metrics(teacher_dev, torch.tensor(dev_set.labels))
+    teacher_metrics = metrics_for(teacher_dev, dev_set.labels)
     online = cfg.distill.online
     if not online:
         train_set = train_set.with_teacher_logits(_soft_targets(cfg, teacher, train_set, collator, eval_bs, teacher_info))

@@ -40,6 +40,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
+from textdistill.losses import hard_label_loss
 
 POOLINGS = ("max", "mean")
 SPEC_KEY = "student.architecture"  # where the spec sits in the run config; error messages name keys under it
@@ -248,7 +249,7 @@ class ClassicStudent(PreTrainedModel):
         embedded = self.embedding_dropout(self.embeddings(input_ids))
         pooled = self.sentence_vector(embedded, mask)
         logits = self.classifier(pooled)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1)) if labels is not None else None
+        loss = hard_label_loss(logits, labels) if labels is not None else None  # CE, or MSE for regression scores
         if output_hidden_states is None:
             output_hidden_states = bool(self.config.output_hidden_states)
         hidden_states = (pooled,) if output_hidden_states else None
@@ -528,7 +529,8 @@ def build_classic_student(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     config_class, model_class = STUDENT_TYPES[kind]
     config = config_class(
-        vocab_size=vocab_size, pad_token_id=pad_id, id2label=labels.id2label, label2id=labels.label2id, **arch
+        vocab_size=vocab_size, pad_token_id=pad_id, id2label=labels.id2label, label2id=labels.label2id,
+        problem_type="regression" if labels.regression else "single_label_classification", **arch
     )
     set_seed(seed)
     model = model_class(config)
