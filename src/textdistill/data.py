@@ -376,6 +376,11 @@ class Collator:
             batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
         if "teacher_logits" in items[0]:
             batch["teacher_logits"] = torch.stack([it["teacher_logits"] for it in items])
+        if "task" in items[0]:  # a multi-task batch holds one task
+            tasks = {it["task"] for it in items}
+            if len(tasks) != 1:
+                raise ValueError(f"a batch mixes tasks {sorted(tasks)}; multi-task batches hold one task each")
+            batch["task"] = tasks.pop()
         return batch
 
 

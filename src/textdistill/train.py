@@ -184,7 +184,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 def train_loop(
     model: nn.Module,
-    train_set: DistillDataset,
+    train_set: DistillDataset,  # or any dataset with a loader() method (MultiTaskDataset)
     collator: Collator,
     args: TrainingConfig,
     objective: Objective,
@@ -215,8 +215,10 @@ def train_loop(
         dynamo_backend=args.torch_compile_backend if args.torch_compile else "no",
     )
     on_gpu = accelerator.device.type == "cuda"
-    loader = train_loader(
-        train_set, collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers,
+    # a dataset that batches itself (multi-task: one task per batch) says how; any other gets shuffled batches
+    make_loader = getattr(train_set, "loader", None) or (lambda *a, **k: train_loader(train_set, *a, **k))
+    loader = make_loader(
+        collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers,
         pin_memory=on_gpu,
     )  # fmt: skip
     if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
