@@ -24,7 +24,9 @@ def dev_slice(tiny_bert, sst2_dir):
 
 def test_export_matches_pytorch(dev_slice, tmp_path):
     model, tok, ds = dev_slice
+    impl = model.config._attn_implementation
     forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=3)
+    assert model.config._attn_implementation == impl  # exported with eager attention, then given back its own
     assert set(forms) == {"pytorch fp32", "onnx fp32", "onnx int8"}
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
     assert forms["pytorch fp32"]["max_abs_logit_diff"] == 0.0

@@ -52,12 +52,13 @@ def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
 
 
 def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: Path, monkeypatch) -> None:
-    assert held_teacher_dtype("bf16", torch.device("cpu")) is None
+    assert held_teacher_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert held_teacher_dtype("fp16", torch.device("cpu")) is None
     assert held_teacher_dtype("no", torch.device("cuda")) is None
     assert held_teacher_dtype("bf16", torch.device("cuda")) is torch.bfloat16
     assert held_teacher_dtype("fp16", torch.device("cuda")) is torch.float16
     seen: list[torch.dtype] = []
-    monkeypatch.setattr("textdistill.train.held_teacher_dtype", lambda mp, dev: torch.bfloat16)  # as on a GPU with bf16
+    monkeypatch.setattr("textdistill.train.held_teacher_dtype", lambda mp, dev: torch.bfloat16)  # as with bf16
     teacher = bert(2, 0).eval()
     before = copy.deepcopy(teacher.state_dict())
     teacher.register_forward_hook(lambda m, i, o: seen.append(next(m.parameters()).dtype))  # deep-copied with the model

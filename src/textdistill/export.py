@@ -37,8 +37,19 @@ def _input_names(features: list[dict[str, list[int]]]) -> list[str]:
 
 
 def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Path, pad_token_id: int) -> Path:
-    """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch and sequence axes."""
+    """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch and sequence axes.
+
+    Attention is exported in its plain (eager) form, whatever the model runs with: ONNX Runtime's int8 kernels and
+    fusions know that graph; the fused SDPA export comes out about 10% slower in int8 (measured on SST-2 students).
+    """
     model = model.eval().cpu()
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+        try:
+            return export_onnx(model, features, path, pad_token_id)
+        finally:
+            model.set_attn_implementation(impl)
     sample = pad_features(features[:2], pad_token_id)
     names = _input_names(features)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}

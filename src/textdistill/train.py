@@ -146,12 +146,15 @@ class LoopResult:
 
 
 def held_teacher_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype an online teacher is held in during training: on a GPU, that of the mixed precision (bf16/fp16);
-    otherwise None (as loaded). Autocast recasts weights that need no gradient at every step; holding them cast
-    saves that work and half the teacher's memory."""
-    if device.type != "cuda":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    """The dtype an online teacher is held in during training: that of the mixed precision (bf16 on GPU or CPU, fp16
+    on GPU); otherwise None (as loaded). Autocast recasts weights that need no gradient at every step; holding them
+    cast saves that work and half the teacher's memory (on a CPU with AMX, a bf16 MiniLM-L6 forward is ~2x faster
+    held in bf16 than under autocast alone)."""
+    if mixed_precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    if mixed_precision == "fp16" and device.type == "cuda":
+        return torch.float16
+    return None
 
 
 def use_cpu() -> bool:
