@@ -19,7 +19,7 @@ Throughput: ``--speed-samples`` training sentences, one epoch, ``--repeats`` tim
 Accuracy: each mode trains once on ``--accuracy-samples`` sentences for one epoch and is scored on the full dev set
 with the same evaluation code. Evaluation is never inside a timed span.
 
-Usage (repository root, after benchmarks/sst2_full.sh has fine-tuned the teacher; needs ``pip install textbrewer``):
+Usage (repository root, after benchmarks/sst2_full.sh has fine-tuned the teacher; needs ``pip install -e ".[bench]"``):
   HF_HUB_OFFLINE=1 python benchmarks/textbrewer_compare.py --write-results > bench_runs/textbrewer.log 2>&1
 """
 
