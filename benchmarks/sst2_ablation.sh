@@ -50,7 +50,8 @@ summary() {  # every setting that has run, in the order above (the full-budget r
   for name in "${order[@]}"; do
     for dir in "$out/$name"-seed[0-9] "$out/$name"-3ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
-  python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation --command "bash benchmarks/sst2_ablation.sh"
+  python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
+    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... losses 1"
 }
 
 case ${1:-} in
