@@ -99,6 +99,24 @@ def test_runs_are_reproducible(tiny_bert, sst2_dir, tmp_path):
     assert accs[0] == accs[1]
 
 
+def test_fine_tuning_a_headless_encoder_is_reproducible(tiny_bert, sst2_dir, tmp_path):
+    """The head made fresh for fine-tuning comes from the run's seed, so two runs give identical teachers."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertModel
+
+    encoder = tmp_path / "encoder"
+    BertModel.from_pretrained(tiny_bert).save_pretrained(encoder)  # no classification head: one is made when loaded
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(encoder)
+    weights = []
+    for name in ("a", "b"):
+        cfg = tiny_config(str(encoder), sst2_dir, tmp_path / name)
+        cfg["teacher"]["training"]["num_train_epochs"] = 1
+        out = Path(textdistill.train_teacher(cfg)["output_dir"])
+        weights.append(load_file(next((out / "teacher").glob("*.safetensors"))))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_train_then_distill_from_the_trained_teacher(tiny_bert, sst2_dir, tmp_path):
     cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "teacher_run")
     cfg["teacher"]["training"]["num_train_epochs"] = 1

@@ -123,6 +123,9 @@ def _prepare(cfg: RunConfig) -> Prepared:
     labels = LabelSet.from_data(train, cfg.data.task_type)
     if len(labels) < 2 and not labels.regression:
         raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two")
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # a head made fresh for fine-tuning is initialised from the run's seed: runs repeat exactly
     teacher, tokenizer, labels = load_classifier(
         teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
     )
