@@ -44,21 +44,12 @@ from textdistill.data import Collator, LabelSet, load_splits, train_loader
 from textdistill.metrics import evaluate_model, predict_logits
 from textdistill.models import build_student, load_classifier
 from textdistill.pipeline import _dataset, _pad_id, _texts, as_config
-from textdistill.train import DistillationObjective, train_loop
+from textdistill.train import DistillationObjective, adamw_param_groups, train_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize import write_section  # noqa: E402
 
 MODES = ("textbrewer-padded128", "textbrewer-grouped", "textdistill-online", "textdistill-cached")
-
-
-def adamw_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    no_decay = ("bias", "LayerNorm.weight")
-    named = list(model.named_parameters())
-    return [
-        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
 
 
 def textbrewer_train(student, teacher, loader, postprocess, cfg, epochs: int, workdir: Path) -> float:
@@ -74,7 +65,7 @@ def textbrewer_train(student, teacher, loader, postprocess, cfg, epochs: int, wo
         return {"logits": outputs.logits, "losses": outputs.loss}
 
     distiller = GeneralDistiller(train_cfg, distill_cfg, teacher, student, adaptor, adaptor)
-    optimizer = torch.optim.AdamW(adamw_groups(student, args.weight_decay), lr=args.learning_rate, eps=args.adam_epsilon)
+    optimizer = torch.optim.AdamW(adamw_param_groups(list(student.named_parameters()), args.weight_decay), lr=args.learning_rate, eps=args.adam_epsilon)
     total = len(loader) * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
     started = time.perf_counter()
@@ -134,6 +125,8 @@ def main() -> None:
     train, dev = load_splits(cfg.data)
     n_max = max(opts.speed_samples, opts.accuracy_samples)
     train = train.head(n_max)
+    if train.pairs:
+        raise SystemExit("textbrewer_compare: single-sentence tasks only")
     teacher, tokenizer, labels = load_classifier(cfg.teacher.model, LabelSet.from_data(train), "teacher.model", require_trained_head=True)
     teacher.eval().requires_grad_(False)
     student, stok, recipe = build_student(cfg.student, teacher, tokenizer, labels, cfg.seed, _texts(train))
@@ -146,8 +139,6 @@ def main() -> None:
     cache_seconds = time.perf_counter() - started
     ctx = {"cfg": cfg, "teacher": teacher, "student": student, "tokenizer": stok, "collator": collator, "train_sets": sets,
            "texts": train.texts, "labels": labels.encode(train), "logits": logits}  # fmt: skip
-    if train.pairs:
-        raise SystemExit("textbrewer_compare: single-sentence tasks only")
 
     rates: dict[str, list[float]] = {m: [] for m in opts.modes}
     with tempfile.TemporaryDirectory() as tmp:

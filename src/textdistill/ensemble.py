@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from textdistill.losses import kd_kl_loss
+from textdistill.losses import kl_to_target
 
 FUSIONS = ("mean_probs", "mean_logits", "weighted", "dev_score", "confidence")
 OBJECTIVES = ("fused", "mean_kl")
@@ -91,19 +91,6 @@ def fuse_regression(teacher_outputs: torch.Tensor, weights: torch.Tensor) -> tor
     return (weights.to(out.device, torch.float32).reshape(-1, 1) * out).sum(dim=0)
 
 
-def kl_to_target(
-    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``T^2 * KL(p || softmax(s / T))`` for given target probabilities ``p`` (``0 log 0 = 0``), mean over examples."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    p = target_probs.float()
-    kl = (torch.xlogy(p, p) - p * log_q).sum(dim=-1)
-    if mask is not None:
-        m = mask.to(kl.dtype)
-        return temperature**2 * (kl * m).sum() / m.sum().clamp_min(1.0)
-    return temperature**2 * kl.mean()
-
-
 def ensemble_kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -121,12 +108,10 @@ def ensemble_kd_loss(
     w = teacher_weights(k, "mean_probs") if weights is None else weights
     if objective == "fused":
         return kl_to_target(student_logits, fuse_soft_targets(teacher_logits, fusion, temperature, w), temperature)
-    ew = example_weights(teacher_logits, fusion, w, temperature)
-    if ew.dim() == 1:
-        return sum(ew[i] * kd_kl_loss(student_logits, teacher_logits[i], temperature) for i in range(k))  # type: ignore[return-value]
+    ew = _expand(example_weights(teacher_logits, fusion, w, temperature), teacher_logits[..., 0])  # [K, B]
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per = (log_p.exp() * (log_p - log_q.unsqueeze(0))).sum(dim=-1)  # [K, B]
+    per = (log_p.exp() * (log_p - log_q.unsqueeze(0))).sum(dim=-1)  # [K, B]: each teacher's KL per example
     return temperature**2 * (ew * per).sum(dim=0).mean()
 
 

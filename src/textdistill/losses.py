@@ -52,6 +52,14 @@ def soft_cross_entropy(
     return temperature**2 * _masked_mean(ce, mask)
 
 
+def kl_to_target(
+    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``T^2 * KL(p || softmax(s / T))`` for given target probabilities ``p`` (``0 log 0 = 0``), mean over examples."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return temperature**2 * _masked_mean(_row_kl(target_probs.float(), log_q), mask)
+
+
 def logits_mse_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -144,6 +144,17 @@ class LoopResult:
         return self.samples / self.step_seconds if self.step_seconds else 0.0
 
 
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def adamw_param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on everything but biases and normalisation weights (BERT's convention)."""
+    return [
+        {"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+
+
 def held_teacher_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype an online teacher is held in during training: that of the mixed precision (bf16 on GPU or CPU, fp16
     on GPU); otherwise None (as loaded). Autocast recasts weights that need no gradient at every step; holding them
@@ -228,14 +239,10 @@ def train_loop(
         if hasattr(objective, "setup"):
             first = collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
             objective.setup(model.to(accelerator.device), _to_device(first, accelerator.device))
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if isinstance(objective, nn.Module):
         named += [(f"objective.{n}", p) for n, p in objective.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
+    groups = adamw_param_groups(named, args.weight_decay)
     params = [p for g in groups for p in g["params"]]
     # One fused kernel for the whole update, on GPU and CPU alike: on the CPU the per-tensor loop of the default AdamW
     # costs as much as the backward pass of a small student (its embedding matrix dominates); fused is ~5x faster.
@@ -252,8 +259,8 @@ def train_loop(
     if teacher is not None:
         teacher.to(accelerator.device).eval()
         held = held_teacher_dtype(args.mixed_precision, accelerator.device)
-        already = next(teacher.parameters()).dtype == held
-        if held is not None and not already and isinstance(objective, DistillationObjective) and objective.teacher is teacher:
+        cast = held is not None and next(teacher.parameters()).dtype != held
+        if cast and isinstance(objective, DistillationObjective) and objective.teacher is teacher:
             # the teacher only runs forward: the loop holds a half-precision copy (no weight casts at every step);
             # the caller's teacher stays as it was
             objective.hold_teacher(copy.deepcopy(teacher).to(held))
