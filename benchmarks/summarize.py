@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from textdistill.report import display_name, markdown_table, report_rows
+from textdistill.report import display_name, markdown_table, render_multitask_report, report_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
@@ -191,16 +191,55 @@ def export_section(files: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def multitask_section(runs: list[Path], name: str, command: str) -> str:
+    """A task-distillation run: its report (per task: teachers, student, twin, % kept) and its dev history."""
+    reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    lines = _header(reports, name, command)
+    for run, rep in zip(runs, reports):
+        lines += [f"**{run.name}**: run took {rep['total_seconds'] / 60:.1f} min.", "",
+                  render_multitask_report(rep).split("\n", 2)[2].rstrip(), "", _eval_history(run, "average"), ""]  # fmt: skip
+    lines.append(f"<!-- end {name} -->")
+    return "\n".join(lines)
+
+
+def ensemble_section(runs: list[Path], name: str, command: str) -> str:
+    """Students of one task from a teacher ensemble vs from the best single teacher (run folders named
+    SETTING-seedN): each seed's score, the mean; the teachers and the ensemble themselves."""
+    reports = {r.name: json.loads((r / "metrics.json").read_text()) for r in runs}
+    settings: dict[str, list[tuple[str, dict]]] = {}
+    for run_name, rep in reports.items():
+        settings.setdefault(run_name.rsplit("-seed", 1)[0], []).append((run_name.rsplit("-seed", 1)[1], rep))
+    task_name = next(iter(next(iter(reports.values()))["tasks"]))
+    task = max((rep["tasks"][task_name] for rep in reports.values()), key=lambda t: len(t["teachers"]))  # the ensemble's
+    metric = task["metric"]
+    lines = _header(list(reports.values()), name, command)
+    teachers = ", ".join(f"{display_name(t['model'])} {100 * t['metrics'][metric]:.2f}" for t in task["teachers"])
+    lines += [f"Task {task_name}, metric {metric} (x100, dev). Teachers: {teachers}."]
+    if "ensemble" in task:
+        lines[-1] += f" The ensemble itself ({task['fusion']}): {100 * task['ensemble']['metrics'][metric]:.2f}."
+    lines.append("")
+    rows = [["student distilled from", "teachers", "seeds", f"{metric} per seed", "mean", "accuracy mean"]]
+    for setting, entries in sorted(settings.items()):
+        entries.sort()
+        scores = [rep["tasks"][task_name]["student"]["metrics"][metric] for _, rep in entries]
+        accs = [rep["tasks"][task_name]["student"]["metrics"].get("accuracy", float("nan")) for _, rep in entries]
+        t = entries[0][1]["tasks"][task_name]["teachers"]
+        rows.append([setting, str(len(t)), ", ".join(seed for seed, _ in entries), ", ".join(f"{100 * x:.2f}" for x in scores),
+                     f"{100 * sum(scores) / len(scores):.2f}", f"{100 * sum(accs) / len(accs):.2f}"])  # fmt: skip
+    lines += [markdown_table(rows), "", f"<!-- end {name} -->"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export"], default="report",
+    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble"], default="report",
                     help="bench/export: RUNS is the JSON file that `textdistill bench/export --json` printed")
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
     make = {"report": section, "ablation": ablation_section, "classic": classic_section, "bench": bench_section,
-            "export": export_section}[args.kind]  # fmt: skip
+            "export": export_section, "multitask": multitask_section, "ensemble": ensemble_section}[args.kind]  # fmt: skip
     new = make(args.runs, args.name, args.command)
     write_section(args.name, new)
     print(new)

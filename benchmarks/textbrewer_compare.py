@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from textdistill.data import Collator, LabelSet, load_splits, train_loader
 from textdistill.metrics import evaluate_model, predict_logits
 from textdistill.models import build_student, load_classifier
-from textdistill.pipeline import _dataset, _pad_id, _texts, as_config
+from textdistill.pipeline import _dataset, pad_id, _texts, as_config
 from textdistill.train import DistillationObjective, adamw_param_groups, train_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,7 +130,7 @@ def main() -> None:
     teacher, tokenizer, labels = load_classifier(cfg.teacher.model, LabelSet.from_data(train), "teacher.model", require_trained_head=True)
     teacher.eval().requires_grad_(False)
     student, stok, recipe = build_student(cfg.student, teacher, tokenizer, labels, cfg.seed, _texts(train))
-    collator = Collator(_pad_id(stok), _pad_id(tokenizer))
+    collator = Collator(pad_id(stok), pad_id(tokenizer))
     sets = {n: _dataset(stok, train.head(n), labels, cfg.data.max_length, tokenizer) for n in {opts.speed_samples, opts.accuracy_samples}}
     dev_set = _dataset(stok, dev, labels, cfg.data.max_length)
     eval_bs = cfg.student.training.per_device_eval_batch_size

@@ -23,7 +23,14 @@ from textdistill.data import Collator, LabelSet, load_splits
 from textdistill.errors import TextDistillError
 from textdistill.metrics import measure_speed, predict_logits
 from textdistill.models import build_student, count_parameters, load_classifier
-from textdistill.pipeline import _dataset, _machine, _pad_id, _teacher_cfg, _texts, as_config
+from textdistill.pipeline import (
+    _dataset,
+    _teacher_cfg,
+    _texts,
+    as_config,
+    machine_info,
+    pad_id,
+)
 from textdistill.train import DistillationObjective, train_loop
 
 
@@ -50,7 +57,7 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     if len(subset) < steps * batch:
         raise TextDistillError(f"bench: {steps} steps of {batch} need {steps * batch} training examples, the data has {len(subset)}")
     train_set = _dataset(stok, subset, labels, cfg.data.max_length, ttok)
-    collator = Collator(_pad_id(stok), _pad_id(ttok))
+    collator = Collator(pad_id(stok), pad_id(ttok))
     loop_args = args.model_copy(update={"max_steps": steps, "eval_steps": None, "logging_steps": steps})
     metric = cfg.eval.metric
 
@@ -71,8 +78,8 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     dev_t = _dataset(ttok, dev, labels, cfg.data.max_length)
     dev_s = _dataset(stok, dev, labels, cfg.data.max_length)
     n = cfg.eval.latency_samples
-    speed_t = measure_speed(teacher, dev_t.student[:n], _pad_id(ttok), cfg.eval.latency_repeats)
-    speed_s = measure_speed(student, dev_s.student[:n], _pad_id(stok), cfg.eval.latency_repeats)
+    speed_t = measure_speed(teacher, dev_t.student[:n], pad_id(ttok), cfg.eval.latency_repeats)
+    speed_s = measure_speed(student, dev_s.student[:n], pad_id(stok), cfg.eval.latency_repeats)
     online, cached = statistics.median(rates["online"]), statistics.median(rates["cached"])
     return {
         "config": {"teacher": teacher_cfg.model, "student": recipe, "batch_size": batch, "steps": steps, "repeats": repeats,
@@ -85,5 +92,5 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
         "speedup_batch1": speed_t["latency_ms_batch1"] / speed_s["latency_ms_batch1"],
         "speedup_batch32": speed_s["throughput_batch32"] / speed_t["throughput_batch32"],
         "peak_memory_mb": _peak_memory_mb(),
-        "machine": _machine(),
+        "machine": machine_info(),
     }

@@ -96,9 +96,9 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
     if command == "distill":
-        from textdistill.report import render_report
+        from textdistill.report import render_multitask_report, render_report
 
-        print(render_report(result))
+        print(render_multitask_report(result) if result.get("kind") == "multitask" else render_report(result))
     elif command == "export":
         print(f"{'form':<14} {'accuracy':>9} {'diff (pts)':>10} {'max |dlogit|':>12} {'size MB':>8} {'b1 ms':>7} {'b32 /s':>7} {'vs torch':>8}")
         for form, e in result["forms"].items():

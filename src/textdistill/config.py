@@ -212,7 +212,18 @@ class MiniLMConfig(_Strict):
     relation_heads: int | None = Field(None, gt=0)  # default: the teacher's head count
 
 
-class DistillConfig(_Strict):
+class CacheSettings(_Strict):
+    """Where precomputed teacher outputs are kept (textdistill.cache)."""
+
+    # Keep precomputed teacher logits on disk, keyed by the teacher's weights and the exact inputs, and reuse them
+    # across epochs and runs (textdistill.cache). cache_dir default: $TEXTDISTILL_CACHE or ~/.cache/textdistill.
+    teacher_cache: bool = True
+    cache_dir: str | None = None
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    cache_topk: int | None = Field(None, gt=0)  # keep only the k largest log-probabilities per example
+
+
+class DistillConfig(CacheSettings):
     """The distillation objective.
 
     ``loss: kl``  -> alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)   (Hinton et al. 2015)
@@ -233,12 +244,6 @@ class DistillConfig(_Strict):
     # precompute: the teacher labels the training set once before training (exact: no dropout, no augmentation);
     # online: a teacher forward pass for every student batch; auto: precompute unless intermediate features are used.
     teacher_outputs: Literal["auto", "precompute", "online"] = "auto"
-    # Keep precomputed teacher logits on disk, keyed by the teacher's weights and the exact inputs, and reuse them
-    # across epochs and runs (textdistill.cache). cache_dir default: $TEXTDISTILL_CACHE or ~/.cache/textdistill.
-    teacher_cache: bool = True
-    cache_dir: str | None = None
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    cache_topk: int | None = Field(None, gt=0)  # keep only the k largest log-probabilities per example
     # Also train the same student, same init and budget, on hard labels only, for the report.
     baseline: bool = True
 
@@ -268,6 +273,17 @@ CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman", "corr")
 
 
+def task_metric(data: DataConfig, metric: str | None, key: str) -> str:
+    """The metric a task is scored by: ``metric``, checked against the task type, or the type's default."""
+    regression = data.task_type == "regression"
+    if metric is None:
+        return "pearson" if regression else "accuracy"
+    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    if metric not in allowed:
+        raise ValueError(f"{key}: {metric!r} does not apply to a {data.task_type} task; use one of {list(allowed)}")
+    return metric
+
+
 class EvalConfig(_Strict):
     # classification: accuracy | f1 (class 1 of two) | macro_f1 | mcc (Matthews); regression: pearson | spearman |
     # corr (their mean, as GLUE reports STS-B). None: accuracy, or pearson for a regression task.
@@ -290,16 +306,107 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
-        regression = self.data.task_type == "regression"
-        if self.eval.metric is None:
-            self.eval.metric = "pearson" if regression else "accuracy"
-        allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-        if self.eval.metric not in allowed:
-            raise ValueError(f"eval.metric: {self.eval.metric!r} does not apply to a {self.data.task_type} task; use one of {list(allowed)}")
+        self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
         return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task distillation: several tasks (each with one or more teachers) -> one multi-task student
+
+Metric = Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr"]
+
+
+class TaskConfig(_Strict):
+    """One task of a multi-task run: its data, its teachers (an ensemble when several) and how they are fused.
+
+    ``fusion`` (textdistill.ensemble): mean_probs | mean_logits | weighted (``teacher_weights``) | dev_score (weights
+    from each teacher's dev score) | confidence (per example); ``objective``: KL to the fused target (``fused``) or
+    the weighted mean of the per-teacher KLs (``mean_kl``). A regression task fuses the teachers' scores by their
+    (weighted) mean.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)
+    data: DataConfig
+    teachers: list[TeacherConfig]
+    fusion: Literal["mean_probs", "mean_logits", "weighted", "dev_score", "confidence"] = "mean_probs"
+    objective: Literal["fused", "mean_kl"] = "fused"
+    teacher_weights: list[Annotated[float, Field(ge=0)]] | None = None
+    metric: Metric | None = None  # default: accuracy, or pearson for regression
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskConfig":
+        if not self.teachers:
+            raise ValueError(f"task {self.name!r} has no teachers; give at least one (teachers: [{{model: ...}}])")
+        if self.fusion == "weighted":
+            if self.teacher_weights is None or len(self.teacher_weights) != len(self.teachers):
+                raise ValueError(f"task {self.name!r}: fusion 'weighted' needs teacher_weights, one per teacher ({len(self.teachers)})")
+            if sum(self.teacher_weights) <= 0:
+                raise ValueError(f"task {self.name!r}: teacher_weights must have a positive sum")
+        elif self.teacher_weights is not None:
+            raise ValueError(f"task {self.name!r}: teacher_weights apply to fusion 'weighted' only (fusion is {self.fusion!r})")
+        if self.data.task_type == "regression" and self.fusion in ("confidence", "mean_logits"):
+            raise ValueError(f"task {self.name!r}: fusion {self.fusion!r} needs class probabilities; a regression task fuses "
+                             "scores with mean_probs (the mean), weighted or dev_score")  # fmt: skip
+        if self.data.task_type == "regression" and self.objective == "mean_kl":
+            raise ValueError(f"task {self.name!r}: objective 'mean_kl' needs class probabilities; a regression task learns the fused score")
+        metric = task_metric(self.data, self.metric, f"task {self.name!r}: metric")
+        if metric != self.metric:  # (assignment validates the model again)
+            self.metric = metric
+        return self
+
+
+class MultiTaskDistillConfig(CacheSettings):
+    """``alpha * soft + (1 - alpha) * hard`` per task, on one-task batches drawn by ``sampling``.
+
+    ``sampling``: proportional (to the tasks' sizes), size_power (size^tau; tau < 1 flattens toward uniform),
+    round_robin. ``anneal``: teacher annealing (BAM!), the target moves from the fused teachers to the gold label.
+    """
+
+    temperature: float = Field(2.0, gt=0, le=100)
+    alpha: float = Field(0.9, ge=0, le=1)
+    anneal: bool = False
+    sampling: Literal["proportional", "size_power", "round_robin"] = "proportional"
+    tau: float = Field(1.0, ge=0, le=10)
+    baseline: bool = True  # also train the same student on the gold labels only, for the report
+
+
+class MultiTaskRunConfig(_Strict):
+    """Task distillation (``tasks:``) and teacher ensembles (a task with several teachers): one student, a head per
+    task. The student's encoder is made by ``student`` (layers / num_layers / config_overrides / model) from
+    ``student_from`` (a model folder, hub id or catalogue name; default: the first task's first teacher)."""
+
+    output_dir: str = "runs/multitask"
+    overwrite_output_dir: bool = False
+    seed: int = 42
+    tasks: list[TaskConfig]
+    student_from: str | None = None
+    student: StudentConfig
+    distill: MultiTaskDistillConfig = Field(default_factory=MultiTaskDistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MultiTaskRunConfig":
+        if not self.tasks:
+            raise ValueError("tasks: give at least one task")
+        names = [t.name for t in self.tasks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"tasks: two tasks are named {twice[0]!r}; task names must be unique")
+        if self.student.architecture is not None:
+            raise ValueError("student.architecture: a multi-task student is a transformer encoder; use layers, num_layers, "
+                             "config_overrides or model")  # fmt: skip
+        if self.eval.metric is not None:
+            raise ValueError("eval.metric: a multi-task run scores each task by its own metric (tasks[i].metric)")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+AnyRunConfig = RunConfig | MultiTaskRunConfig
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -327,21 +434,38 @@ def _expand(value: str) -> str:
     return os.path.expanduser(value)
 
 
+def _path_nodes(raw: dict) -> list[tuple[dict, str, bool]]:
+    """Every (mapping, key, is_model) of a raw config that holds a path: a run's, and each task's and teacher's."""
+    out: list[tuple[dict, str, bool]] = []
+
+    def visit(root: Any, keys: tuple[tuple[str, str], ...], is_model: bool) -> None:
+        for section, key in keys:
+            node = root.get(section) if isinstance(root, dict) else None
+            if isinstance(node, dict) and isinstance(node.get(key), str):
+                out.append((node, key, is_model))
+
+    visit(raw, _PATH_KEYS, False)
+    visit(raw, _MODEL_KEYS, True)
+    if isinstance(raw.get("student_from"), str):
+        out.append((raw, "student_from", True))
+    for task in raw.get("tasks") or []:
+        if isinstance(task, dict):
+            visit(task, _PATH_KEYS, False)
+            for teacher in task.get("teachers") or []:
+                if isinstance(teacher, dict) and isinstance(teacher.get("model"), str):
+                    out.append((teacher, "model", True))
+    return out
+
+
 def _resolve_relative(raw: dict, base: Path) -> None:
     """Make file paths relative to the config file's folder; model strings only when such a path exists."""
-    for keys in _PATH_KEYS + _MODEL_KEYS:
-        node = raw
-        for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or not isinstance(node.get(keys[-1]), str):
-            continue
-        value = _expand(node[keys[-1]])
+    for node, key, is_model in _path_nodes(raw):
+        value = _expand(node[key])
         if not os.path.isabs(value):
             candidate = base / value
-            is_model = keys in _MODEL_KEYS
             if not is_model or candidate.exists():
                 value = os.path.normpath(candidate)
-        node[keys[-1]] = value
+        node[key] = value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -366,16 +490,26 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = copy.deepcopy(raw)
     for text in overrides:
         parts, value = parse_override(text)
-        node = raw
-        for p in parts[:-1]:
-            nxt = node.get(p)
+        node: Any = raw
+        for p, nxt_key in zip(parts[:-1], parts[1:]):
+            key = _list_index(node, p, text)
+            nxt = node[key] if isinstance(node, list) else node.get(key)
             if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
+                nxt = node[key] = {}
+            if not isinstance(nxt, (dict, list)):
                 raise TextDistillError(f"override {text!r}: {p!r} is not a section")
             node = nxt
-        node[parts[-1]] = value
+        node[_list_index(node, parts[-1], text)] = value
     return raw
+
+
+def _list_index(node: Any, part: str, text: str) -> Any:
+    """A key into a mapping, or an index into a list (``tasks.1.data.max_train_samples=100``)."""
+    if not isinstance(node, list):
+        return part
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise TextDistillError(f"override {text!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
 
 
 def _is_type_tag(part: Any) -> bool:
@@ -404,16 +538,18 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
     return f"{source}: invalid config: " + "; ".join(problems)
 
 
-def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
+def config_from_dict(raw: Any, source: str = "<config>") -> AnyRunConfig:
+    """A :class:`RunConfig`, or a :class:`MultiTaskRunConfig` when the mapping has ``tasks``."""
     if not isinstance(raw, dict):
         raise TextDistillError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    kind = MultiTaskRunConfig if "tasks" in raw else RunConfig
     try:
-        return RunConfig.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as exc:
         raise TextDistillError(_format_validation_error(source, exc)) from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> AnyRunConfig:
     """Read a YAML config (or start from ``{}`` when path is None), apply ``key=value`` overrides, validate."""
     raw: Any = {}
     base = Path.cwd()

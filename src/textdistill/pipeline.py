@@ -22,7 +22,18 @@ import torch
 from torch import nn
 
 from textdistill.cache import TeacherCache
-from textdistill.config import RunConfig, TeacherConfig, TrainingConfig, apply_overrides, config_from_dict, load_config
+from textdistill.config import (
+    AnyRunConfig,
+    CacheSettings,
+    EvalConfig,
+    MultiTaskRunConfig,
+    RunConfig,
+    TeacherConfig,
+    TrainingConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
@@ -41,13 +52,22 @@ from textdistill.report import render_report
 from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
 
 
-def as_config(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> AnyRunConfig:
     """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI)."""
-    if isinstance(cfg, RunConfig):
+    if isinstance(cfg, (RunConfig, MultiTaskRunConfig)):
         cfg = cfg.model_dump(mode="json")
     if isinstance(cfg, dict):
         return config_from_dict(apply_overrides(cfg, overrides or []))
     return load_config(cfg, overrides)
+
+
+def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    """:func:`as_any_config` for the commands that take one task (train, evaluate, export, bench)."""
+    out = as_any_config(cfg, overrides)
+    if isinstance(out, MultiTaskRunConfig):
+        raise TextDistillError("this command takes a one-task config (data:, teacher:); a config with tasks: runs with "
+                               "`textdistill distill` (teachers with finetune: true are fine-tuned there)")  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -60,7 +80,7 @@ class RunFolder:
     In a multi-process run (``accelerate launch``) only the main process writes.
     """
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: AnyRunConfig) -> None:
         self.final = Path(cfg.output_dir)
         if self.final.exists() and not cfg.overwrite_output_dir:
             raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
@@ -87,6 +107,16 @@ class RunFolder:
         tmp = self.path / (name + ".tmp")
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.path / name)
+
+    def finish(self, report: dict[str, Any], render: Any, started: float) -> dict[str, Any]:
+        """Add the run's time and machine to ``report``, write ``metrics.json`` and ``report.md``
+        (``render(report)``), commit the folder; returns the report with its ``output_dir``."""
+        report["total_seconds"] = time.perf_counter() - started
+        report["machine"] = machine_info()
+        self.write_json("metrics.json", report)
+        (self.path / "report.md").write_text(render(report), encoding="utf-8")
+        report["output_dir"] = str(self.commit())
+        return report
 
     def commit(self) -> Path:
         if self.main:
@@ -139,7 +169,7 @@ def _texts(data: TextData) -> list[str]:
     return data.texts + (data.pairs or [])
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
@@ -151,7 +181,7 @@ def _dataset(tokenizer: Any, data: TextData, labels: LabelSet, max_length: int, 
     return DistillDataset(tokenize(tokenizer, data, max_length), labels.encode(data), teacher_feats)
 
 
-def _fit(
+def fit(
     name: str,
     model: nn.Module,
     train_set: DistillDataset,
@@ -159,7 +189,8 @@ def _fit(
     collator: Collator,
     args: TrainingConfig,
     objective: Any,
-    cfg: RunConfig,
+    metric: str,
+    seed: int,
     run: RunFolder,
     teacher: nn.Module | None = None,
     keep_best: bool = True,
@@ -168,18 +199,19 @@ def _fit(
         return evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size)
 
     return train_loop(
-        model, train_set, collator, args, objective, evaluate, cfg.eval.metric, cfg.seed,
+        model, train_set, collator, args, objective, evaluate, metric, seed,
         run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher, keep_best=keep_best,
     )  # fmt: skip
 
 
-def _profile(model: nn.Module, folder: Path, dev_set: DistillDataset, pad_id: int, cfg: RunConfig, metrics: dict) -> dict:
-    feats = dev_set.student[: cfg.eval.latency_samples]
+def profile(model: nn.Module, folder: Path | None, dev_set: DistillDataset, pad: int, ev: EvalConfig, metrics: dict) -> dict:
+    """Metrics, size and CPU speed of a saved model, on the first ``latency_samples`` dev examples."""
+    feats = dev_set.student[: ev.latency_samples]
     return {
         "metrics": metrics,
         "params": count_parameters(model),
-        "size_bytes": folder_size_bytes(folder),
-        **measure_speed(model, feats, pad_id, repeats=cfg.eval.latency_repeats),
+        "size_bytes": folder_size_bytes(folder) if folder is not None else None,
+        **measure_speed(model, feats, pad, repeats=ev.latency_repeats),
     }
 
 
@@ -189,30 +221,31 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     tok = prep.teacher_tokenizer
     train_set = _dataset(tok, prep.train, prep.labels, cfg.data.max_length)
     dev_set = _dataset(tok, prep.dev, prep.labels, cfg.data.max_length)
-    collator = Collator(_pad_id(tok))
-    result = _fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective, cfg, run)
+    collator = Collator(pad_id(tok))
+    result = fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective,
+                  cfg.eval.metric, cfg.seed, run)
     run.save("teacher", prep.teacher, tok, {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
 
 
-def _soft_targets(
-    cfg: RunConfig, teacher: nn.Module, train_set: DistillDataset, collator: Collator, batch_size: int, info: dict
+def soft_targets(
+    d: CacheSettings, name: str, teacher: nn.Module, train_set: DistillDataset, collator: Collator, batch_size: int, info: dict
 ) -> torch.Tensor:
-    """Teacher logits over the training set, once: from the teacher-output cache when it holds them."""
+    """Teacher logits over the training set, once: from the teacher-output cache when it holds them (``d``: the
+    cache settings; ``name``: the teacher as the config names it, kept with the cache entry)."""
 
     def compute() -> torch.Tensor:
         return predict_logits(teacher, train_set, collator, batch_size, "teacher", "soft targets")
 
     started = time.perf_counter()
-    if not cfg.distill.teacher_cache:
+    if not d.teacher_cache:
         logits = compute()
         info["soft_targets"] = {"cache": "off", "seconds": time.perf_counter() - started}
         return logits
-    d = cfg.distill
     cache = TeacherCache(d.cache_dir, d.cache_dtype, d.cache_topk)
     features = train_set.teacher or train_set.student
     with process_state().main_process_first():  # the main process fills the cache; the others then read it
-        result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": _teacher_cfg(cfg).model})
+        result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": name})
     info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
     print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
     return result.logits
@@ -236,14 +269,14 @@ def _check_student(cfg: RunConfig, prep: Prepared) -> None:
         return
     ttok = prep.teacher_tokenizer
     sample = _dataset(stok, prep.train.head(8), prep.labels, cfg.data.max_length, ttok)
-    batch = Collator(_pad_id(stok), _pad_id(ttok))([sample[i] for i in range(len(sample))])
+    batch = Collator(pad_id(stok), pad_id(ttok))([sample[i] for i in range(len(sample))])
     try:
         DistillationObjective(cfg.distill, prep.teacher, intermediate).setup(student, batch)
     finally:
         intermediate.close()
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -268,7 +301,7 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
     run.open()
     dev_set, collator, info = _fine_tune_teacher(cfg, prep, run)
     metrics = evaluate_model(prep.teacher, dev_set, collator, teacher_cfg.training.per_device_eval_batch_size)
-    result = {"teacher": {"model": teacher_cfg.model, "metrics": metrics, **info}, "machine": _machine()}
+    result = {"teacher": {"model": teacher_cfg.model, "metrics": metrics, **info}, "machine": machine_info()}
     if not run.main:
         return {"output_dir": str(run.final), "main_process": False}
     run.write_json("metrics.json", result)
@@ -277,9 +310,16 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
     return result
 
 
-def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report."""
-    cfg = as_config(cfg, overrides)
+def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report.
+
+    A config with ``tasks:`` distills one multi-task student from every task's teachers
+    (:func:`textdistill.task_distill.distill_tasks`)."""
+    cfg = as_any_config(cfg, overrides)
+    if isinstance(cfg, MultiTaskRunConfig):
+        from textdistill.task_distill import distill_tasks
+
+        return distill_tasks(cfg)
     if cfg.student is None:
         raise TextDistillError("student: required for distill (e.g. student: {num_layers: 2})")
     teacher_cfg = _teacher_cfg(cfg)
@@ -300,7 +340,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     ttok = prep.teacher_tokenizer
     train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
     dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length, ttok)
-    collator = Collator(_pad_id(stok), _pad_id(ttok))
+    collator = Collator(pad_id(stok), pad_id(ttok))
     eval_bs = cfg.student.training.per_device_eval_batch_size
 
     # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
@@ -308,7 +348,7 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     teacher_metrics = metrics_for(teacher_dev, dev_set.labels)
     online = cfg.distill.online
     if not online:
-        train_set = train_set.with_teacher_logits(_soft_targets(cfg, teacher, train_set, collator, eval_bs, teacher_info))
+        train_set = train_set.with_teacher_logits(soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info))
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
     online_teacher = teacher if online else None
@@ -317,10 +357,10 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
         if two_stage:  # TinyBERT stage 1: intermediate layers only; stage 2 below: the prediction layer
             stage1 = cfg.student.training.model_copy(update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None})
             objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
-            _fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg, run,
+            fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg.eval.metric, cfg.seed, run,
                  teacher=online_teacher, keep_best=False)  # fmt: skip
         objective = DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
-        result = _fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg, run,
+        result = fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg.eval.metric, cfg.seed, run,
                       teacher=online_teacher)  # fmt: skip
     finally:
         if intermediate is not None:  # hooks off, fused attention back (speed is measured below)
@@ -331,7 +371,8 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
     baseline_metrics = None
     if cfg.distill.baseline:
         twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, _texts(prep.train))
-        base = _fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective, cfg, run)
+        base = fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective,
+                    cfg.eval.metric, cfg.seed, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
 
@@ -349,25 +390,20 @@ def distill(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | No
             "train_examples": len(prep.train), "validation_examples": len(prep.dev), "labels": list(prep.labels.names),
         },
         "distill": cfg.distill.model_dump(),
-        "teacher": {**teacher_info, **_profile(teacher, teacher_dir, teacher_dev_set, _pad_id(ttok), cfg, teacher_metrics)},
+        "teacher": {**teacher_info, **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics)},
         "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds,
                     "train_samples_per_second": result.samples_per_second,
-                    **_profile(student, run.path / "student", dev_set, _pad_id(stok), cfg, student_metrics)},
+                    **profile(student, run.path / "student", dev_set, pad_id(stok), cfg.eval, student_metrics)},
     }  # fmt: skip
     if baseline_metrics is not None:
         report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds,
                               "train_samples_per_second": base.samples_per_second, "metrics": baseline_metrics}  # fmt: skip
     if cfg.eval.export_onnx:
         report["student"]["deploy"] = export_student(
-            student, dev_set, _pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
+            student, dev_set, pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
         )
     _add_ratios(report, cfg.eval.metric)
-    report["total_seconds"] = time.perf_counter() - started
-    report["machine"] = _machine()
-    run.write_json("metrics.json", report)
-    (run.path / "report.md").write_text(render_report(report), encoding="utf-8")
-    report["output_dir"] = str(run.commit())
-    return report
+    return run.finish(report, render_report, started)
 
 
 def _add_ratios(report: dict[str, Any], metric: str) -> None:
@@ -392,10 +428,10 @@ def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, o
     PyTorch on the config's validation split (largest logit difference, metric, size, latency)."""
     cfg = as_config(cfg, overrides)
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
-    forms = export_student(net, dev_set, _pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
+    forms = export_student(net, dev_set, pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
     tokenizer.save_pretrained(output)
     return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "forms": forms,
-            "machine": _machine()}  # fmt: skip
+            "machine": machine_info()}  # fmt: skip
 
 
 def evaluate(
@@ -404,10 +440,10 @@ def evaluate(
     """``textdistill evaluate``: a saved classifier on the config's validation split (metrics, and speed)."""
     cfg = as_config(cfg, overrides)
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
-    collator = Collator(_pad_id(tokenizer))
+    collator = Collator(pad_id(tokenizer))
     metrics = evaluate_model(net, dev_set, collator, 128)
     out: dict[str, Any] = {"model": model, "validation": dev.source, "examples": len(dev), "metrics": metrics}
     if speed:
-        out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], _pad_id(tokenizer), cfg.eval.latency_repeats))
+        out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], pad_id(tokenizer), cfg.eval.latency_repeats))
         out["params"] = count_parameters(net)
     return out

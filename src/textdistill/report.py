@@ -92,3 +92,54 @@ def render_report(report: dict[str, Any]) -> str:
     if s.get("deploy"):
         lines.append("")
     return "\n".join(lines)
+
+
+def _score(x: float | None) -> str:
+    """A score as the table shows it: percentages for accuracy/F1, correlations x100 as GLUE reports them."""
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def multitask_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per task and the average: teachers (each), ensemble, student, twin, and % of the reference (the
+    ensemble where a task has several teachers, else its teacher)."""
+    rows = [["task", "metric", "teacher(s)", "ensemble", "student", "% kept", "no-distillation twin", "% kept"]]
+    for name, t in report["tasks"].items():
+        m = t["metric"]
+        base = t.get("baseline", {})
+        rows.append([
+            name, m,
+            " / ".join(_score(x["metrics"][m]) for x in t["teachers"]),
+            _score(t["ensemble"]["metrics"][m]) if "ensemble" in t else "-",
+            _score(t["student"]["metrics"][m]), _num(t["student"]["retained_pct"], ".1f"),
+            _score(base["metrics"][m]) if base else "-", _num(base.get("retained_pct"), ".1f"),
+        ])  # fmt: skip
+    a = report["average"]
+    rows.append(["average", "", _score(a["reference"]), "", _score(a["student"]), _num(a["student_retained_pct"], ".1f"),
+                 _score(a.get("baseline")), _num(a.get("baseline_retained_pct"), ".1f")])  # fmt: skip
+    return rows
+
+
+def render_multitask_report(report: dict[str, Any]) -> str:
+    d, s, t = report["distill"], report["student"], report["teachers"]
+    recipe = f"layers {s['layers']} of {display_name(s['encoder_from'])}" if "layers" in s else s.get("recipe", "")
+    anneal = ", teacher annealing" if d["anneal"] else ""
+    sampling = d["sampling"] + (f" (tau={d['tau']})" if d["sampling"] == "size_power" else "")
+    lines = [
+        "# Task distillation report",
+        "",
+        f"- one student for {len(report['tasks'])} tasks: {recipe}, a head per task; "
+        f"alpha={d['alpha']} * T^2 * KL(fused teachers_T || student_T) + (1-alpha) * gold loss, T={d['temperature']}{anneal}; "
+        f"regression tasks: MSE to the fused score; task sampling: {sampling}",
+        "- scores x100 on each task's dev set (accuracy / F1 / Matthews / correlation); average = mean of the tasks' scores",
+        "",
+        markdown_table(multitask_rows(report)),
+        "",
+        f"Size: the student has {s['params'] / 1e6:.1f} M parameters for every task; the {t['count']} teachers have "
+        f"{t['params_total'] / 1e6:.1f} M together.",
+        f"Speed (CPU, {report['machine']['torch_threads']} threads, first task's dev examples, tokenization excluded): "
+        f"teacher ({display_name(t['speed_of'])}) {t['latency_ms_batch1']:.2f} ms at batch 1, {t['throughput_batch32']:.0f}/s at "
+        f"batch 32; student {s['latency_ms_batch1']:.2f} ms, {s['throughput_batch32']:.0f}/s "
+        f"({report['speedup_batch1']:.2f}x / {report['speedup_batch32']:.2f}x).",
+        "",
+    ]
+    return "\n".join(lines)
