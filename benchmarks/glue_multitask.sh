@@ -3,6 +3,7 @@
 #   teachers  fine-tune one all-MiniLM-L6-v2 teacher per task (CoLA, MRPC, RTE, STS-B; SST-2 comes from
 #             benchmarks/sst2_full.sh) and two more MRPC teachers (seeds 2, 3) for the ensemble; skips finished ones
 #   multitask one 3-layer student for SST-2 + CoLA + MRPC + RTE + STS-B from the five teachers, and its twin
+#   multitask6  the same with a 6-layer student (the teachers' size: one model instead of five)
 #   ensemble  MRPC: a student from the 3-teacher ensemble vs a student from the best single teacher (2 seeds each)
 #   summary   write the tables to docs/RESULTS.md
 # One thread per run: run `teachers` alone (two queues), then `multitask` and `ensemble` side by side (2 cores).
@@ -28,6 +29,9 @@ case ${1:-} in
     wait ;;
   multitask)
     textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-3l" "${@:2}" ;;
+  multitask6)  # the same with all six layers: one student the size of ONE teacher for all five tasks
+    textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l" "student.layers=[0, 1, 2, 3, 4, 5]" \
+      student.training.learning_rate=1.0e-4 "${@:2}" ;;
   ensemble)
     # the best single teacher: the highest dev F1 of the three (each run folder's metrics.json)
     best=$(python - "$out" <<'PY'
@@ -47,9 +51,9 @@ PY
         echo "best single seed $seed: $(grep -A0 '| mrpc' "$out/ensemble/best-single-seed$seed/report.md")"; }
     done ;;
   summary)
-    python benchmarks/summarize.py "$out/multitask-3l" --kind multitask --name glue-multitask \
-      --command "bash benchmarks/glue_multitask.sh teachers && bash benchmarks/glue_multitask.sh multitask"
+    python benchmarks/summarize.py "$out/multitask-6l" "$out/multitask-3l" --kind multitask --name glue-multitask \
+      --command "bash benchmarks/glue_multitask.sh teachers; bash benchmarks/glue_multitask.sh multitask6 (multitask-6l); ... multitask (multitask-3l)"
     python benchmarks/summarize.py "$out"/ensemble/*-seed? --kind ensemble --name glue-ensemble \
       --command "bash benchmarks/glue_multitask.sh ensemble" ;;
-  *) echo "usage: $0 teachers|multitask|ensemble|summary [KEY=VALUE overrides]" >&2; exit 2 ;;
+  *) echo "usage: $0 teachers|multitask|multitask6|ensemble|summary [KEY=VALUE overrides]" >&2; exit 2 ;;
 esac

@@ -45,7 +45,7 @@ def two_tasks(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
     }  # fmt: skip
 
 
-def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
     report = distill(two_tasks(tiny_bert, sst2_dir, tmp_path / "run"))
     run = Path(report["output_dir"])
     assert run == tmp_path / "run" and not (tmp_path / "run.partial").exists()
@@ -73,8 +73,28 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
     assert set(labels) <= {"0", "1"} and len(labels) == 2
     scores = predict(run / "student", "stsb", ["A man plays a guitar."], pairs=["A man is playing guitar."])
     assert len(scores) == 1 and isinstance(scores[0], float)
-    # the report's student score is what the saved student scores (dev metrics recomputed from the folder)
     assert model.config.task("stsb")["metric"] == "corr"
+    # the command line: any task by name, pairs from a file; a one-task teacher takes no task
+    from textdistill.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("A man plays a guitar.\tA man is playing guitar.\nA dog runs.\tA cat sleeps.\n", encoding="utf-8")
+    assert main(["predict", str(run / "student"), "--task", "stsb", "--file", str(pairs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["A man plays a guitar.", "A dog runs."]
+    assert [float(line.split("\t")[0]) for line in lines] == pytest.approx(
+        predict(run / "student", "stsb", ["A man plays a guitar.", "A dog runs."], ["A man is playing guitar.", "A cat sleeps."]), abs=1e-4)
+    assert main(["predict", str(run / "student"), "--task", "sst2", "a gorgeous film", "dull and tiresome"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == labels
+    assert main(["predict", str(run / "student"), "x"]) == 2
+    assert "task: give one; this model has tasks ['sst2', 'stsb']" in capsys.readouterr().err
+    assert main(["predict", str(run / "teachers" / "sst2-0"), "--task", "sst2", "x"]) == 2
+    assert "one-task model" in capsys.readouterr().err
+    assert main(["predict", str(run / "teachers" / "sst2-0"), "a gorgeous film"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in {"0", "1"}
+    pairs.write_text("one\ttwo\nthree\n", encoding="utf-8")
+    assert main(["predict", str(run / "student"), "--task", "stsb", "-f", str(pairs)]) == 2
+    assert "pairs.tsv: line 2: expected TEXT<TAB>PAIR like line 1, got 1 tab-separated fields" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -123,7 +143,6 @@ def test_a_teacher_with_its_labels_in_another_order_is_reordered(tiny_bert: str,
     m = AutoModelForSequenceClassification.from_pretrained(tiny_bert, id2label={0: "1", 1: "0"}, label2id={"1": 0, "0": 1})
     m.save_pretrained(swapped)
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(swapped)
-    cfg = load_config(None, [f"output_dir={tmp_path / 'r'}"] + [])  if False else None  # noqa: F841
     task_cfg = two_tasks(tiny_bert, sst2_dir, tmp_path / "run")["tasks"][0]
     task_cfg["teachers"] = [{"model": str(swapped)}]
     from textdistill.config import TaskConfig

@@ -1,4 +1,4 @@
-"""``textdistill train | distill | evaluate``: the command line over :mod:`textdistill.pipeline`."""
+"""``textdistill train | distill | evaluate | export | bench | predict``: the command line over :mod:`textdistill.pipeline`."""
 
 from __future__ import annotations
 
@@ -86,7 +86,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per measured run (default 30)")
     p.add_argument("--repeats", type=int, default=3, help="fresh runs per mode; the median is reported (default 3)")
     _add_common(p)
+    p = sub.add_parser(
+        "predict",
+        help="label text with a saved student (any task of a multi-task student, by name)",
+        description="Print one line per input: the predicted label (or score, for regression), a tab, the text. "
+        "Texts come from the command line or from --file (one per line; a sentence pair as TEXT<TAB>PAIR).",
+        formatter_class=fmt,
+    )
+    p.add_argument("model", help="model folder (e.g. RUN/student)")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--task", help="which task of a multi-task student")
+    p.add_argument("--file", "-f", help="UTF-8 file of inputs, one per line (TEXT or TEXT<TAB>PAIR)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--json", action="store_true", help="print a JSON list of {text, pair, prediction}")
     return parser
+
+
+def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[str] | None]:
+    """Texts from the command line, or (TEXT[, PAIR]) lines of a file; every line must have the same shape."""
+    if file is None:
+        if not texts:
+            raise TextDistillError("predict: give texts on the command line or --file")
+        return texts, None
+    path = Path(file)
+    if not path.is_file():
+        raise TextDistillError(f"{file}: file not found")
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise TextDistillError(f"{file}: not valid UTF-8 (byte {exc.start})") from None
+    if not lines:
+        raise TextDistillError(f"{file}: no inputs (empty file)")
+    rows = [line.split("\t") for line in lines]
+    width = len(rows[0])
+    for i, row in enumerate(rows, 1):
+        if len(row) > 2:
+            raise TextDistillError(f"{file}: line {i}: expected TEXT or TEXT<TAB>PAIR, got {len(row)} tab-separated fields")
+        if len(row) != width:
+            raise TextDistillError(f"{file}: line {i}: expected {'TEXT' if width == 1 else 'TEXT<TAB>PAIR'} like line 1, "
+                                   f"got {len(row)} tab-separated fields")  # fmt: skip
+    return [r[0] for r in rows], [r[1] for r in rows] if width == 2 else None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from textdistill.multitask import predict
+
+    texts, pairs = _read_inputs(args.texts, args.file)
+    out = predict(args.model, args.task, texts, pairs, max_length=args.max_length)
+    if args.json:
+        print(json.dumps([{"text": t, "pair": pairs[i] if pairs else None, "prediction": o} for i, (t, o) in enumerate(zip(texts, out))],
+                         indent=2, ensure_ascii=False))  # fmt: skip
+    else:
+        for text, o in zip(texts, out):
+            print(f"{o:.4f}\t{text}" if isinstance(o, float) else f"{o}\t{text}")
+    return 0
 
 
 def _print_result(command: str, result: dict, as_json: bool) -> None:
@@ -124,7 +177,17 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "predict":
+        args.texts += rest  # texts after --task (argparse stops a positional list at an option)
+        try:
+            return _predict(args)
+        except TextDistillError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     overrides = list(args.overrides) + list(args.extra)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")

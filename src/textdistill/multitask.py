@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from textdistill.data import DistillDataset
+from textdistill.data import DistillDataset, LabelSet
 from textdistill.ensemble import (
     annealed_target,
     ensemble_kd_loss,
@@ -33,7 +33,9 @@ from textdistill.ensemble import (
     task_schedule,
     teacher_weights,
 )
+from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
+from textdistill.models import load_saved_classifier, resolve_model_path
 
 # --------------------------------------------------------------------------------------------------------------------
 # The model
@@ -264,29 +266,57 @@ def uniform_spec(name: str, num_teachers: int, **kwargs: Any) -> TaskSpec:
 # Prediction
 
 
-@torch.inference_mode()
-def predict(
-    model: MultiTaskModel | str | os.PathLike, task: str, texts: Sequence[str], pairs: Sequence[str] | None = None,
-    tokenizer: Any = None, batch_size: int = 64, max_length: int = 128,
-) -> list[str] | list[float]:  # fmt: skip
-    """Label names (classification) or scores (regression) for ``texts`` under ``task``; ``model`` may be a saved
-    folder (its tokenizer is loaded from it)."""
+def load_for_prediction(folder: str | os.PathLike) -> tuple[nn.Module, Any]:
+    """A saved student (multi-task, or any one-task classifier textdistill saves) and its tokenizer."""
     from transformers import AutoTokenizer
 
+    path = resolve_model_path(os.fspath(folder), "model")
+    if AutoConfig.from_pretrained(path).model_type == MultiTaskConfig.model_type:
+        return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    model, tokenizer, _ = load_saved_classifier(path)
+    return model, tokenizer
+
+
+def output_names(model: nn.Module, task: str | None) -> list[str] | None:
+    """What a model's outputs mean for ``task``: label names, or None for a regression score. A multi-task model needs
+    the task (unless it has one); a one-task model takes none."""
+    if isinstance(model, MultiTaskModel):
+        names = [t["name"] for t in model.config.tasks or []]
+        if task is None and len(names) == 1:
+            task = names[0]
+        if task not in names:
+            raise TextDistillError(f"task: {'give one' if task is None else f'no task {task!r}'}; this model has tasks {names}")
+        return model.config.task(task).get("labels")
+    if task is not None:
+        raise TextDistillError(f"task: {task!r} given, but this is a one-task model")
+    labels = LabelSet.from_model_config(model.config)
+    if labels is None:
+        return [f"LABEL_{i}" for i in range(model.config.num_labels)]
+    return None if labels.regression else list(labels.names)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module | str | os.PathLike, task: str | None, texts: Sequence[str], pairs: Sequence[str] | None = None,
+    tokenizer: Any = None, batch_size: int = 64, max_length: int = 128,
+) -> list[str] | list[float]:  # fmt: skip
+    """Label names (classification) or scores (regression) for ``texts`` (and their ``pairs``) under ``task``.
+
+    ``model`` is a saved folder (its tokenizer is loaded from it) or a model object with ``tokenizer``; a multi-task
+    student predicts for any of its tasks by name, a one-task classifier takes ``task=None``."""
     if not isinstance(model, nn.Module):
-        folder = os.fspath(model)
-        model, tokenizer = AutoModel.from_pretrained(folder), tokenizer or AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = load_for_prediction(model)
     if tokenizer is None:
         raise ValueError("predict: pass the tokenizer with a model object")
-    spec = model.config.task(task)
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"predict: {len(texts)} texts but {len(pairs)} pairs")
+    names = output_names(model, task)
+    extra = {"task": task or next(iter(model.heads))} if isinstance(model, MultiTaskModel) else {}
     model.eval()
     out: list = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[start : start + batch_size]), list(pairs[start : start + batch_size]) if pairs else None,
                         truncation=True, max_length=max_length, padding=True, return_tensors="pt")  # fmt: skip
-        logits = model(**enc, task=task).logits
-        if spec.get("labels"):
-            out += [spec["labels"][i] for i in logits.argmax(-1).tolist()]
-        else:
-            out += logits.squeeze(-1).tolist()
+        logits = model(**enc, **extra).logits
+        out += [names[i] for i in logits.argmax(-1).tolist()] if names is not None else logits.squeeze(-1).tolist()
     return out
