@@ -1,0 +1,296 @@
+"""Distilled datasets: one teacher or an ensemble labels candidate texts (an unlabeled corpus, augmented variants),
+and the (text, soft label) pairs are written to disk as a checked artefact.
+
+A distilled dataset is a folder::
+
+    data.jsonl      one JSON object per kept text: text, pair (or null), soft (the fused distribution over the labels,
+                    in the manifest's label order; with top-k: soft_topk [[label index, probability], ...]),
+                    label (the fused argmax's name), source (e.g. "pool", "augment:mask+ngram"), confidence, agreement
+    manifest.json   written last: teachers (name and weight fingerprint), fusion, weights, temperature, filters, label
+                    names, counts (candidates, kept, dropped by each filter), the sha256 and row count of data.jsonl
+
+Labelling works in shards of ``shard_size`` candidates under ``<folder>.partial/`` (each shard written to a temporary
+name and renamed); killed half-way, the same call skips the shards that are complete and ends with the same dataset as
+an uninterrupted run. Shards are spread over the processes of ``accelerate launch`` / ``torchrun``.
+:func:`read_distilled` refuses a folder whose manifest is missing or does not match its data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from textdistill.cache import fingerprint_model
+from textdistill.data import Collator, DistillDataset, TextData, tokenize
+from textdistill.ensemble import fuse_soft_targets, teacher_weights
+from textdistill.errors import TextDistillError
+from textdistill.metrics import predict_logits
+from textdistill.progress import progress
+
+FORMAT = "textdistill-distilled/1"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    pair: str | None = None
+    source: str = "pool"
+
+
+@dataclass(frozen=True)
+class LabelTeacher:
+    """A teacher as labelling sees it: ``columns[c]`` is its output for label ``c`` (None: the same order)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    columns: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which labelled texts to keep: fused confidence (largest probability) at least ``min_confidence``; at least
+    ``min_agreement`` of the teachers (a fraction) predicting the fused label; fused entropy (nats) at most
+    ``max_entropy``. None: no such filter."""
+
+    min_confidence: float | None = None
+    min_agreement: float | None = None
+    max_entropy: float | None = None
+
+
+@dataclass
+class DistilledData:
+    """A distilled dataset read back: texts, pairs, soft labels ``[N, C]`` (probabilities), hard labels, sources."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    soft: torch.Tensor
+    labels: list[str]
+    sources: list[str]
+    label_names: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def as_text_data(self, source: str) -> TextData:
+        return TextData(self.texts, self.labels, self.pairs, source=source)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pure parts: scores and filters
+
+
+def example_scores(teacher_probs: torch.Tensor, fused: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per example: ``confidence`` (largest fused probability), ``agreement`` (fraction of the K teachers whose argmax
+    is the fused argmax), ``entropy`` (of the fused distribution, nats). ``teacher_probs``: ``[K, N, C]``."""
+    label = fused.argmax(-1)
+    return {
+        "confidence": fused.max(-1).values,
+        "agreement": (teacher_probs.argmax(-1) == label.unsqueeze(0)).float().mean(0),
+        "entropy": -(fused * fused.clamp_min(1e-12).log()).sum(-1),
+    }
+
+
+def keep_mask(scores: dict[str, torch.Tensor], filters: Filters) -> tuple[torch.Tensor, dict[str, int]]:
+    """Which examples pass every filter, and how many each filter drops (an example can fail several)."""
+    n = len(scores["confidence"])
+    keep = torch.ones(n, dtype=torch.bool)
+    dropped: dict[str, int] = {}
+    checks = (("min_confidence", scores["confidence"] >= (filters.min_confidence or 0)),
+              ("min_agreement", scores["agreement"] >= (filters.min_agreement or 0) - 1e-9),
+              ("max_entropy", scores["entropy"] <= (filters.max_entropy if filters.max_entropy is not None else math.inf)))  # fmt: skip
+    for name, ok in checks:
+        if getattr(filters, name) is not None:
+            dropped[name] = int((~ok).sum())
+            keep &= ok
+    return keep, dropped
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Labelling
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _job(teachers: Sequence[LabelTeacher], candidates: Sequence[Candidate], settings: dict[str, Any]) -> dict[str, Any]:
+    """What determines the dataset; a resumed run must match it exactly."""
+    h = hashlib.sha256()
+    for c in candidates:
+        h.update(json.dumps([c.text, c.pair, c.source], ensure_ascii=False).encode() + b"\n")
+    return {"format": FORMAT, "candidates": len(candidates), "candidates_sha256": h.hexdigest(),
+            "teachers": [{"name": t.name, "fingerprint": fingerprint_model(t.model)[:16], "columns": t.columns} for t in teachers],
+            **settings}  # fmt: skip
+
+
+def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], settings: dict[str, Any], weights: torch.Tensor,
+                 batch_size: int, max_length: int) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    names = settings["labels"]
+    data = TextData([c.text for c in shard], [names[0]] * len(shard), [c.pair for c in shard] if shard[0].pair is not None else None)
+    outputs = []
+    for t in teachers:
+        ds = DistillDataset(tokenize(t.tokenizer, data, max_length), [0] * len(shard))
+        pad = t.tokenizer.pad_token_id if t.tokenizer.pad_token_id is not None else 0
+        logits = predict_logits(t.model, ds, Collator(pad), batch_size)
+        outputs.append(logits if t.columns is None else logits[:, t.columns])
+    stacked = torch.stack(outputs).float()  # [K, N, C]
+    temperature = settings["temperature"]
+    fused = fuse_soft_targets(stacked, settings["fusion"], temperature, weights)
+    scores = example_scores(torch.softmax(stacked / temperature, -1), fused)
+    keep, dropped = keep_mask(scores, Filters(**settings["filters"]))
+    rows = []
+    topk = settings["topk"]
+    for i in torch.nonzero(keep).flatten().tolist():
+        row: dict[str, Any] = {"text": shard[i].text, "pair": shard[i].pair}
+        p = fused[i]
+        if topk:
+            vals, idx = torch.topk(p, min(topk, len(p)))
+            row["soft_topk"] = [[int(j), round(float(v), 6)] for v, j in zip(vals, idx)]
+        else:
+            row["soft"] = [round(float(v), 6) for v in p]
+        row.update(label=names[int(p.argmax())], source=shard[i].source,
+                   confidence=round(float(scores["confidence"][i]), 6), agreement=round(float(scores["agreement"][i]), 6))  # fmt: skip
+        rows.append(row)
+    return rows, dropped
+
+
+def label_dataset(
+    teachers: Sequence[LabelTeacher],
+    candidates: Sequence[Candidate],
+    label_names: Sequence[str],
+    folder: str | os.PathLike,
+    *,
+    fusion: str = "mean_probs",
+    weights: Sequence[float] | None = None,
+    dev_scores: Sequence[float] | None = None,
+    temperature: float = 1.0,
+    filters: Filters = Filters(),
+    topk: int | None = None,
+    batch_size: int = 128,
+    max_length: int = 128,
+    shard_size: int = 2048,
+) -> dict[str, Any]:
+    """Label ``candidates`` with the teachers (fused), keep those that pass ``filters``, write the distilled dataset
+    to ``folder``; returns its manifest. Resumes a killed run of the same job; ``folder`` appears only when complete."""
+    from textdistill.train import process_state
+
+    if not candidates:
+        raise TextDistillError("label: no candidate texts (empty corpus?)")
+    if not teachers:
+        raise TextDistillError("label: no teachers")
+    paired = {c.pair is not None for c in candidates}
+    if len(paired) > 1:
+        raise TextDistillError("label: candidates mix single texts and sentence pairs")
+    w = teacher_weights(len(teachers), fusion, weights, dev_scores)
+    settings = {"labels": list(label_names), "fusion": fusion, "weights": [round(float(x), 6) for x in w], "temperature": temperature,
+                "filters": filters.__dict__, "topk": topk, "max_length": max_length, "shard_size": shard_size}  # fmt: skip
+    job = _job(teachers, candidates, settings)
+    final = Path(folder)
+    work = final.with_name(final.name + ".partial")
+    state = process_state()
+    with state.main_process_first():
+        if state.is_main_process:
+            old = json.loads((work / "job.json").read_text()) if (work / "job.json").is_file() else None
+            if old != job and work.exists():
+                shutil.rmtree(work)  # another job's shards: start over
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
+    shards = [(s, candidates[s * shard_size : (s + 1) * shard_size]) for s in range(math.ceil(len(candidates) / shard_size))]
+    mine = [(s, c) for s, c in shards if s % state.num_processes == state.process_index]
+    todo = [(s, c) for s, c in mine if not (work / f"shard-{s:05d}.jsonl").is_file()]
+    with progress(sum(len(c) for _, c in todo), "labelling") as bar:
+        for s, chunk in todo:
+            rows, dropped = _label_shard(teachers, chunk, settings, w, batch_size, max_length)
+            tmp = work / f"shard-{s:05d}.jsonl.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"shard": s, "candidates": len(chunk), "dropped": dropped}) + "\n")
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            tmp.replace(work / f"shard-{s:05d}.jsonl")
+            bar.update(len(chunk))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    return _assemble(work, final, job, len(shards))
+
+
+def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> dict[str, Any]:
+    """Concatenate the shards in order into data.jsonl, write the manifest last, rename the folder into place."""
+    dropped: dict[str, int] = {}
+    kept = 0
+    sources: dict[str, int] = {}
+    with open(work / "data.jsonl.tmp", "w", encoding="utf-8") as out:
+        for s in range(num_shards):
+            lines = (work / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8").splitlines()
+            head = json.loads(lines[0])
+            for k, v in head["dropped"].items():
+                dropped[k] = dropped.get(k, 0) + v
+            for line in lines[1:]:
+                out.write(line + "\n")
+                src = json.loads(line)["source"].split(":")[0]
+                sources[src] = sources.get(src, 0) + 1
+            kept += len(lines) - 1
+    (work / "data.jsonl.tmp").replace(work / "data.jsonl")
+    manifest = {**job, "counts": {"candidates": job["candidates"], "kept": kept, "dropped": dropped, "kept_by_source": sources},
+                "rows": kept, "data_sha256": _sha256(work / "data.jsonl")}  # fmt: skip
+    for s in range(num_shards):
+        (work / f"shard-{s:05d}.jsonl").unlink()
+    (work / "job.json").unlink()
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    work.replace(final)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_distilled(folder: str | os.PathLike) -> DistilledData:
+    """A distilled dataset, checked against its manifest (row count, sha256); a half-written or altered one is an
+    error, never read silently."""
+    folder = Path(folder)
+    manifest_path, data_path = folder / "manifest.json", folder / "data.jsonl"
+    if not manifest_path.is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        hint = f" (labelling did not finish: {partial} holds its shards; run it again to resume)" if partial.exists() else ""
+        raise TextDistillError(f"{folder}: not a distilled dataset: no manifest.json{hint}")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise TextDistillError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if not data_path.is_file() or _sha256(data_path) != manifest["data_sha256"]:
+        raise TextDistillError(f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered")
+    names = manifest["labels"]
+    texts, pairs, soft, labels, sources = [], [], [], [], []
+    for i, line in enumerate(data_path.read_text(encoding="utf-8").splitlines(), 1):
+        row = json.loads(line)
+        texts.append(row["text"])
+        pairs.append(row["pair"])
+        if "soft_topk" in row:
+            p = torch.zeros(len(names))
+            for j, v in row["soft_topk"]:
+                p[j] = v
+            rest = max(0.0, 1.0 - float(p.sum()))
+            p[p == 0] = rest / max(1, int((p == 0).sum()))  # the mass left spread over the other labels
+        else:
+            p = torch.tensor(row["soft"])
+        soft.append(p)
+        labels.append(row["label"])
+        sources.append(row["source"])
+    if len(texts) != manifest["rows"]:
+        raise TextDistillError(f"{data_path}: {len(texts)} rows, the manifest says {manifest['rows']}")
+    has_pairs = any(p is not None for p in pairs)
+    return DistilledData(texts, pairs if has_pairs else None, torch.stack(soft) if soft else torch.zeros(0, len(names)),
+                         labels, sources, names, manifest)  # fmt: skip

@@ -1,0 +1,118 @@
+"""Distilled datasets: filters against hand computations, labelling with an ensemble, resume after a crash, manifest
+checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import textdistill.distilled as distilled
+from textdistill.data import Collator, DistillDataset, TextData, tokenize
+from textdistill.distilled import Candidate, Filters, LabelTeacher, example_scores, keep_mask, label_dataset, read_distilled
+from textdistill.errors import TextDistillError
+from textdistill.metrics import predict_logits
+
+
+def test_scores_and_filters_by_hand() -> None:
+    # two teachers, three examples, two classes
+    p = torch.tensor([[[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]],
+                      [[0.7, 0.3], [0.8, 0.2], [0.5, 0.5]]])  # fmt: skip
+    fused = p.mean(0)  # [[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]]
+    s = example_scores(p, fused)
+    assert torch.allclose(s["confidence"], torch.tensor([0.8, 0.6, 0.5]))
+    assert torch.allclose(s["agreement"], torch.tensor([1.0, 0.5, 1.0]))  # ties: argmax picks class 0 for all
+    h = lambda a: -(a * torch.log(torch.tensor(a)) + (1 - a) * torch.log(torch.tensor(1 - a)))  # noqa: E731
+    assert torch.allclose(s["entropy"], torch.stack([h(0.8), h(0.6), h(0.5)]))
+    keep, dropped = keep_mask(s, Filters(min_confidence=0.55, min_agreement=1.0))
+    assert keep.tolist() == [True, False, False] and dropped == {"min_confidence": 1, "min_agreement": 1}
+    keep, dropped = keep_mask(s, Filters(max_entropy=float(h(0.6)) + 1e-6))
+    assert keep.tolist() == [True, True, False] and dropped == {"max_entropy": 1}
+    assert keep_mask(s, Filters())[0].all()
+
+
+@pytest.fixture
+def teachers(tiny_bert: str, tmp_path: Path) -> list[LabelTeacher]:
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    a = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    torch.manual_seed(5)
+    b = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        b.classifier.weight.normal_(0, 2.0)  # a second, different teacher
+    return [LabelTeacher("a", a, tok), LabelTeacher("b", b, tok)]
+
+
+def candidates(sst2_dir: Path, n: int = 150) -> list[Candidate]:
+    lines = (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
+    return [Candidate(line.split("\t")[0], source="pool" if i % 3 else "augment:mask") for i, line in enumerate(lines)]
+
+
+def test_labelling_fuses_the_teachers_and_writes_a_checked_dataset(teachers, sst2_dir: Path, tmp_path: Path) -> None:
+    cands = candidates(sst2_dir)
+    manifest = label_dataset(teachers, cands, ["0", "1"], tmp_path / "ds", temperature=2.0, shard_size=40, batch_size=16)
+    assert not (tmp_path / "ds.partial").exists()
+    assert manifest["counts"]["candidates"] == 150 and manifest["rows"] == 150
+    data = read_distilled(tmp_path / "ds")
+    assert data.texts == [c.text for c in cands] and data.sources == [c.source for c in cands]
+    # by hand: mean of the two teachers' softmax(logits / 2)
+    tok = teachers[0].tokenizer
+    ds = DistillDataset(tokenize(tok, TextData(data.texts, ["0"] * 150), 128), [0] * 150)
+    want = torch.stack([torch.softmax(predict_logits(t.model, ds, Collator(tok.pad_token_id), 64) / 2.0, -1) for t in teachers]).mean(0)
+    assert torch.allclose(data.soft, want, atol=2e-6)
+    assert data.labels == [["0", "1"][i] for i in want.argmax(-1).tolist()]
+    assert manifest["counts"]["kept_by_source"] == {"pool": 100, "augment": 50}
+
+
+def test_filters_drop_and_count(teachers, sst2_dir: Path, tmp_path: Path) -> None:
+    m = label_dataset(teachers, candidates(sst2_dir), ["0", "1"], tmp_path / "ds", filters=Filters(min_agreement=1.0), shard_size=64)
+    data = read_distilled(tmp_path / "ds")
+    assert m["rows"] == len(data.texts) == 150 - m["counts"]["dropped"]["min_agreement"]
+    rows = [json.loads(x) for x in (tmp_path / "ds" / "data.jsonl").read_text().splitlines()]
+    assert all(r["agreement"] == 1.0 for r in rows)
+
+
+def test_a_crash_half_way_resumes_to_the_same_dataset(teachers, sst2_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    cands = candidates(sst2_dir)
+    label_dataset(teachers, cands, ["0", "1"], tmp_path / "whole", shard_size=32)
+    real = distilled._label_shard
+    calls = []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process dies here: two shards are on disk, nothing else
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distilled, "_label_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        label_dataset(teachers, cands, ["0", "1"], tmp_path / "ds", shard_size=32)
+    assert sorted(p.name for p in (tmp_path / "ds.partial").glob("shard-*.jsonl")) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    with pytest.raises(TextDistillError, match=r"no manifest.json \(labelling did not finish"):
+        read_distilled(tmp_path / "ds")
+    (tmp_path / "ds.partial" / "shard-00002.jsonl.tmp").write_text("half a li")  # a shard cut off mid-write
+    calls.clear()
+    monkeypatch.setattr(distilled, "_label_shard", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    label_dataset(teachers, cands, ["0", "1"], tmp_path / "ds", shard_size=32)
+    assert len(calls) == 3  # shards 2, 3 and 4 of 5
+    assert (tmp_path / "ds" / "data.jsonl").read_bytes() == (tmp_path / "whole" / "data.jsonl").read_bytes()
+    # a different job in the same place starts over instead of mixing shards
+    calls.clear()
+    label_dataset(teachers, cands[:100], ["0", "1"], tmp_path / "ds", shard_size=32)
+    assert len(calls) == 4 and read_distilled(tmp_path / "ds").manifest["rows"] == 100
+
+
+def test_corrupt_or_bad_input_is_an_error(teachers, sst2_dir: Path, tmp_path: Path) -> None:
+    label_dataset(teachers, candidates(sst2_dir, 20), ["0", "1"], tmp_path / "ds", topk=1)
+    data = read_distilled(tmp_path / "ds")
+    assert torch.allclose(data.soft.sum(-1), torch.ones(20))  # top-1 kept, the rest spread
+    path = tmp_path / "ds" / "data.jsonl"
+    path.write_text(path.read_text().replace('"label": "0"', '"label": "1"', 1))
+    with pytest.raises(TextDistillError, match="does not match its manifest"):
+        read_distilled(tmp_path / "ds")
+    with pytest.raises(TextDistillError, match="no candidate texts"):
+        label_dataset(teachers, [], ["0", "1"], tmp_path / "x")
+    with pytest.raises(TextDistillError, match="mix single texts and sentence pairs"):
+        label_dataset(teachers, [Candidate("a"), Candidate("b", "c")], ["0", "1"], tmp_path / "x")
