@@ -116,3 +116,54 @@ def test_corrupt_or_bad_input_is_an_error(teachers, sst2_dir: Path, tmp_path: Pa
         label_dataset(teachers, [], ["0", "1"], tmp_path / "x")
     with pytest.raises(TextDistillError, match="mix single texts and sentence pairs"):
         label_dataset(teachers, [Candidate("a"), Candidate("b", "c")], ["0", "1"], tmp_path / "x")
+
+
+def transfer_config(tiny_bert: str, sst2_dir: Path, tmp_path: Path, pool: Path) -> dict:
+    return {
+        "output_dir": str(tmp_path / "run"), "seed": 1,
+        "data": {"train_file": str(sst2_dir / "train.tsv"), "validation_file": str(sst2_dir / "dev.tsv"),
+                 "max_train_samples": 64, "max_eval_samples": 32, "max_length": 32},
+        "teacher": {"model": tiny_bert, "finetune": True, "training": {"learning_rate": 1e-3, "num_train_epochs": 1}},
+        "student": {"num_layers": 2, "training": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 16}},
+        "transfer": {"variants": 2, "neighbour": 0.2, "unlabeled_file": str(pool), "shard_size": 64},
+        "eval": {"latency_repeats": 1, "latency_samples": 4},
+    }  # fmt: skip
+
+
+def test_data_distillation_run_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    from textdistill.pipeline import distill
+
+    pool = tmp_path / "pool.txt"
+    pool_lines = ["a wonderful , moving film", "", "the plot goes nowhere", "hide new secretions from the parental units"]
+    pool.write_text("\n".join(pool_lines) + "\n", encoding="utf-8")  # a blank line; a line that repeats a training text
+    report = distill(transfer_config(tiny_bert, sst2_dir, tmp_path, pool))
+    t = report["data"]["transfer"]
+    assert t["kept_by_source"] == {"train": 64, "augment": t["kept"] - 66, "pool": 2} and 64 < t["kept"] - 66 <= 128
+    data = read_distilled(tmp_path / "run.distilled")
+    gold = [json.loads(x)["gold"] for x in (tmp_path / "run.distilled" / "data.jsonl").read_text().splitlines()]
+    assert gold == [True] * 64 + [False] * (len(data.texts) - 64)
+    # the student steps over the transfer set, its twin over the 64 labelled examples only
+    steps = {}
+    for name in ("student", "baseline"):
+        log = [json.loads(x) for x in (tmp_path / "run" / "logs" / f"{name}.jsonl").read_text().splitlines()]
+        steps[name] = max(r["step"] for r in log)
+    assert steps == {"student": -(-len(data.texts) // 16), "baseline": 4}
+    # the same job again reuses the labelled set instead of labelling anew
+    before = (tmp_path / "run.distilled" / "manifest.json").stat().st_mtime_ns
+    distill(transfer_config(tiny_bert, sst2_dir, tmp_path, pool) | {"overwrite_output_dir": True})
+    assert (tmp_path / "run.distilled" / "manifest.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", r"pool.txt: no texts \(empty file\)"), (b"good film\nbad\x00film\n", r"pool.txt:2: not text \(control character U\+0000\)"),
+     (b"one\ttwo\n", r"pool.txt:1: expected one text \(no tabs\) per line, got 2"), (b"caf\xe9\n", "pool.txt:1: text is not valid utf-8")],
+)
+def test_bad_corpus(tiny_bert: str, sst2_dir: Path, tmp_path: Path, content: bytes, message: str) -> None:
+    from textdistill.pipeline import distill
+
+    pool = tmp_path / "pool.txt"
+    pool.write_bytes(content)
+    with pytest.raises(TextDistillError, match=message):
+        distill(transfer_config(tiny_bert, sst2_dir, tmp_path, pool))
+    assert not (tmp_path / "run.partial").exists()  # checked before anything was trained

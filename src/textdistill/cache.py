@@ -57,7 +57,7 @@ def fingerprint_inputs(features: list[dict[str, list[int]]]) -> str:
     return h.hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -123,7 +123,7 @@ class TeacherCache:
                 path = entry / f"{name}.npy"
                 if path.stat().st_size != meta["bytes"]:
                     raise ValueError(f"{path.name} has {path.stat().st_size} bytes, the manifest says {meta['bytes']}")
-                if _sha256_file(path) != meta["sha256"]:
+                if sha256_file(path) != meta["sha256"]:
                     raise ValueError(f"{path.name} does not match its sha256")
                 arrays[name] = np.load(path, mmap_mode="r")
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -147,7 +147,7 @@ class TeacherCache:
             for name, array in self._arrays(logits).items():
                 path = tmp / f"{name}.npy"
                 np.save(path, array)
-                files[name] = {"bytes": path.stat().st_size, "sha256": _sha256_file(path), "dtype": str(array.dtype), "shape": list(array.shape)}
+                files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "dtype": str(array.dtype), "shape": list(array.shape)}
             manifest = {"format": FORMAT_VERSION, "key": key, "count": int(logits.shape[0]), "num_classes": int(logits.shape[-1]),
                         "dtype": self.dtype, "topk": self.topk, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S"), **info}  # fmt: skip
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")

@@ -87,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="fresh runs per mode; the median is reported (default 3)")
     _add_common(p)
     p = sub.add_parser(
+        "augment",
+        help="write augmented variants of the training set (transfer: settings) to a TSV file",
+        description="Make transfer.variants augmented copies of every training example (masking, POS or embedding-"
+        "neighbour replacement, deletion, n-gram sampling; seeded; near-duplicates dropped) and write them to OUTPUT "
+        "as TSV: text, [pair,] source, origin.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _add_common(p)
+    p = sub.add_parser(
+        "label",
+        help="label the transfer set with the fine-tuned teacher into a distilled dataset",
+        description="The teacher (teacher.finetune: false) labels the training examples, their augmented variants and "
+        "transfer.unlabeled_file; texts that pass the filters are written with their soft labels to OUTPUT_DIR "
+        "(default transfer.output or OUTPUT_DIR.distilled): data.jsonl and manifest.json. Killed, it resumes.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _add_common(p)
+    p = sub.add_parser(
         "predict",
         help="label text with a saved student (any task of a multi-task student, by name)",
         description="Print one line per input: the predicted label (or score, for regression), a tab, the text. "
@@ -167,6 +187,14 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
         print(f"student: {s['params'] / 1e6:.1f} M params, {s['latency_ms_batch1']:.2f} ms at batch 1, {s['throughput_batch32']:.0f}/s at batch 32")
         print(f"speed-up: {result['speedup_batch1']:.2f}x at batch 1, {result['speedup_batch32']:.2f}x at batch 32; "
               f"peak memory {result['peak_memory_mb']:.0f} MB")  # fmt: skip
+    elif command == "augment":
+        print(f"{result['variants']} variants of {result['examples']} examples written to {result['output']}")
+        return
+    elif command == "label":
+        dropped = sum(result["dropped"].values())
+        print(f"{result['kept']} of {result['candidates']} texts labelled and kept ({result['kept_by_source']}; {dropped} dropped) "
+              f"in {result['seconds']:.1f} s; dataset: {result['path']}")  # fmt: skip
+        return
     elif command == "train":
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in result["teacher"]["metrics"].items())
         print(f"teacher fine-tuned: {metrics}")
@@ -202,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             from textdistill.bench import bench
 
             result = bench(args.config, overrides, steps=args.steps, repeats=args.repeats)
+        elif args.command == "augment":
+            if not args.output_dir:
+                raise TextDistillError("augment: give the output file with -o FILE.tsv")
+            result = pipeline.augment(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
+        elif args.command == "label":
+            result = pipeline.label(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
         elif args.command == "export":
             output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
             result = pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])

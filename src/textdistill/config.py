@@ -294,6 +294,41 @@ class EvalConfig(_Strict):
     latency_samples: int = Field(256, gt=0)
 
 
+class TransferConfig(_Strict):
+    """Data distillation: the teacher labels a transfer set and the student learns from it (textdistill.distilled).
+
+    The transfer set is the labelled training examples (``include_train``; gold labels for the hard term), ``variants``
+    augmented copies of each (textdistill.augment: ``mask``, ``pos``, ``neighbour``, ``delete`` per word, then
+    ``ngram``), and the texts of ``unlabeled_file`` (one per line; a pair as TEXT<TAB>PAIR). The teacher's
+    probabilities (temperature 1) are kept for the KD term; ``min_confidence`` / ``max_entropy`` drop unsure texts.
+    The dataset is written to ``output`` (default ``<output_dir>.distilled``), resumable and reused by later runs.
+    """
+
+    variants: int = Field(0, ge=0, le=1000)
+    mask: float = Field(0.1, ge=0, le=1)
+    pos: float = Field(0.0, ge=0, le=1)
+    neighbour: float = Field(0.0, ge=0, le=1)
+    delete: float = Field(0.0, ge=0, le=1)
+    ngram: float = Field(0.25, ge=0, le=1)
+    ngram_max: int = Field(5, ge=1, le=100)
+    neighbours_k: int = Field(10, ge=1, le=1000)
+    pos_model: str = "en_core_web_sm"
+    unlabeled_file: str | None = None
+    max_unlabeled: int | None = Field(None, gt=0)
+    include_train: bool = True
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    max_entropy: float | None = Field(None, ge=0)
+    topk: int | None = Field(None, gt=0)
+    shard_size: int = Field(2048, gt=0)
+    output: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "TransferConfig":
+        if not (self.variants or self.unlabeled_file or self.include_train):
+            raise ValueError("the transfer set is empty: set variants, unlabeled_file or include_train")
+        return self
+
+
 class RunConfig(_Strict):
     output_dir: str = "runs/default"
     overwrite_output_dir: bool = False
@@ -302,11 +337,14 @@ class RunConfig(_Strict):
     teacher: TeacherConfig | None = None  # required by train and distill, not by evaluate
     student: StudentConfig | None = None
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    transfer: TransferConfig | None = None  # data distillation: train the student on a teacher-labelled transfer set
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
         self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
+        if self.transfer is not None and self.data.task_type == "regression":
+            raise ValueError("transfer: data distillation labels classes; a regression task is not supported yet")
         return self
 
     def to_yaml(self) -> str:
@@ -412,7 +450,7 @@ AnyRunConfig = RunConfig | MultiTaskRunConfig
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 
-_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"))  # output_dir stays relative to the working dir
+_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"), ("transfer", "unlabeled_file"))  # output_dir stays relative to the working dir
 _MODEL_KEYS = (("teacher", "model"), ("student", "model"))
 
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -213,6 +214,32 @@ def _load_hf_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
             raise TextDistillError(f"data.hf_dataset: {spec.path!r} has no split {split!r}; splits are {list(dsd)}")
         splits.append(from_hf_dataset(dsd[split], cfg, f"{spec.path}[{split}]"))
     return splits[0], splits[1]
+
+
+def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None) -> tuple[list[str], list[str] | None]:
+    """Unlabeled text, one per line (blank lines skipped); for sentence-pair tasks each line is TEXT<TAB>PAIR. A line
+    with control characters (binary data), or with the wrong number of fields, is an error naming the line."""
+    p = Path(path)
+    texts: list[str] = []
+    pairs: list[str] = []
+    for n, line in enumerate(_read_text(p, "utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        bad = next((c for c in line if unicodedata.category(c) == "Cc" and c != "\t"), None)
+        if bad is not None:
+            raise TextDistillError(f"{p}:{n}: not text (control character U+{ord(bad):04X}); expected one text per line")
+        fields = line.split("\t")
+        if len(fields) != (2 if paired else 1):
+            raise TextDistillError(f"{p}:{n}: expected {'TEXT<TAB>PAIR' if paired else 'one text (no tabs)'} per line, "
+                                   f"got {len(fields)} tab-separated fields")  # fmt: skip
+        texts.append(fields[0])
+        if paired:
+            pairs.append(fields[1])
+        if limit is not None and len(texts) >= limit:
+            break
+    if not texts:
+        raise TextDistillError(f"{p}: no texts (empty file)")
+    return texts, pairs if paired else None
 
 
 def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from textdistill.cache import fingerprint_model
+from textdistill.cache import fingerprint_model, sha256_file
 from textdistill.data import Collator, DistillDataset, TextData, tokenize
 from textdistill.ensemble import fuse_soft_targets, teacher_weights
 from textdistill.errors import TextDistillError
@@ -40,9 +40,13 @@ FORMAT = "textdistill-distilled/1"
 
 @dataclass(frozen=True)
 class Candidate:
+    """A text to label; ``gold``: its own label name when it has one (a labelled training example keeps it as its
+    hard label, the soft label still comes from the teachers)."""
+
     text: str
     pair: str | None = None
     source: str = "pool"
+    gold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class Filters:
 
 @dataclass
 class DistilledData:
-    """A distilled dataset read back: texts, pairs, soft labels ``[N, C]`` (probabilities), hard labels, sources."""
+    """A distilled dataset read back: texts, pairs, soft labels ``[N, C]`` (probabilities), hard labels (gold where
+    the text had one, else the teachers' fused label), sources."""
 
     texts: list[str]
     pairs: list[str] | None
@@ -116,19 +121,11 @@ def keep_mask(scores: dict[str, torch.Tensor], filters: Filters) -> tuple[torch.
 # Labelling
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _job(teachers: Sequence[LabelTeacher], candidates: Sequence[Candidate], settings: dict[str, Any]) -> dict[str, Any]:
     """What determines the dataset; a resumed run must match it exactly."""
     h = hashlib.sha256()
     for c in candidates:
-        h.update(json.dumps([c.text, c.pair, c.source], ensure_ascii=False).encode() + b"\n")
+        h.update(json.dumps([c.text, c.pair, c.source, c.gold], ensure_ascii=False).encode() + b"\n")
     return {"format": FORMAT, "candidates": len(candidates), "candidates_sha256": h.hexdigest(),
             "teachers": [{"name": t.name, "fingerprint": fingerprint_model(t.model)[:16], "columns": t.columns} for t in teachers],
             **settings}  # fmt: skip
@@ -159,7 +156,7 @@ def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], s
             row["soft_topk"] = [[int(j), round(float(v), 6)] for v, j in zip(vals, idx)]
         else:
             row["soft"] = [round(float(v), 6) for v in p]
-        row.update(label=names[int(p.argmax())], source=shard[i].source,
+        row.update(label=shard[i].gold or names[int(p.argmax())], gold=shard[i].gold is not None, source=shard[i].source,
                    confidence=round(float(scores["confidence"][i]), 6), agreement=round(float(scores["agreement"][i]), 6))  # fmt: skip
         rows.append(row)
     return rows, dropped
@@ -198,6 +195,9 @@ def label_dataset(
     job = _job(teachers, candidates, settings)
     final = Path(folder)
     work = final.with_name(final.name + ".partial")
+    done = _finished(final, job)
+    if done is not None:
+        return done  # the same job was labelled before: reuse it
     state = process_state()
     with state.main_process_first():
         if state.is_main_process:
@@ -225,6 +225,16 @@ def label_dataset(
     return _assemble(work, final, job, len(shards))
 
 
+def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a complete dataset of exactly this job in ``final``, or None."""
+    try:
+        manifest = json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = all(manifest.get(k) == v for k, v in job.items())
+    return manifest if same and read_distilled(final) is not None else None
+
+
 def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> dict[str, Any]:
     """Concatenate the shards in order into data.jsonl, write the manifest last, rename the folder into place."""
     dropped: dict[str, int] = {}
@@ -243,7 +253,7 @@ def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> 
             kept += len(lines) - 1
     (work / "data.jsonl.tmp").replace(work / "data.jsonl")
     manifest = {**job, "counts": {"candidates": job["candidates"], "kept": kept, "dropped": dropped, "kept_by_source": sources},
-                "rows": kept, "data_sha256": _sha256(work / "data.jsonl")}  # fmt: skip
+                "rows": kept, "data_sha256": sha256_file(work / "data.jsonl")}  # fmt: skip
     for s in range(num_shards):
         (work / f"shard-{s:05d}.jsonl").unlink()
     (work / "job.json").unlink()
@@ -270,7 +280,7 @@ def read_distilled(folder: str | os.PathLike) -> DistilledData:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
         raise TextDistillError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if not data_path.is_file() or _sha256(data_path) != manifest["data_sha256"]:
+    if not data_path.is_file() or sha256_file(data_path) != manifest["data_sha256"]:
         raise TextDistillError(f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered")
     names = manifest["labels"]
     texts, pairs, soft, labels, sources = [], [], [], [], []

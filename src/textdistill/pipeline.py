@@ -326,6 +326,10 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     run = RunFolder(cfg)
     prep = _prepare(cfg)
     _check_student(cfg, prep)
+    if cfg.transfer is not None:
+        from textdistill.transfer import check_transfer
+
+        check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train)
     run.open()
     started = time.perf_counter()
     teacher_info: dict[str, Any] = {"model": teacher_cfg.model}
@@ -336,18 +340,27 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     for p in teacher.parameters():
         p.requires_grad_(False)
 
-    student, stok, recipe = build_student(cfg.student, teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
     ttok = prep.teacher_tokenizer
-    train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
+    eval_bs = cfg.student.training.per_device_eval_batch_size
+    # Data distillation: the student learns from the teacher-labelled transfer set instead of the labelled data alone.
+    train_data, transfer_probs, transfer_info = prep.train, None, None
+    if cfg.transfer is not None:
+        from textdistill.transfer import transfer_set
+
+        train_data, transfer_probs, transfer_info = transfer_set(cfg, teacher, ttok, prep.labels, prep.train, eval_bs)
+    vocab_texts = _texts(train_data)
+    student, stok, recipe = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
+    train_set = _dataset(stok, train_data, prep.labels, cfg.data.max_length, ttok)
     dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length, ttok)
     collator = Collator(pad_id(stok), pad_id(ttok))
-    eval_bs = cfg.student.training.per_device_eval_batch_size
 
     # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
     teacher_dev = predict_logits(teacher, dev_set, collator, eval_bs, side="teacher")
     teacher_metrics = metrics_for(teacher_dev, dev_set.labels)
     online = cfg.distill.online
-    if not online:
+    if transfer_probs is not None and not online:  # log-probabilities: softmax(log p / T) is the teacher's at any T
+        train_set = train_set.with_teacher_logits(transfer_probs.clamp_min(1e-12).log())
+    elif not online:
         train_set = train_set.with_teacher_logits(soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info))
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
@@ -370,8 +383,10 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
     baseline_metrics = None
     if cfg.distill.baseline:
-        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, _texts(prep.train))
-        base = fit("baseline", twin, train_set, dev_set, collator, cfg.student.training, hard_label_objective,
+        # the twin: the same student on the labelled data alone, gold labels only
+        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
+        labelled = train_set if cfg.transfer is None else _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
+        base = fit("baseline", twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
                     cfg.eval.metric, cfg.seed, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
@@ -388,6 +403,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
         "data": {
             "train": prep.train.source, "validation": prep.dev.source,
             "train_examples": len(prep.train), "validation_examples": len(prep.dev), "labels": list(prep.labels.names),
+            **({"transfer": transfer_info} if transfer_info else {}),
         },
         "distill": cfg.distill.model_dump(),
         "teacher": {**teacher_info, **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics)},
@@ -447,3 +463,47 @@ def evaluate(
         out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], pad_id(tokenizer), cfg.eval.latency_repeats))
         out["params"] = count_parameters(net)
     return out
+
+
+def _transfer_cfg(cfg: RunConfig, output: str | None, key: str) -> RunConfig:
+    if cfg.transfer is None:
+        raise TextDistillError(f"transfer: required for {key} (e.g. transfer: {{variants: 10, unlabeled_file: ...}})")
+    return cfg if output is None else cfg.model_copy(update={"transfer": cfg.transfer.model_copy(update={"output": output})})
+
+
+def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill augment``: the augmented variants of the training set (``transfer:`` settings) as a TSV file
+    ``text[, pair], source, origin`` (origin: the row of the example it came from), written atomically."""
+    from textdistill.transfer import augmenter
+
+    cfg = _transfer_cfg(as_config(cfg, overrides), None, "augment")
+    assert cfg.transfer is not None
+    if not cfg.transfer.variants:
+        raise TextDistillError("transfer.variants: set how many augmented variants to make per example (e.g. 10)")
+    prep = _prepare(cfg)
+    aug = augmenter(cfg.transfer, prep.teacher, prep.teacher_tokenizer, _texts(prep.train), cfg.seed)
+    variants = aug(prep.train.texts, prep.train.pairs)
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("text\t" + ("pair\t" if prep.train.pairs else "") + "source\torigin\n")
+        for v in variants:
+            f.write("\t".join([v.text] + ([v.pair or ""] if prep.train.pairs else []) + [f"augment:{v.ops}", str(v.origin)]) + "\n")
+    tmp.replace(path)
+    return {"output": str(path), "examples": len(prep.train), "variants": len(variants)}
+
+
+def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``textdistill label``: the fine-tuned teacher labels the transfer set (training examples, augmented variants,
+    unlabeled corpus) into a distilled dataset folder (resumable); returns its manifest and the labelling speed."""
+    from textdistill.transfer import check_transfer, transfer_set
+
+    cfg = _transfer_cfg(as_config(cfg, overrides), output, "label")
+    if _teacher_cfg(cfg).finetune:
+        raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
+    prep = _prepare(cfg)
+    check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train)
+    data, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
+    info["texts_per_second"] = info["candidates"] / info["seconds"] if info["seconds"] else None
+    return info

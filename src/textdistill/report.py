@@ -61,6 +61,13 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _transfer_line(t: dict[str, Any]) -> str:
+    sources = ", ".join(f"{n} {k}" for k, n in t["kept_by_source"].items())
+    dropped = sum(t["dropped"].values())
+    return (f"- data distillation: the student learnt from {t['kept']} teacher-labelled texts ({sources}; "
+            f"{dropped} dropped by the filters) in {display_name(t['path'])}; the twin from the labelled examples alone")  # fmt: skip
+
+
 def render_report(report: dict[str, Any]) -> str:
     d, k, s = report["data"], report["distill"], report["student"]
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
@@ -73,6 +80,7 @@ def render_report(report: dict[str, Any]) -> str:
         "# Distillation report",
         "",
         f"- data: {d['train']} ({d['train_examples']} examples) -> {d['validation']} ({d['validation_examples']})",
+        *([_transfer_line(d["transfer"])] if "transfer" in d else []),
         f"- student: {recipe}; loss: {loss}",
         f"- latency: median of single-example forward passes; throughput: median batch of 32, CPU, "
         f"{report['machine']['torch_threads']} threads, tokenization excluded",

@@ -1,0 +1,68 @@
+"""The transfer set of a data-distillation run (``transfer:`` in the config): the labelled examples, their augmented
+variants and an unlabeled corpus, labelled by the teacher into a distilled dataset (:mod:`textdistill.distilled`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from textdistill.augment import Augmenter, EmbeddingNeighbours, PosReplacer, normalise, spacy_tagger
+from textdistill.config import RunConfig, TransferConfig
+from textdistill.data import LabelSet, TextData, read_corpus
+from textdistill.distilled import Candidate, Filters, LabelTeacher, label_dataset, read_distilled
+
+
+def augmenter(t: TransferConfig, teacher: nn.Module, tokenizer: Any, texts: list[str], seed: int) -> Augmenter:
+    """The configured augmenter; embedding neighbours from the teacher, POS pools from ``texts`` (spaCy)."""
+    neighbours = EmbeddingNeighbours.from_model(teacher, tokenizer, t.neighbours_k) if t.neighbour > 0 else None
+    pos = PosReplacer(texts, spacy_tagger(t.pos_model)) if t.pos > 0 else None
+    return Augmenter(variants=max(t.variants, 1), mask=t.mask, pos=t.pos, neighbour=t.neighbour, delete=t.delete, ngram=t.ngram,
+                     ngram_max=t.ngram_max, seed=seed, mask_token=getattr(tokenizer, "mask_token", None) or "[MASK]",
+                     neighbours=neighbours, pos_replacer=pos)  # fmt: skip
+
+
+def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer: Any, seed: int) -> list[Candidate]:
+    """The texts to label, in a fixed order: training examples (with their gold labels), augmented variants, the
+    unlabeled corpus (lines that repeat a training text are left out)."""
+    out: list[Candidate] = []
+    if t.include_train:
+        out += [Candidate(x, train.pairs[i] if train.pairs else None, "train", train.labels[i]) for i, x in enumerate(train.texts)]
+    if t.variants:
+        aug = augmenter(t, teacher, tokenizer, train.texts + (train.pairs or []), seed)
+        out += [Candidate(v.text, v.pair, f"augment:{v.ops}") for v in aug(train.texts, train.pairs)]
+    if t.unlabeled_file:
+        texts, pairs = read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
+        known = {normalise(x) for x in train.texts}
+        out += [Candidate(x, pairs[i] if pairs else None, "pool") for i, x in enumerate(texts) if normalise(x) not in known]
+    return out
+
+
+def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: TextData) -> None:
+    """Fail now, before any training, on an unreadable corpus or augmentation settings that cannot work."""
+    t = cfg.transfer
+    assert t is not None
+    if t.unlabeled_file:
+        read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
+    if t.variants:
+        augmenter(t, teacher, tokenizer, train.texts[:200], cfg.seed)
+
+
+def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: LabelSet, train: TextData,
+                 batch_size: int) -> tuple[TextData, torch.Tensor, dict[str, Any]]:  # fmt: skip
+    """Label the transfer set with the teacher (or reuse a finished labelling of the same job); returns its texts with
+    hard labels, the teacher's probabilities ``[N, C]`` and what the report shows."""
+    assert cfg.transfer is not None and cfg.teacher is not None
+    t = cfg.transfer
+    folder = t.output or f"{cfg.output_dir}.distilled"
+    started = time.perf_counter()
+    cands = candidates(t, train, teacher, tokenizer, cfg.seed)
+    manifest = label_dataset([LabelTeacher(cfg.teacher.model, teacher, tokenizer)], cands, labels.names, folder,
+                             temperature=1.0, filters=Filters(t.min_confidence, None, t.max_entropy), topk=t.topk,
+                             batch_size=batch_size, max_length=cfg.data.max_length, shard_size=t.shard_size)  # fmt: skip
+    data = read_distilled(folder)
+    seconds = time.perf_counter() - started
+    info = {"path": folder, "seconds": seconds, "candidates": len(cands), **manifest["counts"]}
+    return data.as_text_data(folder), data.soft, info
