@@ -230,16 +230,54 @@ def ensemble_section(runs: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def transfer_section(runs: list[Path], name: str, command: str) -> str:
+    """Data distillation: each student distilled on the transfer set vs on the labelled examples alone (run folders
+    named KIND-transfer and KIND-1k), its twin (gold labels only), the transfer set, the labelling throughput."""
+    reports = {r.name: json.loads((r / "metrics.json").read_text()) for r in runs}
+    any_rep = next(iter(reports.values()))
+    metric = any_rep["metric"]
+    lines = _header(list(reports.values()), name, command)
+    t = next((r["data"]["transfer"] for r in reports.values() if "transfer" in r["data"]), None)
+    teacher = any_rep["teacher"]["metrics"][metric]
+    lines.append(f"Teacher ({display_name(any_rep['teacher']['model'])}, fine-tuned on {any_rep['data']['train_examples']} "
+                 f"labelled sentences): {metric} {100 * teacher:.2f} on the {any_rep['data']['validation_examples']} dev sentences.")  # fmt: skip
+    if t is not None:
+        lines[-1] += (f" Transfer set: {t['kept']} texts ({', '.join(f'{k} {v}' for k, v in t['kept_by_source'].items())}), "
+                      f"labelled in {t['seconds']:.0f} s.")  # fmt: skip
+    lines.append("")
+    rows = [["student", f"on the labelled {any_rep['data']['train_examples']} alone (KD)", "on the transfer set (KD)", "gain (points)",
+             "twin (gold labels only)", "% of teacher (transfer)"]]  # fmt: skip
+    for kind in dict.fromkeys(n.rsplit("-", 1)[0] for n in reports):
+        tr, alone = reports.get(f"{kind}-transfer"), reports.get(f"{kind}-1k")
+        if tr is None or alone is None:
+            continue
+        a, b = alone["student"]["metrics"][metric], tr["student"]["metrics"][metric]
+        twin = tr.get("baseline", {}).get("metrics", {}).get(metric)
+        rows.append([kind, f"{100 * a:.2f}", f"{100 * b:.2f}", f"{100 * (b - a):+.2f}", "-" if twin is None else f"{100 * twin:.2f}",
+                     f"{100 * b / teacher:.1f}"])  # fmt: skip
+    lines += [markdown_table(rows), ""]
+    tp = runs[0].parent / "label_throughput.json"
+    if tp.is_file():
+        r = json.loads(tp.read_text())
+        tps = r["texts_per_second"]
+        lines += [f"Labelling throughput (`python benchmarks/label_throughput.py`, {r['texts']} texts, batch {r['batch_size']}, "
+                  f"median of {r['repeats']}): label_dataset {tps['label_dataset']:.0f} texts/s vs the teacher's bare batched "
+                  f"inference {tps['bare inference']:.0f} texts/s = **{100 * r['ratio']:.1f}%**.", ""]  # fmt: skip
+    lines.append(f"<!-- end {name} -->")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble"], default="report",
+    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble", "transfer"], default="report",
                     help="bench/export: RUNS is the JSON file that `textdistill bench/export --json` printed")
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
     make = {"report": section, "ablation": ablation_section, "classic": classic_section, "bench": bench_section,
-            "export": export_section, "multitask": multitask_section, "ensemble": ensemble_section}[args.kind]  # fmt: skip
+            "export": export_section, "multitask": multitask_section, "ensemble": ensemble_section,
+            "transfer": transfer_section}[args.kind]  # fmt: skip
     new = make(args.runs, args.name, args.command)
     write_section(args.name, new)
     print(new)
