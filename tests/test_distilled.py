@@ -167,3 +167,25 @@ def test_bad_corpus(tiny_bert: str, sst2_dir: Path, tmp_path: Path, content: byt
     with pytest.raises(TextDistillError, match=message):
         distill(transfer_config(tiny_bert, sst2_dir, tmp_path, pool))
     assert not (tmp_path / "run.partial").exists()  # checked before anything was trained
+
+
+def test_augment_and_label_commands(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from textdistill.cli import main
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a wonderful , moving film\nthe plot goes nowhere\n", encoding="utf-8")
+    cfg = transfer_config(tiny_bert, sst2_dir, tmp_path, pool)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["augment", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "aug.tsv")]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "aug.tsv").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == ["text", "source", "origin"] and 64 < len(rows) - 1 <= 128
+    assert all(r[1].startswith("augment:") and 0 <= int(r[2]) < 64 for r in rows[1:])
+    assert f"{len(rows) - 1} variants of 64 examples" in capsys.readouterr().out
+    assert main(["label", "-c", str(tmp_path / "c.yaml")]) == 2
+    assert "label needs a fine-tuned teacher" in capsys.readouterr().err
+    assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds"), "teacher.finetune=false"]) == 0
+    data = read_distilled(tmp_path / "ds")
+    assert data.sources.count("train") == 64 and data.sources.count("pool") == 2 and len(data.texts) == len(rows) - 1 + 66
+    assert f"{len(data.texts)} of {len(data.texts)} texts labelled and kept" in capsys.readouterr().out
