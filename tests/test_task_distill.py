@@ -162,3 +162,38 @@ def test_overrides_index_into_the_task_list(tiny_bert: str, sst2_dir: Path, tmp_
     assert cfg.tasks[1].data.max_train_samples == 10 and cfg.tasks[0].teachers[1].finetune is False
     with pytest.raises(TextDistillError, match="'5' is not an index of a list of 2"):
         load_config(path, ["tasks.5.name=x"])
+
+
+def test_teachers_with_their_own_tokenizers(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    """Each teacher reads the task's text through its own tokenizer; their outputs line up example by example."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    from textdistill.config import MultiTaskRunConfig
+    from textdistill.data import Collator, DistillDataset, tokenize
+    from textdistill.metrics import predict_logits
+    from textdistill.task_distill import _load_task, _teacher_outputs
+
+    texts = [line.split("\t")[0] for line in (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1:2000]]
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))  # a different kind of vocabulary: byte-pair, cased
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "<unk>", "<s>", "</s>"]))
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
+                                                       special_tokens=[("<s>", 2), ("</s>", 3)])  # fmt: skip
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>")
+    torch.manual_seed(2)
+    other = BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=32, max_position_embeddings=64, num_labels=2))  # fmt: skip
+    other.save_pretrained(tmp_path / "bpe-teacher")
+    tok.save_pretrained(tmp_path / "bpe-teacher")
+    cfg = two_tasks(tiny_bert, sst2_dir, tmp_path / "run")
+    cfg["tasks"][0]["teachers"] = [{"model": tiny_bert}, {"model": str(tmp_path / "bpe-teacher")}]
+    cfg["distill"]["cache_dir"] = str(tmp_path / "cache")
+    mt = MultiTaskRunConfig.model_validate(cfg)
+    task = _load_task(0, mt.tasks[0], 0)
+    train_out, dev_out = _teacher_outputs(mt, task, 32)
+    assert train_out.shape == (256, 2, 2) and dev_out.shape == (2, 96, 2)
+    for k, t in enumerate(task.teachers):
+        own = DistillDataset(tokenize(t.tokenizer, task.train, 32), task.labels.encode(task.train))
+        assert torch.allclose(train_out[:, k], predict_logits(t.model, own, Collator(t.tokenizer.pad_token_id), 64), atol=1e-5)
+    assert task.teachers[1].tokenizer.tokenize("charming") != task.teachers[0].tokenizer.tokenize("charming")
