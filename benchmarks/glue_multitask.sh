@@ -4,7 +4,7 @@
 #             benchmarks/sst2_full.sh) and two more MRPC teachers (seeds 2, 3) for the ensemble; skips finished ones
 #   multitask one 3-layer student for SST-2 + CoLA + MRPC + RTE + STS-B from the five teachers, and its twin
 #   multitask6  the same with a 6-layer student (the teachers' size: one model instead of five)
-#   ensemble  MRPC: a student from the 3-teacher ensemble vs a student from the best single teacher (2 seeds each)
+#   ensemble  MRPC: a student from the 3-teacher ensemble vs a student from the best single teacher (seeds 1-3)
 #   summary   write the tables to docs/RESULTS.md
 # One thread per run: run `teachers` alone (two queues), then `multitask` and `ensemble` side by side (2 cores).
 # Usage: bash benchmarks/glue_multitask.sh PART > log 2>&1
@@ -42,7 +42,8 @@ print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teac
 PY
 )
     echo "best single MRPC teacher: $best"
-    for seed in 1 2; do
+    for seed in ${SEEDS:-1 2 3}; do
+      [ -f "$out/ensemble/best-single-seed$seed/metrics.json" ] && continue  # done before
       { textdistill distill -c benchmarks/glue/ensemble.yaml -o "$out/ensemble/ensemble3-seed$seed" seed=$seed "${@:2}" \
           > "$out/ensemble/ensemble3-seed$seed.log" 2>&1
         echo "ensemble seed $seed: $(grep -A0 '| mrpc' "$out/ensemble/ensemble3-seed$seed/report.md")"; }

@@ -220,9 +220,10 @@ def label_dataset(
             tmp.replace(work / f"shard-{s:05d}.jsonl")
             bar.update(len(chunk))
     state.wait_for_everyone()
-    if not state.is_main_process:
-        return {}
-    return _assemble(work, final, job, len(shards))
+    if state.is_main_process:
+        _assemble(work, final, job, len(shards))
+    state.wait_for_everyone()  # every process (a multi-process distill trains on it) sees the finished dataset
+    return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
 
 
 def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:

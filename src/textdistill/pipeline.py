@@ -504,6 +504,8 @@ def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, 
         raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
     prep = _prepare(cfg)
     check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train)
-    data, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
+    _, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
+    if not process_state().is_main_process:
+        return {"main_process": False}
     info["texts_per_second"] = info["candidates"] / info["seconds"] if info["seconds"] else None
     return info

@@ -109,7 +109,6 @@ def _student_source(cfg: MultiTaskRunConfig, tasks: list[Task]) -> tuple[nn.Modu
     if cfg.student_from is None:
         first = tasks[0].teachers[0]
         return first.model, first.tokenizer, first.cfg.model
-    resolve_model_path(cfg.student_from, "student_from")
     model, tok, _ = load_classifier(cfg.student_from, LabelSet(("0", "1")), "student_from", require_trained_head=False)
     return model, tok, cfg.student_from
 
