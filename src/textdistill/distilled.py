@@ -9,7 +9,7 @@ A distilled dataset is a folder::
     manifest.json   written last: teachers (name and weight fingerprint), fusion, weights, temperature, filters, label
                     names, counts (candidates, kept, dropped by each filter), the sha256 and row count of data.jsonl
 
-Labelling works in shards of ``shard_size`` candidates under ``<folder>.partial/`` (each shard written to a temporary
+Labelling works in shards of ``shard_size`` candidates (taken in order of length) under ``<folder>.partial/`` (each shard written to a temporary
 name and renamed); killed half-way, the same call skips the shards that are complete and ends with the same dataset as
 an uninterrupted run. Shards are spread over the processes of ``accelerate launch`` / ``torchrun``.
 :func:`read_distilled` refuses a folder whose manifest is missing or does not match its data.
@@ -132,7 +132,8 @@ def _job(teachers: Sequence[LabelTeacher], candidates: Sequence[Candidate], sett
 
 
 def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], settings: dict[str, Any], weights: torch.Tensor,
-                 batch_size: int, max_length: int) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+                 batch_size: int, max_length: int, index: Sequence[int]) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    """Label one shard; each kept row carries ``_i``, its candidate's position (the output follows candidate order)."""
     names = settings["labels"]
     data = TextData([c.text for c in shard], [names[0]] * len(shard), [c.pair for c in shard] if shard[0].pair is not None else None)
     outputs = []
@@ -149,7 +150,7 @@ def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], s
     rows = []
     topk = settings["topk"]
     for i in torch.nonzero(keep).flatten().tolist():
-        row: dict[str, Any] = {"text": shard[i].text, "pair": shard[i].pair}
+        row: dict[str, Any] = {"_i": index[i], "text": shard[i].text, "pair": shard[i].pair}
         p = fused[i]
         if topk:
             vals, idx = torch.topk(p, min(topk, len(p)))
@@ -206,19 +207,23 @@ def label_dataset(
                 shutil.rmtree(work)  # another job's shards: start over
             work.mkdir(parents=True, exist_ok=True)
             (work / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
-    shards = [(s, candidates[s * shard_size : (s + 1) * shard_size]) for s in range(math.ceil(len(candidates) / shard_size))]
+    # Shards follow the candidates sorted by length, so that each batch holds texts of about one length (sorting
+    # within shards alone costs ~10% more padded tokens); the dataset is written back in candidate order.
+    by_length = sorted(range(len(candidates)), key=lambda i: (len(candidates[i].text) + len(candidates[i].pair or ""), i))
+    shards = [(s, by_length[s * shard_size : (s + 1) * shard_size]) for s in range(math.ceil(len(candidates) / shard_size))]
     mine = [(s, c) for s, c in shards if s % state.num_processes == state.process_index]
     todo = [(s, c) for s, c in mine if not (work / f"shard-{s:05d}.jsonl").is_file()]
     with progress(sum(len(c) for _, c in todo), "labelling") as bar:
-        for s, chunk in todo:
-            rows, dropped = _label_shard(teachers, chunk, settings, w, batch_size, max_length)
+        for s, index in todo:
+            chunk = [candidates[i] for i in index]
+            rows, dropped = _label_shard(teachers, chunk, settings, w, batch_size, max_length, index)
             tmp = work / f"shard-{s:05d}.jsonl.tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(json.dumps({"shard": s, "candidates": len(chunk), "dropped": dropped}) + "\n")
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
             tmp.replace(work / f"shard-{s:05d}.jsonl")
-            bar.update(len(chunk))
+            bar.update(len(index))
     state.wait_for_everyone()
     if state.is_main_process:
         _assemble(work, final, job, len(shards))
@@ -237,21 +242,23 @@ def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> dict[str, Any]:
-    """Concatenate the shards in order into data.jsonl, write the manifest last, rename the folder into place."""
+    """Gather the shards' rows into data.jsonl in candidate order, write the manifest last, rename the folder."""
     dropped: dict[str, int] = {}
-    kept = 0
+    rows: list[dict[str, Any]] = []
+    for s in range(num_shards):
+        lines = (work / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8").splitlines()
+        for k, v in json.loads(lines[0])["dropped"].items():
+            dropped[k] = dropped.get(k, 0) + v
+        rows += map(json.loads, lines[1:])
+    rows.sort(key=lambda r: r["_i"])
     sources: dict[str, int] = {}
     with open(work / "data.jsonl.tmp", "w", encoding="utf-8") as out:
-        for s in range(num_shards):
-            lines = (work / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8").splitlines()
-            head = json.loads(lines[0])
-            for k, v in head["dropped"].items():
-                dropped[k] = dropped.get(k, 0) + v
-            for line in lines[1:]:
-                out.write(line + "\n")
-                src = json.loads(line)["source"].split(":")[0]
-                sources[src] = sources.get(src, 0) + 1
-            kept += len(lines) - 1
+        for row in rows:
+            del row["_i"]
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            src = row["source"].split(":")[0]
+            sources[src] = sources.get(src, 0) + 1
+    kept = len(rows)
     (work / "data.jsonl.tmp").replace(work / "data.jsonl")
     manifest = {**job, "counts": {"candidates": job["candidates"], "kept": kept, "dropped": dropped, "kept_by_source": sources},
                 "rows": kept, "data_sha256": sha256_file(work / "data.jsonl")}  # fmt: skip
