@@ -242,8 +242,7 @@ def transfer_section(runs: list[Path], name: str, command: str) -> str:
     lines.append(f"Teacher ({display_name(any_rep['teacher']['model'])}, fine-tuned on {any_rep['data']['train_examples']} "
                  f"labelled sentences): {metric} {100 * teacher:.2f} on the {any_rep['data']['validation_examples']} dev sentences.")  # fmt: skip
     if t is not None:
-        lines[-1] += (f" Transfer set: {t['kept']} texts ({', '.join(f'{k} {v}' for k, v in t['kept_by_source'].items())}), "
-                      f"labelled in {t['seconds']:.0f} s.")  # fmt: skip
+        lines[-1] += f" Transfer set: {t['kept']} texts ({', '.join(f'{k} {v}' for k, v in t['kept_by_source'].items())})."
     lines.append("")
     rows = [["student", f"on the labelled {any_rep['data']['train_examples']} alone (KD)", "on the transfer set (KD)", "gain (points)",
              "twin (gold labels only)", "% of teacher (transfer)"]]  # fmt: skip
@@ -262,7 +261,8 @@ def transfer_section(runs: list[Path], name: str, command: str) -> str:
         tps = r["texts_per_second"]
         lines += [f"Labelling throughput (`python benchmarks/label_throughput.py`, {r['texts']} texts, batch {r['batch_size']}, "
                   f"median of {r['repeats']}): label_dataset {tps['label_dataset']:.0f} texts/s vs the teacher's bare batched "
-                  f"inference {tps['bare inference']:.0f} texts/s = **{100 * r['ratio']:.1f}%**.", ""]  # fmt: skip
+                  f"inference {tps['bare inference']:.0f} texts/s = **{100 * r['ratio']:.1f}%** ({r['machine']['date']}, "
+                  f"{r['machine']['torch_threads']} thread).", ""]  # fmt: skip
     lines.append(f"<!-- end {name} -->")
     return "\n".join(lines)
 

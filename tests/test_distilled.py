@@ -189,3 +189,36 @@ def test_augment_and_label_commands(tiny_bert: str, sst2_dir: Path, tmp_path: Pa
     data = read_distilled(tmp_path / "ds")
     assert data.sources.count("train") == 64 and data.sources.count("pool") == 2 and len(data.texts) == len(rows) - 1 + 66
     assert f"{len(data.texts)} of {len(data.texts)} texts labelled and kept" in capsys.readouterr().out
+
+
+def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
+    """extra_teachers label with the run's teacher (their probabilities averaged); a teacher with other labels fails."""
+    import yaml
+
+    from textdistill.cli import main
+
+    torch.manual_seed(3)
+    other = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        other.classifier.weight.normal_(0, 2.0)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "other")
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a wonderful , moving film\nthe plot goes nowhere\n", encoding="utf-8")
+    cfg = transfer_config(tiny_bert, sst2_dir, tmp_path, pool)
+    cfg["teacher"] = {"model": tiny_bert}
+    cfg["transfer"] = {"include_train": False, "unlabeled_file": str(pool), "extra_teachers": [str(tmp_path / "other")]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds")]) == 0
+    data = read_distilled(tmp_path / "ds")
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    enc = tok(data.texts, padding=True, return_tensors="pt")
+    models = [AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval(), other.eval()]
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(m(**enc).logits, -1) for m in models]).mean(0)
+    assert torch.allclose(data.soft, want, atol=1e-5) and len(data.manifest["teachers"]) == 2
+    three = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, ignore_mismatched_sizes=True)
+    three.save_pretrained(tmp_path / "three")
+    tok.save_pretrained(tmp_path / "three")
+    assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds2"), f"transfer.extra_teachers=[{tmp_path / 'three'}]"]) == 2
+    assert "transfer.extra_teachers.0: " in capsys.readouterr().err and not (tmp_path / "ds2").exists()

@@ -316,6 +316,11 @@ class TransferConfig(_Strict):
     unlabeled_file: str | None = None
     max_unlabeled: int | None = Field(None, gt=0)
     include_train: bool = True
+    # More fine-tuned teachers (folders, hub ids) that label with the run's teacher, as an ensemble fused by
+    # ``fusion`` (mean_probs | mean_logits | confidence); ``min_agreement``: the fraction of them that must agree.
+    extra_teachers: list[str] = Field(default_factory=list)
+    fusion: Literal["mean_probs", "mean_logits", "confidence"] = "mean_probs"
+    min_agreement: float | None = Field(None, ge=0, le=1)
     min_confidence: float | None = Field(None, ge=0, le=1)
     max_entropy: float | None = Field(None, ge=0)
     topk: int | None = Field(None, gt=0)

@@ -329,7 +329,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if cfg.transfer is not None:
         from textdistill.transfer import check_transfer
 
-        check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train)
+        check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train, prep.labels)
     run.open()
     started = time.perf_counter()
     teacher_info: dict[str, Any] = {"model": teacher_cfg.model}
@@ -503,7 +503,7 @@ def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, 
     if _teacher_cfg(cfg).finetune:
         raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
     prep = _prepare(cfg)
-    check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train)
+    check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train, prep.labels)
     _, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
     if not process_state().is_main_process:
         return {"main_process": False}

@@ -12,6 +12,8 @@ from torch import nn
 from textdistill.augment import Augmenter, EmbeddingNeighbours, PosReplacer, normalise, spacy_tagger
 from textdistill.config import RunConfig, TransferConfig
 from textdistill.data import LabelSet, TextData, read_corpus
+from textdistill.errors import TextDistillError
+from textdistill.models import load_classifier
 from textdistill.distilled import Candidate, Filters, LabelTeacher, label_dataset, read_distilled
 
 
@@ -40,7 +42,17 @@ def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer
     return out
 
 
-def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: TextData) -> None:
+def extra_teachers(t: TransferConfig, labels: LabelSet) -> list[LabelTeacher]:
+    """The ensemble's other teachers, each checked against the task's labels (and reordered to them)."""
+    out = []
+    for j, name in enumerate(t.extra_teachers):
+        model, tok, own = load_classifier(name, labels, f"transfer.extra_teachers.{j}", require_trained_head=True)
+        columns = [own.names.index(n) for n in labels.names] if list(own.names) != list(labels.names) else None
+        out.append(LabelTeacher(name, model.eval(), tok, columns))
+    return out
+
+
+def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: TextData, labels: LabelSet) -> None:
     """Fail now, before any training, on an unreadable corpus or augmentation settings that cannot work."""
     t = cfg.transfer
     assert t is not None
@@ -48,6 +60,9 @@ def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: Te
         read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
     if t.variants:
         augmenter(t, teacher, tokenizer, train.texts[:200], cfg.seed)
+    if t.min_agreement is not None and not t.extra_teachers:
+        raise TextDistillError("transfer.min_agreement: agreement needs several teachers (transfer.extra_teachers)")
+    extra_teachers(t, labels)  # loads each one: a missing model or other labels fail here
 
 
 def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: LabelSet, train: TextData,
@@ -59,8 +74,9 @@ def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: Lab
     folder = t.output or f"{cfg.output_dir}.distilled"
     started = time.perf_counter()
     cands = candidates(t, train, teacher, tokenizer, cfg.seed)
-    manifest = label_dataset([LabelTeacher(cfg.teacher.model, teacher, tokenizer)], cands, labels.names, folder,
-                             temperature=1.0, filters=Filters(t.min_confidence, None, t.max_entropy), topk=t.topk,
+    teachers = [LabelTeacher(cfg.teacher.model, teacher, tokenizer)] + extra_teachers(t, labels)
+    manifest = label_dataset(teachers, cands, labels.names, folder, fusion=t.fusion, temperature=1.0,
+                             filters=Filters(t.min_confidence, t.min_agreement, t.max_entropy), topk=t.topk,
                              batch_size=batch_size, max_length=cfg.data.max_length, shard_size=t.shard_size)  # fmt: skip
     data = read_distilled(folder)
     seconds = time.perf_counter() - started
