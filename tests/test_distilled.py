@@ -222,3 +222,40 @@ def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path
     tok.save_pretrained(tmp_path / "three")
     assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds2"), f"transfer.extra_teachers=[{tmp_path / 'three'}]"]) == 2
     assert "transfer.extra_teachers.0: " in capsys.readouterr().err and not (tmp_path / "ds2").exists()
+
+
+def test_sigkill_half_way_then_resume(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    """A labelling process killed with SIGKILL mid-run leaves complete shards only; the rerun finishes the rest and
+    writes the same bytes as an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "label.py"
+    script.write_text(f"""
+import sys, torch
+torch.set_num_threads(1)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from textdistill.distilled import Candidate, LabelTeacher, label_dataset
+lines = open({str(sst2_dir / "train.tsv")!r}, encoding="utf-8").read().splitlines()[1:6001]
+cands = [Candidate(line.split("\\t")[0]) for line in lines]
+t = LabelTeacher("t", AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}).eval(), AutoTokenizer.from_pretrained({tiny_bert!r}))
+label_dataset([t], cands, ["0", "1"], sys.argv[1], shard_size=100, batch_size=50)
+""")
+    run = lambda out: subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E731
+    assert run(tmp_path / "whole").wait(timeout=600) == 0
+    proc = run(tmp_path / "ds")
+    partial = tmp_path / "ds.partial"
+    deadline = time.time() + 300
+    while len(list(partial.glob("shard-*.jsonl"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(partial.glob("shard-*.jsonl")))
+    if done == 60 or (tmp_path / "ds").exists():
+        pytest.skip("the run finished before it could be killed")
+    assert 3 <= done < 60 and not (tmp_path / "ds").exists()
+    assert run(tmp_path / "ds").wait(timeout=600) == 0
+    assert (tmp_path / "ds" / "data.jsonl").read_bytes() == (tmp_path / "whole" / "data.jsonl").read_bytes()
+    assert not partial.exists()
