@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from textdistill.errors import TextDistillError
 
@@ -23,6 +24,10 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more config overrides")
 
 
+def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textdistill",
@@ -31,87 +36,79 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "train",
-        help="fine-tune the teacher on the task",
-        description="Fine-tune teacher.model on data.train_file, keep the best checkpoint on data.validation_file, "
+        "fine-tune the teacher on the task",
+        "Fine-tune teacher.model on data.train_file, keep the best checkpoint on data.validation_file, "
         "and save it to OUTPUT_DIR/teacher (use it later as teacher.model with teacher.finetune: false).",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "distill",
-        help="distill a student from the teacher and report what it kept",
-        description="Fine-tune the teacher first when teacher.finetune is true, then train the student on its "
+        "distill a student from the teacher and report what it kept",
+        "Fine-tune the teacher first when teacher.finetune is true, then train the student on its "
         "temperature-scaled soft targets mixed with the hard labels (distill.loss/temperature/alpha), train the same "
         "student without distillation for comparison (distill.baseline), and write OUTPUT_DIR with teacher/, "
         "student/, baseline/, logs/, metrics.json and report.md.",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "evaluate",
-        help="score a saved classifier on the validation data, with its CPU speed",
-        description="Load MODEL (a folder saved by textdistill or any fine-tuned HF sequence classifier) and score it "
+        "score a saved classifier on the validation data, with its CPU speed",
+        "Load MODEL (a folder saved by textdistill or any fine-tuned HF sequence classifier) and score it "
         "on the config's validation split; also measures CPU latency (batch 1) and throughput (batch 32).",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "export",
-        help="export a saved classifier to ONNX (fp32 and int8) and check it against PyTorch",
-        description="Write MODEL as ONNX fp32 and dynamically quantized int8 into OUTPUT_DIR, then score each form "
+        "export a saved classifier to ONNX (fp32 and int8) and check it against PyTorch",
+        "Write MODEL as ONNX fp32 and dynamically quantized int8 into OUTPUT_DIR, then score each form "
         "on the config's validation split: largest logit difference from PyTorch, metric, size, CPU latency "
         "(batch 1) and throughput (batch 32). Needs onnx and onnxruntime (pip install -e '.[export]').",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     p.add_argument("model", help="model folder (e.g. RUN/student)")
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "bench",
-        help="distillation throughput (online vs cached teacher), teacher/student latency, peak memory",
-        description="Run STEPS optimizer steps of the config's distillation with the teacher online and with its "
+        "distillation throughput (online vs cached teacher), teacher/student latency, peak memory",
+        "Run STEPS optimizer steps of the config's distillation with the teacher online and with its "
         "outputs cached (median over REPEATS fresh runs, samples/s), then measure teacher and student CPU latency at "
         "batch 1 and throughput at batch 32, and the peak memory. --json prints everything machine-readable.",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per measured run (default 30)")
     p.add_argument("--repeats", type=int, default=3, help="fresh runs per mode; the median is reported (default 3)")
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "augment",
-        help="write augmented variants of the training set (transfer: settings) to a TSV file",
-        description="Make transfer.variants augmented copies of every training example (masking, POS or embedding-"
+        "write augmented variants of the training set (transfer: settings) to a TSV file",
+        "Make transfer.variants augmented copies of every training example (masking, POS or embedding-"
         "neighbour replacement, deletion, n-gram sampling; seeded; near-duplicates dropped) and write them to OUTPUT "
         "as TSV: text, [pair,] source, origin.",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "label",
-        help="label the transfer set with the fine-tuned teacher into a distilled dataset",
-        description="The teacher (teacher.finetune: false) labels the training examples, their augmented variants and "
+        "label the transfer set with the fine-tuned teacher into a distilled dataset",
+        "The teacher (teacher.finetune: false) labels the training examples, their augmented variants and "
         "transfer.unlabeled_file; texts that pass the filters are written with their soft labels to OUTPUT_DIR "
         "(default transfer.output or OUTPUT_DIR.distilled): data.jsonl and manifest.json. Killed, it resumes.",
-        epilog=EPILOG,
-        formatter_class=fmt,
     )
     _add_common(p)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "predict",
-        help="label text with a saved student (any task of a multi-task student, by name)",
-        description="Print one line per input: the predicted label (or score, for regression), a tab, the text. "
+        "label text with a saved student (any task of a multi-task student, by name)",
+        "Print one line per input: the predicted label (or score, for regression), a tab, the text. "
         "Texts come from the command line or from --file (one per line; a sentence pair as TEXT<TAB>PAIR).",
-        formatter_class=fmt,
     )
     p.add_argument("model", help="model folder (e.g. RUN/student)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
