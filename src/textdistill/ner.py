@@ -1,0 +1,169 @@
+"""Named-entity recognition data and scoring (token-level distillation builds on these).
+
+- :func:`read_conll`: CoNLL files (``token ... tag`` columns, blank lines between sentences, ``-DOCSTART-`` lines),
+  IOB1 or IOB2, returned in IOB2; a bad line is an error naming the file and line.
+- :func:`align_labels`: word tags onto sub-word tokens (``first``: the first piece of a word carries its tag, the
+  other pieces and special tokens get ``IGNORE``; ``all``: every piece carries it, ``B-`` continued as ``I-``).
+- :func:`entities` and :func:`entity_scores`: spans and entity-level precision / recall / F1 per type and overall,
+  as seqeval's default (CoNLL-eval) mode counts them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from textdistill.errors import TextDistillError
+
+IGNORE = -100  # the label of positions no loss or metric looks at (HF convention)
+
+
+@dataclass
+class Sentence:
+    tokens: list[str]
+    tags: list[str]
+    line: int  # the file line of its first token
+
+
+@dataclass
+class ConllData:
+    sentences: list[Sentence]
+    source: str
+    tag_names: list[str] = field(default_factory=list)  # every IOB2 tag seen, "O" first, then sorted
+
+
+def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    """IOB1 (``I-`` opens an entity unless it continues one of the same type; ``B-`` only between two adjacent
+    entities of one type) to IOB2 (every entity opens with ``B-``)."""
+    out: list[str] = []
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        prev = tag
+    return out
+
+
+def _check_tag(tag: str, path: Path, line: int) -> None:
+    if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+        raise TextDistillError(f"{path}:{line}: tag {tag!r} is not O, B-TYPE or I-TYPE")
+
+
+def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = -1, columns: int | None = None) -> ConllData:
+    """Sentences of a CoNLL file. Every non-blank line must have the same number of whitespace-separated columns
+    (``columns``, or that of the first line); ``tag_column`` picks the tag (default: the last)."""
+    if scheme not in ("iob1", "iob2"):
+        raise TextDistillError(f"scheme: iob1 or iob2, got {scheme!r}")
+    p = Path(path)
+    if not p.is_file():
+        raise TextDistillError(f"{p}: file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TextDistillError(f"{p}: not valid UTF-8 (byte {exc.start})") from None
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+
+    def flush() -> None:
+        if tokens:
+            sentences.append(Sentence(list(tokens), iob1_to_iob2(tags) if scheme == "iob1" else list(tags), start))
+            tokens.clear()
+            tags.clear()
+
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            flush()
+            continue
+        if parts[0] == "-DOCSTART-":
+            flush()
+            continue
+        if columns is None:
+            columns = len(parts)
+            if columns < 2:
+                raise TextDistillError(f"{p}:{n}: expected a token and a tag (at least 2 columns), got 1")
+        if len(parts) != columns:
+            raise TextDistillError(f"{p}:{n}: expected {columns} columns like the first line, got {len(parts)}")
+        _check_tag(parts[tag_column], p, n)
+        if scheme == "iob2" and parts[tag_column].startswith("I-") and (not tags or tags[-1][2:] != parts[tag_column][2:]):
+            raise TextDistillError(f"{p}:{n}: {parts[tag_column]} follows {tags[-1] if tags else 'a sentence start'}: "
+                                   "not valid IOB2 (is the file IOB1? set the scheme)")  # fmt: skip
+        if not tokens:
+            start = n
+        tokens.append(parts[0])
+        tags.append(parts[tag_column])
+    flush()
+    if not sentences:
+        raise TextDistillError(f"{p}: no sentences (empty file)")
+    seen = {t for s in sentences for t in s.tags}
+    names = ["O"] + sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))
+    return ConllData(sentences, str(p), names)
+
+
+def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[int], tag_names: Sequence[str], mode: str = "first") -> list[int]:
+    """Per sub-word token: its word's tag id, or :data:`IGNORE` (special tokens; in ``first`` mode also a word's later
+    pieces). ``word_ids`` is a fast tokenizer's ``word_ids()``. In ``all`` mode a ``B-X`` word's later pieces get
+    ``I-X`` (when the label set has it), so the pieces still read as one entity."""
+    if mode not in ("first", "all"):
+        raise TextDistillError(f"label alignment: first or all, got {mode!r}")
+    index = {t: i for i, t in enumerate(tag_names)}
+    out: list[int] = []
+    prev: int | None = None
+    for w in word_ids:
+        if w is None:
+            out.append(IGNORE)
+        elif w != prev:
+            out.append(word_tags[w])
+        elif mode == "first":
+            out.append(IGNORE)
+        else:
+            tag = tag_names[word_tags[w]]
+            out.append(index.get("I-" + tag[2:], word_tags[w]) if tag.startswith("B-") else word_tags[w])
+        prev = w
+    return out
+
+
+def entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """``(type, start, end)`` spans (end exclusive) of an IOB2 sequence, read as seqeval's default mode reads it: an
+    ``I-X`` after ``O`` or after another type starts an entity too."""
+    spans: set[tuple[str, int, int]] = set()
+    kind, start = None, 0
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, t = (tag[:1], tag[2:]) if tag != "O" else ("O", None)
+        ends = kind is not None and (prefix in ("O", "B") or t != kind)
+        if ends:
+            spans.add((kind, start, i))
+            kind = None
+        if prefix in ("B", "I") and kind is None:
+            kind, start = t, i
+    return spans
+
+
+def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Entity-level precision, recall, F1 and support per type and ``overall`` (micro), over sentences."""
+    if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
+        raise ValueError("gold and predicted tag sequences differ in length")
+    counts: dict[str, list[int]] = {}  # type -> [true positives, predicted, gold]
+    for g, p in zip(gold, pred):
+        gs, ps = entities(g), entities(p)
+        for kind in {e[0] for e in gs | ps}:
+            c = counts.setdefault(kind, [0, 0, 0])
+            c[0] += len({e for e in gs if e[0] == kind} & {e for e in ps if e[0] == kind})
+            c[1] += sum(e[0] == kind for e in ps)
+            c[2] += sum(e[0] == kind for e in gs)
+    total = [sum(c[i] for c in counts.values()) for i in range(3)]
+
+    def prf(tp: int, npred: int, ngold: int) -> dict[str, float]:
+        precision = tp / npred if npred else 0.0
+        recall = tp / ngold if ngold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "support": float(ngold)}
+
+    out = {kind: prf(*c) for kind, c in sorted(counts.items())}
+    out["overall"] = prf(*total)
+    return out
