@@ -65,6 +65,15 @@ def test_distill_end_to_end(tiny_bert, sst2_dir, tmp_path):
     assert metrics["speedup_batch32"] == pytest.approx(s["throughput_batch32"] / t["throughput_batch32"])
     table = (out / "report.md").read_text()
     assert "student (distilled)" in table and "student (no distillation)" in table and "% of teacher" in table
+    # the student's model card: HF metadata (YAML front matter) and the same scores
+    import yaml
+
+    card = (out / "student" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "transformers" and "knowledge-distillation" in front["tags"]
+    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(s["metrics"]["accuracy"], abs=1e-4)
+    assert f"| student (distilled) | {100 * s['metrics']['accuracy']:.2f}" in " ".join(card.split()).replace("| ", "| ")
+    assert "layers [0, 3] of the teacher" in card and "T=3.0" in card
 
 
 def test_saved_student_scores_what_the_run_reported(tiny_bert, sst2_dir, tmp_path):

@@ -48,7 +48,7 @@ from textdistill.models import (
     same_tokenizer,
     save_model,
 )
-from textdistill.report import render_report
+from textdistill.report import model_card, render_report
 from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
 
 
@@ -108,13 +108,16 @@ class RunFolder:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.path / name)
 
-    def finish(self, report: dict[str, Any], render: Any, started: float) -> dict[str, Any]:
-        """Add the run's time and machine to ``report``, write ``metrics.json`` and ``report.md``
-        (``render(report)``), commit the folder; returns the report with its ``output_dir``."""
+    def finish(self, report: dict[str, Any], render: Any, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Add the run's time and machine to ``report``, write ``metrics.json``, ``report.md`` (``render(report)``)
+        and each ``extra`` file (path in the run -> its renderer), commit the folder; returns the report with its
+        ``output_dir``."""
         report["total_seconds"] = time.perf_counter() - started
         report["machine"] = machine_info()
         self.write_json("metrics.json", report)
         (self.path / "report.md").write_text(render(report), encoding="utf-8")
+        for name, make in (extra or {}).items():
+            (self.path / name).write_text(make(report), encoding="utf-8")
         report["output_dir"] = str(self.commit())
         return report
 
@@ -419,7 +422,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
             student, dev_set, pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
         )
     _add_ratios(report, cfg.eval.metric)
-    return run.finish(report, render_report, started)
+    return run.finish(report, render_report, started, {"student/README.md": model_card})
 
 
 def _add_ratios(report: dict[str, Any], metric: str) -> None:

@@ -151,3 +151,48 @@ def render_multitask_report(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def model_card(report: dict[str, Any]) -> str:
+    """The student folder's README.md in the HF model-card format (YAML metadata, then what it was distilled from,
+    on what data, with which loss, and its scores next to the teacher's and its twin's)."""
+    import yaml
+
+    d, k, s, t = report["data"], report["distill"], report["student"], report["teacher"]
+    metric = report["metric"]
+    meta = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["textdistill", "knowledge-distillation"],
+        "model-index": [{"name": "student", "results": [{
+            "task": {"type": "text-classification"},
+            "dataset": {"name": display_name(d["train"]), "type": "text-classification"},
+            "metrics": [{"type": metric, "value": round(float(s["metrics"][metric]), 4), "name": f"dev {metric}"}],
+        }]}],
+    }  # fmt: skip
+    if not os.path.exists(t["model"]):  # a hub id or catalogue name, not a local folder: the card may name it
+        meta = {**dict(list(meta.items())[:3]), "base_model": t["model"], **dict(list(meta.items())[3:])}
+    recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
+    loss = (f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * cross-entropy, T={k['temperature']}"
+            if k["loss"] == "kl" else f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * cross-entropy")  # fmt: skip
+    extra = [f"- intermediate terms: {len(s['intermediate'])} layer matches"] if s.get("intermediate") else []
+    if "transfer" in d:
+        extra.append(f"- data distillation: trained on {d['transfer']['kept']} teacher-labelled texts ({', '.join(f'{n} {c}' for c, n in d['transfer']['kept_by_source'].items())})")
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+        "# Distilled student", "",
+        f"Distilled with textdistill from `{display_name(t['model'])}` on {display_name(d['train'])} "
+        f"({d['train_examples']} examples; labels {', '.join(map(str, d['labels']))}), scored on {display_name(d['validation'])} "
+        f"({d['validation_examples']} examples).", "",
+        f"- student: {recipe}, {s['params'] / 1e6:.1f} M parameters (teacher {t['params'] / 1e6:.1f} M)",
+        f"- loss: {loss}", *extra, "",
+        markdown_table(report_rows(report)), "",
+        f"Speed-up over the teacher on CPU ({report['machine']['torch_threads']} threads): {report['speedup_batch1']:.2f}x at "
+        f"batch 1, {report['speedup_batch32']:.2f}x at batch 32; measured {report['machine']['date']}.", "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "model = AutoModelForSequenceClassification.from_pretrained(PATH)",
+        "tokenizer = AutoTokenizer.from_pretrained(PATH)",
+        "```", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
