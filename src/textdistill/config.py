@@ -331,6 +331,8 @@ class TransferConfig(_Strict):
     def _something(self) -> "TransferConfig":
         if not (self.variants or self.unlabeled_file or self.include_train):
             raise ValueError("the transfer set is empty: set variants, unlabeled_file or include_train")
+        if self.min_agreement is not None and not self.extra_teachers:
+            raise ValueError("min_agreement: agreement needs several teachers (extra_teachers)")
         return self
 
 

@@ -294,6 +294,13 @@ class LabelSet:
     def __len__(self) -> int:
         return len(self.names)
 
+    def columns_in(self, own: "LabelSet") -> list[int] | None:
+        """Where each of these labels sits in a model's own label order ``own`` (to reorder its outputs); None when
+        the order is the same, or for regression."""
+        if self.regression or list(own.names) == list(self.names):
+            return None
+        return [own.names.index(n) for n in self.names]
+
     @property
     def label2id(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.names)}

@@ -237,11 +237,13 @@ def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:
         manifest = json.loads((final / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    same = all(manifest.get(k) == v for k, v in job.items())
-    return manifest if same and read_distilled(final) is not None else None
+    if not all(manifest.get(k) == v for k, v in job.items()):
+        return None
+    _check_data(final / "data.jsonl", manifest)  # the same job, but altered since: an error, not a silent reuse
+    return manifest
 
 
-def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> dict[str, Any]:
+def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> None:
     """Gather the shards' rows into data.jsonl in candidate order, write the manifest last, rename the folder."""
     dropped: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
@@ -269,11 +271,15 @@ def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> 
     if final.exists():
         shutil.rmtree(final)
     work.replace(final)
-    return manifest
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Reading
+
+
+def _check_data(data_path: Path, manifest: dict[str, Any]) -> None:
+    if not data_path.is_file() or sha256_file(data_path) != manifest["data_sha256"]:
+        raise TextDistillError(f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered")
 
 
 def read_distilled(folder: str | os.PathLike) -> DistilledData:
@@ -288,8 +294,7 @@ def read_distilled(folder: str | os.PathLike) -> DistilledData:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
         raise TextDistillError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if not data_path.is_file() or sha256_file(data_path) != manifest["data_sha256"]:
-        raise TextDistillError(f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered")
+    _check_data(data_path, manifest)
     names = manifest["labels"]
     texts, pairs, soft, labels, sources = [], [], [], [], []
     for i, line in enumerate(data_path.read_text(encoding="utf-8").splitlines(), 1):

@@ -500,13 +500,12 @@ def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: l
 def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """``textdistill label``: the fine-tuned teacher labels the transfer set (training examples, augmented variants,
     unlabeled corpus) into a distilled dataset folder (resumable); returns its manifest and the labelling speed."""
-    from textdistill.transfer import check_transfer, transfer_set
+    from textdistill.transfer import transfer_set
 
     cfg = _transfer_cfg(as_config(cfg, overrides), output, "label")
     if _teacher_cfg(cfg).finetune:
         raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
-    prep = _prepare(cfg)
-    check_transfer(cfg, prep.teacher, prep.teacher_tokenizer, prep.train, prep.labels)
+    prep = _prepare(cfg)  # nothing is trained here: transfer_set meets any bad corpus or teacher before labelling
     _, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
     if not process_state().is_main_process:
         return {"main_process": False}

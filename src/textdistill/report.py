@@ -160,18 +160,18 @@ def model_card(report: dict[str, Any]) -> str:
 
     d, k, s, t = report["data"], report["distill"], report["student"], report["teacher"]
     metric = report["metric"]
-    meta = {
+    meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "tags": ["textdistill", "knowledge-distillation"],
-        "model-index": [{"name": "student", "results": [{
-            "task": {"type": "text-classification"},
-            "dataset": {"name": display_name(d["train"]), "type": "text-classification"},
-            "metrics": [{"type": metric, "value": round(float(s["metrics"][metric]), 4), "name": f"dev {metric}"}],
-        }]}],
-    }  # fmt: skip
+    }
     if not os.path.exists(t["model"]):  # a hub id or catalogue name, not a local folder: the card may name it
-        meta = {**dict(list(meta.items())[:3]), "base_model": t["model"], **dict(list(meta.items())[3:])}
+        meta["base_model"] = t["model"]
+    meta["model-index"] = [{"name": "student", "results": [{
+        "task": {"type": "text-classification"},
+        "dataset": {"name": display_name(d["train"]), "type": "text-classification"},
+        "metrics": [{"type": metric, "value": round(float(s["metrics"][metric]), 4), "name": f"dev {metric}"}],
+    }]}]  # fmt: skip
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
     loss = (f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * cross-entropy, T={k['temperature']}"
             if k["loss"] == "kl" else f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * cross-entropy")  # fmt: skip

@@ -42,7 +42,6 @@ class Teacher:
     """One loaded teacher of a task; ``columns[c]`` is the teacher's output for the task's label ``c``."""
 
     cfg: TeacherConfig
-    key: str  # where the config names it, for messages and the report
     model: nn.Module
     tokenizer: Any
     columns: list[int] | None = None  # None: same order (or regression)
@@ -96,11 +95,9 @@ def _load_task(i: int, cfg: TaskConfig, seed: int) -> Task:
         key = f"tasks.{i}.teachers.{j}.model (task {cfg.name!r})"
         set_seed(seed + j)  # a fresh head for fine-tuning: reproducible, and different for each teacher of a task
         model, tok, own = load_classifier(tcfg.model, labels, key, require_trained_head=not tcfg.finetune)
-        columns = None
-        if not labels.regression and list(own.names) != list(labels.names):
-            columns = [own.names.index(n) for n in labels.names]
         path = resolve_model_path(tcfg.model, key)
-        teachers.append(Teacher(tcfg, key, model, tok, columns, {"model": tcfg.model}, Path(path) if os.path.isdir(path) else None))
+        folder = Path(path) if os.path.isdir(path) else None
+        teachers.append(Teacher(tcfg, model, tok, labels.columns_in(own), {"model": tcfg.model}, folder))
     return Task(cfg, train, dev, labels, teachers)
 
 

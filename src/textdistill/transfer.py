@@ -12,7 +12,6 @@ from torch import nn
 from textdistill.augment import Augmenter, EmbeddingNeighbours, PosReplacer, normalise, spacy_tagger
 from textdistill.config import RunConfig, TransferConfig
 from textdistill.data import LabelSet, TextData, read_corpus
-from textdistill.errors import TextDistillError
 from textdistill.models import load_classifier
 from textdistill.distilled import Candidate, Filters, LabelTeacher, label_dataset, read_distilled
 
@@ -21,7 +20,7 @@ def augmenter(t: TransferConfig, teacher: nn.Module, tokenizer: Any, texts: list
     """The configured augmenter; embedding neighbours from the teacher, POS pools from ``texts`` (spaCy)."""
     neighbours = EmbeddingNeighbours.from_model(teacher, tokenizer, t.neighbours_k) if t.neighbour > 0 else None
     pos = PosReplacer(texts, spacy_tagger(t.pos_model)) if t.pos > 0 else None
-    return Augmenter(variants=max(t.variants, 1), mask=t.mask, pos=t.pos, neighbour=t.neighbour, delete=t.delete, ngram=t.ngram,
+    return Augmenter(variants=t.variants, mask=t.mask, pos=t.pos, neighbour=t.neighbour, delete=t.delete, ngram=t.ngram,
                      ngram_max=t.ngram_max, seed=seed, mask_token=getattr(tokenizer, "mask_token", None) or "[MASK]",
                      neighbours=neighbours, pos_replacer=pos)  # fmt: skip
 
@@ -47,8 +46,7 @@ def extra_teachers(t: TransferConfig, labels: LabelSet) -> list[LabelTeacher]:
     out = []
     for j, name in enumerate(t.extra_teachers):
         model, tok, own = load_classifier(name, labels, f"transfer.extra_teachers.{j}", require_trained_head=True)
-        columns = [own.names.index(n) for n in labels.names] if list(own.names) != list(labels.names) else None
-        out.append(LabelTeacher(name, model.eval(), tok, columns))
+        out.append(LabelTeacher(name, model.eval(), tok, labels.columns_in(own)))
     return out
 
 
@@ -60,8 +58,6 @@ def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: Te
         read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
     if t.variants:
         augmenter(t, teacher, tokenizer, train.texts[:200], cfg.seed)
-    if t.min_agreement is not None and not t.extra_teachers:
-        raise TextDistillError("transfer.min_agreement: agreement needs several teachers (transfer.extra_teachers)")
     extra_teachers(t, labels)  # loads each one: a missing model or other labels fail here
 
 
