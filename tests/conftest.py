@@ -33,20 +33,17 @@ def sst2_dir() -> Path:
     return require_sst2()
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sst2_dir: Path) -> str:
-    """A 4-layer, 32-wide BERT with a WordPiece vocabulary learnt from the first SST-2 rows, saved in HF format."""
+def make_tiny_bert(folder: Path, texts: list[str], vocab_size: int = 2000, lowercase: bool = True) -> str:
+    """A 4-layer, 32-wide BERT with a WordPiece vocabulary learnt from ``texts``, saved in HF format to ``folder``."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    lines = (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1:3000]
-    texts = [line.split("\t")[0] for line in lines]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -59,10 +56,16 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sst2_dir: Path) -> str:
         vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=128, num_labels=2,
     )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny_bert")
     BertForSequenceClassification(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sst2_dir: Path) -> str:
+    """A 4-layer, 32-wide BERT with a WordPiece vocabulary learnt from the first SST-2 rows, saved in HF format."""
+    lines = (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1:3000]
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), [line.split("\t")[0] for line in lines])
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
         raise TextDistillError("bench: intermediate features need the teacher online; bench measures logits distillation")
     teacher_cfg = _teacher_cfg(cfg)
     train, dev = load_splits(cfg.data)
-    teacher, ttok, labels = load_classifier(teacher_cfg.model, LabelSet.from_data(train), "teacher.model", require_trained_head=False)
+    teacher, ttok, labels = load_classifier(teacher_cfg.model, LabelSet.from_data(train, cfg.data.task_type), "teacher.model", require_trained_head=False)
     teacher.eval().requires_grad_(False)
     student, stok, recipe = build_student(cfg.student, teacher, ttok, labels, cfg.seed, _texts(train))
     args = cfg.student.training

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "predict",
         "label text with a saved student (any task of a multi-task student, by name)",
-        "Print one line per input: the predicted label (or score, for regression), a tab, the text. "
+        "Print one line per input: the predicted label (a score for regression, labels for multi-label, entity spans "
+        "TYPE \"text\" start-end for a token classifier), a tab, the text. "
         "Texts come from the command line or from --file (one per line; a sentence pair as TEXT<TAB>PAIR).",
     )
     p.add_argument("model", help="model folder (e.g. RUN/student)")
@@ -145,6 +146,18 @@ def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[st
     return [r[0] for r in rows], [r[1] for r in rows] if width == 2 else None
 
 
+def _shown(prediction: Any) -> str:
+    """One prediction on one line: a label, a score, labels joined by commas (multi-label; ``-`` for none), or entity
+    spans ``TYPE "text" start-end`` joined by ``; `` (token classification)."""
+    if isinstance(prediction, float):
+        return f"{prediction:.4f}"
+    if isinstance(prediction, list):
+        if prediction and isinstance(prediction[0], dict):
+            return "; ".join(f'{e["type"]} "{e["text"]}" {e["start"]}-{e["end"]}' for e in prediction)
+        return ",".join(prediction) or "-"
+    return str(prediction)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from textdistill.multitask import predict
 
@@ -155,7 +168,7 @@ def _predict(args: argparse.Namespace) -> int:
                          indent=2, ensure_ascii=False))  # fmt: skip
     else:
         for text, o in zip(texts, out):
-            print(f"{o:.4f}\t{text}" if isinstance(o, float) else f"{o}\t{text}")
+            print(f"{_shown(o)}\t{text}")
     return 0
 
 
@@ -201,7 +214,14 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
         print(f"run folder: {result['output_dir']}")
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _warning_line  # one plain line per warning (truncated sentences, ...), no source code
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):

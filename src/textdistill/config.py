@@ -35,21 +35,32 @@ class HFDatasetConfig(_Strict):
     name: str | None = None
     train_split: str = "train"
     validation_split: str = "validation"
+    test_split: str | None = None  # scored at the end of a distill run (held out: never used to pick a checkpoint)
 
 
 class DataConfig(_Strict):
     train_file: str | None = None
-    validation_file: str | None = None
+    validation_file: str | None = None  # scores every evaluation and picks the kept checkpoint
+    test_file: str | None = None  # optional held-out split: teacher, student and twin are scored on it once, at the end
     hf_dataset: HFDatasetConfig | None = None
-    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    # conll: token-per-line files (``token ... tag`` columns, blank lines between sentences) for token_classification
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
     encoding: str = "utf-8"
     has_header: bool = True
     # Column names, or 0-based column indices for header-less files.
     text_column: str | int = "text"
     text_pair_column: str | int | None = None
     label_column: str | int = "label"
-    # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE.
-    task_type: Literal["classification", "regression"] = "classification"
+    # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE;
+    # token_classification: a tag per word (NER; CoNLL files); multi_label: each text has a set of labels (sigmoid
+    # outputs): a JSON list in JSONL, names joined by ``label_separator`` in TSV/CSV (an empty field: no label).
+    task_type: Literal["classification", "regression", "token_classification", "multi_label"] = "classification"
+    # token_classification: the files' tagging scheme (read as IOB2 either way) and which sub-word pieces of a word
+    # carry its tag in training (first: the first piece, the others are masked; all: every piece, B- continued as I-).
+    # Dev scores always read each word's first piece.
+    tag_scheme: Literal["iob1", "iob2"] = "iob2"
+    label_alignment: Literal["first", "all"] = "first"
+    label_separator: str = Field(",", min_length=1)
     max_length: int = Field(128, gt=0, le=8192)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
@@ -59,8 +70,17 @@ class DataConfig(_Strict):
         has_files = self.train_file is not None or self.validation_file is not None
         if self.hf_dataset is not None and has_files:
             raise ValueError("give either train_file/validation_file or hf_dataset, not both")
+        if self.hf_dataset is not None and self.test_file is not None:
+            raise ValueError("test_file: with hf_dataset, name the split (hf_dataset.test_split)")
         if self.hf_dataset is None and (self.train_file is None or self.validation_file is None):
             raise ValueError("train_file and validation_file are both required (or give hf_dataset)")
+        if self.format == "conll" and self.task_type != "token_classification":
+            raise ValueError("format: conll files hold a tag per token: set task_type: token_classification")
+        if self.task_type == "token_classification" and self.hf_dataset is None and self.format != "conll":
+            raise ValueError("task_type: token_classification reads CoNLL files: set format: conll (or give hf_dataset "
+                             "with a tokens column and a tag-sequence column)")  # fmt: skip
+        if self.task_type == "token_classification" and self.text_pair_column is not None:
+            raise ValueError("text_pair_column: token_classification tags one sentence, not a pair")
         return self
 
 
@@ -244,6 +264,10 @@ class DistillConfig(CacheSettings):
     # precompute: the teacher labels the training set once before training (exact: no dropout, no augmentation);
     # online: a teacher forward pass for every student batch; auto: precompute unless intermediate features are used.
     teacher_outputs: Literal["auto", "precompute", "online"] = "auto"
+    # Token classification: logits = token-level KD on the teacher's per-token distributions (the student must share
+    # the teacher's tokenizer); pseudo_labels = sequence-level KD: the teacher tags the training words and the student
+    # learns those tags (any tokenizer; the gold tags are not used).
+    token_targets: Literal["logits", "pseudo_labels"] = "logits"
     # Also train the same student, same init and budget, on hard labels only, for the report.
     baseline: bool = True
 
@@ -258,6 +282,8 @@ class DistillConfig(CacheSettings):
             raise ValueError("intermediate_epochs needs intermediate matches, a layer_map or minilm")
         if self.uses_intermediate and self.teacher_outputs == "precompute":
             raise ValueError("intermediate features need the teacher online: set teacher_outputs to auto or online")
+        if self.token_targets == "pseudo_labels" and self.uses_intermediate:
+            raise ValueError("token_targets: pseudo_labels trains on the teacher's tags alone; intermediate losses need token_targets: logits")
         return self
 
     @property
@@ -271,23 +297,37 @@ class DistillConfig(CacheSettings):
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman", "corr")
+TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
+METRICS_BY_TASK = {
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
+    "token_classification": TOKEN_METRICS,
+    "multi_label": MULTI_LABEL_METRICS,
+}
 
 
 def task_metric(data: DataConfig, metric: str | None, key: str) -> str:
-    """The metric a task is scored by: ``metric``, checked against the task type, or the type's default."""
-    regression = data.task_type == "regression"
+    """The metric a task is scored by: ``metric``, checked against the task type, or the type's default (the first
+    of :data:`METRICS_BY_TASK`: accuracy, pearson, entity_f1, micro_f1)."""
+    allowed = METRICS_BY_TASK[data.task_type]
     if metric is None:
-        return "pearson" if regression else "accuracy"
-    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+        return allowed[0]
     if metric not in allowed:
         raise ValueError(f"{key}: {metric!r} does not apply to a {data.task_type} task; use one of {list(allowed)}")
     return metric
 
 
+AnyMetric = Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr", "entity_f1", "entity_precision",
+                    "entity_recall", "token_accuracy", "micro_f1", "subset_accuracy"]  # fmt: skip
+
+
 class EvalConfig(_Strict):
     # classification: accuracy | f1 (class 1 of two) | macro_f1 | mcc (Matthews); regression: pearson | spearman |
-    # corr (their mean, as GLUE reports STS-B). None: accuracy, or pearson for a regression task.
-    metric: Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr"] | None = None
+    # corr (their mean, as GLUE reports STS-B); token_classification: entity_f1 | entity_precision | entity_recall
+    # (seqeval's entity-level scores) | token_accuracy; multi_label: micro_f1 | macro_f1 | subset_accuracy.
+    # None: the task type's first.
+    metric: AnyMetric | None = None
     # Also export the student to ONNX (fp32 and int8) and report each form's metric, logit difference and speed.
     export_onnx: bool = False
     latency_repeats: int = Field(20, gt=0, le=10000)
@@ -350,8 +390,16 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
         self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
-        if self.transfer is not None and self.data.task_type == "regression":
-            raise ValueError("transfer: data distillation labels classes; a regression task is not supported yet")
+        if self.transfer is not None and self.data.task_type != "classification":
+            raise ValueError(f"transfer: data distillation labels classes; a {self.data.task_type} task is not supported yet")
+        if self.distill.token_targets == "pseudo_labels" and self.data.task_type != "token_classification":
+            raise ValueError("distill.token_targets: pseudo_labels applies to token_classification tasks")
+        if self.data.task_type == "token_classification":
+            if self.student is not None and self.student.architecture is not None:
+                raise ValueError("student.architecture: token_classification students are transformers (layers, num_layers, "
+                                 "model or config_overrides); BiLSTM / TextCNN / MLP taggers are not built")  # fmt: skip
+            if self.eval.export_onnx:
+                raise ValueError("eval.export_onnx: ONNX export covers sentence classifiers; not a token_classification task")
         return self
 
     def to_yaml(self) -> str:
@@ -361,7 +409,6 @@ class RunConfig(_Strict):
 # --------------------------------------------------------------------------------------------------------------------
 # Task distillation: several tasks (each with one or more teachers) -> one multi-task student
 
-Metric = Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr"]
 
 
 class TaskConfig(_Strict):
@@ -379,10 +426,13 @@ class TaskConfig(_Strict):
     fusion: Literal["mean_probs", "mean_logits", "weighted", "dev_score", "confidence"] = "mean_probs"
     objective: Literal["fused", "mean_kl"] = "fused"
     teacher_weights: list[Annotated[float, Field(ge=0)]] | None = None
-    metric: Metric | None = None  # default: accuracy, or pearson for regression
+    metric: AnyMetric | None = None  # default: accuracy, or pearson for regression
 
     @model_validator(mode="after")
     def _check(self) -> "TaskConfig":
+        if self.data.task_type in ("token_classification", "multi_label"):
+            raise ValueError(f"task {self.name!r}: multi-task students have sentence classification and regression heads; "
+                             f"a {self.data.task_type} task runs on its own (data:, teacher:)")  # fmt: skip
         if not self.teachers:
             raise ValueError(f"task {self.name!r} has no teachers; give at least one (teachers: [{{model: ...}}])")
         if self.fusion == "weighted":
@@ -457,7 +507,7 @@ AnyRunConfig = RunConfig | MultiTaskRunConfig
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 
-_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"), ("transfer", "unlabeled_file"))  # output_dir stays relative to the working dir
+_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"), ("data", "test_file"), ("transfer", "unlabeled_file"))  # output_dir stays relative to the working dir
 _MODEL_KEYS = (("teacher", "model"), ("student", "model"))
 
 

@@ -21,17 +21,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from textdistill.config import DataConfig
 from textdistill.errors import TextDistillError
+from textdistill.losses import IGNORE_INDEX
 
 
 @dataclass
 class TextData:
-    """One split: ``texts[i]`` (and ``pairs[i]``) with label name ``labels[i]``; ``rows[i]`` is its line in ``source``."""
+    """One split: ``texts[i]`` (and ``pairs[i]``) with label name ``labels[i]``; ``rows[i]`` is its line in ``source``.
+
+    Multi-label: ``labels[i]`` is the list of its label names. Token classification: ``words[i]`` are the sentence's
+    words (``texts[i]`` joins them with spaces), ``labels[i]`` their tags, and ``rows[i]`` the line of the first word
+    (word ``j`` is on line ``rows[i] + j``).
+    """
 
     texts: list[str]
-    labels: list[str]
+    labels: list[Any]
     pairs: list[str] | None = None
     source: str = "<memory>"
     rows: list[int] = field(default_factory=list)
+    words: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -39,7 +46,8 @@ class TextData:
     def head(self, n: int | None) -> "TextData":
         if n is None or n >= len(self):
             return self
-        return TextData(self.texts[:n], self.labels[:n], self.pairs[:n] if self.pairs else None, self.source, self.rows[:n])
+        return TextData(self.texts[:n], self.labels[:n], self.pairs[:n] if self.pairs else None, self.source, self.rows[:n],
+                        self.words[:n] if self.words is not None else None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -114,10 +122,13 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> TextData:
         label = record[columns["label_column"]].strip()
         if not text:
             raise TextDistillError(f"{path}:{line}: empty text")
-        if not label:
+        if cfg.task_type == "multi_label":
+            labels.append([x.strip() for x in label.split(cfg.label_separator) if x.strip()])
+        elif not label:
             raise TextDistillError(f"{path}:{line}: empty label")
+        else:
+            labels.append(label)
         texts.append(text)
-        labels.append(label)
         rows.append(line)
         if "text_pair_column" in columns:
             pairs.append(record[columns["text_pair_column"]].strip())
@@ -147,12 +158,17 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
             if key not in obj:
                 raise TextDistillError(f"{path}:{line_no}: missing key {key!r} ({what}); keys are {sorted(obj)}")
             value = obj[key]
+            if what == "label_column" and cfg.task_type == "multi_label":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise TextDistillError(f"{path}:{line_no}: {key!r} must be a list of label names (multi_label), got {value!r}")
+                values[what] = [v.strip() for v in value if v.strip()]
+                continue
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise TextDistillError(f"{path}:{line_no}: {key!r} must be a string or integer, got {type(value).__name__}")
             values[what] = str(value).strip()
         if not values["text_column"]:
             raise TextDistillError(f"{path}:{line_no}: empty text")
-        if not values["label_column"]:
+        if not values["label_column"] and cfg.task_type != "multi_label":
             raise TextDistillError(f"{path}:{line_no}: empty label")
         texts.append(values["text_column"])
         labels.append(values["label_column"])
@@ -162,10 +178,21 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
     return TextData(texts, labels, pairs if cfg.text_pair_column is not None else None, str(path), rows)
 
 
+def _read_conll(path: Path, cfg: DataConfig) -> TextData:
+    from textdistill.ner import read_conll
+
+    conll = read_conll(path, cfg.tag_scheme)
+    sents = conll.sentences
+    return TextData([" ".join(s.tokens) for s in sents], [s.tags for s in sents], None, str(path), [s.line for s in sents],
+                    [s.tokens for s in sents])  # fmt: skip
+
+
 def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
-    """Read one labelled split from a TSV, CSV or JSONL file; every bad row is an error naming file and line."""
+    """Read one labelled split from a TSV, CSV, JSONL or CoNLL file; every bad row is an error naming file and line."""
     p = Path(path)
     fmt = _detect_format(p, cfg.format)
+    if fmt == "conll":
+        return _read_conll(p, cfg)
     data = _read_jsonl(p, cfg) if fmt == "jsonl" else _read_delimited(p, cfg, "\t" if fmt == "tsv" else ",")
     if len(data) == 0:
         raise TextDistillError(f"{p}: no data rows")
@@ -173,7 +200,9 @@ def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
 
 
 def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
-    """Convert a ``datasets.Dataset`` split; ``ClassLabel`` ids become their names."""
+    """Convert a ``datasets.Dataset`` split; ``ClassLabel`` ids become their names. Token classification: the text
+    column holds word lists and the label column tag sequences (``Sequence(ClassLabel)``, as HF's conll2003);
+    multi-label: the label column holds lists of labels."""
     columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.text_pair_column is not None:
         columns["text_pair_column"] = cfg.text_pair_column
@@ -181,21 +210,34 @@ def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
         if col not in ds.column_names:
             raise TextDistillError(f"{source}: column {col!r} ({what}) not found; columns are {ds.column_names}")
     feature = ds.features[cfg.label_column]
-    names = getattr(feature, "names", None)
-    labels = [names[int(v)] if names is not None and int(v) >= 0 else str(v) for v in ds[cfg.label_column]]
-    texts = [str(t).strip() for t in ds[cfg.text_column]]
+    nested = cfg.task_type in ("token_classification", "multi_label")
+    names = getattr(getattr(feature, "feature", None) if nested else feature, "names", None)
+
+    def name(v: Any) -> str:
+        return names[int(v)] if names is not None and int(v) >= 0 else str(v)
+
+    raw = ds[cfg.label_column]
+    labels: list[Any] = [[name(v) for v in seq] for seq in raw] if nested else [name(v) for v in raw]
+    words = None
+    if cfg.task_type == "token_classification":
+        words = [[str(w) for w in ws] for ws in ds[cfg.text_column]]
+        texts = [" ".join(ws) for ws in words]
+    else:
+        texts = [str(t).strip() for t in ds[cfg.text_column]]
     pairs = [str(t).strip() for t in ds[cfg.text_pair_column]] if cfg.text_pair_column is not None else None
     for i, (t, lab) in enumerate(zip(texts, labels)):
         if not t:
             raise TextDistillError(f"{source}: row {i}: empty text")
-        if lab in ("", "-1"):
+        if words is not None and len(words[i]) != len(lab):
+            raise TextDistillError(f"{source}: row {i}: {len(words[i])} words but {len(lab)} tags")
+        if not nested and lab in ("", "-1"):
             raise TextDistillError(f"{source}: row {i}: missing label (unlabelled split?)")
     if not texts:
         raise TextDistillError(f"{source}: no data rows")
-    return TextData(texts, labels, pairs, source, list(range(len(texts))))
+    return TextData(texts, labels, pairs, source, list(range(len(texts))), words)
 
 
-def _load_hf_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
+def _load_hf_splits(cfg: DataConfig) -> list[TextData]:
     import datasets
 
     spec = cfg.hf_dataset
@@ -209,11 +251,13 @@ def _load_hf_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
     except Exception as exc:  # datasets raises many types; all mean "could not load"
         raise TextDistillError(f"data.hf_dataset: cannot load {spec.path!r}: {str(exc).splitlines()[0]}") from None
     splits = []
-    for split in (spec.train_split, spec.validation_split):
+    for split in (spec.train_split, spec.validation_split, spec.test_split):
+        if split is None:
+            continue
         if split not in dsd:
             raise TextDistillError(f"data.hf_dataset: {spec.path!r} has no split {split!r}; splits are {list(dsd)}")
         splits.append(from_hf_dataset(dsd[split], cfg, f"{spec.path}[{split}]"))
-    return splits[0], splits[1]
+    return splits
 
 
 def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None) -> tuple[list[str], list[str] | None]:
@@ -245,11 +289,18 @@ def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None)
 def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
     """Train and validation splits, each cut to ``max_*_samples`` when set."""
     if cfg.hf_dataset is not None:
-        train, dev = _load_hf_splits(cfg)
+        train, dev = _load_hf_splits(cfg)[:2]
     else:
         assert cfg.train_file is not None and cfg.validation_file is not None
         train, dev = read_file(cfg.train_file, cfg), read_file(cfg.validation_file, cfg)
     return train.head(cfg.max_train_samples), dev.head(cfg.max_eval_samples)
+
+
+def load_test(cfg: DataConfig) -> TextData | None:
+    """The held-out test split (``test_file`` or ``hf_dataset.test_split``), whole; None when the config has none."""
+    if cfg.hf_dataset is not None:
+        return _load_hf_splits(cfg)[2] if cfg.hf_dataset.test_split is not None else None
+    return read_file(cfg.test_file, cfg) if cfg.test_file is not None else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -265,19 +316,30 @@ def _sort_key(name: str) -> tuple[int, Any]:
 
 @dataclass(frozen=True)
 class LabelSet:
-    """A classification task's label names (ids in this order), or a regression task's single output ``score``."""
+    """A task's label names (ids in this order) and its type (``DataConfig.task_type``): classification, regression
+    (a single output ``score``), token_classification (a tag per word) or multi_label (a set of labels per text)."""
 
     names: tuple[str, ...]
-    regression: bool = False
+    task_type: str = "classification"
+
+    @property
+    def regression(self) -> bool:
+        return self.task_type == "regression"
 
     @classmethod
     def for_regression(cls) -> "LabelSet":
-        return cls(("score",), regression=True)
+        return cls(("score",), "regression")
 
     @classmethod
     def from_data(cls, data: TextData, task_type: str = "classification") -> "LabelSet":
         if task_type == "regression":
             return cls.for_regression()
+        if task_type == "token_classification":
+            from textdistill.ner import tag_order
+
+            return cls(tuple(tag_order({t for tags in data.labels for t in tags})), task_type)
+        if task_type == "multi_label":
+            return cls(tuple(sorted({n for names in data.labels for n in names}, key=_sort_key)), task_type)
         return cls(tuple(sorted(set(data.labels), key=_sort_key)))
 
     @classmethod
@@ -289,7 +351,7 @@ class LabelSet:
         names = tuple(id2label[i] for i in sorted(id2label))
         if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
             return None
-        return cls(names)
+        return cls(names, model_task_type(config))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -309,9 +371,15 @@ class LabelSet:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.names))
 
-    def encode(self, data: TextData) -> list[int] | list[float]:
-        """Label ids (regression: the scores as numbers); a label the set lacks, or a score that is not a number, is an
-        error naming the file and row."""
+    def _unknown(self, data: TextData, i: int, name: str, offset: int = 0) -> TextDistillError:
+        row = (data.rows[i] if data.rows else i) + offset
+        what = "tag" if self.task_type == "token_classification" else "label"
+        return TextDistillError(f"{data.source}:{row}: {what} {name!r} is not among the training {what}s {list(self.names)}")
+
+    def encode(self, data: TextData) -> list[Any]:
+        """Label ids (regression: the scores as numbers; token classification: a list of tag ids per sentence;
+        multi-label: multi-hot lists of floats); a label the set lacks, or a score that is not a number, is an error
+        naming the file and row (for a tag: its own line)."""
         if self.regression:
             scores = []
             for i, text in enumerate(data.labels):
@@ -325,15 +393,38 @@ class LabelSet:
                 scores.append(value)
             return scores
         index = self.label2id
+        if self.task_type in ("token_classification", "multi_label"):
+            out: list[Any] = []
+            for i, names in enumerate(data.labels):
+                bad = next((j for j, n in enumerate(names) if n not in index), None)
+                if bad is not None:
+                    raise self._unknown(data, i, names[bad], bad if self.task_type == "token_classification" else 0)
+                if self.task_type == "token_classification":
+                    out.append([index[n] for n in names])
+                else:
+                    hot = [0.0] * len(self)
+                    for n in names:
+                        hot[index[n]] = 1.0
+                    out.append(hot)
+            return out
         ids = []
         for i, name in enumerate(data.labels):
             if name not in index:
-                row = data.rows[i] if data.rows else i
-                raise TextDistillError(
-                    f"{data.source}:{row}: label {name!r} is not among the training labels {list(self.names)}"
-                )
+                raise self._unknown(data, i, name)
             ids.append(index[name])
         return ids
+
+
+def model_task_type(config: Any) -> str:
+    """A HF model config's task type: from its ``problem_type``, or its architecture for token classifiers."""
+    problem = getattr(config, "problem_type", None)
+    if problem == "regression":
+        return "regression"
+    if problem == "multi_label_classification":
+        return "multi_label"
+    if any(a.endswith("ForTokenClassification") for a in getattr(config, "architectures", None) or []):
+        return "token_classification"
+    return "classification"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -349,20 +440,69 @@ def tokenize(tokenizer: Any, data: TextData, max_length: int) -> list[Features]:
     return [{k: enc[k][i] for k in keys} for i in range(len(data))]
 
 
+@dataclass
+class WordTokens:
+    """Sentences of words tokenized for token classification: ``labels[i]`` has a tag id or ``IGNORE_INDEX`` per
+    token of ``features[i]``; ``dropped[i]`` are the tag ids of the words cut off by ``max_length``."""
+
+    features: list[Features]
+    labels: list[list[int]]
+    dropped: list[list[int]]
+
+
+def tokenize_words(
+    tokenizer: Any, data: TextData, tag_ids: list[list[int]], names: Sequence[str], max_length: int, alignment: str = "first"
+) -> WordTokens:
+    """Tokenize pre-split words (``is_split_into_words``) and align each word's tag to its pieces
+    (:func:`textdistill.ner.align_labels`). A sentence longer than ``max_length`` tokens is truncated, never an
+    error: one warning counts them (their cut-off words count as missed entities in the scores)."""
+    import warnings
+
+    from textdistill.ner import align_labels
+
+    assert data.words is not None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TextDistillError(f"token classification needs a fast tokenizer (word ids); {type(tokenizer).__name__} is not")
+    enc = tokenizer(data.words, truncation=True, max_length=max_length, padding=False, is_split_into_words=True)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    features, labels, dropped = [], [], []
+    for i in range(len(data)):
+        word_ids = enc.word_ids(i)
+        kept = max((w for w in word_ids if w is not None), default=-1) + 1
+        features.append({k: enc[k][i] for k in keys})
+        labels.append(align_labels(word_ids, tag_ids[i], names, alignment))
+        dropped.append(tag_ids[i][kept:])
+    cut = [i for i, d in enumerate(dropped) if d]
+    if cut:
+        first = data.rows[cut[0]] if data.rows else cut[0]
+        warnings.warn(f"{data.source}: {len(cut)} of {len(data)} sentences are longer than max_length={max_length} tokens and "
+                      f"were truncated ({sum(len(dropped[i]) for i in cut)} words cut, the first at line {first}); raise "
+                      "data.max_length to keep them", stacklevel=2)  # fmt: skip
+    return WordTokens(features, labels, dropped)
+
+
 class DistillDataset(Dataset):
-    """Examples for one split: student features, optional teacher features (other tokenizer), label, teacher logits."""
+    """Examples for one split: student features, optional teacher features (other tokenizer), label, teacher logits.
+
+    Token classification: ``labels[i]`` is a list (a tag id or ``IGNORE_INDEX`` per token), ``label_names`` the tag
+    names and ``dropped`` the tags of words cut by truncation (scored as missed); teacher logits are ``[N, L, C]``.
+    """
 
     def __init__(
         self,
         student: list[Features],
-        labels: Sequence[int] | Sequence[float],
+        labels: Sequence[Any],
         teacher: list[Features] | None = None,
         teacher_logits: torch.Tensor | None = None,
+        label_names: Sequence[str] | None = None,
+        dropped: list[list[int]] | None = None,
     ) -> None:
         if len(student) != len(labels) or (teacher is not None and len(teacher) != len(labels)):
             raise ValueError("student features, teacher features and labels must have the same length")
         self.student, self.teacher, self.labels = student, teacher, list(labels)
         self.teacher_logits = teacher_logits
+        self.label_names = tuple(label_names) if label_names is not None else None
+        self.dropped = dropped
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -371,7 +511,7 @@ class DistillDataset(Dataset):
         return [len(f["input_ids"]) for f in self.student]
 
     def with_teacher_logits(self, logits: torch.Tensor) -> "DistillDataset":
-        return DistillDataset(self.student, self.labels, self.teacher, logits)
+        return DistillDataset(self.student, self.labels, self.teacher, logits, self.label_names, self.dropped)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {"student": self.student[i], "labels": self.labels[i]}
@@ -401,21 +541,30 @@ class Collator:
     teacher_pad_id: int | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = {
-            "student": pad_features([it["student"] for it in items], self.student_pad_id),
-            "labels": torch.tensor([it["labels"] for it in items], dtype=torch.float if isinstance(items[0]["labels"], float) else torch.long),
-        }
+        student = pad_features([it["student"] for it in items], self.student_pad_id)
+        batch: dict[str, Any] = {"student": student, "labels": collate_labels([it["labels"] for it in items], student["input_ids"].shape[1])}
         if "teacher" in items[0]:
             assert self.teacher_pad_id is not None
             batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
         if "teacher_logits" in items[0]:
-            batch["teacher_logits"] = torch.stack([it["teacher_logits"] for it in items])
+            logits = torch.stack([it["teacher_logits"] for it in items])
+            batch["teacher_logits"] = logits[:, : student["input_ids"].shape[1]] if logits.dim() == 3 else logits  # tokens
         if "task" in items[0]:  # a multi-task batch holds one task
             tasks = {it["task"] for it in items}
             if len(tasks) != 1:
                 raise ValueError(f"a batch mixes tasks {sorted(tasks)}; multi-task batches hold one task each")
             batch["task"] = tasks.pop()
         return batch
+
+
+def collate_labels(labels: list[Any], length: int) -> torch.Tensor:
+    """A batch of labels: class ids ``[B]`` (long), scores ``[B]`` or multi-hot rows ``[B, C]`` (float), or token tag
+    ids padded with ``IGNORE_INDEX`` to the batch's token ``length`` ``[B, L]`` (long)."""
+    first = labels[0]
+    if isinstance(first, list) and (not first or isinstance(first[0], int)):  # token tags
+        return torch.tensor([lab + [IGNORE_INDEX] * (length - len(lab)) for lab in labels], dtype=torch.long)
+    floats = isinstance(first, float) or (isinstance(first, list) and isinstance(first[0], float))
+    return torch.tensor(labels, dtype=torch.float if floats else torch.long)
 
 
 def train_loader(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100  # the label of positions no loss or metric looks at (padding, special tokens, later word pieces)
+
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of ``values`` (shape ``[...]``) over positions where ``mask`` is true (all positions when None)."""
@@ -68,12 +70,41 @@ def logits_mse_loss(
     return _masked_mean(se, mask)
 
 
+def is_multi_label(student_logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Multi-label targets are multi-hot floats shaped like the logits ``[B, C]``; a regression task's scores are
+    ``[B]`` against logits ``[B, 1]``; class ids are integers."""
+    return labels.is_floating_point() and labels.shape == student_logits.shape
+
+
+def label_mask(labels: torch.Tensor) -> torch.Tensor | None:
+    """The positions that count for token-level labels ``[B, L]`` (not :data:`IGNORE_INDEX`); None for others."""
+    return labels != IGNORE_INDEX if labels.dim() == 2 and not labels.is_floating_point() else None
+
+
+def binary_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Multi-label KD: ``T^2 * KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T)))`` per label, mean over labels
+    and (masked) examples. Written with log-sigmoids, so it stays finite for any logits."""
+    s, t = student_logits.float() / temperature, teacher_logits.float() / temperature
+    p = torch.sigmoid(t)
+    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return temperature**2 * _masked_mean(kl.mean(dim=-1), mask)
+
+
 def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy with gold class ids, averaged over (masked) positions; with floating-point labels (a regression
-    task: logits ``[B, 1]``, scores ``[B]``), the mean squared error."""
+    """The task's own loss with gold labels: cross-entropy with class ids, averaged over (masked) positions (token
+    labels ``[B, L]`` mask :data:`IGNORE_INDEX` themselves); multi-hot labels shaped like the logits: binary
+    cross-entropy per label (multi-label); floating-point scores ``[B]`` (regression, logits ``[B, 1]``): MSE."""
+    if is_multi_label(student_logits, labels):
+        bce = F.binary_cross_entropy_with_logits(student_logits.float(), labels.float(), reduction="none").mean(dim=-1)
+        return _masked_mean(bce, mask)
     if labels.is_floating_point():
         return F.mse_loss(student_logits.float().reshape(labels.shape), labels.float())
-    ce = F.cross_entropy(student_logits.float().flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
+    if mask is None:
+        mask = label_mask(labels)
+    ce = F.cross_entropy(student_logits.float().flatten(0, -2), labels.flatten(), reduction="none",
+                         ignore_index=IGNORE_INDEX).view(labels.shape)  # fmt: skip
     return _masked_mean(ce, mask)
 
 
@@ -91,11 +122,20 @@ def distillation_loss(
 
     ``kind="kl"``: soft = ``T^2 * KL(teacher_T || student_T)``; ``kind="mse"``: soft = MSE on logits (T unused).
     Regression (floating-point ``labels``): the student learns the teacher's scores, soft = MSE whatever ``kind``
-    (a softmax over one output means nothing), hard = MSE to the gold scores.
+    (a softmax over one output means nothing), hard = MSE to the gold scores. Multi-label (multi-hot ``labels`` shaped
+    like the logits): soft = per-label binary KL at ``T`` (:func:`binary_kd_loss`), hard = binary cross-entropy.
+    Token-level labels ``[B, L]`` (logits ``[B, L, C]``): both terms over the labelled positions only, unless ``mask``
+    is given.
     """
-    if labels.is_floating_point():
+    if mask is None:
+        mask = label_mask(labels)
+    if is_multi_label(student_logits, labels):
+        kind = "binary_kl" if kind == "kl" else kind
+    elif labels.is_floating_point():
         kind = "mse"
-    if kind == "kl":
+    if kind == "binary_kl":
+        soft = binary_kd_loss(student_logits, teacher_logits, temperature, mask)
+    elif kind == "kl":
         soft = kd_kl_loss(student_logits, teacher_logits, temperature, mask)
     elif kind == "mse":
         soft = logits_mse_loss(student_logits, teacher_logits, mask)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from textdistill.data import Collator, DistillDataset, pad_features
+from textdistill.losses import IGNORE_INDEX
 from textdistill.progress import progress
 
 
@@ -22,8 +23,9 @@ def _model_inputs(features: dict[str, torch.Tensor], device: torch.device) -> di
 def predict_logits(
     model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, side: str = "student", desc: str | None = None
 ) -> torch.Tensor:
-    """Logits ``[N, C]`` in dataset order. ``side="teacher"`` feeds the teacher's features when they differ.
-    With ``desc``, progress (and an ETA) is reported."""
+    """Logits ``[N, C]`` in dataset order (a token classifier's: ``[N, L, C]``, zero-padded to the longest example).
+    ``side="teacher"`` feeds the teacher's features when they differ. With ``desc``, progress (and an ETA) is
+    reported."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -42,6 +44,9 @@ def predict_logits(
             if bar is not None:
                 bar.update(1)
     model.train(was_training)
+    if out and out[0].dim() == 3:  # per token: pad every batch to the longest example
+        longest = max(len(f["input_ids"]) for f in feats)
+        out = [torch.nn.functional.pad(o, (0, 0, 0, longest - o.shape[1])) for o in out]
     sorted_logits = torch.cat(out)
     logits = torch.empty_like(sorted_logits)
     logits[torch.tensor(order)] = sorted_logits
@@ -97,14 +102,70 @@ def task_metrics(outputs: torch.Tensor, labels: torch.Tensor, task_type: str = "
     return {**classification_metrics(outputs, labels), "mcc": matthews_corrcoef(outputs, labels)}
 
 
+def multi_label_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Multi-label scores at threshold 0.5 (logit > 0): micro F1 (over every (example, label) decision), macro F1 (mean
+    of per-label F1; a label never predicted nor present scores 0), subset accuracy (every label of an example right)."""
+    pred = logits > 0
+    gold = targets > 0.5
+    tp = (pred & gold).sum(0).float()
+    fp = (pred & ~gold).sum(0).float()
+    fn = (~pred & gold).sum(0).float()
+    per_label = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.zeros_like(tp))
+    micro_den = float(2 * tp.sum() + fp.sum() + fn.sum())
+    return {
+        "micro_f1": float(2 * tp.sum()) / micro_den if micro_den else 0.0,
+        "macro_f1": float(per_label.mean()),
+        "subset_accuracy": float((pred == gold).all(dim=-1).float().mean()),
+    }
+
+
+def token_metrics(
+    logits: torch.Tensor, labels: list[list[int]], names: Sequence[str], dropped: list[list[int]] | None = None
+) -> dict[str, float]:
+    """Entity-level precision / recall / F1 (seqeval's default mode; overall and ``f1_<TYPE>``) and token accuracy,
+    over each word's labelled position (its first piece). Words cut off by truncation (``dropped``) count as gold
+    entities the model missed (predicted ``O``)."""
+    from textdistill.ner import entity_scores
+
+    gold_tags, pred_tags = [], []
+    correct = total = 0
+    for i, lab in enumerate(labels):
+        ids = torch.tensor(lab)
+        keep = ids != IGNORE_INDEX
+        gold = ids[keep].tolist()
+        pred = logits[i, : len(lab)].argmax(-1)[keep].tolist()
+        correct += sum(g == p for g, p in zip(gold, pred))
+        total += len(gold)
+        tail = dropped[i] if dropped else []
+        gold_tags.append([names[t] for t in gold + tail])
+        pred_tags.append([names[t] for t in pred] + ["O"] * len(tail))
+    scores = entity_scores(gold_tags, pred_tags)
+    overall = scores.pop("overall")
+    out = {"entity_f1": overall["f1"], "entity_precision": overall["precision"], "entity_recall": overall["recall"],
+           "token_accuracy": correct / total if total else 0.0}  # fmt: skip
+    out.update({f"f1_{kind}": s["f1"] for kind, s in scores.items()})
+    return out
+
+
 def evaluate_model(model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int) -> dict[str, float]:
     logits = predict_logits(model, dataset, collator, batch_size)
-    return metrics_for(logits, dataset.labels)
+    return dataset_metrics(logits, dataset)
+
+
+def dataset_metrics(outputs: torch.Tensor, dataset: DistillDataset) -> dict[str, float]:
+    """:func:`metrics_for` a dataset's gold labels (and, for token classification, its tag names)."""
+    if dataset.dropped is not None:  # token classification
+        assert dataset.label_names is not None
+        return token_metrics(outputs, dataset.labels, dataset.label_names, dataset.dropped)
+    return metrics_for(outputs, dataset.labels)
 
 
 def metrics_for(outputs: torch.Tensor, labels: Any) -> dict[str, float]:
-    """:func:`task_metrics` for gold labels as stored in a dataset: class ids, or scores (floats) for regression."""
+    """:func:`task_metrics` for sentence-level gold labels as stored in a dataset: class ids, scores (floats) for
+    regression, or multi-hot rows for multi-label."""
     gold = torch.tensor(labels)
+    if gold.is_floating_point() and gold.dim() == 2:
+        return multi_label_metrics(outputs, gold)
     return task_metrics(outputs, gold, "regression" if gold.is_floating_point() else "classification")
 
 

@@ -82,15 +82,28 @@ def _head_missing(info: dict[str, Any]) -> bool:
     return bool(info.get("missing_keys"))
 
 
+PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
+                 "multi_label": "multi_label_classification", "token_classification": None}  # fmt: skip
+
+
+def auto_class(task_type: str) -> Any:
+    """The HF Auto class of a task type: ``AutoModelForTokenClassification`` for token classification,
+    ``AutoModelForSequenceClassification`` for the rest."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if task_type == "token_classification" else AutoModelForSequenceClassification
+
+
 def load_classifier(
     name: str, labels: LabelSet, role: str, *, require_trained_head: bool
 ) -> tuple[nn.Module, Any, LabelSet]:
-    """Load an ``AutoModelForSequenceClassification`` and its tokenizer for ``labels``.
+    """Load an ``AutoModelForSequenceClassification`` (``AutoModelForTokenClassification`` for token labels) and its
+    tokenizer for ``labels``.
 
     ``require_trained_head``: the checkpoint must already carry a classification head for exactly these labels
     (a fine-tuned teacher); its own label order is kept and returned. Otherwise a fresh head is made for ``labels``.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name, role)
@@ -100,9 +113,8 @@ def load_classifier(
         raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]})") from None
     if require_trained_head:
         own = LabelSet.from_model_config(config)
-        if own is not None and own.regression != labels.regression:
-            kinds = {True: "regression", False: "classification"}
-            raise TextDistillError(f"{role}: {name} is a {kinds[own.regression]} model but the task is {kinds[labels.regression]} (data.task_type)")
+        if own is not None and own.task_type != labels.task_type:
+            raise TextDistillError(f"{role}: {name} is a {own.task_type} model but the task is {labels.task_type} (data.task_type)")
         if config.num_labels != len(labels):
             raise TextDistillError(
                 f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {list(labels.names)}"
@@ -113,17 +125,18 @@ def load_classifier(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a fresh head is expected here; missing keys are checked below instead
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto_class(labels.task_type).from_pretrained(
             path,
             num_labels=len(labels),
             id2label=labels.id2label,
             label2id=labels.label2id,
-            problem_type="regression" if labels.regression else "single_label_classification",
+            problem_type=PROBLEM_TYPES[labels.task_type],
             ignore_mismatched_sizes=not require_trained_head,  # a head for other labels is replaced by a fresh one
             output_loading_info=True,
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise TextDistillError(f"{role}: cannot load {name} as a sequence classifier: {str(exc).splitlines()[0]}") from None
+        kind = "token" if labels.task_type == "token_classification" else "sequence"
+        raise TextDistillError(f"{role}: cannot load {name} as a {kind} classifier: {str(exc).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if require_trained_head and _head_missing(info):
@@ -190,7 +203,6 @@ def build_student(
     ``train_texts`` (texts and text pairs of the training set) build a word vocabulary for students that ask for one.
     """
     from accelerate.utils import set_seed
-    from transformers import AutoModelForSequenceClassification
 
     if student_cfg.architecture is not None:
         from textdistill.students import build_classic_student
@@ -208,7 +220,7 @@ def build_student(
                 raise TextDistillError(f"student.config_overrides.{key}: not a field of {type(config).__name__}")
             setattr(config, key, value)
         try:
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = auto_class(labels.task_type).from_config(config)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise TextDistillError(f"student.config_overrides: invalid model config: {str(exc).splitlines()[0]}") from None
         return model, teacher_tokenizer, {"recipe": "random init", "config_overrides": student_cfg.config_overrides}
@@ -247,15 +259,16 @@ def save_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extr
 
 
 def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, Any, LabelSet]:
-    """Load a fine-tuned classifier folder with its tokenizer and label names."""
-    from transformers import AutoModelForSequenceClassification
+    """Load a fine-tuned classifier folder (sequence or token classifier) with its tokenizer and label names."""
+    from transformers import AutoConfig
 
     import textdistill.students  # noqa: F401  (registers the BiLSTM / TextCNN / MLP students with the Auto classes)
+    from textdistill.data import model_task_type
 
     path = resolve_model_path(folder, role)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = auto_class(model_task_type(AutoConfig.from_pretrained(path))).from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise TextDistillError(f"{role}: cannot load {folder}: {str(exc).splitlines()[0]}") from None
-    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)))
+    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), model_task_type(model.config))
     return model, load_tokenizer(path, role), labels

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from textdistill.data import DistillDataset, LabelSet
+from textdistill.data import DistillDataset, LabelSet, model_task_type
 from textdistill.ensemble import (
     annealed_target,
     ensemble_kd_loss,
@@ -36,6 +36,7 @@ from textdistill.ensemble import (
 from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
 from textdistill.models import load_saved_classifier, resolve_model_path
+from textdistill.ner import predict_entities
 
 # --------------------------------------------------------------------------------------------------------------------
 # The model
@@ -299,8 +300,9 @@ def output_names(model: nn.Module, task: str | None) -> list[str] | None:
 def predict(
     model: nn.Module | str | os.PathLike, task: str | None, texts: Sequence[str], pairs: Sequence[str] | None = None,
     tokenizer: Any = None, batch_size: int = 64, max_length: int = 128,
-) -> list[str] | list[float]:  # fmt: skip
-    """Label names (classification) or scores (regression) for ``texts`` (and their ``pairs``) under ``task``.
+) -> list[Any]:  # fmt: skip
+    """Label names (classification), scores (regression), lists of label names (multi-label) or entity spans (token
+    classification: :func:`textdistill.ner.predict_entities`) for ``texts`` (and their ``pairs``) under ``task``.
 
     ``model`` is a saved folder (its tokenizer is loaded from it) or a model object with ``tokenizer``; a multi-task
     student predicts for any of its tasks by name, a one-task classifier takes ``task=None``."""
@@ -310,6 +312,10 @@ def predict(
         raise ValueError("predict: pass the tokenizer with a model object")
     if pairs is not None and len(pairs) != len(texts):
         raise ValueError(f"predict: {len(texts)} texts but {len(pairs)} pairs")
+    kind = "classification" if isinstance(model, MultiTaskModel) else model_task_type(model.config)
+    if kind == "token_classification":
+        output_names(model, task)  # a task name given to a one-task model is an error here too
+        return predict_entities(model, tokenizer, texts, batch_size, max_length)  # type: ignore[return-value]
     names = output_names(model, task)
     extra = {"task": task or next(iter(model.heads))} if isinstance(model, MultiTaskModel) else {}
     model.eval()
@@ -318,5 +324,8 @@ def predict(
         enc = tokenizer(list(texts[start : start + batch_size]), list(pairs[start : start + batch_size]) if pairs else None,
                         truncation=True, max_length=max_length, padding=True, return_tensors="pt")  # fmt: skip
         logits = model(**enc, **extra).logits
-        out += [names[i] for i in logits.argmax(-1).tolist()] if names is not None else logits.squeeze(-1).tolist()
+        if kind == "multi_label":  # every label whose probability passes 0.5
+            out += [[names[j] for j, on in enumerate(row) if on] for row in (logits > 0).tolist()]  # type: ignore[index]
+        else:
+            out += [names[i] for i in logits.argmax(-1).tolist()] if names is not None else logits.squeeze(-1).tolist()
     return out

@@ -6,6 +6,8 @@
   other pieces and special tokens get ``IGNORE``; ``all``: every piece carries it, ``B-`` continued as ``I-``).
 - :func:`entities` and :func:`entity_scores`: spans and entity-level precision / recall / F1 per type and overall,
   as seqeval's default (CoNLL-eval) mode counts them.
+- :func:`predict_entities`: entity spans (type, text, character offsets, score) of raw text from a saved token
+  classifier (``textdistill predict``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from textdistill.errors import TextDistillError
+from textdistill.losses import IGNORE_INDEX
 
-IGNORE = -100  # the label of positions no loss or metric looks at (HF convention)
+IGNORE = IGNORE_INDEX  # the label of positions no loss or metric looks at (HF convention)
 
 
 @dataclass
@@ -92,7 +95,7 @@ def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = 
         _check_tag(parts[tag_column], p, n)
         if scheme == "iob2" and parts[tag_column].startswith("I-") and (not tags or tags[-1][2:] != parts[tag_column][2:]):
             raise TextDistillError(f"{p}:{n}: {parts[tag_column]} follows {tags[-1] if tags else 'a sentence start'}: "
-                                   "not valid IOB2 (is the file IOB1? set the scheme)")  # fmt: skip
+                                   "not valid IOB2 (is the file IOB1? set data.tag_scheme: iob1)")  # fmt: skip
         if not tokens:
             start = n
         tokens.append(parts[0])
@@ -100,9 +103,12 @@ def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = 
     flush()
     if not sentences:
         raise TextDistillError(f"{p}: no sentences (empty file)")
-    seen = {t for s in sentences for t in s.tags}
-    names = ["O"] + sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))
-    return ConllData(sentences, str(p), names)
+    return ConllData(sentences, str(p), tag_order({t for s in sentences for t in s.tags}))
+
+
+def tag_order(tags: set[str] | Sequence[str]) -> list[str]:
+    """Tag names in a stable order: ``O`` first, then by entity type, ``B-`` before ``I-``."""
+    return ["O"] + sorted(set(tags) - {"O"}, key=lambda t: (t[2:], t[:2]))
 
 
 def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[int], tag_names: Sequence[str], mode: str = "first") -> list[int]:
@@ -166,4 +172,45 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
 
     out = {kind: prf(*c) for kind, c in sorted(counts.items())}
     out["overall"] = prf(*total)
+    return out
+
+
+def predict_entities(
+    model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32, max_length: int = 256
+) -> list[list[dict[str, Any]]]:
+    """Entity spans of raw ``texts`` from a token classifier: per text a list of ``{"type", "text", "start", "end",
+    "score"}`` (character offsets into the text, end exclusive; score: the mean probability of the words' tags).
+
+    Words are the tokenizer's pre-tokenized words (whitespace and punctuation); each word reads its first piece, as
+    in training. Text beyond ``max_length`` tokens is not tagged."""
+    import torch
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise TextDistillError("entity prediction needs a fast tokenizer (word ids and character offsets)")
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    model.eval()
+    out: list[list[dict[str, Any]]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping")
+        with torch.inference_mode():
+            probs = model(**enc).logits.float().softmax(-1)
+        for i, text in enumerate(chunk):
+            spans: dict[int, list[int]] = {}  # word -> [first char, last char, first token]
+            for t, w in enumerate(enc.word_ids(i)):
+                if w is None:
+                    continue
+                a, b = offsets[i, t].tolist()
+                if w not in spans:
+                    spans[w] = [a, b, t]
+                spans[w][1] = b
+            words = sorted(spans)
+            conf, tag_ids = probs[i, [spans[w][2] for w in words]].max(-1)
+            tags = [names[j] for j in tag_ids.tolist()]
+            found = []
+            for kind, a, b in sorted(entities(tags), key=lambda e: e[1]):
+                lo, hi = spans[words[a]][0], spans[words[b - 1]][1]
+                found.append({"type": kind, "text": text[lo:hi], "start": lo, "end": hi, "score": round(float(conf[a:b].mean()), 4)})
+            out.append(found)
     return out

@@ -7,6 +7,7 @@ interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -34,11 +35,12 @@ from textdistill.config import (
     config_from_dict,
     load_config,
 )
-from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
+from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, tokenize, tokenize_words
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
-from textdistill.metrics import evaluate_model, measure_speed, metrics_for, predict_logits
+from textdistill.losses import IGNORE_INDEX
+from textdistill.metrics import evaluate_model, measure_speed, predict_logits
 from textdistill.models import (
     build_student,
     count_parameters,
@@ -139,6 +141,7 @@ class Prepared:
 
     train: TextData
     dev: TextData
+    test: TextData | None  # the held-out split, scored once at the end
     labels: LabelSet
     teacher: nn.Module
     teacher_tokenizer: Any
@@ -154,7 +157,9 @@ def _prepare(cfg: RunConfig) -> Prepared:
     teacher_cfg = _teacher_cfg(cfg)
     train, dev = load_splits(cfg.data)
     labels = LabelSet.from_data(train, cfg.data.task_type)
-    if len(labels) < 2 and not labels.regression:
+    if not labels.names:
+        raise TextDistillError(f"{train.source}: no labels at all (multi_label: every text's label list is empty)")
+    if len(labels) < 2 and labels.task_type in ("classification", "token_classification"):
         raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two")
     from accelerate.utils import set_seed
 
@@ -162,9 +167,11 @@ def _prepare(cfg: RunConfig) -> Prepared:
     teacher, tokenizer, labels = load_classifier(
         teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
     )
-    labels.encode(train)
-    labels.encode(dev)  # a dev label the training labels lack fails here, before any training
-    return Prepared(train, dev, labels, teacher, tokenizer)
+    test = load_test(cfg.data)
+    for split in (train, dev, test):  # a dev or test label the training labels lack fails here, before any training
+        if split is not None:
+            labels.encode(split)
+    return Prepared(train, dev, test, labels, teacher, tokenizer)
 
 
 def _texts(data: TextData) -> list[str]:
@@ -176,11 +183,23 @@ def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _dataset(tokenizer: Any, data: TextData, labels: LabelSet, max_length: int, teacher_tokenizer: Any = None) -> DistillDataset:
-    """Examples tokenized once by the model's tokenizer (and by the teacher's, when it is a different one)."""
-    teacher_feats = None
-    if teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer):
-        teacher_feats = tokenize(teacher_tokenizer, data, max_length)
+def _dataset(
+    tokenizer: Any, data: TextData, labels: LabelSet, max_length: int, teacher_tokenizer: Any = None, alignment: str = "first"
+) -> DistillDataset:
+    """Examples tokenized once by the model's tokenizer (and by the teacher's, when it is a different one).
+
+    Token classification: words tokenized with their tags aligned to the pieces (``alignment``: first | all; dev sets
+    use first, so scores read one position per word); the teacher must share the tokenizer (token positions must line
+    up for token-level KD)."""
+    other = teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer)
+    if labels.task_type == "token_classification":
+        if other:
+            raise TextDistillError("token-level distillation needs the student to tokenize like the teacher (the token positions "
+                                   "must line up); this student has another tokenizer. Make the student from the teacher "
+                                   "(student.layers / num_layers / config_overrides) or take one with the same tokenizer")  # fmt: skip
+        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, max_length, alignment)
+        return DistillDataset(words.features, words.labels, label_names=labels.names, dropped=words.dropped)
+    teacher_feats = tokenize(teacher_tokenizer, data, max_length) if other else None
     return DistillDataset(tokenize(tokenizer, data, max_length), labels.encode(data), teacher_feats)
 
 
@@ -222,7 +241,7 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     """Fine-tune the teacher in place and save it to ``<run>/teacher``; returns its dev set, collator, info."""
     teacher_cfg = _teacher_cfg(cfg)
     tok = prep.teacher_tokenizer
-    train_set = _dataset(tok, prep.train, prep.labels, cfg.data.max_length)
+    train_set = _dataset(tok, prep.train, prep.labels, cfg.data.max_length, alignment=cfg.data.label_alignment)
     dev_set = _dataset(tok, prep.dev, prep.labels, cfg.data.max_length)
     collator = Collator(pad_id(tok))
     result = fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective,
@@ -252,6 +271,20 @@ def soft_targets(
     info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
     print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
     return result.logits
+
+
+def _teacher_tags(
+    teacher: nn.Module, view: DistillDataset, collator: Collator, data: TextData, labels: LabelSet, batch_size: int
+) -> TextData:
+    """``data`` with the teacher's tags in place of the gold ones (each word reads its first piece; words cut by
+    truncation get ``O``): the targets of sequence-level KD for token classification."""
+    logits = predict_logits(teacher, view, collator, batch_size, desc="teacher tags")
+    tags = []
+    for i, lab in enumerate(view.labels):
+        ids = torch.tensor(lab)
+        pred = logits[i, : len(lab)].argmax(-1)[ids != IGNORE_INDEX].tolist()
+        tags.append([labels.names[t] for t in pred] + ["O"] * (len(data.labels[i]) - len(pred)))
+    return dataclasses.replace(data, labels=tags)
 
 
 def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
@@ -345,25 +378,36 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
     ttok = prep.teacher_tokenizer
     eval_bs = cfg.student.training.per_device_eval_batch_size
+    max_len = cfg.data.max_length
+    teacher_collator = Collator(pad_id(ttok))
+
+    def teacher_view(split: TextData) -> DistillDataset:  # a split as the teacher reads it
+        return _dataset(ttok, split, prep.labels, max_len)
+
+    # Sequence-level KD for token tasks: the student learns the teacher's tags, in its own tokenization.
+    pseudo = prep.labels.task_type == "token_classification" and cfg.distill.token_targets == "pseudo_labels"
+    paired_tok = None if pseudo else ttok  # the teacher's tokenization travels with the examples for logit KD
     # Data distillation: the student learns from the teacher-labelled transfer set instead of the labelled data alone.
     train_data, transfer_probs, transfer_info = prep.train, None, None
     if cfg.transfer is not None:
         from textdistill.transfer import transfer_set
 
         train_data, transfer_probs, transfer_info = transfer_set(cfg, teacher, ttok, prep.labels, prep.train, eval_bs)
+    if pseudo:
+        train_data = _teacher_tags(teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs)
     vocab_texts = _texts(train_data)
     student, stok, recipe = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
-    train_set = _dataset(stok, train_data, prep.labels, cfg.data.max_length, ttok)
-    dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length, ttok)
+    train_set = _dataset(stok, train_data, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
+    dev_set = _dataset(stok, prep.dev, prep.labels, max_len, paired_tok)
     collator = Collator(pad_id(stok), pad_id(ttok))
 
     # Teacher on dev (its own tokenization) and, once, on the training set when soft targets are precomputed.
-    teacher_dev = predict_logits(teacher, dev_set, collator, eval_bs, side="teacher")
-    teacher_metrics = metrics_for(teacher_dev, dev_set.labels)
-    online = cfg.distill.online
+    teacher_dev_set = teacher_view(prep.dev)
+    teacher_metrics = evaluate_model(teacher, teacher_dev_set, teacher_collator, eval_bs)
+    online = cfg.distill.online and not pseudo
     if transfer_probs is not None and not online:  # log-probabilities: softmax(log p / T) is the teacher's at any T
         train_set = train_set.with_teacher_logits(transfer_probs.clamp_min(1e-12).log())
-    elif not online:
+    elif not online and not pseudo:
         train_set = train_set.with_teacher_logits(soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info))
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
@@ -375,7 +419,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
             objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
             fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg.eval.metric, cfg.seed, run,
                  teacher=online_teacher, keep_best=False)  # fmt: skip
-        objective = DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
+        objective = hard_label_objective if pseudo else DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
         result = fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg.eval.metric, cfg.seed, run,
                       teacher=online_teacher)  # fmt: skip
     finally:
@@ -388,7 +432,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if cfg.distill.baseline:
         # the twin: the same student on the labelled data alone, gold labels only
         twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
-        labelled = train_set if cfg.transfer is None else _dataset(stok, prep.train, prep.labels, cfg.data.max_length, ttok)
+        labelled = train_set if cfg.transfer is None and not pseudo else _dataset(stok, prep.train, prep.labels, max_len, paired_tok)
         base = fit("baseline", twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
                     cfg.eval.metric, cfg.seed, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
@@ -400,12 +444,12 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     teacher_dir = run.path / "teacher"
     if not teacher_dir.exists():
         run.save("teacher", teacher, ttok, {"copied_from": teacher_cfg.model})
-    teacher_dev_set = DistillDataset(dev_set.teacher or dev_set.student, dev_set.labels)
     report: dict[str, Any] = {
         "metric": cfg.eval.metric,
         "data": {
             "train": prep.train.source, "validation": prep.dev.source,
             "train_examples": len(prep.train), "validation_examples": len(prep.dev), "labels": list(prep.labels.names),
+            "task_type": prep.labels.task_type,
             **({"transfer": transfer_info} if transfer_info else {}),
         },
         "distill": cfg.distill.model_dump(),
@@ -417,6 +461,13 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if baseline_metrics is not None:
         report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds,
                               "train_samples_per_second": base.samples_per_second, "metrics": baseline_metrics}  # fmt: skip
+    if prep.test is not None:  # the held-out split: each model scored once, after every choice was made on dev
+        test_set = _dataset(stok, prep.test, prep.labels, max_len, paired_tok)
+        report["data"].update(test=prep.test.source, test_examples=len(prep.test))
+        report["teacher"]["test_metrics"] = evaluate_model(teacher, teacher_view(prep.test), teacher_collator, eval_bs)
+        report["student"]["test_metrics"] = evaluate_model(student, test_set, collator, eval_bs)
+        if baseline_metrics is not None:
+            report["baseline"]["test_metrics"] = evaluate_model(twin, test_set, collator, eval_bs)
     if cfg.eval.export_onnx:
         report["student"]["deploy"] = export_student(
             student, dev_set, pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
@@ -427,10 +478,11 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
 def _add_ratios(report: dict[str, Any], metric: str) -> None:
     t = report["teacher"]
-    teacher_score = t["metrics"][metric]
     for side in ("student", "baseline"):
-        if side in report:
-            report[side]["retained_pct"] = 100.0 * report[side]["metrics"][metric] / teacher_score if teacher_score else None
+        for key, pct in (("metrics", "retained_pct"), ("test_metrics", "test_retained_pct")):
+            if side in report and key in t:
+                teacher_score = t[key][metric]
+                report[side][pct] = 100.0 * report[side][key][metric] / teacher_score if teacher_score else None
     s = report["student"]
     report["speedup_batch1"] = t["latency_ms_batch1"] / s["latency_ms_batch1"]
     report["speedup_batch32"] = s["throughput_batch32"] / t["throughput_batch32"]
@@ -446,6 +498,8 @@ def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, o
     """``textdistill export``: a saved classifier to ONNX fp32 and int8 in ``output``, each form checked against
     PyTorch on the config's validation split (largest logit difference, metric, size, latency)."""
     cfg = as_config(cfg, overrides)
+    if cfg.data.task_type != "classification":
+        raise TextDistillError(f"export: ONNX export covers sentence classifiers; not a {cfg.data.task_type} task (data.task_type)")
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
     forms = export_student(net, dev_set, pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
     tokenizer.save_pretrained(output)

@@ -68,14 +68,51 @@ def _transfer_line(t: dict[str, Any]) -> str:
             f"{dropped} dropped by the filters) in {display_name(t['path'])}; the twin from the labelled examples alone")  # fmt: skip
 
 
+TASK_TAGS = {"token_classification": "token-classification"}  # HF pipeline tags (the rest: text-classification)
+
+
+def loss_text(k: dict[str, Any], task_type: str, ce: str = "CE") -> str:
+    """The distillation loss in words, as the task computes it (losses.distillation_loss)."""
+    if task_type == "regression":
+        return f"alpha={k['alpha']} * MSE(teacher scores) + (1-alpha) * MSE(gold scores)"
+    if k["loss"] == "mse":
+        return f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * {ce}"
+    if task_type == "multi_label":
+        return (f"alpha={k['alpha']} * T^2 * binary KL per label (sigmoid_T) + (1-alpha) * binary {ce}, "
+                f"T={k['temperature']}")  # fmt: skip
+    where = " per labelled token (padding and later word pieces masked)" if task_type == "token_classification" else ""
+    return f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * {ce}{where}, T={k['temperature']}"
+
+
+def per_type_table(report: dict[str, Any]) -> list[str]:
+    """Token classification: entity F1 per type for the teacher, the student and its twin (empty otherwise)."""
+    kinds = sorted(k[3:] for k in report["teacher"]["metrics"] if k.startswith("f1_"))
+    if not kinds:
+        return []
+    sides = [("teacher", report["teacher"]), ("student (distilled)", report["student"])]
+    if "baseline" in report:
+        sides.append(("student (no distillation)", report["baseline"]))
+    rows = [["model", *kinds]] + [[name, *(f"{100 * e['metrics'].get('f1_' + k, 0.0):.2f}" for k in kinds)] for name, e in sides]
+    return ["Entity F1 per type:", "", markdown_table(rows), ""]
+
+
+def test_lines(report: dict[str, Any]) -> list[str]:
+    """The held-out test split's scores (``data.test_file``), when the run has one."""
+    if "test_metrics" not in report["teacher"]:
+        return []
+    m = report["metric"]
+    parts = [f"teacher {100 * report['teacher']['test_metrics'][m]:.2f}"]
+    for side, name in (("student", "student"), ("baseline", "no-distillation twin")):
+        if side in report:
+            parts.append(f"{name} {100 * report[side]['test_metrics'][m]:.2f} ({_num(report[side]['test_retained_pct'], '.1f')}% of the teacher)")
+    return [f"Held-out test {display_name(report['data']['test'])} ({report['data']['test_examples']} examples), {m}: "
+            + "; ".join(parts) + ".", ""]  # fmt: skip
+
+
 def render_report(report: dict[str, Any]) -> str:
     d, k, s = report["data"], report["distill"], report["student"]
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
-    loss = (
-        f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE, T={k['temperature']}"
-        if k["loss"] == "kl"
-        else f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * CE"
-    )
+    loss = loss_text(k, d.get("task_type", "classification"))
     lines = [
         "# Distillation report",
         "",
@@ -89,6 +126,8 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Speed-up at batch 1: {report['speedup_batch1']:.2f}x; at batch 32: {report['speedup_batch32']:.2f}x.",
         "",
+        *test_lines(report),
+        *per_type_table(report),
     ]
     for form, entry in s.get("deploy", {}).items():
         if form != "pytorch fp32":
@@ -160,21 +199,23 @@ def model_card(report: dict[str, Any]) -> str:
 
     d, k, s, t = report["data"], report["distill"], report["student"], report["teacher"]
     metric = report["metric"]
+    task_type = d.get("task_type", "classification")
+    tag = TASK_TAGS.get(task_type, "text-classification")
+    auto = "AutoModelForTokenClassification" if task_type == "token_classification" else "AutoModelForSequenceClassification"
     meta: dict[str, Any] = {
         "library_name": "transformers",
-        "pipeline_tag": "text-classification",
+        "pipeline_tag": tag,
         "tags": ["textdistill", "knowledge-distillation"],
     }
     if not os.path.exists(t["model"]):  # a hub id or catalogue name, not a local folder: the card may name it
         meta["base_model"] = t["model"]
     meta["model-index"] = [{"name": "student", "results": [{
-        "task": {"type": "text-classification"},
-        "dataset": {"name": display_name(d["train"]), "type": "text-classification"},
+        "task": {"type": tag},
+        "dataset": {"name": display_name(d["train"]), "type": tag},
         "metrics": [{"type": metric, "value": round(float(s["metrics"][metric]), 4), "name": f"dev {metric}"}],
     }]}]  # fmt: skip
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
-    loss = (f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * cross-entropy, T={k['temperature']}"
-            if k["loss"] == "kl" else f"alpha={k['alpha']} * MSE(logits) + (1-alpha) * cross-entropy")  # fmt: skip
+    loss = loss_text(k, task_type, "cross-entropy")
     extra = [f"- intermediate terms: {len(s['intermediate'])} layer matches"] if s.get("intermediate") else []
     if "transfer" in d:
         extra.append(f"- data distillation: trained on {d['transfer']['kept']} teacher-labelled texts ({', '.join(f'{n} {c}' for c, n in d['transfer']['kept_by_source'].items())})")
@@ -186,12 +227,12 @@ def model_card(report: dict[str, Any]) -> str:
         f"({d['validation_examples']} examples).", "",
         f"- student: {recipe}, {s['params'] / 1e6:.1f} M parameters (teacher {t['params'] / 1e6:.1f} M)",
         f"- loss: {loss}", *extra, "",
-        markdown_table(report_rows(report)), "",
+        markdown_table(report_rows(report)), "", *test_lines(report), *per_type_table(report),
         f"Speed-up over the teacher on CPU ({report['machine']['torch_threads']} threads): {report['speedup_batch1']:.2f}x at "
         f"batch 1, {report['speedup_batch32']:.2f}x at batch 32; measured {report['machine']['date']}.", "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        "model = AutoModelForSequenceClassification.from_pretrained(PATH)",
+        f"from transformers import {auto}, AutoTokenizer",
+        f"model = {auto}.from_pretrained(PATH)",
         "tokenizer = AutoTokenizer.from_pretrained(PATH)",
         "```", "",
     ]  # fmt: skip

@@ -41,6 +41,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
+from textdistill.models import PROBLEM_TYPES
 
 POOLINGS = ("max", "mean")
 SPEC_KEY = "student.architecture"  # where the spec sits in the run config; error messages name keys under it
@@ -530,7 +531,7 @@ def build_classic_student(
     config_class, model_class = STUDENT_TYPES[kind]
     config = config_class(
         vocab_size=vocab_size, pad_token_id=pad_id, id2label=labels.id2label, label2id=labels.label2id,
-        problem_type="regression" if labels.regression else "single_label_classification", **arch
+        problem_type=PROBLEM_TYPES[labels.task_type], **arch
     )
     set_seed(seed)
     model = model_class(config)
