@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Token-level distillation benchmark (issue 7), CoNLL-2003 English NER (benchmarks/conll/ner.yaml):
-#   1. fine-tune the all-MiniLM-L6-v2 teacher on eng.train (checkpoint picked on testa; skipped when done);
-#   2. distill 2-layer students (a third of its 6 layers) with token-level KD, each with its no-distillation twin;
-#      every model is scored on testb (held out) once, at the end.
-# Usage (repository root): bash benchmarks/conll_ner.sh [teacher|students] > bench_runs/conll.log 2>&1
+#   teacher          fine-tune all-MiniLM-L6-v2 on eng.train (checkpoint picked on testa); skipped when done
+#   students         2-layer students (a third of the teacher's 6 layers), each with its no-distillation twin:
+#                    student-2l (token-level KD, 5 epochs) and student-2l-10ep (10 epochs);
+#                    every model is also scored once on testb (held out)
+#   run NAME K=V...  one more run with these overrides (e.g. distill.layer_map=...)
+#   summary RUN...   write the tables of these runs (folder names under bench_runs/conll) to docs/RESULTS.md
+# Usage (repository root): bash benchmarks/conll_ner.sh STEP > bench_runs/conll.log 2>&1
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 out=${BENCH_OUT:-bench_runs}/conll
 cfg=benchmarks/conll/ner.yaml
 step=${1:-all}
+shift || true
 mkdir -p "$out"
-if [ "$step" = teacher ] || [ "$step" = all ]; then
-  [ -f "$out/teacher/teacher/model.safetensors" ] || textdistill train -c $cfg -o "$out/teacher"
-fi
 teacher=(teacher.model="$out/teacher/teacher" teacher.finetune=false)
-if [ "$step" = students ] || [ "$step" = all ]; then
-  textdistill distill -c $cfg -o "$out/student-2l" "${teacher[@]}"
-fi
+case $step in
+  teacher|all)
+    [ -f "$out/teacher/teacher/model.safetensors" ] || textdistill train -c $cfg -o "$out/teacher" ;;&
+  students|all)
+    textdistill distill -c $cfg -o "$out/student-2l" "${teacher[@]}"
+    textdistill distill -c $cfg -o "$out/student-2l-10ep" "${teacher[@]}" student.training.num_train_epochs=10 ;;
+  run)
+    name=$1
+    shift
+    textdistill distill -c $cfg -o "$out/$name" "${teacher[@]}" "$@" ;;
+  summary)
+    runs=()
+    for r in "$@"; do runs+=("$out/$r"); done
+    python benchmarks/summarize.py "${runs[@]}" --name conll-ner --command "bash benchmarks/conll_ner.sh students" ;;
+  teacher) ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from textdistill.report import display_name, markdown_table, render_multitask_report, report_rows
+from textdistill.report import display_name, markdown_table, per_type_table, render_multitask_report, report_rows, test_lines
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
@@ -32,6 +32,8 @@ def section(runs: list[Path], name: str, command: str) -> str:
             f"Student retains {s['retained_pct']:.1f}% of the teacher's {rep['metric']}"
             + (f"; no-distillation twin {rep['baseline']['retained_pct']:.1f}%." if "baseline" in rep else "."),
             "",
+            *test_lines(rep),
+            *per_type_table(rep),
             _eval_history(run, rep["metric"]),
             "",
         ]

@@ -289,6 +289,32 @@ def test_a_student_with_another_tokenizer_is_refused_then_learns_pseudo_labels(t
     assert report["student"]["recipe"] == "checkpoint" and 0.0 <= report["student"]["metrics"]["entity_f1"] <= 1.0
 
 
+def test_ner_data_distillation_tags_unlabeled_sentences(tiny_bert: str, tmp_path: Path) -> None:
+    """The teacher tags unlabeled sentences word by word; the student learns from them and the labelled set, its twin
+    from the labelled set alone."""
+    folder = require_conll() / "iob2"
+    from textdistill.ner import read_conll
+
+    sents = [" ".join(s.tokens) for s in read_conll(folder / "eng.train", "iob2").sentences]
+    pool = sents[300:450] + sents[:5]  # 5 training sentences: left out
+    (tmp_path / "pool.txt").write_text("\n".join(pool) + "\n", encoding="utf-8")
+    new = sum(p not in set(sents[:300]) for p in pool)
+    assert new <= 150
+    cfg = ner_config(tiny_bert, tmp_path / "run")
+    cfg["data"].pop("test_file")
+    cfg["transfer"] = {"unlabeled_file": str(tmp_path / "pool.txt")}
+    report = textdistill.distill(cfg)
+    t = report["data"]["transfer"]
+    assert t["kept_by_source"] == {"train": 300, "pool": new} and t["kept"] == 300 + new
+    assert "teacher-labelled texts" in (tmp_path / "run" / "report.md").read_text()
+    student_steps = max(r["step"] for r in map(json.loads, (tmp_path / "run/logs/student.jsonl").read_text().splitlines()))
+    twin_steps = max(r["step"] for r in map(json.loads, (tmp_path / "run/logs/baseline.jsonl").read_text().splitlines()))
+    assert student_steps == 2 * math.ceil((300 + new) / 16) and twin_steps == 2 * math.ceil(300 / 16)
+    cfg["transfer"]["variants"] = 3
+    with pytest.raises(TextDistillError, match="variants: not for token tasks"):
+        textdistill.distill(cfg)
+
+
 def test_multi_label_distillation_framed_from_conll(tiny_bert: str, tmp_path: Path) -> None:
     """No public multi-label set is in the shared data: CoNLL sentences labelled with the entity types they contain."""
     from textdistill.ner import entities, read_conll

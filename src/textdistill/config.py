@@ -390,7 +390,14 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
         self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
-        if self.transfer is not None and self.data.task_type != "classification":
+        t = self.transfer
+        if t is not None and self.data.task_type == "token_classification":
+            extra = [k for k in ("variants", "extra_teachers", "min_agreement", "min_confidence", "max_entropy", "topk")
+                     if getattr(t, k)]  # fmt: skip
+            if extra or not t.unlabeled_file:
+                raise ValueError("transfer: for token_classification the teacher tags the sentences of unlabeled_file (words split "
+                                 f"on whitespace); {', '.join(extra) or 'unlabeled_file missing'}: not for token tasks")  # fmt: skip
+        elif t is not None and self.data.task_type != "classification":
             raise ValueError(f"transfer: data distillation labels classes; a {self.data.task_type} task is not supported yet")
         if self.distill.token_targets == "pseudo_labels" and self.data.task_type != "token_classification":
             raise ValueError("distill.token_targets: pseudo_labels applies to token_classification tasks")

@@ -35,7 +35,7 @@ from textdistill.config import (
     config_from_dict,
     load_config,
 )
-from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, tokenize, tokenize_words
+from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, read_corpus, tokenize, tokenize_words
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
@@ -287,6 +287,22 @@ def _teacher_tags(
     return dataclasses.replace(data, labels=tags)
 
 
+def _sentences(path: str, limit: int | None, train: TextData) -> TextData:
+    """Unlabeled sentences for a token task (one per line, words split on whitespace), less those that repeat a
+    training sentence; their tags are placeholders until the teacher tags them."""
+    texts, _ = read_corpus(path, False, limit)
+    known = set(train.texts)
+    words = [t.split() for t in texts if " ".join(t.split()) not in known]
+    if not words:
+        raise TextDistillError(f"{path}: every sentence repeats a training sentence; nothing to tag")
+    return TextData([" ".join(w) for w in words], [["O"] * len(w) for w in words], None, path, [], words)
+
+
+def _concat(a: TextData, b: TextData) -> TextData:
+    assert a.words is not None and b.words is not None
+    return TextData(a.texts + b.texts, a.labels + b.labels, None, a.source, a.rows + b.rows, a.words + b.words)
+
+
 def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
     if not cfg.distill.uses_intermediate:
         return None
@@ -389,12 +405,19 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     paired_tok = None if pseudo else ttok  # the teacher's tokenization travels with the examples for logit KD
     # Data distillation: the student learns from the teacher-labelled transfer set instead of the labelled data alone.
     train_data, transfer_probs, transfer_info = prep.train, None, None
-    if cfg.transfer is not None:
+    token_task = prep.labels.task_type == "token_classification"
+    if pseudo:
+        train_data = _teacher_tags(teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs)
+    if cfg.transfer is not None and token_task:  # the teacher tags unlabeled sentences, word by word
+        pool = _sentences(cfg.transfer.unlabeled_file, cfg.transfer.max_unlabeled, prep.train)  # type: ignore[arg-type]
+        tagged = _teacher_tags(teacher, teacher_view(pool), teacher_collator, pool, prep.labels, eval_bs)
+        train_data = _concat(train_data, tagged) if cfg.transfer.include_train else tagged
+        transfer_info = {"path": pool.source, "kept": len(train_data), "dropped": {},
+                         "kept_by_source": {"train": len(train_data) - len(tagged), "pool": len(tagged)}}  # fmt: skip
+    elif cfg.transfer is not None:
         from textdistill.transfer import transfer_set
 
         train_data, transfer_probs, transfer_info = transfer_set(cfg, teacher, ttok, prep.labels, prep.train, eval_bs)
-    if pseudo:
-        train_data = _teacher_tags(teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs)
     vocab_texts = _texts(train_data)
     student, stok, recipe = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
     train_set = _dataset(stok, train_data, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
@@ -557,6 +580,9 @@ def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, 
     from textdistill.transfer import transfer_set
 
     cfg = _transfer_cfg(as_config(cfg, overrides), output, "label")
+    if cfg.data.task_type != "classification":
+        raise TextDistillError(f"label: distilled datasets hold sentence labels; a {cfg.data.task_type} run tags its transfer "
+                               "sentences inside `textdistill distill`")  # fmt: skip
     if _teacher_cfg(cfg).finetune:
         raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
     prep = _prepare(cfg)  # nothing is trained here: transfer_set meets any bad corpus or teacher before labelling
