@@ -258,6 +258,12 @@ def test_ner_distillation_through_the_cli(ner_run: Path) -> None:
     assert losses and all(s["loss"] == pytest.approx(0.8 * s["kd"] + 0.2 * s["ce"], rel=1e-4) for s in losses)
     card = (ner_run / "student" / "README.md").read_text()
     assert "pipeline_tag: token-classification" in card and "AutoModelForTokenClassification" in card
+    # a saved tagger scores again through `textdistill evaluate`: the same dev numbers
+    proc = subprocess.run([sys.executable, "-m", "textdistill", "evaluate", str(ner_run / "student"), "-c", str(ner_run / "config.yaml"),
+                           "--no-speed", "--json"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads(proc.stdout)["metrics"]
+    assert again["entity_f1"] == pytest.approx(metrics["student"]["metrics"]["entity_f1"], abs=1e-9)
 
 
 def test_predict_entity_spans(ner_run: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from textdistill.errors import TextDistillError
 EPILOG = """\
 Overrides: any config key as KEY=VALUE (dotted, value in YAML), after the options or with --set, e.g.
   textdistill distill --config examples/sst2.yaml student.num_layers=3 student.training.num_train_epochs=2
-Errors in the config, the data or the models are reported on one line and exit with status 2."""
+Errors in the config, the data or the models are reported on one line and exit with status 2 (--debug adds the
+traceback); an unexpected failure (a bug) is reported as "error: internal error: ..." and exits with status 1."""
 
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
@@ -21,7 +23,12 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--output-dir", "-o", help="shortcut for output_dir=...")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    _add_debug(p)
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more config overrides")
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
 
 
 def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -117,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", "-f", help="UTF-8 file of inputs, one per line (TEXT or TEXT<TAB>PAIR)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, pair, prediction}")
+    _add_debug(p)
     return parser
 
 
@@ -127,12 +135,17 @@ def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[st
             raise TextDistillError("predict: give texts on the command line or --file")
         return texts, None
     path = Path(file)
-    if not path.is_file():
+    if not os.path.isfile(path):  # (os.path: False for a name the OS rejects, where Path.is_file raises)
         raise TextDistillError(f"{file}: file not found")
     try:
-        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        raw = path.read_bytes()
+    except OSError as exc:  # no permission, an I/O error
+        raise TextDistillError(f"{file}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        lines = [line for line in raw.decode("utf-8-sig").splitlines() if line.strip()]
     except UnicodeDecodeError as exc:
-        raise TextDistillError(f"{file}: not valid UTF-8 (byte {exc.start})") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TextDistillError(f"{file}:{line}: not valid UTF-8 (byte {exc.start})") from None
     if not lines:
         raise TextDistillError(f"{file}: no inputs (empty file)")
     rows = [line.split("\t") for line in lines]
@@ -218,7 +231,16 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: Any, *
     return f"warning: {message}\n"
 
 
+def _one_line(text: str) -> str:
+    """A message on one line: its lines joined (an error is one line of stderr)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (:class:`TextDistillError`) prints ``error: MESSAGE`` and returns 2; any other
+    exception prints ``error: internal error: TYPE: MESSAGE`` and returns 1; ``--debug`` prints the traceback first.
+    Ctrl-C returns 130."""
+    import traceback
     import warnings
 
     warnings.formatwarning = _warning_line  # one plain line per warning (truncated sentences, ...), no source code
@@ -226,43 +248,59 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "predict":
-        args.texts += rest  # texts after --task (argparse stops a positional list at an option)
-        try:
-            return _predict(args)
-        except TextDistillError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    overrides = list(args.overrides) + list(args.extra)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
     try:
-        from textdistill import pipeline
-
-        if args.command == "train":
-            result = pipeline.train_teacher(args.config, overrides)
-        elif args.command == "distill":
-            result = pipeline.distill(args.config, overrides)
-        elif args.command == "bench":
-            from textdistill.bench import bench
-
-            result = bench(args.config, overrides, steps=args.steps, repeats=args.repeats)
-        elif args.command == "augment":
-            if not args.output_dir:
-                raise TextDistillError("augment: give the output file with -o FILE.tsv")
-            result = pipeline.augment(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
-        elif args.command == "label":
-            result = pipeline.label(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
-        elif args.command == "export":
-            output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
-            result = pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])
-        else:
-            result = pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed)
+        result = _run(args, rest)
     except TextDistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the run folder was not completed (a .partial folder may remain)", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line, the traceback only when asked for
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (rerun with --debug for the traceback)"
+        print(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))}{hint}", file=sys.stderr)
+        return 1
+    if result is None:  # predict printed its own output
+        return 0
     _print_result(args.command, result, args.json)
     return 0
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
+    """The command's result (None for predict, which prints as it goes)."""
+    if args.command == "predict":
+        args.texts += rest  # texts after --task (argparse stops a positional list at an option)
+        if args.max_length < 1:
+            raise TextDistillError(f"predict: --max-length must be at least 1, got {args.max_length}")
+        _predict(args)
+        return None
+    overrides = list(args.overrides) + list(args.extra)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    from textdistill import pipeline
+
+    if args.command == "train":
+        return pipeline.train_teacher(args.config, overrides)
+    if args.command == "distill":
+        return pipeline.distill(args.config, overrides)
+    if args.command == "bench":
+        from textdistill.bench import bench
+
+        for option, value in (("--steps", args.steps), ("--repeats", args.repeats)):
+            if value < 1:
+                raise TextDistillError(f"bench: {option} must be at least 1, got {value}")
+        return bench(args.config, overrides, steps=args.steps, repeats=args.repeats)
+    if args.command == "augment":
+        if not args.output_dir:
+            raise TextDistillError("augment: give the output file with -o FILE.tsv")
+        return pipeline.augment(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
+    if args.command == "label":
+        return pipeline.label(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
+    if args.command == "export":
+        output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
+        return pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])
+    return pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed)

@@ -9,6 +9,7 @@ Training hyper-parameters reuse the names of HF ``TrainingArguments``.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import math
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from textdistill.errors import TextDistillError
 
@@ -48,9 +49,9 @@ class DataConfig(_Strict):
     encoding: str = "utf-8"
     has_header: bool = True
     # Column names, or 0-based column indices for header-less files.
-    text_column: str | int = "text"
-    text_pair_column: str | int | None = None
-    label_column: str | int = "label"
+    text_column: str | Annotated[int, Field(ge=0)] = "text"
+    text_pair_column: str | Annotated[int, Field(ge=0)] | None = None
+    label_column: str | Annotated[int, Field(ge=0)] = "label"
     # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE;
     # token_classification: a tag per word (NER; CoNLL files); multi_label: each text has a set of labels (sigmoid
     # outputs): a JSON list in JSONL, names joined by ``label_separator`` in TSV/CSV (an empty field: no label).
@@ -64,6 +65,15 @@ class DataConfig(_Strict):
     max_length: int = Field(128, gt=0, le=8192)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
@@ -379,7 +389,7 @@ class TransferConfig(_Strict):
 class RunConfig(_Strict):
     output_dir: str = "runs/default"
     overwrite_output_dir: bool = False
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy's seeds are 0 .. 2**32 - 1
     data: DataConfig
     teacher: TeacherConfig | None = None  # required by train and distill, not by evaluate
     student: StudentConfig | None = None
@@ -482,7 +492,7 @@ class MultiTaskRunConfig(_Strict):
 
     output_dir: str = "runs/multitask"
     overwrite_output_dir: bool = False
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy's seeds are 0 .. 2**32 - 1
     tasks: list[TaskConfig]
     student_from: str | None = None
     student: StudentConfig
@@ -550,10 +560,12 @@ def _path_nodes(raw: dict) -> list[tuple[dict, str, bool]]:
     visit(raw, _MODEL_KEYS, True)
     if isinstance(raw.get("student_from"), str):
         out.append((raw, "student_from", True))
-    for task in raw.get("tasks") or []:
+    tasks = raw.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:  # any other value is reported by validation
         if isinstance(task, dict):
             visit(task, _PATH_KEYS, False)
-            for teacher in task.get("teachers") or []:
+            teachers = task.get("teachers")
+            for teacher in teachers if isinstance(teachers, list) else []:
                 if isinstance(teacher, dict) and isinstance(teacher.get("model"), str):
                     out.append((teacher, "model", True))
     return out
@@ -565,9 +577,44 @@ def _resolve_relative(raw: dict, base: Path) -> None:
         value = _expand(node[key])
         if not os.path.isabs(value):
             candidate = base / value
-            if not is_model or candidate.exists():
+            if not is_model or os.path.exists(candidate):  # (os.path: False for a name too long to be a path)
                 value = os.path.normpath(candidate)
         node[key] = value
+
+
+class _YAMLProblem(Exception):
+    """Why a YAML text could not be read, on one line; ``where`` is ``LINE:`` when the parser knows the line."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(" ".join(message.split()))
+        self.where = f"{line}:" if line is not None else ""
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tags that build Python objects) whose constructors fail as YAML errors with a line:
+    PyYAML's own raise ValueError, KeyError, IndexError, AttributeError... for scalars such as ``2024-13-45``,
+    ``0x_``, ``!!int`` (empty), ``!!int abc`` or ``!!bool x``."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (whatever a constructor raises, the scalar is not valid YAML)
+            value = f"{node.value!r} " if isinstance(node, yaml.ScalarNode) else ""
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(None, None, f"{value}is not a valid {kind} ({exc})", node.start_mark) from None
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with every way it fails as a :class:`_YAMLProblem`."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no tags that build Python objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise _YAMLProblem(str(getattr(exc, "problem", None) or exc), mark.line + 1 if mark is not None else None) from None
+    except RecursionError:
+        raise _YAMLProblem("nested too deeply", None) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -582,9 +629,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise TextDistillError(f"override {text!r}: empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise TextDistillError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        parsed = _safe_load(value) if value.strip() else None
+    except _YAMLProblem as exc:
+        raise TextDistillError(f"override {text!r}: value is not valid YAML ({exc})") from None
     return parts, parsed
 
 
@@ -621,14 +668,15 @@ def _is_type_tag(part: Any) -> bool:
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     problems = []
-    seen = set()
+    by_loc: dict[str, list[Any]] = {}
     for err in exc.errors():
         # a value that may take several types (a number or a schedule) reports once per type: report it once
-        parts = [str(p) for p in err["loc"] if not _is_type_tag(p)]
-        loc = ".".join(parts) or "(top level)"
-        if loc in seen:
-            continue
-        seen.add(loc)
+        parts = [p if isinstance(p, str) and p.isprintable() and p.strip() else str(p) if isinstance(p, int) else repr(p)
+                 for p in err["loc"] if not _is_type_tag(p)]  # fmt: skip  (a key such as "\n" shown quoted: one line)
+        by_loc.setdefault(".".join(parts) or "(top level)", []).append(err)
+    for loc, errs in by_loc.items():
+        # of a union's errors, a broken constraint (a column index below 0) says more than "not a string"
+        err = next((e for e in errs if not e["type"].endswith("_type")), errs[0])
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")
         elif err["type"] == "missing":
@@ -636,6 +684,7 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             shown = repr(err.get("input")) if not isinstance(err.get("input"), dict) else ""
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             problems.append(f"{loc}: {msg}" + (f" (got {shown})" if shown else ""))
     return f"{source}: invalid config: " + "; ".join(problems)
 
@@ -659,16 +708,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     if path is not None:
         p = Path(path)
         source = str(p)
-        if not p.is_file():
+        if not os.path.isfile(p):  # (os.path: False for a name the OS rejects, where Path.is_file raises)
             raise TextDistillError(f"{p}: config file not found")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            raw = _safe_load(p.read_text(encoding="utf-8"))
+        except OSError as exc:  # no permission, an I/O error
+            raise TextDistillError(f"{p}: cannot read the config file ({exc.strerror or exc})") from None
         except UnicodeDecodeError as exc:
             raise TextDistillError(f"{p}: config is not valid UTF-8 (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise TextDistillError(f"{p}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        except _YAMLProblem as exc:
+            raise TextDistillError(f"{p}:{exc.where} not valid YAML: {exc}") from None
         if raw is None:
             raise TextDistillError(f"{p}: config file is empty")
         if not isinstance(raw, dict):

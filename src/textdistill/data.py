@@ -65,12 +65,16 @@ def _detect_format(path: Path, fmt: str) -> str:
 
 
 def _read_text(path: Path, encoding: str) -> str:
-    if not path.exists():
-        hint = "" if path.parent.exists() else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
+    # os.path (not Path) checks: they answer False for a name the OS rejects (too long, a NUL byte) instead of raising
+    if not os.path.exists(path):
+        hint = "" if os.path.exists(path.parent) else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
         raise TextDistillError(f"{path}: file not found{hint}")
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise TextDistillError(f"{path}: not a file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # no permission, an I/O error
+        raise TextDistillError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in {"utf-8", "utf8"} else encoding
     try:
         return raw.decode(codec)
@@ -93,11 +97,33 @@ def _column_index(header: list[str] | None, column: str | int, path: Path, what:
     return header.index(column)
 
 
+class _Rows:
+    """A ``csv.reader`` whose parse errors (a field over the csv module's size limit, as a stray opening quote makes
+    of the rest of a CSV file) are TextDistillErrors naming the file and line."""
+
+    def __init__(self, reader: Any, path: Path) -> None:
+        self.reader, self.path = reader, path
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num
+
+    def __iter__(self) -> "_Rows":
+        return self
+
+    def __next__(self) -> list[str]:
+        start = self.reader.line_num + 1
+        try:
+            return next(self.reader)
+        except csv.Error as exc:
+            raise TextDistillError(f"{self.path}:{start}: cannot split the row into columns ({exc}); an unclosed quote?") from None
+
+
 def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> TextData:
     text = _read_text(path, cfg.encoding)
     # GLUE-style TSVs hold unbalanced quotes inside sentences: read TSV without quoting, CSV with it.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    reader = _Rows(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting), path)
     header = None
     if cfg.has_header:
         header = next(reader, None)
@@ -151,6 +177,8 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting too deep
+            raise TextDistillError(f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {exc})") from None
         if not isinstance(obj, dict):
             raise TextDistillError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
         values = {}

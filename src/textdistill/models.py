@@ -10,9 +10,10 @@ import copy
 import importlib.util
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch import nn
 
@@ -86,6 +87,24 @@ PROBLEM_TYPES = {"classification": "single_label_classification", "regression": 
                  "multi_label": "multi_label_classification", "token_classification": None}  # fmt: skip
 
 
+@contextmanager
+def _quiet_loading(errors_only: bool = True) -> Iterator[None]:
+    """No "Loading weights" progress bar from transformers (an error after a model loads stays one line on stderr);
+    ``errors_only``: its warnings silenced too."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def auto_class(task_type: str) -> Any:
     """The HF Auto class of a task type: ``AutoModelForTokenClassification`` for token classification,
     ``AutoModelForSequenceClassification`` for the rest."""
@@ -104,7 +123,6 @@ def load_classifier(
     (a fine-tuned teacher); its own label order is kept and returned. Otherwise a fresh head is made for ``labels``.
     """
     from transformers import AutoConfig
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name, role)
     try:
@@ -122,23 +140,20 @@ def load_classifier(
         if own is not None and set(own.names) != set(labels.names):
             raise TextDistillError(f"{role}: {name} has labels {list(own.names)} but the data has {list(labels.names)}")
         labels = own or labels
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a fresh head is expected here; missing keys are checked below instead
     try:
-        model, info = auto_class(labels.task_type).from_pretrained(
-            path,
-            num_labels=len(labels),
-            id2label=labels.id2label,
-            label2id=labels.label2id,
-            problem_type=PROBLEM_TYPES[labels.task_type],
-            ignore_mismatched_sizes=not require_trained_head,  # a head for other labels is replaced by a fresh one
-            output_loading_info=True,
-        )
+        with _quiet_loading():  # a fresh head is expected here; missing keys are checked below instead
+            model, info = auto_class(labels.task_type).from_pretrained(
+                path,
+                num_labels=len(labels),
+                id2label=labels.id2label,
+                label2id=labels.label2id,
+                problem_type=PROBLEM_TYPES[labels.task_type],
+                ignore_mismatched_sizes=not require_trained_head,  # a head for other labels is replaced by a fresh one
+                output_loading_info=True,
+            )
     except (OSError, ValueError, KeyError) as exc:
         kind = "token" if labels.task_type == "token_classification" else "sequence"
         raise TextDistillError(f"{role}: cannot load {name} as a {kind} classifier: {str(exc).splitlines()[0]}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     if require_trained_head and _head_missing(info):
         raise TextDistillError(
             f"{role}: {name} has no trained classification head (missing {sorted(info['missing_keys'])[:3]}); "
@@ -267,7 +282,8 @@ def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, 
 
     path = resolve_model_path(folder, role)
     try:
-        model = auto_class(model_task_type(AutoConfig.from_pretrained(path))).from_pretrained(path)
+        with _quiet_loading(errors_only=False):
+            model = auto_class(model_task_type(AutoConfig.from_pretrained(path))).from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise TextDistillError(f"{role}: cannot load {folder}: {str(exc).splitlines()[0]}") from None
     labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), model_task_type(model.config))

@@ -401,11 +401,11 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
         return _dataset(ttok, split, prep.labels, max_len)
 
     # Sequence-level KD for token tasks: the student learns the teacher's tags, in its own tokenization.
-    pseudo = prep.labels.task_type == "token_classification" and cfg.distill.token_targets == "pseudo_labels"
+    token_task = prep.labels.task_type == "token_classification"
+    pseudo = token_task and cfg.distill.token_targets == "pseudo_labels"
     paired_tok = None if pseudo else ttok  # the teacher's tokenization travels with the examples for logit KD
     # Data distillation: the student learns from the teacher-labelled transfer set instead of the labelled data alone.
     train_data, transfer_probs, transfer_info = prep.train, None, None
-    token_task = prep.labels.task_type == "token_classification"
     if pseudo:
         train_data = _teacher_tags(teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs)
     if cfg.transfer is not None and token_task:  # the teacher tags unlabeled sentences, word by word
@@ -455,7 +455,8 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if cfg.distill.baseline:
         # the twin: the same student on the labelled data alone, gold labels only
         twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
-        labelled = train_set if cfg.transfer is None and not pseudo else _dataset(stok, prep.train, prep.labels, max_len, paired_tok)
+        labelled = train_set if cfg.transfer is None and not pseudo else \
+            _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)  # fmt: skip
         base = fit("baseline", twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
                     cfg.eval.metric, cfg.seed, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
