@@ -27,6 +27,11 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more config overrides")
 
 
+def _add_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (killed, or stopped by Ctrl-C / SIGTERM) "
+                   "from its last checkpoint; give the same config and overrides")  # fmt: skip
+
+
 def _add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
 
@@ -51,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and save it to OUTPUT_DIR/teacher (use it later as teacher.model with teacher.finetune: false).",
     )
     _add_common(p)
+    _add_resume(p)
     p = _command(
         sub,
         "distill",
@@ -61,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "student/, baseline/, logs/, metrics.json and report.md.",
     )
     _add_common(p)
+    _add_resume(p)
     p = _command(
         sub,
         "evaluate",
@@ -124,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", "-f", help="UTF-8 file of inputs, one per line (TEXT or TEXT<TAB>PAIR)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, pair, prediction}")
+    _add_debug(p)
+    p = _command(
+        sub,
+        "report",
+        "compare finished runs: a table and a plot of the student's metric against its latency",
+        "Read each RUN folder's metrics.json (written by `textdistill distill`) and write one self-contained HTML page: "
+        "a table (run, student recipe, metric, % of teacher, parameters, size, latency at batch 1, throughput at "
+        "batch 32) and a scatter plot of each student's dev metric against its CPU latency, teachers marked, the "
+        "Pareto-optimal students joined: which student to ship. The table is also printed (Markdown). Each run's own "
+        "page is RUN/report.html.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (OUTPUT_DIR of textdistill distill)")
+    p.add_argument("--output", "-o", default="report-compare.html", help="the HTML page to write (default report-compare.html)")
     _add_debug(p)
     return parser
 
@@ -255,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the run folder was not completed (a .partial folder may remain)", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C outside training, or a signal the training loop checkpointed first
+        why = str(exc) or "the run folder was not completed (a .partial folder may remain)"
+        print(f"interrupted: {why}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line, the traceback only when asked for
         if args.debug:
@@ -278,15 +299,22 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
             raise TextDistillError(f"predict: --max-length must be at least 1, got {args.max_length}")
         _predict(args)
         return None
+    if args.command == "report":
+        from textdistill.html_report import write_compare
+
+        path, table = write_compare(args.runs, args.output)
+        print(table)
+        print(f"comparison page: {path}")
+        return None
     overrides = list(args.overrides) + list(args.extra)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     from textdistill import pipeline
 
     if args.command == "train":
-        return pipeline.train_teacher(args.config, overrides)
+        return pipeline.train_teacher(args.config, overrides, resume=args.resume)
     if args.command == "distill":
-        return pipeline.distill(args.config, overrides)
+        return pipeline.distill(args.config, overrides, resume=args.resume)
     if args.command == "bench":
         from textdistill.bench import bench
 

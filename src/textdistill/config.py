@@ -108,6 +108,9 @@ class TrainingConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     adam_epsilon: float = Field(1e-8, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="evaluate every N optimizer steps; None = every epoch")
+    # Write a checkpoint (model, optimizer, scheduler, random states, position in the data) every N optimizer steps,
+    # and after every evaluation; `--resume` continues from the last one. None: after evaluations only.
+    save_steps: int | None = Field(None, gt=0)
     logging_steps: int = Field(20, gt=0)
     group_by_length: bool = True
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"

@@ -605,12 +605,17 @@ def train_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     """Shuffled batches; with ``group_by_length`` similar lengths share a batch (less padding), order still random.
-    Workers (if any) stay alive across epochs; ``pin_memory`` for copies to a GPU that overlap compute."""
+    Workers (if any) stay alive across epochs; ``pin_memory`` for copies to a GPU that overlap compute. The order comes
+    from ``loader.epoch_generator``, which the training loop seeds at each epoch (so a resumed run sees the same
+    batches)."""
     generator = torch.Generator().manual_seed(seed)
     extra = {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": pin_memory}
     if group_by_length:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths(), generator=generator)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, **extra)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, **extra)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra)
+    loader.epoch_generator = generator  # type: ignore[attr-defined]  (the loop seeds it per epoch: resumable order)
+    return loader

@@ -82,21 +82,34 @@ class RunFolder:
     In a multi-process run (``accelerate launch``) only the main process writes.
     """
 
-    def __init__(self, cfg: AnyRunConfig) -> None:
+    def __init__(self, cfg: AnyRunConfig, resume: bool = False) -> None:
         self.final = Path(cfg.output_dir)
-        if self.final.exists() and not cfg.overwrite_output_dir:
-            raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
         self.path = self.final.with_name(self.final.name + ".partial")
         self.cfg = cfg
+        self.resume = resume
         self.main = process_state().is_main_process
+        if resume:
+            written = self.path / "config.yaml"
+            if not written.is_file():
+                raise TextDistillError(f"--resume: no interrupted run to resume at {self.path} (nothing was checkpointed there)")
+            if written.read_text(encoding="utf-8") != cfg.to_yaml():
+                raise TextDistillError(f"--resume: the config differs from the interrupted run's ({written}); resume with the same "
+                                       "config and overrides")  # fmt: skip
+        elif self.final.exists() and not cfg.overwrite_output_dir:
+            raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
 
     def open(self) -> "RunFolder":
-        if self.main:
+        """Start the run's ``.partial`` folder afresh, or, resuming, keep it with its checkpoints."""
+        if self.main and not self.resume:
             if self.path.exists():
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True)
             (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
         return self
+
+    def checkpoints(self, name: str) -> Path:
+        """Where the training loop of ``name`` keeps its checkpoints (removed when the run is committed)."""
+        return self.path / "checkpoints" / name
 
     def save(self, name: str, model: nn.Module, tokenizer: Any, extra: dict[str, Any]) -> Path:
         if self.main:
@@ -118,6 +131,9 @@ class RunFolder:
         report["machine"] = machine_info()
         self.write_json("metrics.json", report)
         (self.path / "report.md").write_text(render(report), encoding="utf-8")
+        from textdistill.html_report import write_html_or_warn
+
+        write_html_or_warn(self.path)  # report.html, the plots; a failure to draw only warns
         for name, make in (extra or {}).items():
             (self.path / name).write_text(make(report), encoding="utf-8")
         report["output_dir"] = str(self.commit())
@@ -125,6 +141,7 @@ class RunFolder:
 
     def commit(self) -> Path:
         if self.main:
+            shutil.rmtree(self.path / "checkpoints", ignore_errors=True)  # the trained models are saved on their own
             if self.final.exists():
                 shutil.rmtree(self.final)
             self.path.replace(self.final)
@@ -223,6 +240,7 @@ def fit(
     return train_loop(
         model, train_set, collator, args, objective, evaluate, metric, seed,
         run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher, keep_best=keep_best,
+        checkpoint_dir=run.checkpoints(name), resume=run.resume,
     )  # fmt: skip
 
 
@@ -343,12 +361,13 @@ def machine_info() -> dict[str, Any]:
 # Commands
 
 
-def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """``textdistill train``: fine-tune the teacher on the task; the run folder gets ``teacher/`` and metrics."""
+def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+    """``textdistill train``: fine-tune the teacher on the task; the run folder gets ``teacher/`` and metrics.
+    ``resume``: continue an interrupted run (same config) from its last checkpoint."""
     cfg = as_config(cfg, overrides)
     teacher_cfg = _teacher_cfg(cfg)
     teacher_cfg.finetune = True
-    run = RunFolder(cfg)
+    run = RunFolder(cfg, resume)
     prep = _prepare(cfg)
     run.open()
     dev_set, collator, info = _fine_tune_teacher(cfg, prep, run)
@@ -362,20 +381,23 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
     return result
 
 
-def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
     """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report.
 
-    A config with ``tasks:`` distills one multi-task student from every task's teachers
-    (:func:`textdistill.task_distill.distill_tasks`)."""
+    ``resume``: continue an interrupted run (same config): finished stages are not trained again, the interrupted one
+    continues from its last checkpoint. A config with ``tasks:`` distills one multi-task student from every task's
+    teachers (:func:`textdistill.task_distill.distill_tasks`)."""
     cfg = as_any_config(cfg, overrides)
     if isinstance(cfg, MultiTaskRunConfig):
         from textdistill.task_distill import distill_tasks
 
+        if resume:
+            raise TextDistillError("--resume: multi-task runs cannot be resumed yet; run them again")
         return distill_tasks(cfg)
     if cfg.student is None:
         raise TextDistillError("student: required for distill (e.g. student: {num_layers: 2})")
     teacher_cfg = _teacher_cfg(cfg)
-    run = RunFolder(cfg)
+    run = RunFolder(cfg, resume)
     prep = _prepare(cfg)
     _check_student(cfg, prep)
     if cfg.transfer is not None:

@@ -9,6 +9,7 @@ processes come from HF accelerate.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -23,6 +24,7 @@ from torch import nn
 
 from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
+from textdistill.errors import TextDistillError
 from textdistill.features import Features, IntermediateLosses
 from textdistill.losses import distillation_loss, hard_label_loss
 from textdistill.progress import progress
@@ -195,6 +197,107 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM during training: a checkpoint was written at ``step``; ``--resume`` continues from it."""
+
+    def __init__(self, step: int, folder: Path | None) -> None:
+        where = f"checkpoint at step {step} in {folder}; rerun with --resume to continue" if folder else f"at step {step}"
+        super().__init__(f"training stopped by a signal: {where}")
+        self.step, self.folder = step, folder
+
+
+class Checkpoints:
+    """A loop's checkpoints in ``folder``: ``checkpoint.pt`` (the latest, replaced atomically: a temporary file, then
+    a rename) while training, ``final.pt`` (the trained weights and the loop's result) once it is done. Read back with
+    ``torch.load(weights_only=True)``: tensors, numbers and strings only, never pickled code."""
+
+    def __init__(self, folder: Path | None, main: bool) -> None:
+        self.folder, self.main = folder, main
+
+    def _write(self, name: str, state: dict[str, Any]) -> None:
+        if self.folder is None or not self.main:
+            return
+        path = self.folder / name
+        tmp = path.with_name(name + ".tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            last = self.load("checkpoint.pt")
+            kept = f"the last good checkpoint (step {last['step']}) is intact" if last else "no earlier checkpoint exists"
+            raise TextDistillError(f"checkpoint: cannot write {path} ({exc.strerror or exc}); {kept}") from None
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.folder / name if self.folder is not None else None
+        if path is None or not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self._write("checkpoint.pt", state)
+
+    def finish(self, model_state: dict[str, torch.Tensor], result: "LoopResult") -> None:
+        """Record the trained weights and the result; the in-progress checkpoint is no longer needed."""
+        self._write("final.pt", {"model": model_state, "result": json.dumps(dataclasses.asdict(result))})
+        if self.folder is not None and self.main:
+            (self.folder / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def random_states() -> dict[str, Any]:
+    """Python's, NumPy's and torch's random states (CPU and GPU), in types ``weights_only`` loading accepts."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    out = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+           "torch": torch.get_rng_state()}  # fmt: skip
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class _StopSignals:
+    """While training: SIGINT and SIGTERM only raise a flag; the loop checkpoints at the next step and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._raise_flag)
+        return self
+
+    def _raise_flag(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def train_loop(
     model: nn.Module,
     train_set: DistillDataset,  # or any dataset with a loader() method (MultiTaskDataset)
@@ -208,19 +311,35 @@ def train_loop(
     desc: str = "train",
     teacher: nn.Module | None = None,
     keep_best: bool = True,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> LoopResult:
     """Train ``model`` in place; at the end it holds the weights of its best evaluation (or its last weights when
     ``keep_best`` is False, e.g. after a stage that does not train the prediction layer).
 
     AdamW with linear warm-up and decay; evaluation every epoch or every ``eval_steps`` optimizer steps; each
     logged line of ``log_path`` (JSON) holds the step, epoch, learning rate and the mean of every loss term.
+
+    With ``checkpoint_dir``: a checkpoint after every evaluation and every ``save_steps`` steps, and on SIGINT /
+    SIGTERM (then :class:`TrainingInterrupted`). ``resume`` continues from the last one: the batches of each epoch
+    come from a generator seeded by (seed, epoch) and the random states are restored before the next batch, so on
+    the CPU the run ends with the same weights and metrics as one never interrupted; a loop that had finished
+    returns its result without training again.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(seed)
-    process_state()
+    state = process_state()
+    ckpt = Checkpoints(checkpoint_dir, state.is_main_process)
+    done = ckpt.load("final.pt") if resume else None
+    if done is not None:  # this loop finished before the interruption: its weights and result as they were
+        model.load_state_dict(done["model"])
+        model.eval()
+        return LoopResult(**json.loads(done["result"]))
+    saved = ckpt.load("checkpoint.pt") if resume else None
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -234,6 +353,15 @@ def train_loop(
         collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers,
         pin_memory=on_gpu,
     )  # fmt: skip
+    epoch_generator = getattr(loader, "epoch_generator", None)
+    epoch_sampler = getattr(loader, "batch_sampler", None)
+
+    def start_epoch(epoch: int) -> None:  # each epoch's order depends on (seed, epoch) alone
+        if epoch_generator is not None:
+            epoch_generator.manual_seed(seed + 1000003 * epoch)
+        if hasattr(epoch_sampler, "set_epoch"):
+            epoch_sampler.set_epoch(epoch)
+
     if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
         objective.to(accelerator.device)
         if hasattr(objective, "setup"):
@@ -265,39 +393,72 @@ def train_loop(
             # the caller's teacher stays as it was
             objective.hold_teacher(copy.deepcopy(teacher).to(held))
 
+    unwrap = lambda: accelerator.unwrap_model(model, keep_torch_compile=False)  # noqa: E731
     best_metric, best_step, best_state = -math.inf, 0, None
     evals: list[dict[str, Any]] = []
     sums: dict[str, float] = {}
     count = 0
     step = 0
-    started = time.perf_counter()
+    epoch, skip = 0, 0  # the epoch under way and how many of its batches are done
+    elapsed, eval_seconds, samples = 0.0, 0.0, 0
+    main = accelerator.is_main_process  # only the main process writes the log and shows progress
+    if main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    if saved is not None:
+        unwrap().load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if isinstance(objective, nn.Module):
+            objective.load_state_dict(saved["objective"])
+        step, epoch, skip = saved["step"], saved["epoch"], saved["batches"]
+        best_metric, best_step, best_state = saved["best_metric"], saved["best_step"], saved["best_state"]
+        evals, sums, count = json.loads(saved["evals"]), json.loads(saved["sums"]), saved["count"]
+        elapsed, eval_seconds, samples = saved["elapsed"], saved["eval_seconds"], saved["samples"]
+        if main and log_path.exists():  # the log as it was at the checkpoint: no line twice
+            with open(log_path, "r+b") as f:
+                f.truncate(saved["log_bytes"])
+    started = time.perf_counter() - elapsed
 
-    eval_seconds = 0.0
-    samples = 0
+    def checkpoint(batches: int) -> None:
+        log.flush()
+        ckpt.save({
+            "step": step, "epoch": epoch, "batches": batches, "model": unwrap().state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "objective": objective.state_dict() if isinstance(objective, nn.Module) else {},
+            "best_metric": best_metric, "best_step": best_step, "best_state": best_state,
+            "evals": json.dumps(evals), "sums": json.dumps(sums), "count": count, "samples": samples,
+            "elapsed": time.perf_counter() - started, "eval_seconds": eval_seconds,
+            "log_bytes": log.tell() if main else 0, "random": random_states(),
+        })  # fmt: skip
 
-    def run_eval(epoch: float) -> None:
+    def run_eval(at_epoch: float) -> None:
         nonlocal best_metric, best_step, best_state, eval_seconds
         eval_started = time.perf_counter()
-        metrics = evaluate(accelerator.unwrap_model(model, keep_torch_compile=False))
-        record = {"step": step, "epoch": round(epoch, 3), **{f"eval_{k}": v for k, v in metrics.items()}}
+        metrics = evaluate(unwrap())
+        record = {"step": step, "epoch": round(at_epoch, 3), **{f"eval_{k}": v for k, v in metrics.items()}}
         evals.append(record)
         log.write(json.dumps(record) + "\n")
         log.flush()
         if metrics[metric] > best_metric:
             best_metric, best_step = metrics[metric], step
             if keep_best:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
-        bar.write(f"[{desc}] step {step} epoch {epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap().state_dict().items()}
+        bar.write(f"[{desc}] step {step} epoch {at_epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
         eval_seconds += time.perf_counter() - eval_started
 
-    main = accelerator.is_main_process  # only the main process writes the log and shows progress
-    if main:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
-    with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar:
+    with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
+            _StopSignals() as stop:  # fmt: skip
+        bar.update(step)
         model.train()
         while step < total_steps:
-            for batch in loader:
+            start_epoch(epoch)
+            for i, batch in enumerate(loader):
+                if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                    continue
+                if saved is not None:  # the random states of the checkpoint, right before its next batch
+                    set_random_states(saved["random"])
+                    saved = None
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         terms = objective(model, batch, step / total_steps)
@@ -323,20 +484,30 @@ def train_loop(
                     log.write(json.dumps(record) + "\n")
                     bar.set_postfix(loss=f"{means['loss']:.4f}")
                     sums, count = {}, 0
-                if args.eval_steps is not None and step % args.eval_steps == 0:
+                evaluated = args.eval_steps is not None and step % args.eval_steps == 0
+                if evaluated:
                     run_eval(step / steps_per_epoch)
                 if step >= total_steps:
                     break
-            if args.eval_steps is None and step < total_steps:
-                run_eval(step / steps_per_epoch)
+                if evaluated or (args.save_steps is not None and step % args.save_steps == 0) or stop.requested:
+                    checkpoint(i + 1)
+                if stop.requested:
+                    raise TrainingInterrupted(step, checkpoint_dir)
+            else:  # the epoch is over
+                epoch, skip = epoch + 1, 0
+                if args.eval_steps is None and step < total_steps:
+                    run_eval(step / steps_per_epoch)
+                    checkpoint(0)
         if not evals or evals[-1]["step"] != step:
             run_eval(step / steps_per_epoch)
 
     if teacher is not None and isinstance(objective, DistillationObjective):
         objective.hold_teacher(teacher)
-    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    unwrapped = unwrap()
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
     unwrapped.eval()
     seconds = time.perf_counter() - started
-    return LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds)
+    result = LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds)
+    ckpt.finish(unwrapped.state_dict(), result)
+    return result

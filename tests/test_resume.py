@@ -1,0 +1,124 @@
+"""Checkpoints and --resume: a run killed mid-epoch (SIGKILL) or stopped by SIGTERM resumes and ends with exactly the
+metrics of a run never interrupted (CPU, same seed); a full disk leaves the last good checkpoint intact."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import textdistill
+from textdistill.errors import TextDistillError
+
+from test_end_to_end import tiny_config
+
+
+def resumable_config(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
+    cfg = tiny_config(tiny_bert, sst2_dir, out)
+    for side in ("teacher", "student"):
+        cfg[side]["training"].update(save_steps=3, logging_steps=2, num_train_epochs=3)
+    return cfg
+
+
+def _lines(run: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (run / "logs" / f"{name}.jsonl").read_text().splitlines()]
+
+
+def _metrics(run: Path) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    return {side: m[side]["metrics"] for side in ("teacher", "student", "baseline")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert: str, sst2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("resume") / "whole"
+    textdistill.distill(resumable_config(tiny_bert, sst2_dir, out))
+    assert not (out / "checkpoints").exists()  # checkpoints are dropped when the run completes
+    return out
+
+
+def _start(cfg: dict, folder: Path) -> subprocess.Popen:
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return subprocess.Popen([sys.executable, "-m", "textdistill", "distill", "-c", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_run_resumes_to_the_same_metrics(uninterrupted: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path, sig) -> None:
+    out = tmp_path / "run"
+    cfg = resumable_config(tiny_bert, sst2_dir, out)
+    proc = _start(cfg, tmp_path)
+    checkpoint = out.with_name("run.partial") / "checkpoints" / "student" / "checkpoint.pt"
+    _wait_for(checkpoint, proc)  # the student is mid-training: the teacher is done, the twin not started
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # SIGTERM: a checkpoint at the next step, one line, exit 130
+        assert proc.returncode == 130, err[-2000:]
+        assert "training stopped by a signal: checkpoint at step" in err and "rerun with --resume" in err
+    assert not out.exists()  # nothing that looks complete
+    stopped_at = torch.load(checkpoint, weights_only=True)["step"]
+    total = len(_lines(uninterrupted, "student"))
+    assert 0 < stopped_at and len(_lines(out.with_name("run.partial"), "student")) < total
+
+    report = textdistill.distill(cfg, resume=True)
+    assert Path(report["output_dir"]) == out and not (out / "checkpoints").exists()
+    assert _metrics(out) == _metrics(uninterrupted)  # identical, not close: same batches, same random states
+    for name in ("teacher", "student", "baseline"):
+        assert _lines(out, name) == _lines(uninterrupted, name), name  # every logged loss and evaluation, once
+
+
+def test_resume_refuses_another_config_or_nothing_to_resume(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    cfg = resumable_config(tiny_bert, sst2_dir, tmp_path / "run")
+    with pytest.raises(TextDistillError, match=r"--resume: no interrupted run to resume at .*run.partial"):
+        textdistill.distill(cfg, resume=True)
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    (partial / "config.yaml").write_text("seed: 1\n", encoding="utf-8")
+    with pytest.raises(TextDistillError, match="--resume: the config differs from the interrupted run's"):
+        textdistill.distill(cfg, resume=True)
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import textdistill.train as train
+
+    cfg = resumable_config(tiny_bert, sst2_dir, tmp_path / "run")
+    cfg["teacher"]["finetune"] = False
+    cfg["teacher"]["model"] = tiny_bert
+    cfg["distill"]["baseline"] = False
+    real_save, calls = torch.save, []
+
+    def save(obj, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 3:  # the third checkpoint finds the disk full
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(train.torch, "save", save)
+    with pytest.raises(TextDistillError, match=r"checkpoint: cannot write .*checkpoint.pt \(No space left on device\); "
+                                               r"the last good checkpoint \(step 6\) is intact"):  # fmt: skip
+        textdistill.distill(cfg)
+    folder = tmp_path / "run.partial" / "checkpoints" / "student"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]  # no half-written file left
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert not (tmp_path / "run").exists()
