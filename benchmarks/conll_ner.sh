@@ -2,8 +2,9 @@
 # Token-level distillation benchmark (issue 7), CoNLL-2003 English NER (benchmarks/conll/ner.yaml):
 #   teacher          fine-tune all-MiniLM-L6-v2 on eng.train (checkpoint picked on testa); skipped when done
 #   students         2-layer students (a third of the teacher's 6 layers), each with its no-distillation twin:
-#                    student-2l (token-level KD, 5 epochs) and student-2l-10ep (10 epochs);
-#                    every model is also scored once on testb (held out)
+#                    student-2l (teacher layers [0, 5], token-level KD on eng.train) and student-2l-l15-pool
+#                    (layers [1, 5], plus 8,544 unlabeled movie-review sentences the teacher tags word by word:
+#                    data distillation); every model is also scored once on testb (held out)
 #   run NAME K=V...  one more run with these overrides (e.g. distill.layer_map=...)
 #   summary RUN...   write the tables of these runs (folder names under bench_runs/conll) to docs/RESULTS.md
 # Usage (repository root): bash benchmarks/conll_ner.sh STEP > bench_runs/conll.log 2>&1
@@ -20,7 +21,8 @@ case $step in
     [ -f "$out/teacher/teacher/model.safetensors" ] || textdistill train -c $cfg -o "$out/teacher" ;;&
   students|all)
     textdistill distill -c $cfg -o "$out/student-2l" "${teacher[@]}"
-    textdistill distill -c $cfg -o "$out/student-2l-10ep" "${teacher[@]}" student.training.num_train_epochs=10 ;;
+    textdistill distill -c $cfg -o "$out/student-2l-l15-pool" "${teacher[@]}" "student.layers=[1, 5]" student.num_layers=null \
+      'transfer.unlabeled_file=${TEXTDISTILL_DATA}/unlabeled_movie_pool/sst_train_split_sentences.txt' ;;
   run)
     name=$1
     shift

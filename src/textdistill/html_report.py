@@ -175,7 +175,10 @@ def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, An
         left.set_ylabel("loss")
         left.set_title("loss terms")
         left.grid(alpha=0.3)
-        left.legend(fontsize=8)
+        if len(terms) > 4:  # many intermediate terms: the legend beside the panel, off the curves
+            left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            left.legend(fontsize=8)
     else:
         _empty(left, "no training records")
     if evals and keys:
@@ -470,7 +473,7 @@ def render_html(run_folder: str | os.PathLike) -> str:
     report = load_report(run)
     multitask = report.get("kind") == "multitask"
     markdown = render_multitask_report(report) if multitask else render_report(report)
-    name = run.name[: -len(".partial")] if run.name.endswith(".partial") else run.name
+    name = run.name.removesuffix(".partial")
     machine = report.get("machine", {})
     minutes = report.get("total_seconds")
     subtitle = f"run {name}" + (f"; {minutes / 60:.1f} min" if isinstance(minutes, (int, float)) else "") + \

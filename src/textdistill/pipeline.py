@@ -40,7 +40,8 @@ from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
 from textdistill.losses import IGNORE_INDEX
-from textdistill.metrics import evaluate_model, measure_speed, predict_logits
+from textdistill.html_report import confusion_matrix
+from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, predict_logits
 from textdistill.models import (
     build_student,
     count_parameters,
@@ -470,7 +471,8 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     finally:
         if intermediate is not None:  # hooks off, fused attention back (speed is measured below)
             intermediate.close()
-    student_metrics = evaluate_model(student, dev_set, collator, eval_bs)
+    student_logits = predict_logits(student, dev_set, collator, eval_bs)
+    student_metrics = dataset_metrics(student_logits, dev_set)
     run.save("student", student, stok, {"distilled_from": teacher_cfg.model, **recipe})
 
     baseline_metrics = None
@@ -518,6 +520,9 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
         report["student"]["deploy"] = export_student(
             student, dev_set, pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
         )
+    confusion = confusion_matrix(student_logits, dev_set.labels, prep.labels.names)  # None: regression, multi-label
+    if confusion is not None:
+        report["student"]["confusion"] = confusion
     _add_ratios(report, cfg.eval.metric)
     return run.finish(report, render_report, started, {"student/README.md": model_card})
 

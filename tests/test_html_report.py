@@ -1,0 +1,238 @@
+"""report.html and `textdistill report`: real PNG plots embedded in one self-contained page, drawn from what the run
+folder holds (a hand-made run folder: no training), and one real tiny run that gets its page at the end."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from textdistill.cli import main
+from textdistill.html_report import confusion_matrix, render_html, write_html, write_html_or_warn
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _log(path: Path, terms: tuple[str, ...], metric: str = "accuracy", steps: int = 40, alpha: float = 0.7) -> None:
+    """A training log as train_loop writes it: a record every 5 steps (lr, each term, the total), an eval every 20."""
+    lines = []
+    for step in range(5, steps + 1, 5):
+        values = {t: 1.5 / (1 + 0.1 * step) + 0.01 * (step % 3) for t in terms}
+        total = alpha * values["kd"] + (1 - alpha) * values["ce"] if "kd" in values else values["ce"]
+        lines.append({"step": step, "epoch": round(step / 20, 3), "lr": 1e-3 * (1 - step / steps), **values, "loss": total})
+        if step % 20 == 0:
+            lines.append({"step": step, "epoch": step / 20, f"eval_{metric}": 0.6 + step / 200, "eval_macro_f1": 0.55 + step / 200})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+
+def fake_run(folder: Path, student_ms: float = 3.0, student_acc: float = 0.86, confusion: bool = True) -> Path:
+    """A finished sentence-classification run folder as `textdistill distill` writes it (metrics.json, logs/)."""
+    speed = {"params": 22_713_986, "size_bytes": 90_867_952, "latency_ms_batch1": 9.3, "throughput_batch32": 196.7, "threads": 2}
+    report = {
+        "metric": "accuracy",
+        "data": {"train": "/data/sst2/train.tsv", "validation": "/data/sst2/dev.tsv", "train_examples": 256,
+                 "validation_examples": 96, "labels": ["0", "1"], "task_type": "classification"},
+        "distill": {"loss": "kl", "temperature": 3.0, "alpha": 0.7, "intermediate": [], "layer_map": [], "minilm": None,
+                    "intermediate_epochs": 0.0, "teacher_outputs": "auto", "baseline": True},
+        "teacher": {"model": "/models/tiny-bert", "train_seconds": 4.2, "steps": 32,
+                    "metrics": {"accuracy": 0.9, "macro_f1": 0.89, "f1": 0.9}, **speed},
+        "student": {"recipe": "teacher layers", "layers": [0, 3], "best_step": 40, "train_seconds": 3.1,
+                    "metrics": {"accuracy": student_acc, "macro_f1": 0.85, "f1": 0.86}, "params": 15_600_000,
+                    "size_bytes": 62_500_000, "latency_ms_batch1": student_ms, "throughput_batch32": 600.0, "threads": 2,
+                    "retained_pct": 100 * student_acc / 0.9},
+        "baseline": {"best_step": 20, "train_seconds": 2.0, "metrics": {"accuracy": 0.82, "macro_f1": 0.81, "f1": 0.83},
+                     "retained_pct": 100 * 0.82 / 0.9},
+        "speedup_batch1": 9.3 / student_ms,
+        "speedup_batch32": 600.0 / 196.7,
+        "total_seconds": 61.0,
+        "machine": {"platform": "Linux", "processor": "x86_64", "cpu_count": 2, "torch_threads": 2, "torch": "2.13.0+cpu",
+                    "date": "2026-11-28 06:00 UTC"},
+    }  # fmt: skip
+    if confusion:
+        report["student"]["confusion"] = {"labels": ["0", "1"], "matrix": [[40, 8], [6, 42]]}
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (folder / "report.md").write_text("# Distillation report\n", encoding="utf-8")
+    _log(folder / "logs" / "teacher.jsonl", ("ce",))
+    _log(folder / "logs" / "student.jsonl", ("kd", "ce"))
+    _log(folder / "logs" / "baseline.jsonl", ("ce",))
+    return folder
+
+
+def embedded_pngs(page: str) -> dict[str, bytes]:
+    """Each <figure id=...> image of the page, decoded."""
+    found = re.findall(r'<figure id="([^"]+)"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    return {ident: base64.b64decode(data, validate=True) for ident, data in found}
+
+
+def check_png(png: bytes, min_width: int = 300) -> None:
+    from PIL import Image
+
+    assert png.startswith(PNG_SIGNATURE)
+    assert len(png) > 5_000, len(png)  # a real plot, not a blank pixel
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        width, height = image.size
+        assert image.format == "PNG"
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert width > min_width and height > 200, (width, height)
+    assert colours is None or len(colours) > 10  # drawn: more than a background
+
+
+def check_self_contained(page: str) -> None:
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    for ref in ("http://", "https://", 'src="/', "<script", "<link", "@import", "url(", "href="):
+        assert ref not in page, ref
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert '<img src="data:image/png;base64,' in page
+
+
+def test_run_page_is_self_contained_with_real_plots(tmp_path):
+    run = fake_run(tmp_path / "run")
+    path = write_html(run)
+    assert path == run / "report.html" and path.is_file()
+    assert not list(run.glob("*.tmp"))
+    page = path.read_text(encoding="utf-8")
+    check_self_contained(page)
+    images = embedded_pngs(page)
+    assert set(images) == {"bars", "curves-teacher", "curves-student", "curves-baseline", "confusion-student"}
+    for png in images.values():
+        check_png(png)
+    # the report's table, as HTML
+    assert "<th>accuracy</th>" in page and "<td>student (distilled)</td>" in page and '<td class="num">86.00</td>' in page
+    assert "student (no distillation)" in page and "Speed-up at batch 1: 3.10x" in page
+    assert "loss terms (loss, kd, ce)" in page  # every logged term is drawn
+
+
+def test_confusion_matrix_only_when_metrics_json_has_it(tmp_path):
+    page = render_html(fake_run(tmp_path / "run", confusion=False))
+    check_self_contained(page)
+    images = embedded_pngs(page)
+    assert "confusion-student" not in images and {"bars", "curves-student"} <= set(images)
+    assert "metrics.json holds no confusion matrix" in page
+
+
+def test_page_survives_a_killed_log_line_and_a_missing_log(tmp_path):
+    run = fake_run(tmp_path / "run")
+    (run / "logs" / "teacher.jsonl").unlink()  # a teacher given fine-tuned: no teacher log
+    with open(run / "logs" / "student.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 45, "epoch": 2.2, "lr": 0.0, "kd": 0.')  # the run was killed mid-write
+    images = embedded_pngs(render_html(run))
+    assert "curves-teacher" not in images and "curves-student" in images
+
+
+def test_confusion_matrix_from_logits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.5, 0.2]])
+    assert confusion_matrix(logits, [0, 1, 1, 1], ["neg", "pos"]) == {"labels": ["neg", "pos"], "matrix": [[1, 0], [2, 1]]}
+    # token classification: positions with IGNORE_INDEX (-100) are not counted
+    tokens = torch.zeros(2, 4, 3)
+    tokens[0, 1, 1] = tokens[0, 2, 2] = tokens[1, 1, 0] = tokens[1, 2, 2] = 5.0
+    out = confusion_matrix(tokens, [[-100, 1, 2, -100], [-100, 1, 2]], ["O", "B-PER", "I-PER"])
+    assert out == {"labels": ["O", "B-PER", "I-PER"], "matrix": [[0, 0, 0], [1, 1, 0], [0, 0, 2]]}
+    assert confusion_matrix(torch.randn(3, 1), [0.1, 0.5, 0.9], ["score"]) is None  # regression
+    assert confusion_matrix(torch.randn(2, 3), [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], ["a", "b", "c"]) is None  # multi-label
+    with pytest.raises(ValueError, match="3 logits per prediction for 2 label names"):
+        confusion_matrix(torch.randn(2, 3), [0, 1], ["a", "b"])
+
+
+def test_multitask_page(tmp_path):
+    run = tmp_path / "mt"
+    task = lambda m, t, s, b: {"metric": m, "data": {}, "teachers": [{"model": "t", "metrics": {m: t}}], "reference_score": t,
+                               "student": {"metrics": {m: s}, "retained_pct": 100 * s / t},
+                               "baseline": {"metrics": {m: b}, "retained_pct": 100 * b / t}}  # fmt: skip
+    report = {
+        "kind": "multitask",
+        "tasks": {"sst2": task("accuracy", 0.9, 0.85, 0.82), "stsb": task("corr", 0.82, 0.76, 0.72)},
+        "average": {"reference": 0.86, "student": 0.805, "baseline": 0.77, "student_retained_pct": 93.6, "baseline_retained_pct": 89.5},
+        "distill": {"temperature": 2.0, "alpha": 0.9, "anneal": False, "sampling": "proportional", "tau": 1.0, "baseline": True},
+        "teachers": {"count": 2, "params_total": 45_000_000, "speed_of": "t", "params": 22_700_000, "size_bytes": 90_000_000,
+                     "latency_ms_batch1": 10.0, "throughput_batch32": 120.0},
+        "student": {"recipe": "teacher layers", "layers": [1, 3, 5], "encoder_from": "mini", "best_step": 40, "params": 17_400_000,
+                    "size_bytes": 69_600_000, "latency_ms_batch1": 5.3, "throughput_batch32": 239.0},
+        "baseline": {"best_step": 40},
+        "speedup_batch1": 1.9, "speedup_batch32": 2.0, "machine": {"torch_threads": 1},
+    }  # fmt: skip
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(report), encoding="utf-8")
+    _log(run / "logs" / "student.jsonl", ("kd", "ce"), metric="average")
+    page = write_html(run).read_text(encoding="utf-8")
+    check_self_contained(page)
+    images = embedded_pngs(page)
+    assert set(images) == {"bars", "curves-student"}
+    for png in images.values():
+        check_png(png)
+    assert "Task distillation report" in page and "<td>sst2</td>" in page
+
+
+def test_a_failed_page_only_warns(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    report = json.loads((run / "metrics.json").read_text())
+    del report["teacher"]["metrics"]  # something the renderer cannot draw
+    (run / "metrics.json").write_text(json.dumps(report))
+    assert write_html_or_warn(run) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: report.html not written (KeyError")
+    assert not (run / "report.html").exists()
+
+
+def test_cli_report_compares_runs(tmp_path, capsys, monkeypatch):
+    a = fake_run(tmp_path / "runs" / "two-layers", student_ms=3.0, student_acc=0.86)
+    b = fake_run(tmp_path / "runs" / "one-layer", student_ms=1.5, student_acc=0.80, confusion=False)
+    out = tmp_path / "x.html"
+    assert main(["report", str(a), str(b), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert head[:8] == ["run", "student recipe", "accuracy", "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)"]
+    table = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in rows[1:]}
+    assert len(table) == 2
+    two = next(v for k, v in table.items() if k.endswith("two-layers"))
+    assert two[:7] == ["layers [0, 3], kl T=3.0 a=0.7", "86.00", "95.6", "15.6", "62.5", "3.00", "600"]
+    assert two[7] == "yes" and next(v for k, v in table.items() if k.endswith("one-layer"))[7] == "yes"  # faster or better
+    page = out.read_text(encoding="utf-8")
+    check_self_contained(page)
+    images = embedded_pngs(page)
+    assert set(images) == {"scatter"}
+    check_png(images["scatter"], min_width=600)
+    assert "two-layers" in page and "one-layer" in page
+    # the default output: report-compare.html in the current folder
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(a)]) == 0
+    assert (tmp_path / "report-compare.html").is_file()
+
+
+def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    good = fake_run(tmp_path / "good")
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(good), str(tmp_path / "empty"), "-o", str(tmp_path / "x.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'empty'}: not a finished run folder (no metrics.json)"]
+    assert not (tmp_path / "x.html").exists()
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere'}: no such run folder"
+
+
+def test_distill_run_writes_its_page(tiny_bert, sst2_dir, tmp_path):
+    import textdistill
+    from test_end_to_end import tiny_config
+
+    cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
+    cfg["teacher"]["training"]["num_train_epochs"] = 1
+    cfg["student"]["training"]["num_train_epochs"] = 1
+    cfg["data"]["max_train_samples"] = 128
+    out = Path(textdistill.distill(cfg)["output_dir"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    check_self_contained(page)
+    images = embedded_pngs(page)
+    assert {"bars", "curves-teacher", "curves-student", "curves-baseline"} <= set(images)
+    for png in images.values():
+        check_png(png)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert ("confusion-student" in images) == ("confusion" in metrics["student"])
