@@ -94,6 +94,9 @@ class DataConfig(_Strict):
         return self
 
 
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
+
+
 class TrainingConfig(_Strict):
     """Optimisation settings; names follow HF ``TrainingArguments``."""
 
@@ -111,6 +114,19 @@ class TrainingConfig(_Strict):
     # Write a checkpoint (model, optimizer, scheduler, random states, position in the data) every N optimizer steps,
     # and after every evaluation; `--resume` continues from the last one. None: after evaluations only.
     save_steps: int | None = Field(None, gt=0)
+    # Experiment trackers (through accelerate): each loss term, the learning rate and the eval metrics per step, in
+    # logs/tracking/<model>; [] for none. mlflow and wandb must be installed.
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, names: list[str]) -> list[str]:
+        import importlib.util
+
+        for name in names:
+            if not any(importlib.util.find_spec(pkg) for pkg in TRACKER_PACKAGES[name]):
+                raise ValueError(f"{name} is not installed; pip install {TRACKER_PACKAGES[name][0]} (or leave it out of report_to)")
+        return names
     logging_steps: int = Field(20, gt=0)
     group_by_length: bool = True
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -335,6 +351,15 @@ AnyMetric = Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", 
                     "entity_recall", "token_accuracy", "micro_f1", "subset_accuracy"]  # fmt: skip
 
 
+class LoadingConfig(_Strict):
+    """How models are read. Weights load from safetensors only, unless ``allow_pickle`` (then pickled ``.bin`` / ``.pt``
+    files load through ``torch.load(weights_only=True)``: tensors only, never code); code shipped with a model on the
+    hub runs only with ``trust_remote_code``."""
+
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
 class EvalConfig(_Strict):
     # classification: accuracy | f1 (class 1 of two) | macro_f1 | mcc (Matthews); regression: pearson | spearman |
     # corr (their mean, as GLUE reports STS-B); token_classification: entity_f1 | entity_precision | entity_recall
@@ -399,6 +424,7 @@ class RunConfig(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     transfer: TransferConfig | None = None  # data distillation: train the student on a teacher-labelled transfer set
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    loading: LoadingConfig = Field(default_factory=LoadingConfig)
 
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
@@ -501,6 +527,7 @@ class MultiTaskRunConfig(_Strict):
     student: StudentConfig
     distill: MultiTaskDistillConfig = Field(default_factory=MultiTaskDistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    loading: LoadingConfig = Field(default_factory=LoadingConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "MultiTaskRunConfig":

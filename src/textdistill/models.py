@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import json
 import os
+import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +71,48 @@ def resolve_model_path(name: str, role: str = "model") -> str:
     return name
 
 
+@dataclass(frozen=True)
+class LoadingPolicy:
+    """What model loading may do (the run config's ``loading:`` section): read pickled weights (always with
+    ``weights_only=True``), run code shipped with a model."""
+
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+_POLICY: contextvars.ContextVar[LoadingPolicy] = contextvars.ContextVar("textdistill_loading", default=LoadingPolicy())
+
+
+def set_loading_policy(allow_pickle: bool = False, trust_remote_code: bool = False) -> None:
+    """The policy of every model load that follows in this context (each command sets it from its config)."""
+    _POLICY.set(LoadingPolicy(allow_pickle, trust_remote_code))
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def loading_kwargs(path: str, role: str) -> dict[str, Any]:
+    """``from_pretrained`` arguments under the current policy: safetensors only unless pickles are allowed (a local
+    folder holding only pickled weights is refused, naming the setting), remote code only when trusted."""
+    policy = _POLICY.get()
+    kwargs: dict[str, Any] = {"trust_remote_code": policy.trust_remote_code}
+    if not policy.allow_pickle:
+        folder = Path(path)
+        if folder.is_dir():
+            files = [f.name for f in folder.iterdir()]
+            if not any(f.endswith(".safetensors") for f in files) and any(f.endswith(PICKLED) for f in files):
+                raise TextDistillError(f"{role}: {path} holds pickled weights only ({', '.join(sorted(f for f in files if f.endswith(PICKLED)))}); "
+                                       "set loading.allow_pickle: true to read them (tensors only, weights_only=True), or "
+                                       "convert them to safetensors")  # fmt: skip
+        kwargs["use_safetensors"] = True
+    return kwargs
+
+
 def load_tokenizer(path: str, role: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
     except (OSError, ValueError) as exc:
         raise TextDistillError(f"{role}: cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
 
@@ -126,9 +164,10 @@ def load_classifier(
 
     path = resolve_model_path(name, role)
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
     except (OSError, ValueError) as exc:
         raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]})") from None
+    load_kwargs = loading_kwargs(path, role)
     if require_trained_head:
         own = LabelSet.from_model_config(config)
         if own is not None and own.task_type != labels.task_type:
@@ -150,6 +189,7 @@ def load_classifier(
                 problem_type=PROBLEM_TYPES[labels.task_type],
                 ignore_mismatched_sizes=not require_trained_head,  # a head for other labels is replaced by a fresh one
                 output_loading_info=True,
+                **load_kwargs,
             )
     except (OSError, ValueError, KeyError) as exc:
         kind = "token" if labels.task_type == "token_classification" else "sequence"
@@ -283,7 +323,8 @@ def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, 
     path = resolve_model_path(folder, role)
     try:
         with _quiet_loading(errors_only=False):
-            model = auto_class(model_task_type(AutoConfig.from_pretrained(path))).from_pretrained(path)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
+            model = auto_class(model_task_type(config)).from_pretrained(path, **loading_kwargs(path, role))
     except (OSError, ValueError) as exc:
         raise TextDistillError(f"{role}: cannot load {folder}: {str(exc).splitlines()[0]}") from None
     labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), model_task_type(model.config))

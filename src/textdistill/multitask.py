@@ -35,7 +35,7 @@ from textdistill.ensemble import (
 )
 from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
-from textdistill.models import load_saved_classifier, resolve_model_path
+from textdistill.models import load_saved_classifier, loading_kwargs, resolve_model_path
 from textdistill.ner import predict_entities
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def load_for_prediction(folder: str | os.PathLike) -> tuple[nn.Module, Any]:
 
     path = resolve_model_path(os.fspath(folder), "model")
     if AutoConfig.from_pretrained(path).model_type == MultiTaskConfig.model_type:
-        return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        return AutoModel.from_pretrained(path, **loading_kwargs(path, "model")), AutoTokenizer.from_pretrained(path)
     model, tokenizer, _ = load_saved_classifier(path)
     return model, tokenizer
 

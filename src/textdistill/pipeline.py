@@ -50,18 +50,20 @@ from textdistill.models import (
     load_saved_classifier,
     same_tokenizer,
     save_model,
+    set_loading_policy,
 )
 from textdistill.report import model_card, render_report
 from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
 
 
 def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> AnyRunConfig:
-    """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI)."""
+    """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI); the config's ``loading``
+    policy holds for the models the command loads."""
     if isinstance(cfg, (RunConfig, MultiTaskRunConfig)):
         cfg = cfg.model_dump(mode="json")
-    if isinstance(cfg, dict):
-        return config_from_dict(apply_overrides(cfg, overrides or []))
-    return load_config(cfg, overrides)
+    out = config_from_dict(apply_overrides(cfg, overrides or [])) if isinstance(cfg, dict) else load_config(cfg, overrides)
+    set_loading_policy(out.loading.allow_pickle, out.loading.trust_remote_code)
+    return out
 
 
 def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:

@@ -340,12 +340,18 @@ def train_loop(
         model.eval()
         return LoopResult(**json.loads(done["result"]))
     saved = ckpt.load("checkpoint.pt") if resume else None
+    trackers = list(args.report_to)  # installed: checked with the config
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=use_cpu(),
         dynamo_backend=args.torch_compile_backend if args.torch_compile else "no",
+        log_with=trackers or None,
+        project_dir=str(log_path.parent / "tracking") if trackers else None,
     )
+    if trackers:  # the hyper-parameters as the trackers' run configuration (scalars only)
+        hparams = {k: v for k, v in args.model_dump(mode="json").items() if isinstance(v, (bool, int, float, str))}
+        accelerator.init_trackers(desc, config=hparams)
     on_gpu = accelerator.device.type == "cuda"
     # a dataset that batches itself (multi-task: one task per batch) says how; any other gets shuffled batches
     make_loader = getattr(train_set, "loader", None) or (lambda *a, **k: train_loader(train_set, *a, **k))
@@ -431,6 +437,10 @@ def train_loop(
             "log_bytes": log.tell() if main else 0, "random": random_states(),
         })  # fmt: skip
 
+    def track(record: dict[str, Any]) -> None:
+        if trackers:
+            accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"])
+
     def run_eval(at_epoch: float) -> None:
         nonlocal best_metric, best_step, best_state, eval_seconds
         eval_started = time.perf_counter()
@@ -439,6 +449,7 @@ def train_loop(
         evals.append(record)
         log.write(json.dumps(record) + "\n")
         log.flush()
+        track(record)
         if metrics[metric] > best_metric:
             best_metric, best_step = metrics[metric], step
             if keep_best:
@@ -447,59 +458,64 @@ def train_loop(
         eval_seconds += time.perf_counter() - eval_started
 
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
-    with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
-            _StopSignals() as stop:  # fmt: skip
-        bar.update(step)
-        model.train()
-        while step < total_steps:
-            start_epoch(epoch)
-            for i, batch in enumerate(loader):
-                if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
-                    continue
-                if saved is not None:  # the random states of the checkpoint, right before its next batch
-                    set_random_states(saved["random"])
-                    saved = None
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        terms = objective(model, batch, step / total_steps)
-                    accelerator.backward(terms["loss"])
-                    if extra and accelerator.num_processes > 1 and accelerator.sync_gradients:
-                        _average_gradients(extra)  # projections live outside the DDP-wrapped student
-                    if accelerator.sync_gradients and args.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                count += 1
-                samples += len(batch["labels"]) * accelerator.num_processes
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                bar.update(1)
-                if step % args.logging_steps == 0 or step == total_steps:
-                    means = {k: v / count for k, v in sums.items()}
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": scheduler.get_last_lr()[0], **means}
-                    log.write(json.dumps(record) + "\n")
-                    bar.set_postfix(loss=f"{means['loss']:.4f}")
-                    sums, count = {}, 0
-                evaluated = args.eval_steps is not None and step % args.eval_steps == 0
-                if evaluated:
-                    run_eval(step / steps_per_epoch)
-                if step >= total_steps:
-                    break
-                if evaluated or (args.save_steps is not None and step % args.save_steps == 0) or stop.requested:
-                    checkpoint(i + 1)
-                if stop.requested:
-                    raise TrainingInterrupted(step, checkpoint_dir)
-            else:  # the epoch is over
-                epoch, skip = epoch + 1, 0
-                if args.eval_steps is None and step < total_steps:
-                    run_eval(step / steps_per_epoch)
-                    checkpoint(0)
-        if not evals or evals[-1]["step"] != step:
-            run_eval(step / steps_per_epoch)
+    try:
+        with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
+                _StopSignals() as stop:  # fmt: skip
+            bar.update(step)
+            model.train()
+            while step < total_steps:
+                start_epoch(epoch)
+                for i, batch in enumerate(loader):
+                    if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                        continue
+                    if saved is not None:  # the random states of the checkpoint, right before its next batch
+                        set_random_states(saved["random"])
+                        saved = None
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            terms = objective(model, batch, step / total_steps)
+                        accelerator.backward(terms["loss"])
+                        if extra and accelerator.num_processes > 1 and accelerator.sync_gradients:
+                            _average_gradients(extra)  # projections live outside the DDP-wrapped student
+                        if accelerator.sync_gradients and args.max_grad_norm is not None:
+                            accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    count += 1
+                    samples += len(batch["labels"]) * accelerator.num_processes
+                    if not accelerator.sync_gradients:
+                        continue
+                    step += 1
+                    bar.update(1)
+                    if step % args.logging_steps == 0 or step == total_steps:
+                        means = {k: v / count for k, v in sums.items()}
+                        record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": scheduler.get_last_lr()[0], **means}
+                        log.write(json.dumps(record) + "\n")
+                        track(record)
+                        bar.set_postfix(loss=f"{means['loss']:.4f}")
+                        sums, count = {}, 0
+                    evaluated = args.eval_steps is not None and step % args.eval_steps == 0
+                    if evaluated:
+                        run_eval(step / steps_per_epoch)
+                    if step >= total_steps:
+                        break
+                    if evaluated or (args.save_steps is not None and step % args.save_steps == 0) or stop.requested:
+                        checkpoint(i + 1)
+                    if stop.requested:
+                        raise TrainingInterrupted(step, checkpoint_dir)
+                else:  # the epoch is over
+                    epoch, skip = epoch + 1, 0
+                    if args.eval_steps is None and step < total_steps:
+                        run_eval(step / steps_per_epoch)
+                        checkpoint(0)
+            if not evals or evals[-1]["step"] != step:
+                run_eval(step / steps_per_epoch)
+    finally:
+        if trackers:
+            accelerator.end_training()
 
     if teacher is not None and isinstance(objective, DistillationObjective):
         objective.hold_teacher(teacher)
