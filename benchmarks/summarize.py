@@ -99,6 +99,37 @@ def ablation_section(runs: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def variants_section(runs: list[Path], name: str, command: str) -> str:
+    """One row per run of the same teacher: the student's recipe (layers, epochs, intermediate terms, transfer set),
+    its dev and held-out test scores and their % of the teacher's, and its twin's where the run trained one."""
+    reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    metric = reports[0]["metric"]
+    t = reports[0]["teacher"]
+    rows = [["run", "student layers", "epochs", "besides KD on the logits", "training texts", f"dev {metric}", "% of teacher",
+             f"test {metric}", "% of teacher", "twin dev / test"]]  # fmt: skip
+    for run, rep in zip(runs, reports):
+        s, d = rep["student"], rep["data"]
+        test = s.get("test_metrics", {}).get(metric)
+        twin = rep.get("baseline")
+        twin_text = "-" if twin is None else f"{100 * twin['metrics'][metric]:.2f} / " + (
+            f"{100 * twin['test_metrics'][metric]:.2f}" if "test_metrics" in twin else "-")
+        texts = d["transfer"]["kept"] if "transfer" in d else d["train_examples"]
+        rows.append([run.name, str(s.get("layers", s.get("recipe"))), f"{_epochs(run):g}", describe_terms(rep["distill"]), str(texts),
+                     f"{100 * s['metrics'][metric]:.2f}", f"{s['retained_pct']:.1f}",
+                     "-" if test is None else f"{100 * test:.2f}", "-" if test is None else f"{s.get('test_retained_pct', 0):.1f}",
+                     twin_text])  # fmt: skip
+    test_t = t.get("test_metrics", {}).get(metric)
+    lines = _header(reports, name, command) + [
+        f"Teacher {display_name(t['model'])}: dev {metric} {100 * t['metrics'][metric]:.2f}"
+        + (f", test {100 * test_t:.2f}" if test_t is not None else "") + ".",
+        "",
+        markdown_table(rows),
+        "",
+        f"<!-- end {name} -->",
+    ]
+    return "\n".join(lines)
+
+
 def _epochs(run: Path) -> float:
     import yaml
 
@@ -272,14 +303,15 @@ def transfer_section(runs: list[Path], name: str, command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble", "transfer"], default="report",
+    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble", "transfer", "variants"],
+                    default="report",
                     help="bench/export: RUNS is the JSON file that `textdistill bench/export --json` printed")
     ap.add_argument("--name", default="sst2-full")
     ap.add_argument("--command", default="bash benchmarks/sst2_full.sh")
     args = ap.parse_args()
     make = {"report": section, "ablation": ablation_section, "classic": classic_section, "bench": bench_section,
             "export": export_section, "multitask": multitask_section, "ensemble": ensemble_section,
-            "transfer": transfer_section}[args.kind]  # fmt: skip
+            "transfer": transfer_section, "variants": variants_section}[args.kind]  # fmt: skip
     new = make(args.runs, args.name, args.command)
     write_section(args.name, new)
     print(new)

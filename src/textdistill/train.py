@@ -514,8 +514,8 @@ def train_loop(
             if not evals or evals[-1]["step"] != step:
                 run_eval(step / steps_per_epoch)
     finally:
-        if trackers:
-            accelerator.end_training()
+        for tracker in accelerator.trackers:  # (not accelerator.end_training(): it ends the process group too)
+            tracker.finish()
 
     if teacher is not None and isinstance(objective, DistillationObjective):
         objective.hold_teacher(teacher)
