@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModel
 
 from textdistill.config import data_dir, load_config
@@ -66,6 +67,12 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
     for j in (0, 1):
         assert (run / "teachers" / f"sst2-{j}" / "model.safetensors").is_file()
     assert (run / "report.md").read_text().count("| sst2 ") == 1
+    card = (run / "student" / "README.md").read_text()  # an HF model card: a result per task, the teachers named
+    meta = yaml.safe_load(card.split("---")[1])
+    results = meta["model-index"][0]["results"]
+    assert [r["task"]["name"] for r in results] == ["sst2", "stsb"] and meta["pipeline_tag"] == "text-classification"
+    assert results[1]["metrics"][0]["value"] == pytest.approx(sts["student"]["metrics"]["corr"], abs=1e-4)
+    assert "| sst2 " in card and "Distilled multi-task student" in card
     # one saved student, every task by name
     model = AutoModel.from_pretrained(run / "student")
     assert isinstance(model, MultiTaskModel) and set(model.heads) == {"sst2", "stsb"}

@@ -237,3 +237,38 @@ def model_card(report: dict[str, Any]) -> str:
         "```", "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def multitask_model_card(report: dict[str, Any]) -> str:
+    """A multi-task student's README.md in the HF model-card format: one result per task (its dev score), the
+    teachers each task was distilled from, the loss, and the table with the teachers' and the twin's scores."""
+    import yaml
+
+    d, s = report["distill"], report["student"]
+    results = [{
+        "task": {"type": "text-classification", "name": name},
+        "dataset": {"name": display_name(t["data"]["validation"]), "type": "text-classification"},
+        "metrics": [{"type": t["metric"], "value": round(float(t["student"]["metrics"][t["metric"]]), 4), "name": f"dev {t['metric']}"}],
+    } for name, t in report["tasks"].items()]  # fmt: skip
+    meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
+            "tags": ["textdistill", "knowledge-distillation", "multi-task"],
+            "model-index": [{"name": "student", "results": results}]}  # fmt: skip
+    teachers = "; ".join(f"{name}: {', '.join(display_name(x['model']) for x in t['teachers'])}" for name, t in report["tasks"].items())
+    recipe = f"layers {s['layers']} of {display_name(s['encoder_from'])}" if "layers" in s else s.get("recipe", "")
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+        "# Distilled multi-task student", "",
+        f"One encoder with a head per task ({', '.join(report['tasks'])}), distilled with textdistill from each task's "
+        f"teachers ({teachers}).", "",
+        f"- student: {recipe}, {s['params'] / 1e6:.1f} M parameters for every task "
+        f"(the {report['teachers']['count']} teachers: {report['teachers']['params_total'] / 1e6:.1f} M together)",
+        f"- loss per task: alpha={d['alpha']} * T^2 * KL(fused teachers_T || student_T) + (1-alpha) * gold loss, "
+        f"T={d['temperature']}; regression tasks: MSE to the fused score", "",
+        markdown_table(multitask_rows(report)), "",
+        "```python",
+        "import textdistill.multitask  # registers the multi-task model with the Auto classes",
+        "from textdistill.multitask import predict",
+        f"predict(PATH, {next(iter(report['tasks']))!r}, [\"a text\"])",
+        "```", "",
+    ]  # fmt: skip
+    return "\n".join(lines)

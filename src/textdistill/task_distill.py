@@ -33,7 +33,7 @@ from textdistill.metrics import evaluate_model, metrics_for, predict_logits
 from textdistill.models import build_student, load_classifier, resolve_model_path
 from textdistill.multitask import MultiTaskDataset, MultiTaskModel, MultiTaskObjective, TaskSpec, multitask_from_encoder
 from textdistill.pipeline import RunFolder, pad_id, profile, soft_targets
-from textdistill.report import render_multitask_report
+from textdistill.report import multitask_model_card, render_multitask_report
 from textdistill.train import hard_label_objective, train_loop
 
 
@@ -304,4 +304,4 @@ def distill_tasks(cfg: MultiTaskRunConfig) -> dict[str, Any]:
         report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds}
     report["speedup_batch1"] = teacher_profile["latency_ms_batch1"] / student_profile["latency_ms_batch1"]
     report["speedup_batch32"] = student_profile["throughput_batch32"] / teacher_profile["throughput_batch32"]
-    return run.finish(report, render_multitask_report, started)
+    return run.finish(report, render_multitask_report, started, {"student/README.md": multitask_model_card})
