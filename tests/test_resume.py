@@ -122,3 +122,24 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]  # no half-written file left
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 6
     assert not (tmp_path / "run").exists()
+
+
+def test_a_killed_multi_task_run_resumes_to_the_same_scores(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    from test_task_distill import two_tasks
+
+    def config(out: Path) -> dict:
+        cfg = two_tasks(tiny_bert, sst2_dir, out)
+        cfg["student"]["training"].update(save_steps=2, logging_steps=1)
+        return cfg
+
+    whole = textdistill.distill(config(tmp_path / "whole"))
+    out = tmp_path / "run"
+    proc = _start(config(out), tmp_path)
+    _wait_for(out.with_name("run.partial") / "checkpoints" / "student" / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert len(_lines(out.with_name("run.partial"), "student")) < len(_lines(tmp_path / "whole", "student"))  # mid-run
+    resumed = textdistill.distill(config(out), resume=True)
+    for name in whole["tasks"]:
+        assert resumed["tasks"][name]["student"]["metrics"] == whole["tasks"][name]["student"]["metrics"], name
+    assert _lines(out, "student") == _lines(tmp_path / "whole", "student")

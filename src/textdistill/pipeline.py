@@ -389,14 +389,12 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
     ``resume``: continue an interrupted run (same config): finished stages are not trained again, the interrupted one
     continues from its last checkpoint. A config with ``tasks:`` distills one multi-task student from every task's
-    teachers (:func:`textdistill.task_distill.distill_tasks`)."""
+    teachers (:func:`textdistill.task_distill.distill_tasks`), resumable the same way."""
     cfg = as_any_config(cfg, overrides)
     if isinstance(cfg, MultiTaskRunConfig):
         from textdistill.task_distill import distill_tasks
 
-        if resume:
-            raise TextDistillError("--resume: multi-task runs cannot be resumed yet; run them again")
-        return distill_tasks(cfg)
+        return distill_tasks(cfg, resume)
     if cfg.student is None:
         raise TextDistillError("student: required for distill (e.g. student: {num_layers: 2})")
     teacher_cfg = _teacher_cfg(cfg)

@@ -135,6 +135,7 @@ def _fine_tune(cfg: MultiTaskRunConfig, task: Task, j: int, teacher: Teacher, ru
         teacher.model, _examples(teacher.tokenizer, task, task.train), collator, args, hard_label_objective,
         lambda m: evaluate_model(m, dev, collator, args.per_device_eval_batch_size),
         task.cfg.metric, cfg.seed + j, run.path / "logs" / f"{name}.jsonl", desc=name,
+        checkpoint_dir=run.checkpoints(name), resume=run.resume,
     )  # fmt: skip
     folder = run.save(f"teachers/{task.name}-{j}", teacher.model, teacher.tokenizer,
                       {"fine_tuned_from": teacher.cfg.model, "best_step": result.best_step})  # fmt: skip
@@ -206,9 +207,9 @@ def _per_task(scores: dict[str, float], task: Task) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in scores.items() if k.startswith(prefix)}
 
 
-def distill_tasks(cfg: MultiTaskRunConfig) -> dict[str, Any]:
+def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, Any]:
     """Distill one multi-task student from every task's teachers (see the module's text); returns the report."""
-    run = RunFolder(cfg)
+    run = RunFolder(cfg, resume)
     tasks = [_load_task(i, t, cfg.seed) for i, t in enumerate(cfg.tasks)]
     source, source_tok, source_name = _student_source(cfg, tasks)
     _build_student(cfg, source, source_tok, tasks)  # a bad recipe fails now, before any training
@@ -251,7 +252,8 @@ def distill_tasks(cfg: MultiTaskRunConfig) -> dict[str, Any]:
     data = MultiTaskDataset(train_sets, cfg.distill.sampling, cfg.distill.tau)
     objective = MultiTaskObjective(specs)
     result = train_loop(student, data, collator, args, objective, evaluate, "average", cfg.seed,
-                        run.path / "logs" / "student.jsonl", desc="student")  # fmt: skip
+                        run.path / "logs" / "student.jsonl", desc="student",
+                        checkpoint_dir=run.checkpoints("student"), resume=run.resume)  # fmt: skip
     student_scores = evaluate(student)
     student_dir = run.save("student", student, stok, {"distilled_from": {t.name: [x.cfg.model for x in t.teachers] for t in tasks},
                                                        "encoder_from": source_name, **recipe})  # fmt: skip
@@ -261,7 +263,8 @@ def distill_tasks(cfg: MultiTaskRunConfig) -> dict[str, Any]:
         twin, _, _ = _build_student(cfg, source, source_tok, tasks)
         gold_only = MultiTaskDataset([DistillDataset(s.student, s.labels) for s in train_sets], cfg.distill.sampling, cfg.distill.tau)
         base = train_loop(twin, gold_only, collator, args, objective, evaluate, "average", cfg.seed,
-                          run.path / "logs" / "baseline.jsonl", desc="baseline")  # fmt: skip
+                          run.path / "logs" / "baseline.jsonl", desc="baseline",
+                          checkpoint_dir=run.checkpoints("baseline"), resume=run.resume)  # fmt: skip
         baseline_scores = evaluate(twin)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
 
