@@ -235,4 +235,8 @@ def test_distill_run_writes_its_page(tiny_bert, sst2_dir, tmp_path):
     for png in images.values():
         check_png(png)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert ("confusion-student" in images) == ("confusion" in metrics["student"])
+    assert "confusion-student" in images  # the student's dev predictions, counted by the run
+    confusion = metrics["student"]["confusion"]
+    matrix = confusion["matrix"]
+    assert confusion["labels"] == ["0", "1"] and sum(map(sum, matrix)) == metrics["data"]["validation_examples"]
+    assert (matrix[0][0] + matrix[1][1]) / sum(map(sum, matrix)) == pytest.approx(metrics["student"]["metrics"]["accuracy"])
