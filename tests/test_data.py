@@ -162,3 +162,14 @@ def test_length_grouped_batches_have_less_padding_and_cover_everything():
     grouped, plain = padding(True), padding(False)
     assert grouped[1] == plain[1] == 512
     assert grouped[0] < plain[0] / 3
+
+
+def test_jsonl_regression_scores_may_be_json_numbers(write) -> None:
+    from textdistill.config import DataConfig
+    from textdistill.data import LabelSet, read_file
+
+    path = write("s.jsonl", '{"text": "a", "label": 4.5}\n{"text": "b", "label": 2}\n{"text": "c", "label": "3.25"}\n')
+    cfg = DataConfig(task_type="regression", train_file=str(path), validation_file=str(path))
+    assert LabelSet.for_regression().encode(read_file(path, cfg)) == [4.5, 2.0, 3.25]
+    with pytest.raises(TextDistillError, match=r"s.jsonl:1: 'label' must be a string or integer, got float"):
+        read_file(path, DataConfig(train_file=str(path), validation_file=str(path)))  # class names are not 4.5

@@ -191,9 +191,11 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
                     raise TextDistillError(f"{path}:{line_no}: {key!r} must be a list of label names (multi_label), got {value!r}")
                 values[what] = [v.strip() for v in value if v.strip()]
                 continue
-            if not isinstance(value, (str, int)) or isinstance(value, bool):
-                raise TextDistillError(f"{path}:{line_no}: {key!r} must be a string or integer, got {type(value).__name__}")
-            values[what] = str(value).strip()
+            scores = what == "label_column" and cfg.task_type == "regression"  # a score may be a JSON number: 4.5
+            if not isinstance(value, (str, int, float) if scores else (str, int)) or isinstance(value, bool):
+                kinds = "a string or number" if scores else "a string or integer"
+                raise TextDistillError(f"{path}:{line_no}: {key!r} must be {kinds}, got {type(value).__name__}")
+            values[what] = repr(value) if isinstance(value, float) else str(value).strip()
         if not values["text_column"]:
             raise TextDistillError(f"{path}:{line_no}: empty text")
         if not values["label_column"] and cfg.task_type != "multi_label":
