@@ -4,7 +4,8 @@
 #   students         2-layer students (a third of the teacher's 6 layers), each with its no-distillation twin:
 #                    student-2l (teacher layers [0, 5], token-level KD on eng.train) and student-2l-l15-pool
 #                    (layers [1, 5], plus 8,544 unlabeled movie-review sentences the teacher tags word by word:
-#                    data distillation); every model is also scored once on testb (held out)
+#                    data distillation) and student-2l-l15-news (layers [1, 5], plus 16,000 unlabeled news sentences
+#                    from the GLUE texts, benchmarks/conll_news_pool.py); every model is also scored once on testb
 #   run NAME K=V...  one more run with these overrides (e.g. distill.layer_map=...)
 #   summary RUN...   write the tables of these runs (folder names under bench_runs/conll) to docs/RESULTS.md
 # Usage (repository root): bash benchmarks/conll_ner.sh STEP > bench_runs/conll.log 2>&1
@@ -22,7 +23,10 @@ case $step in
   students|all)
     textdistill distill -c $cfg -o "$out/student-2l" "${teacher[@]}"
     textdistill distill -c $cfg -o "$out/student-2l-l15-pool" "${teacher[@]}" "student.layers=[1, 5]" student.num_layers=null \
-      'transfer.unlabeled_file=${TEXTDISTILL_DATA}/unlabeled_movie_pool/sst_train_split_sentences.txt' ;;
+      'transfer.unlabeled_file=${TEXTDISTILL_DATA}/unlabeled_movie_pool/sst_train_split_sentences.txt'
+    python benchmarks/conll_news_pool.py "$out/news_pool.txt" --max 16000
+    textdistill distill -c $cfg -o "$out/student-2l-l15-news" "${teacher[@]}" "student.layers=[1, 5]" student.num_layers=null \
+      "transfer.unlabeled_file=$(realpath "$out/news_pool.txt")" ;;
   run)
     name=$1
     shift

@@ -1,6 +1,7 @@
 """Build an unlabeled news-domain pool for NER data distillation from the GLUE texts in the shared data (their
-sentences only, no labels): MRPC (news), RTE (news and Wikipedia) and the news pairs of STS-B. Tokenized like CoNLL
-(words and punctuation apart), deduplicated, sentences of 4..60 tokens, in a fixed order; written atomically.
+sentences only, no labels): MRPC (news), RTE (news and Wikipedia), the news pairs of STS-B (all their splits) and the
+Wikipedia sentences of QNLI. Tokenized like CoNLL (words and punctuation apart), deduplicated, sentences of 4..60
+tokens, in a fixed order (the first --max); written atomically.
 
 Usage: python benchmarks/conll_news_pool.py OUT.txt [--max N]
 """
@@ -41,13 +42,16 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(data_dir())
     texts: list[str] = []
-    for r in rows(root / "glue_mrpc" / "train.tsv"):
-        texts += [r["#1 String"], r["#2 String"]]
-    for r in rows(root / "glue_rte" / "train.tsv"):
-        texts += [r["sentence1"], r["sentence2"]]
-    for r in rows(root / "glue_stsb" / "train.tsv"):
-        if r["genre"] == "main-news":
+    for split in ("train", "dev", "test"):  # text only: no label of these files is read
+        for r in rows(root / "glue_mrpc" / f"{split}.tsv"):
+            texts += [r["#1 String"], r["#2 String"]]
+        for r in rows(root / "glue_rte" / f"{split}.tsv"):
             texts += [r["sentence1"], r["sentence2"]]
+        for r in rows(root / "glue_stsb" / f"{split}.tsv"):
+            if r["genre"] == "main-news":
+                texts += [r["sentence1"], r["sentence2"]]
+    for split in ("dev", "test"):  # Wikipedia sentences (QNLI ships no train split here)
+        texts += [r["sentence"] for r in rows(root / "glue_qnli" / f"{split}.tsv")]
     seen: set[str] = set()
     out: list[str] = []
     for text in texts:

@@ -22,7 +22,9 @@ def section(runs: list[Path], name: str, command: str) -> str:
     for run, rep in zip(runs, reports):
         d, s, k = rep["data"], rep["student"], rep["distill"]
         lines += [
-            f"**{run.name}**: student = teacher layers {s.get('layers')}; {d['train_examples']} training examples, "
+            f"**{run.name}**: student = teacher layers {s.get('layers')}; {d['train_examples']} training examples"
+            + (f" + {d['transfer']['kept_by_source'].get('pool', 0)} teacher-labelled pool texts "
+               f"({display_name(d['transfer']['path'])})" if "transfer" in d else "") + ", "
             f"{d['validation_examples']} dev; KD {k['loss']} T={k['temperature']} alpha={k['alpha']}; "
             f"run took {rep['total_seconds'] / 60:.1f} min.",
             "",
