@@ -5,7 +5,9 @@
 #                    student-2l (teacher layers [0, 5], token-level KD on eng.train) and student-2l-l15-pool
 #                    (layers [1, 5], plus 8,544 unlabeled movie-review sentences the teacher tags word by word:
 #                    data distillation) and student-2l-l15-news (layers [1, 5], plus 16,000 unlabeled news sentences
-#                    from the GLUE texts, benchmarks/conll_news_pool.py); every model is also scored once on testb
+#                    from the GLUE texts, benchmarks/conll_news_pool.py) and student-2l-l15-newsall (all 30,916 such
+#                    sentences; its twin is left out: it is student-2l-l15-news's, same config and seed);
+#                    every model is also scored once on testb
 #   run NAME K=V...  one more run with these overrides (e.g. distill.layer_map=...)
 #   summary RUN...   write the tables of these runs (folder names under bench_runs/conll) to docs/RESULTS.md
 # Usage (repository root): bash benchmarks/conll_ner.sh STEP > bench_runs/conll.log 2>&1
@@ -26,7 +28,10 @@ case $step in
       'transfer.unlabeled_file=${TEXTDISTILL_DATA}/unlabeled_movie_pool/sst_train_split_sentences.txt'
     python benchmarks/conll_news_pool.py "$out/news_pool.txt" --max 16000
     textdistill distill -c $cfg -o "$out/student-2l-l15-news" "${teacher[@]}" "student.layers=[1, 5]" student.num_layers=null \
-      "transfer.unlabeled_file=$(realpath "$out/news_pool.txt")" ;;
+      "transfer.unlabeled_file=$(realpath "$out/news_pool.txt")"
+    python benchmarks/conll_news_pool.py "$out/news_pool_all.txt" --max 100000
+    textdistill distill -c $cfg -o "$out/student-2l-l15-newsall" "${teacher[@]}" "student.layers=[1, 5]" student.num_layers=null \
+      "transfer.unlabeled_file=$(realpath "$out/news_pool_all.txt")" distill.baseline=false ;;
   run)
     name=$1
     shift
