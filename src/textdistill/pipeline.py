@@ -312,16 +312,18 @@ def _sentences(path: str, limit: int | None, train: TextData) -> TextData:
     """Unlabeled sentences for a token task (one per line, words split on whitespace), less those that repeat a
     training sentence; their tags are placeholders until the teacher tags them."""
     texts, _ = read_corpus(path, False, limit)
+    lines = [n for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1) if line.strip()]
     known = set(train.texts)
-    words = [t.split() for t in texts if " ".join(t.split()) not in known]
-    if not words:
+    kept = [(t.split(), n) for t, n in zip(texts, lines) if " ".join(t.split()) not in known]
+    if not kept:
         raise TextDistillError(f"{path}: every sentence repeats a training sentence; nothing to tag")
-    return TextData([" ".join(w) for w in words], [["O"] * len(w) for w in words], None, path, [], words)
+    words = [w for w, _ in kept]
+    return TextData([" ".join(w) for w in words], [["O"] * len(w) for w in words], None, path, [n for _, n in kept], words)
 
 
 def _concat(a: TextData, b: TextData) -> TextData:
     assert a.words is not None and b.words is not None
-    return TextData(a.texts + b.texts, a.labels + b.labels, None, a.source, a.rows + b.rows, a.words + b.words)
+    return TextData(a.texts + b.texts, a.labels + b.labels, None, f"{a.source} + {b.source}", a.rows + b.rows, a.words + b.words)
 
 
 def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
