@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,18 +153,14 @@ def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[st
         if not texts:
             raise TextDistillError("predict: give texts on the command line or --file")
         return texts, None
-    path = Path(file)
-    if not os.path.isfile(path):  # (os.path: False for a name the OS rejects, where Path.is_file raises)
-        raise TextDistillError(f"{file}: file not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:  # no permission, an I/O error
-        raise TextDistillError(f"{file}: cannot read the file ({exc.strerror or exc})") from None
+    from textdistill.data import bad_byte, read_bytes
+
+    raw = read_bytes(file)
     try:
         lines = [line for line in raw.decode("utf-8-sig").splitlines() if line.strip()]
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise TextDistillError(f"{file}:{line}: not valid UTF-8 (byte {exc.start})") from None
+        line, byte = bad_byte(raw, exc)
+        raise TextDistillError(f"{file}:{line}: not valid UTF-8 (byte {byte})") from None
     if not lines:
         raise TextDistillError(f"{file}: no inputs (empty file)")
     rows = [line.split("\t") for line in lines]

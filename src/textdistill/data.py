@@ -64,7 +64,9 @@ def _detect_format(path: Path, fmt: str) -> str:
     raise TextDistillError(f"{path}: cannot tell the format from the extension {suffix!r}; set data.format to tsv, csv or jsonl")
 
 
-def _read_text(path: Path, encoding: str) -> str:
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes; a missing, unreadable or not-a-file path is an error naming it."""
+    path = Path(path)
     # os.path (not Path) checks: they answer False for a name the OS rejects (too long, a NUL byte) instead of raising
     if not os.path.exists(path):
         hint = "" if os.path.exists(path.parent) else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
@@ -72,19 +74,26 @@ def _read_text(path: Path, encoding: str) -> str:
     if not os.path.isfile(path):
         raise TextDistillError(f"{path}: not a file")
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:  # no permission, an I/O error
         raise TextDistillError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def bad_byte(raw: bytes, exc: UnicodeDecodeError) -> tuple[int, str]:
+    """Where a decoding failed: the file line (1-based) and the offending byte as ``0x..``."""
+    return raw[: exc.start].count(b"\n") + 1, f"0x{raw[exc.start]:02x}"
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    raw = read_bytes(path)
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in {"utf-8", "utf8"} else encoding
     try:
         return raw.decode(codec)
     except LookupError:
         raise TextDistillError(f"data.encoding: unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise TextDistillError(
-            f"{path}:{line}: text is not valid {encoding} (byte 0x{raw[exc.start]:02x}); convert the file or set data.encoding"
-        ) from None
+        line, byte = bad_byte(raw, exc)
+        raise TextDistillError(f"{path}:{line}: text is not valid {encoding} (byte {byte}); convert the file or set data.encoding") from None
 
 
 def _column_index(header: list[str] | None, column: str | int, path: Path, what: str) -> int:
@@ -293,9 +302,16 @@ def _load_hf_splits(cfg: DataConfig) -> list[TextData]:
 def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None) -> tuple[list[str], list[str] | None]:
     """Unlabeled text, one per line (blank lines skipped); for sentence-pair tasks each line is TEXT<TAB>PAIR. A line
     with control characters (binary data), or with the wrong number of fields, is an error naming the line."""
+    texts, pairs, _ = read_corpus_lines(path, paired, limit)
+    return texts, pairs
+
+
+def read_corpus_lines(path: str | os.PathLike, paired: bool, limit: int | None = None) -> tuple[list[str], list[str] | None, list[int]]:
+    """:func:`read_corpus`, with the file line of each text."""
     p = Path(path)
     texts: list[str] = []
     pairs: list[str] = []
+    lines: list[int] = []
     for n, line in enumerate(_read_text(p, "utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -307,13 +323,14 @@ def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None)
             raise TextDistillError(f"{p}:{n}: expected {'TEXT<TAB>PAIR' if paired else 'one text (no tabs)'} per line, "
                                    f"got {len(fields)} tab-separated fields")  # fmt: skip
         texts.append(fields[0])
+        lines.append(n)
         if paired:
             pairs.append(fields[1])
         if limit is not None and len(texts) >= limit:
             break
     if not texts:
         raise TextDistillError(f"{p}: no texts (empty file)")
-    return texts, pairs if paired else None
+    return texts, pairs if paired else None, lines
 
 
 def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:

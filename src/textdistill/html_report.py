@@ -322,7 +322,7 @@ def confusion_matrix(logits: Any, labels: Sequence[Any], names: Sequence[str]) -
     None."""
     import torch
 
-    from textdistill.losses import IGNORE_INDEX
+    from textdistill.metrics import word_predictions
 
     logits = torch.as_tensor(logits)
     if len(labels) == 0 or logits.dim() not in (2, 3) or logits.shape[-1] < 2:
@@ -331,13 +331,9 @@ def confusion_matrix(logits: Any, labels: Sequence[Any], names: Sequence[str]) -
     if logits.shape[-1] != n:
         raise ValueError(f"{logits.shape[-1]} logits per prediction for {n} label names")
     if logits.dim() == 3:
-        golds, preds = [], []
-        for i, lab in enumerate(labels):
-            ids = torch.as_tensor(list(lab), dtype=torch.long)
-            keep = ids != IGNORE_INDEX
-            golds.append(ids[keep])
-            preds.append(logits[i, : len(ids)].argmax(-1)[keep])
-        gold, pred = torch.cat(golds), torch.cat(preds)
+        pairs = word_predictions(logits, labels)
+        gold = torch.tensor([t for g, _ in pairs for t in g], dtype=torch.long)
+        pred = torch.tensor([t for _, p in pairs for t in p], dtype=torch.long)
     else:
         gold = torch.as_tensor(list(labels))
         if gold.is_floating_point() or gold.dim() != 1:  # regression scores or multi-hot rows

@@ -119,6 +119,17 @@ def multi_label_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str
     }
 
 
+def word_predictions(logits: torch.Tensor, labels: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:
+    """Per sentence: the gold tag ids and the argmax predictions at its labelled positions (each word's first piece;
+    ``IGNORE_INDEX`` elsewhere), from token logits ``[N, L, C]``."""
+    out = []
+    for i, lab in enumerate(labels):
+        ids = torch.as_tensor(list(lab), dtype=torch.long)
+        keep = ids != IGNORE_INDEX
+        out.append((ids[keep].tolist(), logits[i, : len(ids)].argmax(-1)[keep].tolist()))
+    return out
+
+
 def token_metrics(
     logits: torch.Tensor, labels: list[list[int]], names: Sequence[str], dropped: list[list[int]] | None = None
 ) -> dict[str, float]:
@@ -129,11 +140,7 @@ def token_metrics(
 
     gold_tags, pred_tags = [], []
     correct = total = 0
-    for i, lab in enumerate(labels):
-        ids = torch.tensor(lab)
-        keep = ids != IGNORE_INDEX
-        gold = ids[keep].tolist()
-        pred = logits[i, : len(lab)].argmax(-1)[keep].tolist()
+    for i, (gold, pred) in enumerate(word_predictions(logits, labels)):
         correct += sum(g == p for g, p in zip(gold, pred))
         total += len(gold)
         tail = dropped[i] if dropped else []

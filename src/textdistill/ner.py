@@ -60,18 +60,15 @@ def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = 
     (``columns``, or that of the first line); ``tag_column`` picks the tag (default: the last)."""
     if scheme not in ("iob1", "iob2"):
         raise TextDistillError(f"scheme: iob1 or iob2, got {scheme!r}")
+    from textdistill.data import bad_byte, read_bytes
+
     p = Path(path)
-    if not os.path.isfile(p):  # (os.path: False for a name the OS rejects, where Path.is_file raises)
-        raise TextDistillError(f"{p}: file not found")
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:  # no permission, an I/O error
-        raise TextDistillError(f"{p}: cannot read the file ({exc.strerror or exc})") from None
+    raw = read_bytes(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise TextDistillError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); convert the file to UTF-8") from None
+        line, byte = bad_byte(raw, exc)
+        raise TextDistillError(f"{p}:{line}: not valid UTF-8 (byte {byte}); convert the file to UTF-8") from None
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []

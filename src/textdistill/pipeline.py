@@ -35,13 +35,12 @@ from textdistill.config import (
     config_from_dict,
     load_config,
 )
-from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, read_corpus, tokenize, tokenize_words
+from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, read_corpus_lines, tokenize, tokenize_words
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
-from textdistill.losses import IGNORE_INDEX
 from textdistill.html_report import confusion_matrix
-from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, predict_logits
+from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, predict_logits, word_predictions
 from textdistill.models import (
     build_student,
     count_parameters,
@@ -301,18 +300,15 @@ def _teacher_tags(
     truncation get ``O``): the targets of sequence-level KD for token classification."""
     logits = predict_logits(teacher, view, collator, batch_size, desc="teacher tags")
     tags = []
-    for i, lab in enumerate(view.labels):
-        ids = torch.tensor(lab)
-        pred = logits[i, : len(lab)].argmax(-1)[ids != IGNORE_INDEX].tolist()
-        tags.append([labels.names[t] for t in pred] + ["O"] * (len(data.labels[i]) - len(pred)))
+    for (_, pred), words in zip(word_predictions(logits, view.labels), data.labels):
+        tags.append([labels.names[t] for t in pred] + ["O"] * (len(words) - len(pred)))
     return dataclasses.replace(data, labels=tags)
 
 
 def _sentences(path: str, limit: int | None, train: TextData) -> TextData:
     """Unlabeled sentences for a token task (one per line, words split on whitespace), less those that repeat a
     training sentence; their tags are placeholders until the teacher tags them."""
-    texts, _ = read_corpus(path, False, limit)
-    lines = [n for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1) if line.strip()]
+    texts, _, lines = read_corpus_lines(path, False, limit)
     known = set(train.texts)
     kept = [(t.split(), n) for t, n in zip(texts, lines) if " ".join(t.split()) not in known]
     if not kept:
