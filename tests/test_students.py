@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from textdistill.config import data_dir
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
 from textdistill.students import (
@@ -178,6 +179,19 @@ def test_word_tokenizer_from_sst2(sst2_dir: Path, tmp_path: Path) -> None:
     assert again(batch)["input_ids"] == tok(batch)["input_ids"]
     assert again(batch[:3], batch[3:6])["input_ids"] == tok(batch[:3], batch[3:6])["input_ids"]
     assert again.pad_token_id == 0
+
+
+def test_word_tokenizer_is_character_level_on_chinese(tmp_path: Path) -> None:
+    cn = Path(data_dir()) / "chnsenticorp" / "train.tsv"
+    if not cn.is_file():
+        pytest.skip("shared ChnSentiCorp data not found")
+    texts = [line.split("\t", 1)[1] for line in cn.read_text(encoding="utf-8").splitlines()[1:301]]
+    tok = build_word_tokenizer(texts + ["Café Crème"], vocab_size=3000)
+    # every CJK character is its own word, full-width punctuation is NFKC-folded and split, accents are kept
+    assert tok.tokenize("酒店环境不错，服务也很好！Café") == ["酒", "店", "环", "境", "不", "错", ",", "服", "务", "也", "很", "好", "!", "café"]
+    assert all(len(t) == 1 for t in tok.tokenize(texts[0]) if "\u4e00" <= t <= "\u9fff")
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(texts[:5])["input_ids"] == tok(texts[:5])["input_ids"]
 
 
 # --------------------------------------------------------------------------------------------------------------------

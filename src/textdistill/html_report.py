@@ -14,6 +14,7 @@ Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state) and
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -22,7 +23,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from textdistill.errors import TextDistillError
 from textdistill.report import display_name, markdown_table, render_multitask_report, render_report
@@ -133,6 +134,58 @@ def eval_keys(report: dict[str, Any], model: str, evals: list[dict[str, Any]]) -
 # Figures
 
 
+@functools.lru_cache(maxsize=1)
+def _fonts() -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The font families plots use (DejaVu Sans, then installed fonts that draw Chinese, Japanese or Korean, which
+    matplotlib falls back to glyph by glyph) and their loaded faces (to check what can be drawn)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    families, faces = ["DejaVu Sans"], [FT2Font(font_manager.findfont("DejaVu Sans"))]
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name in families:
+            continue
+        try:
+            face = FT2Font(entry.fname)
+        except (OSError, RuntimeError):
+            continue
+        if face.get_char_index(0x4E2D):  # 中: a CJK font
+            families.append(entry.name)
+            faces.append(face)
+    return tuple(families), tuple(faces)
+
+
+def _drawable(text: str) -> bool:
+    faces = _fonts()[1]
+    return all(c.isspace() or any(face.get_char_index(ord(c)) for face in faces) for c in text)
+
+
+def tick_names(labels: Sequence[str]) -> tuple[list[str], str]:
+    """Labels as a plot can show them, and a key for the caption: when no installed font draws them (Chinese label
+    names on a machine without a CJK font), the ticks are numbers and the key names them (the page's text is drawn
+    by the browser, which has such fonts)."""
+    if all(_drawable(label) for label in labels):
+        return list(labels), ""
+    return [str(i + 1) for i in range(len(labels))], "Labels: " + ", ".join(f"{i + 1} = {label}" for i, label in enumerate(labels)) + "."
+
+
+F = TypeVar("F", bound=Callable[..., bytes])
+
+
+def _with_fonts(draw: F) -> F:
+    """Draw with the font fallback list (text properties are fixed when an artist is made, so the whole drawing runs
+    inside it); nothing outside the call changes."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        from matplotlib import rc_context
+
+        with rc_context({"font.family": list(_fonts()[0])}):
+            return draw(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -154,6 +207,7 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
+@_with_fonts
 def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, Any]], keys: Sequence[str],
                best_step: int | None = None) -> bytes:  # fmt: skip
     """One model's training: every loss term against the optimizer step (left), the eval metric(s) x100 (right)."""
@@ -218,6 +272,7 @@ def _bar_panel(ax: Any, title: str, bars: list[tuple[str, str, float | None]], f
     ax.grid(axis="y", alpha=0.3)
 
 
+@_with_fonts
 def bars_png(report: dict[str, Any]) -> bytes:
     """Teacher vs student (vs the no-distillation twin, and the student's exported forms): metric x100, parameters,
     size, latency at batch 1, throughput at batch 32. The twin has the student's architecture: same size and speed."""
@@ -247,6 +302,7 @@ def bars_png(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+@_with_fonts
 def multitask_bars_png(report: dict[str, Any]) -> bytes:
     """A multi-task run: each task's score x100 for the reference (teacher or ensemble), the student and its twin,
     and the speed of one teacher vs the student."""
@@ -286,6 +342,7 @@ def multitask_bars_png(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+@_with_fonts
 def confusion_png(title: str, labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> bytes:
     """A confusion matrix: rows gold, columns predicted; colour = share of the gold row, text = count."""
     import numpy as np
@@ -299,8 +356,9 @@ def confusion_png(title: str, labels: Sequence[str], matrix: Sequence[Sequence[i
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of the gold label", shrink=0.8)
-    ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center", fontsize=8)
-    ax.set_yticks(range(n), labels, fontsize=8)
+    names = tick_names(labels)[0]
+    ax.set_xticks(range(n), names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     ax.set_title(title, fontsize=10)
@@ -453,7 +511,8 @@ def _confusion_section(report: dict[str, Any]) -> list[str]:
         validation = display_name(str(report.get("data", {}).get("validation", "the dev set")))
         title = f"{name} on {validation} ({total} {'words' if report.get('data', {}).get('task_type') == 'token_classification' else 'examples'})"
         out.append(_img(confusion_png(title, [str(x) for x in labels], matrix), f"confusion matrix: {side}", f"confusion-{side}",
-                        "Rows: gold label; columns: predicted; colour: share of the row; numbers: counts."))  # fmt: skip
+                        " ".join(filter(None, ["Rows: gold label; columns: predicted; colour: share of the row; numbers: counts.",
+                                               tick_names([str(x) for x in labels])[1]]))))  # fmt: skip
     if not found:
         task = report.get("data", {}).get("task_type", "classification")
         why = ("regression has no confusion matrix" if task == "regression" else
@@ -657,6 +716,7 @@ def _darker(color: Any, by: float = 0.35) -> tuple[float, float, float]:
     return tuple(c * (1 - by) for c in to_rgb(color))  # type: ignore[return-value]
 
 
+@_with_fonts
 def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
     """Student score x100 against latency at batch 1 (ms), one labelled point per run; each teacher a square (at the
     median of its measurements, the bar spanning them); the Pareto front dashed (when the runs share a metric)."""

