@@ -19,7 +19,7 @@ step=${1:-all}
 shift || true
 mkdir -p "$out"
 teacher=(teacher.model="$out/teacher/teacher" teacher.finetune=false)
-bilstm=(student.num_layers=null 'student.architecture={type: bilstm, tokenizer: words, vocab_size: 6000, embedding_dim: 300, hidden_size: 300}'
+bilstm=(student.num_layers=null student.prune_vocabulary=false 'student.architecture={type: bilstm, tokenizer: words, vocab_size: 6000, embedding_dim: 300, hidden_size: 300}'
         student.training.learning_rate=1.0e-3 student.training.num_train_epochs=5 distill.loss=mse)
 case $step in
   teacher|all)

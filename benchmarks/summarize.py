@@ -22,7 +22,7 @@ def section(runs: list[Path], name: str, command: str) -> str:
     for run, rep in zip(runs, reports):
         d, s, k = rep["data"], rep["student"], rep["distill"]
         lines += [
-            f"**{run.name}**: student = teacher layers {s.get('layers')}; {d['train_examples']} training examples"
+            f"**{run.name}**: student = {_student(s)}; {d['train_examples']} training examples"
             + (f" + {d['transfer']['kept_by_source'].get('pool', 0)} teacher-labelled pool texts "
                f"({display_name(d['transfer']['path'])})" if "transfer" in d else "") + ", "
             f"{d['validation_examples']} dev; KD {k['loss']} T={k['temperature']} alpha={k['alpha']}; "
@@ -41,6 +41,14 @@ def section(runs: list[Path], name: str, command: str) -> str:
         ]
     lines.append(f"<!-- end {name} -->")
     return "\n".join(lines)
+
+
+def _student(s: dict) -> str:
+    if s.get("layers") is not None:
+        return f"teacher layers {s['layers']}"
+    if s.get("type"):
+        return f"{s['type']} ({s.get('tokenizer')} tokenizer, vocabulary {s.get('vocab_size')})"
+    return str(s.get("recipe"))
 
 
 def _eval_history(run: Path, metric: str) -> str:

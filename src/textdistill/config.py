@@ -165,6 +165,10 @@ class StudentConfig(_Strict):
     # A non-transformer student: {type: bilstm | textcnn | mlp, tokenizer: teacher | words, ...}; its keys are
     # validated by textdistill.students (errors name student.architecture.<key>).
     architecture: dict[str, Any] | None = None
+    # Keep only the word pieces the run's text uses (training, validation and test texts, the transfer set): the
+    # student's tokenizer and embedding rows are cut to them (textdistill.vocab); segmentation and outputs on that text
+    # are unchanged. For a student made from the teacher (layers, num_layers, config_overrides).
+    prune_vocabulary: bool = False
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=1e-4, num_train_epochs=3))
 
     @model_validator(mode="after")
@@ -173,6 +177,9 @@ class StudentConfig(_Strict):
         given = [k for k in recipes if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(recipes)}" + (f" (got {given})" if given else ""))
+        if self.prune_vocabulary and given[0] in ("model", "architecture"):
+            raise ValueError(f"prune_vocabulary: cuts the teacher's vocabulary for a student made from the teacher (layers, num_layers "
+                             f"or config_overrides); a student.{given[0]} student has a vocabulary of its own")  # fmt: skip
         if self.layers is not None:
             if not self.layers:
                 raise ValueError("layers must not be empty")
@@ -552,6 +559,8 @@ class MultiTaskRunConfig(_Strict):
                              "config_overrides or model")  # fmt: skip
         if self.eval.metric is not None:
             raise ValueError("eval.metric: a multi-task run scores each task by its own metric (tasks[i].metric)")
+        if self.student.prune_vocabulary:
+            raise ValueError("student.prune_vocabulary: not available for multi-task students yet (one-task runs only)")
         return self
 
     def to_yaml(self) -> str:

@@ -53,6 +53,7 @@ from textdistill.models import (
 )
 from textdistill.report import model_card, render_report
 from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
+from textdistill.vocab import check_prunable, prune_vocabulary, source_features, used_token_ids
 
 
 def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> AnyRunConfig:
@@ -209,15 +210,17 @@ def _dataset(
 
     Token classification: words tokenized with their tags aligned to the pieces (``alignment``: first | all; dev sets
     use first, so scores read one position per word); the teacher must share the tokenizer (token positions must line
-    up for token-level KD)."""
+    up for token-level KD), or the student's must be the teacher's pruned to this text's pieces
+    (``student.prune_vocabulary``: the same pieces, renumbered; the teacher reads them in its own ids)."""
     other = teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer)
     if labels.task_type == "token_classification":
-        if other:
+        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, max_length, alignment)
+        teacher_feats = source_features(tokenizer, teacher_tokenizer, words.features) if other else None
+        if other and teacher_feats is None:
             raise TextDistillError("token-level distillation needs the student to tokenize like the teacher (the token positions "
                                    "must line up); this student has another tokenizer. Make the student from the teacher "
                                    "(student.layers / num_layers / config_overrides) or take one with the same tokenizer")  # fmt: skip
-        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, max_length, alignment)
-        return DistillDataset(words.features, words.labels, label_names=labels.names, dropped=words.dropped)
+        return DistillDataset(words.features, words.labels, teacher_feats, label_names=labels.names, dropped=words.dropped)
     teacher_feats = tokenize(teacher_tokenizer, data, max_length) if other else None
     return DistillDataset(tokenize(tokenizer, data, max_length), labels.encode(data), teacher_feats)
 
@@ -332,8 +335,10 @@ def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module,
 
 def _check_student(cfg: RunConfig, prep: Prepared) -> None:
     """Build the student once and, with intermediate losses, run one real batch through both models, so that a bad
-    recipe or layer map fails now, before the teacher is fine-tuned."""
+    recipe, layer map or a vocabulary that cannot be pruned fails now, before the teacher is fine-tuned."""
     assert cfg.student is not None
+    if cfg.student.prune_vocabulary:
+        check_prunable(prep.teacher_tokenizer)
     student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
     intermediate = _intermediate_losses(cfg, prep.teacher, student, recipe)
     if intermediate is None:
@@ -345,6 +350,26 @@ def _check_student(cfg: RunConfig, prep: Prepared) -> None:
         DistillationObjective(cfg.distill, prep.teacher, intermediate).setup(student, batch)
     finally:
         intermediate.close()
+
+
+def _used_ids(tokenizer: Any, splits: list[TextData | None]) -> set[int]:
+    """The token ids of every split's text (words for token classification), as the student's datasets read them."""
+    used: set[int] = set()
+    for split in splits:
+        if split is not None:
+            texts = split.texts if split.words is None else []
+            used |= used_token_ids(tokenizer, texts, split.pairs, split.words)
+    return used
+
+
+def _make_student(cfg: RunConfig, teacher: nn.Module, ttok: Any, labels: LabelSet, vocab_texts: list[str],
+                  keep_ids: set[int] | None) -> tuple[nn.Module, Any, dict[str, Any]]:  # fmt: skip
+    """:func:`build_student`, then, with ``keep_ids``, its vocabulary pruned to them (``recipe["vocabulary"]``)."""
+    assert cfg.student is not None
+    student, stok, recipe = build_student(cfg.student, teacher, ttok, labels, cfg.seed, vocab_texts)
+    if keep_ids is not None:
+        student, stok, recipe["vocabulary"] = prune_vocabulary(student, stok, keep_ids)
+    return student, stok, recipe
 
 
 def machine_info() -> dict[str, Any]:
@@ -440,7 +465,11 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
         train_data, transfer_probs, transfer_info = transfer_set(cfg, teacher, ttok, prep.labels, prep.train, eval_bs)
     vocab_texts = _texts(train_data)
-    student, stok, recipe = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
+    # Vocabulary pruning: the pieces of every text the student reads here (its segmentation of them is unchanged):
+    # the labelled training set (the twin's), the transfer set or teacher-tagged pool, dev and test.
+    splits = [prep.train, prep.dev, prep.test] + ([train_data] if train_data.texts is not prep.train.texts else [])
+    keep_ids = _used_ids(ttok, splits) if cfg.student.prune_vocabulary else None
+    student, stok, recipe = _make_student(cfg, teacher, ttok, prep.labels, vocab_texts, keep_ids)
     train_set = _dataset(stok, train_data, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
     dev_set = _dataset(stok, prep.dev, prep.labels, max_len, paired_tok)
     collator = Collator(pad_id(stok), pad_id(ttok))
@@ -476,7 +505,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     baseline_metrics = None
     if cfg.distill.baseline:
         # the twin: the same student on the labelled data alone, gold labels only
-        twin, _, _ = build_student(cfg.student, teacher, ttok, prep.labels, cfg.seed, vocab_texts)
+        twin, _, _ = _make_student(cfg, teacher, ttok, prep.labels, vocab_texts, keep_ids)
         labelled = train_set if cfg.transfer is None and not pseudo else \
             _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)  # fmt: skip
         base = fit("baseline", twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,

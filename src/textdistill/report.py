@@ -68,6 +68,16 @@ def _transfer_line(t: dict[str, Any]) -> str:
             f"{dropped} dropped by the filters) in {display_name(t['path'])}; the twin from the labelled examples alone")  # fmt: skip
 
 
+def vocabulary_lines(student: dict[str, Any]) -> list[str]:
+    """One line on the student's pruned vocabulary (``student.prune_vocabulary``), when it has one."""
+    v = student.get("vocabulary")
+    if not v:
+        return []
+    return [f"- vocabulary pruned to the pieces of the run's text: {v['vocab_before']:,} -> {v['vocab_after']:,} "
+            f"{v['tokenizer_model']} pieces, {v['params_removed']:,} parameters removed "
+            f"({100 * v['params_removed'] / v['params_before']:.0f}% of the student's; same segmentation and outputs on that text)"]  # fmt: skip
+
+
 TASK_TAGS = {"token_classification": "token-classification"}  # HF pipeline tags (the rest: text-classification)
 
 
@@ -119,6 +129,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"- data: {d['train']} ({d['train_examples']} examples) -> {d['validation']} ({d['validation_examples']})",
         *([_transfer_line(d["transfer"])] if "transfer" in d else []),
         f"- student: {recipe}; loss: {loss}",
+        *vocabulary_lines(s),
         f"- latency: median of single-example forward passes; throughput: median batch of 32, CPU, "
         f"{report['machine']['torch_threads']} threads, tokenization excluded",
         "",
@@ -217,6 +228,7 @@ def model_card(report: dict[str, Any]) -> str:
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
     loss = loss_text(k, task_type, "cross-entropy")
     extra = [f"- intermediate terms: {len(s['intermediate'])} layer matches"] if s.get("intermediate") else []
+    extra += vocabulary_lines(s)
     if "transfer" in d:
         extra.append(f"- data distillation: trained on {d['transfer']['kept']} teacher-labelled texts ({', '.join(f'{n} {c}' for c, n in d['transfer']['kept_by_source'].items())})")
     lines = [
