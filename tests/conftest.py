@@ -13,10 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny test models run fastest on one thread, and one thread never oversubscribes a busy 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-# The teacher-output cache of the tests lives in a temporary folder, never in the user's ~/.cache.
+# The teacher-output cache and the prepared catalogue models of the tests live in one temporary folder for the
+# session (SmolLM2 is prepared once, ~0.5 GB), never in the user's ~/.cache; removed when the session ends.
 os.environ["TEXTDISTILL_CACHE"] = tempfile.mkdtemp(prefix="textdistill-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TEXTDISTILL_CACHE"], ignore_errors=True)
 
 from textdistill.config import data_dir  # noqa: E402
 

@@ -224,6 +224,8 @@ def _prepare_gguf(entry: CatalogueEntry, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})  # drops the tied lm_head copy
+    if hasattr(model.config, "quantization_config"):  # the saved weights are float32: the GGUF note would make a
+        del model.config.quantization_config  # model loaded from here refuse save_pretrained ("not serializable")
     model.config.save_pretrained(out)
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out)

@@ -567,7 +567,101 @@ class MultiTaskRunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-AnyRunConfig = RunConfig | MultiTaskRunConfig
+# --------------------------------------------------------------------------------------------------------------------
+# Generative distillation: a causal-LM teacher into a smaller causal student (textdistill.generative)
+
+
+class GenerativeDataConfig(_Strict):
+    """JSONL files, one example per line: ``{"prompt": ..., "completion": ...}`` (the loss reads the completion's
+    tokens only) or ``{"text": ...}`` (all of it is completion: plain language-model distillation)."""
+
+    train_file: str
+    validation_file: str  # held-out perplexity, agreement with the teacher; picks the kept checkpoint
+    max_length: int = Field(256, gt=1, le=32768)  # prompt + completion tokens; longer rows are cut (one warning)
+    max_train_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)
+
+
+class GenerativeTeacherConfig(_Strict):
+    model: str  # any AutoModelForCausalLM: a folder, a hub id or a catalogue name (SmolLM2-135M-Instruct)
+
+
+class GenerativeStudentConfig(_Strict):
+    """Exactly one of ``layers`` / ``num_layers`` (the teacher's decoder layers kept, initialised from them; the
+    teacher's tokenizer) or ``model`` (any AutoModelForCausalLM with its own tokenizer)."""
+
+    layers: list[int] | None = None
+    num_layers: int | None = Field(None, gt=0)
+    model: str | None = None
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(
+        learning_rate=1e-4, num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=16))  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> "GenerativeStudentConfig":
+        given = [k for k in ("layers", "num_layers", "model") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of layers, num_layers, model" + (f" (got {given})" if given else ""))
+        if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers)):
+            raise ValueError(f"layers must be distinct non-negative indices, got {self.layers}")
+        return self
+
+
+TokenDivergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"]
+
+
+class GenerativeDistillConfig(_Strict):
+    """The ``generative:`` section (its presence makes a run generative).
+
+    ``loss = alpha * D_T(teacher || student) + (1 - alpha) * CE(completion tokens)``, ``D_T`` a token-level
+    divergence of :mod:`textdistill.lm_losses` (T^2-scaled) over the completion tokens. ``beta``: the mixture weight
+    of ``jsd`` (GKD's generalised JSD); ``skew_alpha``: that of ``skew_kl`` / ``skew_reverse_kl`` (DistiLLM).
+    ``sequence_kd``: the teacher completes every training prompt once before training (``sampling``: greedy, or
+    sampled with the run's seed; at most ``max_new_tokens``) and the student learns those completions instead of the
+    file's. ``on_policy``: GKD's lambda, the share of batches whose completions are the student's own samples
+    (as long as the batch's completions), scored by the teacher.
+    """
+
+    divergence: TokenDivergence = "forward_kl"
+    temperature: float = Field(1.0, gt=0, le=100)
+    alpha: float = Field(0.5, ge=0, le=1)
+    beta: float = Field(0.5, gt=0, lt=1)
+    skew_alpha: float = Field(0.1, ge=0, lt=1)
+    chunk_size: int = Field(1024, gt=0)  # positions per LM-head chunk: [B, L, V] logits are never all in memory
+    sequence_kd: bool = False
+    sampling: Literal["greedy", "sample"] = "greedy"
+    on_policy: float = Field(0.0, ge=0, le=1)
+    max_new_tokens: int = Field(64, gt=0, le=8192)
+
+
+class GenerativeEvalConfig(_Strict):
+    """Generation speed: greedy, batch 1, ``speed_new_tokens`` new tokens after each of the first ``speed_prompts``
+    validation prompts; the median of ``speed_repeats`` passes."""
+
+    speed_prompts: int = Field(8, gt=0, le=10000)
+    speed_new_tokens: int = Field(32, gt=0, le=8192)
+    speed_repeats: int = Field(3, gt=0, le=1000)
+
+
+class GenerativeRunConfig(_Strict):
+    """A generative run (``generative:`` at the top level): a causal-LM teacher distilled into a causal student, and
+    (``baseline``) the same student trained with the LM loss alone on the same tokens and budget."""
+
+    output_dir: str = "runs/generative"
+    overwrite_output_dir: bool = False
+    seed: int = Field(42, ge=0, lt=2**32)
+    data: GenerativeDataConfig
+    teacher: GenerativeTeacherConfig
+    student: GenerativeStudentConfig
+    generative: GenerativeDistillConfig = Field(default_factory=GenerativeDistillConfig)
+    baseline: bool = True
+    eval: GenerativeEvalConfig = Field(default_factory=GenerativeEvalConfig)
+    loading: LoadingConfig = Field(default_factory=LoadingConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+AnyRunConfig = RunConfig | MultiTaskRunConfig | GenerativeRunConfig
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -739,10 +833,11 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 
 
 def config_from_dict(raw: Any, source: str = "<config>") -> AnyRunConfig:
-    """A :class:`RunConfig`, or a :class:`MultiTaskRunConfig` when the mapping has ``tasks``."""
+    """A :class:`RunConfig`, a :class:`MultiTaskRunConfig` when the mapping has ``tasks``, a
+    :class:`GenerativeRunConfig` when it has ``generative``."""
     if not isinstance(raw, dict):
         raise TextDistillError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
-    kind = MultiTaskRunConfig if "tasks" in raw else RunConfig
+    kind = GenerativeRunConfig if "generative" in raw else MultiTaskRunConfig if "tasks" in raw else RunConfig
     try:
         return kind.model_validate(raw)
     except ValidationError as exc:

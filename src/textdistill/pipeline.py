@@ -27,6 +27,7 @@ from textdistill.config import (
     AnyRunConfig,
     CacheSettings,
     EvalConfig,
+    GenerativeRunConfig,
     MultiTaskRunConfig,
     RunConfig,
     TeacherConfig,
@@ -59,7 +60,7 @@ from textdistill.vocab import check_prunable, prune_vocabulary, source_features,
 def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> AnyRunConfig:
     """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI); the config's ``loading``
     policy holds for the models the command loads."""
-    if isinstance(cfg, (RunConfig, MultiTaskRunConfig)):
+    if isinstance(cfg, (RunConfig, MultiTaskRunConfig, GenerativeRunConfig)):
         cfg = cfg.model_dump(mode="json")
     out = config_from_dict(apply_overrides(cfg, overrides or [])) if isinstance(cfg, dict) else load_config(cfg, overrides)
     set_loading_policy(out.loading.allow_pickle, out.loading.trust_remote_code)
@@ -72,6 +73,9 @@ def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str]
     if isinstance(out, MultiTaskRunConfig):
         raise TextDistillError("this command takes a one-task config (data:, teacher:); a config with tasks: runs with "
                                "`textdistill distill` (teachers with finetune: true are fine-tuned there)")  # fmt: skip
+    if isinstance(out, GenerativeRunConfig):
+        raise TextDistillError("this command takes a classification config (data:, teacher:); a generative: config (causal "
+                               "language models) runs with `textdistill distill`")  # fmt: skip
     return out
 
 
@@ -126,17 +130,20 @@ class RunFolder:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.path / name)
 
-    def finish(self, report: dict[str, Any], render: Any, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Add the run's time and machine to ``report``, write ``metrics.json``, ``report.md`` (``render(report)``)
-        and each ``extra`` file (path in the run -> its renderer), commit the folder; returns the report with its
-        ``output_dir``."""
+    def finish(
+        self, report: dict[str, Any], render: Any, started: float, extra: dict[str, Any] | None = None, html: bool = True
+    ) -> dict[str, Any]:
+        """Add the run's time and machine to ``report``, write ``metrics.json``, ``report.md`` (``render(report)``),
+        ``report.html`` (``html``) and each ``extra`` file (path in the run -> its renderer), commit the folder;
+        returns the report with its ``output_dir``."""
         report["total_seconds"] = time.perf_counter() - started
         report["machine"] = machine_info()
         self.write_json("metrics.json", report)
         (self.path / "report.md").write_text(render(report), encoding="utf-8")
-        from textdistill.html_report import write_html_or_warn
+        if html:
+            from textdistill.html_report import write_html_or_warn
 
-        write_html_or_warn(self.path)  # report.html, the plots; a failure to draw only warns
+            write_html_or_warn(self.path)  # report.html, the plots; a failure to draw only warns
         for name, make in (extra or {}).items():
             (self.path / name).write_text(make(report), encoding="utf-8")
         report["output_dir"] = str(self.commit())
@@ -412,8 +419,13 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
 
     ``resume``: continue an interrupted run (same config): finished stages are not trained again, the interrupted one
     continues from its last checkpoint. A config with ``tasks:`` distills one multi-task student from every task's
-    teachers (:func:`textdistill.task_distill.distill_tasks`), resumable the same way."""
+    teachers (:func:`textdistill.task_distill.distill_tasks`), resumable the same way; one with ``generative:`` a
+    causal-LM teacher into a causal student (:func:`textdistill.generative.distill_generative`)."""
     cfg = as_any_config(cfg, overrides)
+    if isinstance(cfg, GenerativeRunConfig):
+        from textdistill.generative import distill_generative
+
+        return distill_generative(cfg, resume)
     if isinstance(cfg, MultiTaskRunConfig):
         from textdistill.task_distill import distill_tasks
 

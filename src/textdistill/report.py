@@ -120,6 +120,8 @@ def test_lines(report: dict[str, Any]) -> list[str]:
 
 
 def render_report(report: dict[str, Any]) -> str:
+    if report.get("kind") == "generative":
+        return render_generative_report(report)
     d, k, s = report["data"], report["distill"], report["student"]
     recipe = f"layers {s['layers']} of the teacher" if "layers" in s else s.get("recipe", "")
     loss = loss_text(k, d.get("task_type", "classification"))
@@ -283,4 +285,72 @@ def multitask_model_card(report: dict[str, Any]) -> str:
         f"predict(PATH, {next(iter(report['tasks']))!r}, [\"a text\"])",
         "```", "",
     ]  # fmt: skip
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generative runs (textdistill.generative)
+
+
+def generative_loss_text(g: dict[str, Any]) -> str:
+    """The generative objective in words."""
+    if not g["token_level"]:
+        return "cross-entropy on the teacher's completions (sequence-level KD; the vocabularies differ: no token-level term)"
+    extra = {"jsd": f", beta={g['beta']}", "skew_kl": f", skew alpha={g['skew_alpha']}",
+             "skew_reverse_kl": f", skew alpha={g['skew_alpha']}"}.get(g["divergence"], "")  # fmt: skip
+    text = (f"alpha={g['alpha']} * T^2 * {g['divergence']}(teacher_T, student_T) + (1-alpha) * CE over the completion tokens, "
+            f"T={g['temperature']}{extra}")  # fmt: skip
+    if g["sequence_kd"]:
+        text += f"; on the teacher's {g['sampling']} completions (sequence-level KD)"
+    if g["on_policy"]:
+        text += f"; on-policy share lambda={g['on_policy']} (the student's samples, scored by the teacher)"
+    return text
+
+
+def generative_rows(report: dict[str, Any]) -> list[list[str]]:
+    """model | params | held-out perplexity | next-token agreement | divergence to the teacher | tokens/s | speed-up."""
+    div = report["generative"]["divergence"]
+    rows = [["model", "params (M)", "perplexity", "next-token agreement (%)", f"{div} to teacher", "tokens/s", "speed-up"]]
+
+    def row(name: str, e: dict[str, Any]) -> None:
+        rows.append([name, f"{e['params'] / 1e6:.2f}", f"{e['perplexity']:.2f}",
+                     "100.0" if name.startswith("teacher") else _num(100 * e["agreement"] if "agreement" in e else None, ".1f"),
+                     "0" if name.startswith("teacher") else _num(e.get("divergence_to_teacher"), ".4f"),
+                     f"{e['tokens_per_second']:.1f}", _num(e.get("speedup", 1.0), ".2f") + "x"])  # fmt: skip
+
+    row(f"teacher ({display_name(report['teacher']['model'])})", report["teacher"])
+    row("student (distilled)", report["student"])
+    if "baseline" in report:
+        row("student (no distillation)", report["baseline"])
+    return rows
+
+
+def render_generative_report(report: dict[str, Any]) -> str:
+    """The report of a generative run: the table, then the student against its twin."""
+    d, g, s = report["data"], report["generative"], report["student"]
+    recipe = f"layers {s['layers']} of the teacher" if "layers" in s else f"{display_name(s.get('model', ''))}"
+    ev = report["teacher"]
+    lines = [
+        "# Generative distillation report",
+        "",
+        f"- data: {display_name(d['train'])} ({d['train_examples']} examples, {d['train_tokens']:,} tokens) -> "
+        f"{display_name(d['validation'])} ({d['validation_examples']}); max length {d['max_length']}",
+        f"- student: {recipe}; loss: {generative_loss_text(g)}",
+        f"- perplexity, agreement (the student's most probable next token is the teacher's) and divergence: on the "
+        f"validation completion tokens; tokens/s: greedy, batch 1, {ev['speed_new_tokens']} new tokens after each of "
+        f"{ev['speed_prompts']} prompts, median of the passes, {report['machine']['torch_threads']} threads",
+        "",
+        markdown_table(generative_rows(report)),
+        "",
+    ]
+    if s.get("divergence_to_teacher_initial") is not None:
+        lines.append(f"The student's {g['divergence']} to the teacher went from {s['divergence_to_teacher_initial']:.4f} before "
+                     f"training to {s['divergence_to_teacher']:.4f}.")  # fmt: skip
+    if "baseline" in report:
+        b = report["baseline"]
+        agree = (f"; agreement {100 * s['agreement']:.1f}% vs {100 * b['agreement']:.1f}%" if "agreement" in s and "agreement" in b else "")
+        lines.append(f"Student vs its twin (the same student trained with the LM loss alone on the training file's completions, "
+                     f"same budget): "
+                     f"perplexity {s['perplexity']:.2f} vs {b['perplexity']:.2f}{agree}.")  # fmt: skip
+    lines.append("")
     return "\n".join(lines)
