@@ -14,7 +14,7 @@ import os
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -172,6 +172,20 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> TextData:
     return TextData(texts, labels, pairs if cfg.text_pair_column is not None else None, str(path), rows)
 
 
+def json_lines(path: str | os.PathLike, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL file's ``text``; a line that is not JSON is an
+    error naming the file and line."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting too deep
+            raise TextDistillError(f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {exc})") from None
+
+
 def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
     text = _read_text(path, cfg.encoding)
     keys = {"text_column": cfg.text_column, "label_column": cfg.label_column}
@@ -181,15 +195,7 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> TextData:
         if not isinstance(key, str):
             raise TextDistillError(f"{path}: data.{what} must be a key name for JSONL, got {key!r}")
     texts, labels, pairs, rows = [], [], [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-        except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting too deep
-            raise TextDistillError(f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {exc})") from None
+    for line_no, obj in json_lines(path, text):
         if not isinstance(obj, dict):
             raise TextDistillError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
         values = {}

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import statistics
 import sys
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textdistill.config import GenerativeDistillConfig, GenerativeRunConfig, GenerativeStudentConfig
-from textdistill.data import Collator, DistillDataset, bad_byte, collate_labels, pad_features, read_bytes
+from textdistill.data import Collator, DistillDataset, bad_byte, collate_labels, json_lines, pad_features, read_bytes
 from textdistill.errors import TextDistillError
 from textdistill.lm_losses import IGNORE_INDEX, chunked_token_loss, completion_mask
 
@@ -98,17 +97,9 @@ def read_lm_jsonl(path: str | Path, limit: int | None = None) -> LMData:
         line, byte = bad_byte(raw, exc)
         raise TextDistillError(f"{path}:{line}: text is not valid UTF-8 (byte {byte})") from None
     prompts, completions, rows = [], [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, obj in json_lines(path, text):
         if limit is not None and len(rows) >= limit:
             break
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-        except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting too deep
-            raise TextDistillError(f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {exc})") from None
         prompt, completion = _row(obj, f"{path}:{line_no}")
         prompts.append(prompt)
         completions.append(completion)
