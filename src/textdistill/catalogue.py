@@ -263,6 +263,9 @@ def prepare(name: str, force: bool = False, role: str = "model") -> Path:
         marker = {"name": entry.name, "source": entry.pip, "seconds": round(time.perf_counter() - start, 1),
                   "versions": {d: importlib.metadata.version(d) for d in entry.distributions}}  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        if (final / MARKER).is_file() and not force:  # another process (e.g. another rank) finished first: keep its
+            shutil.rmtree(tmp)  # folder, which a reader may already be loading
+            return final
         if final.exists():  # half-prepared, or being redone (force)
             shutil.rmtree(final)
         os.replace(tmp, final)
