@@ -84,7 +84,7 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         name="multilingual-e5-small",
         aliases=("intfloat/multilingual-e5-small", "e5-small"),
-        architecture="BERT, 12 layers, hidden 384, 12 heads, XLM-R unigram 250,037",
+        architecture="BERT, 12 layers, hidden 384, 12 heads, XLM-R unigram 250,002",
         params_m=117.7,
         download_mb=91,
         languages="multilingual (Chinese included)",
