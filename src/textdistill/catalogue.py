@@ -208,9 +208,9 @@ def _prepare_mpnet(entry: CatalogueEntry, out: Path) -> None:
 
 
 def _prepare_e5(entry: CatalogueEntry, out: Path) -> None:
-    from textdistill.e5_convert import convert_e5
+    from textdistill.e5_convert import convert_e5, find_e5_container
 
-    convert_e5(_package_file(entry, entry.files, entry.name), out)
+    convert_e5(find_e5_container(), out)
 
 
 def _prepare_gguf(entry: CatalogueEntry, out: Path) -> None:

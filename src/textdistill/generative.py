@@ -163,8 +163,8 @@ def pad_id_of(tokenizer: Any) -> int:
 
 
 def dequantised_gguf(config: Any, path: str) -> bool:
-    """A folder of float weights whose config still names the GGUF file they were read from (the catalogue's
-    SmolLM2 preparation saves the config of the dequantised model as it is): no quantizer is needed to load them."""
+    """A folder of float weights whose config still names the GGUF file they were read from (a SmolLM2 folder
+    prepared before the catalogue dropped that note, or one saved by hand): no quantizer is needed to load them."""
     q = getattr(config, "quantization_config", None)
     method = q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)
     folder = Path(path)
