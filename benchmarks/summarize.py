@@ -11,7 +11,16 @@ import json
 import re
 from pathlib import Path
 
-from textdistill.report import display_name, markdown_table, per_type_table, render_multitask_report, report_rows, test_lines
+from textdistill.report import (
+    display_name,
+    generative_loss_text,
+    generative_rows,
+    markdown_table,
+    per_type_table,
+    render_multitask_report,
+    report_rows,
+    test_lines,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
@@ -310,10 +319,46 @@ def transfer_section(runs: list[Path], name: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def generative_section(runs: list[Path], name: str, command: str) -> str:
+    """Generative runs: each run's table (teacher, distilled student, twin), how the student compares with its
+    twin, and the evaluation history on the held-out completions."""
+    reports = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    lines = _header(reports, name, command)
+    for run, rep in zip(runs, reports):
+        d, s, g = rep["data"], rep["student"], rep["generative"]
+        lines += [
+            f"**{run.name}**: student = {_student(s)} ({s['params'] / 1e6:.1f} M parameters); {d['train_examples']} "
+            f"training rows ({d['train_tokens']:,} tokens), {d['validation_examples']} held-out rows, "
+            f"{s['steps']} steps; loss: {generative_loss_text(g)}; run took {rep['total_seconds'] / 60:.1f} min.",
+            "",
+            markdown_table(generative_rows(rep)),
+            "",
+        ]
+        if "baseline" in rep:
+            b = rep["baseline"]
+            lines += [f"Distilled vs twin (LM loss alone, same rows and steps): perplexity {s['perplexity']:.2f} vs "
+                      f"{b['perplexity']:.2f}; next-token agreement {100 * s['agreement']:.1f}% vs {100 * b['agreement']:.1f}%; "
+                      f"{g['divergence']} to the teacher {s['divergence_to_teacher']:.4f} vs {b['divergence_to_teacher']:.4f} "
+                      f"(the student started at {s['divergence_to_teacher_initial']:.4f}).", ""]  # fmt: skip
+        history = []
+        for model in ("student", "baseline"):
+            log = run / "logs" / f"{model}.jsonl"
+            evals = [r for r in map(json.loads, log.read_text().splitlines()) if "eval_perplexity" in r] if log.exists() else []
+            if evals:
+                best = min(evals, key=lambda r: r["eval_perplexity"])
+                history.append(f"{model}: best {best['eval_perplexity']:.2f} at step {best['step']} of {evals[-1]['step']}, "
+                               f"{evals[-1]['eval_perplexity']:.2f} at the end")  # fmt: skip
+        if history:
+            lines += ["Held-out perplexity during training (the run keeps the best checkpoint): " + "; ".join(history) + ".", ""]
+    lines.append(f"<!-- end {name} -->")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble", "transfer", "variants"],
+    ap.add_argument("--kind", choices=["report", "ablation", "classic", "bench", "export", "multitask", "ensemble", "transfer", "variants",
+                                            "generative"],
                     default="report",
                     help="bench/export: RUNS is the JSON file that `textdistill bench/export --json` printed")
     ap.add_argument("--name", default="sst2-full")
@@ -321,7 +366,7 @@ def main() -> None:
     args = ap.parse_args()
     make = {"report": section, "ablation": ablation_section, "classic": classic_section, "bench": bench_section,
             "export": export_section, "multitask": multitask_section, "ensemble": ensemble_section,
-            "transfer": transfer_section, "variants": variants_section}[args.kind]  # fmt: skip
+            "transfer": transfer_section, "variants": variants_section, "generative": generative_section}[args.kind]  # fmt: skip
     new = make(args.runs, args.name, args.command)
     write_section(args.name, new)
     print(new)

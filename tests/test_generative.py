@@ -411,7 +411,7 @@ def test_distill_writes_the_run_and_brings_the_student_closer_to_the_teacher(fil
     out = tmp_path / "run"
     report = textdistill.distill(run_config(files, out))
     assert Path(report["output_dir"]) == out and not (tmp_path / "run.partial").exists()
-    for name in ("config.yaml", "metrics.json", "report.md", "logs/student.jsonl", "logs/baseline.jsonl", "student/config.json",
+    for name in ("config.yaml", "metrics.json", "report.md", "report.html", "logs/student.jsonl", "logs/baseline.jsonl", "student/config.json",
                  "baseline/config.json"):  # fmt: skip
         assert (out / name).is_file(), name
     assert AutoModelForCausalLM.from_pretrained(out / "student").config.num_hidden_layers == 2

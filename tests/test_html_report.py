@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from textdistill.cli import main
-from textdistill.html_report import confusion_matrix, render_html, write_html, write_html_or_warn
+from textdistill.html_report import (compare_rows, confusion_matrix, eval_keys, read_log, render_html, run_summary, write_html,
+                                     write_html_or_warn)  # fmt: skip
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,6 +64,50 @@ def fake_run(folder: Path, student_ms: float = 3.0, student_acc: float = 0.86, c
     _log(folder / "logs" / "teacher.jsonl", ("ce",))
     _log(folder / "logs" / "student.jsonl", ("kd", "ce"))
     _log(folder / "logs" / "baseline.jsonl", ("ce",))
+    return folder
+
+
+def _generative_log(path: Path, kd: bool = True, steps: int = 40) -> None:
+    """A generative run's log as train_loop writes it: train records (lr, kd, lm, on_policy, the total) every 5 steps,
+    the held-out perplexity (and -NLL) every 20."""
+    lines = []
+    for step in range(5, steps + 1, 5):
+        lm = 3.0 / (1 + 0.05 * step)
+        terms = {"kd": lm / 4, "lm": lm, "on_policy": 0.0, "loss": 0.5 * lm / 4 + 0.5 * lm} if kd else {"loss": lm}
+        lines.append({"step": step, "epoch": round(step / 20, 3), "lr": 1e-3 * (1 - step / steps), **terms})
+        if step % 20 == 0:
+            nll = 3.2 - step / 40
+            lines.append({"step": step, "epoch": step / 20, "eval_neg_nll": -nll, "eval_perplexity": math.exp(nll)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+
+def fake_generative_run(folder: Path, student_tps: float = 80.0, agreement: float = 0.712, **generative: object) -> Path:
+    """A finished generative run folder as `textdistill distill` of a `generative:` config writes it."""
+    report = {
+        "kind": "generative",
+        "data": {"train": "/data/lm/train.jsonl", "validation": "/data/lm/dev.jsonl", "train_examples": 200,
+                 "validation_examples": 40, "max_length": 128, "train_tokens": 9_000},
+        "generative": {"divergence": "forward_kl", "temperature": 1.0, "alpha": 0.5, "beta": 0.5, "skew_alpha": 0.1,
+                       "chunk_size": 1024, "sequence_kd": False, "sampling": "greedy", "on_policy": 0.0, "max_new_tokens": 64,
+                       "teacher_cache": None, "token_level": True, **generative},
+        "teacher": {"model": "/models/tiny-gpt", "params": 124_000_000, "size_bytes": 498_000_000, "nll": math.log(12.5),
+                    "perplexity": 12.5, "eval_tokens": 1_200, "tokens_per_second": 40.0, "speed_prompts": 8, "speed_new_tokens": 32},
+        "student": {"recipe": "teacher layers", "layers": [0, 3], "best_step": 40, "steps": 40, "train_seconds": 30.0,
+                    "divergence_to_teacher_initial": 0.21, "params": 81_000_000, "size_bytes": 324_000_000, "nll": math.log(15.0),
+                    "perplexity": 15.0, "eval_tokens": 1_200, "agreement": agreement, "divergence_to_teacher": 0.03,
+                    "tokens_per_second": student_tps, "speed_prompts": 8, "speed_new_tokens": 32, "speedup": student_tps / 40.0},
+        "baseline": {"best_step": 20, "steps": 40, "train_seconds": 25.0, "params": 81_000_000, "size_bytes": 324_000_000,
+                     "nll": math.log(17.3), "perplexity": 17.3, "eval_tokens": 1_200, "agreement": 0.655, "divergence_to_teacher": 0.09,
+                     "tokens_per_second": 80.5, "speed_prompts": 8, "speed_new_tokens": 32, "speedup": 80.5 / 40.0},
+        "total_seconds": 90.0,
+        "machine": {"platform": "Linux", "processor": "x86_64", "cpu_count": 2, "torch_threads": 2, "torch": "2.13.0+cpu",
+                    "date": "2026-11-28 06:00 UTC"},
+    }  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _generative_log(folder / "logs" / "student.jsonl")
+    _generative_log(folder / "logs" / "baseline.jsonl", kd=False)
     return folder
 
 
@@ -240,3 +286,66 @@ def test_distill_run_writes_its_page(tiny_bert, sst2_dir, tmp_path):
     matrix = confusion["matrix"]
     assert confusion["labels"] == ["0", "1"] and sum(map(sum, matrix)) == metrics["data"]["validation_examples"]
     assert (matrix[0][0] + matrix[1][1]) / sum(map(sum, matrix)) == pytest.approx(metrics["student"]["metrics"]["accuracy"])
+
+
+def test_generative_page(tmp_path):
+    run = fake_generative_run(tmp_path / "gen")
+    page = write_html(run).read_text(encoding="utf-8")
+    check_self_contained(page)
+    assert "<title>Generative distillation report</title>" in page
+    images = embedded_pngs(page)
+    assert set(images) == {"bars", "curves-student", "curves-baseline"}  # no confusion matrix: a language model
+    for png in images.values():
+        check_png(png)
+    assert "Confusion matrix" not in page and "confusion" not in page
+    # the report's table (render_generative_report), as HTML
+    assert "<th>next-token agreement (%)</th>" in page and "<th>forward_kl to teacher</th>" in page
+    student = re.search(r"<tr><td>student \(distilled\)</td>(.*?)</tr>", page).group(1)
+    assert re.findall(r'<td class="num">([^<]*)</td>', student) == ["81.00", "15.00", "71.2", "0.0300", "80.0", "2.00x"]
+    assert "perplexity 15.00 vs 17.30; agreement 71.2% vs 65.5%" in page
+    # the curves: every loss term (not the on-policy share), the held-out perplexity on the eval axis
+    assert "loss terms (loss, kd, lm)" in page and "loss terms (loss)" in page
+    train, evals = read_log(run / "logs" / "student.jsonl")
+    report = json.loads((run / "metrics.json").read_text())
+    assert len(train) == 8 and len(evals) == 2 and eval_keys(report, "student", evals) == ["eval_perplexity"]
+
+
+def test_compare_a_generative_and_a_classification_run(tmp_path, capsys):
+    clf = fake_run(tmp_path / "runs" / "bert")
+    gen = fake_generative_run(tmp_path / "runs" / "gpt")
+    out = tmp_path / "x.html"
+    assert main(["report", str(clf), str(gen), "-o", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert head == ["run", "student recipe", "metric", "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)"]
+    table = {Path(r.split("|")[1].strip()).name: [c.strip() for c in r.split("|")[2:-1]] for r in rows[1:]}
+    assert table["gpt"] == ["layers [0, 3], forward_kl T=1.0 a=0.5", "next-token agreement 71.20", "-", "81.0", "324.0", "12.50", "80"]
+    assert table["bert"] == ["layers [0, 3], kl T=3.0 a=0.7", "accuracy 86.00", "95.6", "15.6", "62.5", "3.00", "600"]
+    page = out.read_text(encoding="utf-8")
+    check_self_contained(page)
+    assert set(embedded_pngs(page)) == {"scatter"}
+    assert "The runs use different metrics" in page and "Generative runs: the score is the student&#x27;s next-token agreement" in page
+    assert "Latency: median of single-example forward passes" in page
+
+
+def test_generative_runs_compared_with_each_other(tmp_path):
+    runs = {"slow": fake_generative_run(tmp_path / "slow", student_tps=50.0, agreement=0.8, teacher_cache={"top_k": 16}),
+            "fast": fake_generative_run(tmp_path / "fast", student_tps=100.0, agreement=0.6, sequence_kd=True, on_policy=0.5),
+            "worse": fake_generative_run(tmp_path / "worse", student_tps=40.0, agreement=0.5)}  # fmt: skip
+    summaries = [run_summary(name, json.loads((path / "metrics.json").read_text())) for name, path in runs.items()]
+    slow = summaries[0]
+    assert slow["recipe"] == "layers [0, 3], forward_kl T=1.0 a=0.5, + top-k cache"
+    assert summaries[1]["recipe"] == "layers [0, 3], forward_kl T=1.0 a=0.5, + sequence KD, + on-policy lambda=0.5"
+    assert (slow["score"], slow["retained"], slow["latency"], slow["throughput"]) == (0.8, None, 20.0, 50.0)
+    assert slow["teacher"] == {"name": "models/tiny-gpt", "score": 1.0, "latency": 25.0}  # the teacher agrees with itself
+    rows = compare_rows(summaries)
+    assert rows[0][2] == "next-token agreement" and rows[0][-1] == "Pareto-optimal"
+    assert [r[2:] for r in rows[1:]] == [["80.00", "-", "81.0", "324.0", "20.00", "50", "yes"],
+                                         ["60.00", "-", "81.0", "324.0", "10.00", "100", "yes"],
+                                         ["50.00", "-", "81.0", "324.0", "25.00", "40", "-"]]  # fmt: skip
+    # sequence-level KD alone (another vocabulary): no divergence, no agreement, no teacher point
+    seq = fake_generative_run(tmp_path / "seq", token_level=False, sequence_kd=True)
+    report = json.loads((seq / "metrics.json").read_text())
+    del report["student"]["agreement"], report["baseline"]["agreement"]
+    summary = run_summary("seq", report)
+    assert summary["recipe"] == "layers [0, 3], sequence KD" and summary["score"] is None and summary["teacher"]["score"] is None

@@ -20,6 +20,7 @@ import textdistill
 from textdistill.errors import TextDistillError
 
 from test_end_to_end import tiny_config
+from test_generative import files  # noqa: F401  (a fixture)
 
 
 def resumable_config(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
@@ -124,14 +125,9 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
     assert not (tmp_path / "run").exists()
 
 
-def test_a_killed_multi_task_run_resumes_to_the_same_scores(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
-    from test_task_distill import two_tasks
-
-    def config(out: Path) -> dict:
-        cfg = two_tasks(tiny_bert, sst2_dir, out)
-        cfg["student"]["training"].update(save_steps=2, logging_steps=1)
-        return cfg
-
+def kill_and_resume(config, tmp_path: Path) -> tuple[dict, dict]:
+    """A whole run of ``config(out)``; the same run SIGKILLed after its student's first checkpoint and resumed:
+    (whole report, resumed report), with the student's logs checked identical (every loss and evaluation, once)."""
     whole = textdistill.distill(config(tmp_path / "whole"))
     out = tmp_path / "run"
     proc = _start(config(out), tmp_path)
@@ -140,6 +136,36 @@ def test_a_killed_multi_task_run_resumes_to_the_same_scores(tiny_bert: str, sst2
     proc.communicate(timeout=300)
     assert len(_lines(out.with_name("run.partial"), "student")) < len(_lines(tmp_path / "whole", "student"))  # mid-run
     resumed = textdistill.distill(config(out), resume=True)
+    assert _lines(out, "student") == _lines(tmp_path / "whole", "student")
+    return whole, resumed
+
+
+def test_a_killed_multi_task_run_resumes_to_the_same_scores(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    from test_task_distill import two_tasks
+
+    def config(out: Path) -> dict:
+        cfg = two_tasks(tiny_bert, sst2_dir, out)
+        cfg["student"]["training"].update(save_steps=2, logging_steps=1)
+        return cfg
+
+    whole, resumed = kill_and_resume(config, tmp_path)
     for name in whole["tasks"]:
         assert resumed["tasks"][name]["student"]["metrics"] == whole["tasks"][name]["student"]["metrics"], name
-    assert _lines(out, "student") == _lines(tmp_path / "whole", "student")
+
+
+@pytest.mark.parametrize("generative", [{"on_policy": 0.5, "divergence": "jsd"}, {"teacher_cache": {"top_k": 8}}], ids=["on-policy", "top-k-cache"])
+def test_a_killed_generative_run_resumes_to_the_same_logs_and_scores(files, tmp_path: Path, monkeypatch, generative: dict) -> None:  # noqa: F811
+    """The on-policy draws and samples, and the cached top-k targets, come back the same after a kill."""
+    from test_generative import run_config
+
+    monkeypatch.setenv("TEXTDISTILL_CACHE", str(tmp_path / "cache"))  # (the subprocess inherits it)
+
+    def config(out: Path) -> dict:
+        cfg = run_config(files, out, **generative)
+        cfg["student"]["training"].update(save_steps=2, logging_steps=1)
+        cfg["baseline"] = False
+        return cfg
+
+    whole, resumed = kill_and_resume(config, tmp_path)
+    for key in ("perplexity", "agreement", "divergence_to_teacher"):
+        assert resumed["student"][key] == whole["student"][key], key

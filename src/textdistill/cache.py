@@ -109,15 +109,17 @@ class TeacherCache:
             return {"values": values.numpy().astype(dtype), "indices": indices.numpy().astype(np.int32)}
         return {"logits": logits.float().numpy().astype(dtype)}
 
-    def load(self, key: str, count: int, num_classes: int) -> torch.Tensor | None:
-        """The cached logits, or None when absent; a damaged entry is reported, removed, and None returned."""
+    def load_arrays(self, key: str, expect: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """An entry's arrays (memory-mapped), or None when absent. ``expect``: manifest fields that must hold these
+        values. A damaged or mismatched entry is reported, removed, and None returned."""
         entry = self.root / key
         if not entry.exists():
             return None
         try:
             manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-            if manifest.get("count") != count or manifest.get("num_classes") != num_classes:
-                raise ValueError(f"holds {manifest.get('count')} x {manifest.get('num_classes')}, expected {count} x {num_classes}")
+            wrong = {k: manifest.get(k) for k, v in expect.items() if manifest.get(k) != v}
+            if wrong:
+                raise ValueError(f"holds {wrong}, expected {({k: expect[k] for k in wrong})}")
             arrays = {}
             for name, meta in manifest["files"].items():
                 path = entry / f"{name}.npy"
@@ -130,27 +132,34 @@ class TeacherCache:
             print(f"teacher-output cache {entry}: {exc}; rebuilding it", file=sys.stderr)
             shutil.rmtree(entry, ignore_errors=True)
             return None
+        return arrays
+
+    def load(self, key: str, count: int, num_classes: int) -> torch.Tensor | None:
+        """The cached logits, or None when absent; a damaged entry is reported, removed, and None returned."""
+        arrays = self.load_arrays(key, {"count": count, "num_classes": num_classes})
+        if arrays is None:
+            return None
         if "logits" in arrays:
             return torch.from_numpy(np.array(arrays["logits"], dtype=np.float32))
         values = torch.from_numpy(np.array(arrays["values"], dtype=np.float32))
         indices = torch.from_numpy(np.array(arrays["indices"], dtype=np.int64))
         return expand_topk(values, indices, num_classes)
 
-    def store(self, key: str, logits: torch.Tensor, info: dict[str, Any]) -> Path:
-        """Write an entry atomically (temporary folder, then rename); returns its folder."""
+    def store_arrays(self, key: str, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
+        """Write an entry atomically (temporary folder, then rename): the arrays as ``.npy`` files and
+        ``manifest.json`` (``manifest`` plus each file's size and sha256); returns its folder."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / key
         tmp = self.root / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
         try:
             files = {}
-            for name, array in self._arrays(logits).items():
+            for name, array in arrays.items():
                 path = tmp / f"{name}.npy"
                 np.save(path, array)
                 files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "dtype": str(array.dtype), "shape": list(array.shape)}
-            manifest = {"format": FORMAT_VERSION, "key": key, "count": int(logits.shape[0]), "num_classes": int(logits.shape[-1]),
-                        "dtype": self.dtype, "topk": self.topk, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S"), **info}  # fmt: skip
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            full = {"format": FORMAT_VERSION, "key": key, **manifest, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+            (tmp / "manifest.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
             try:
@@ -161,6 +170,11 @@ class TeacherCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    def store(self, key: str, logits: torch.Tensor, info: dict[str, Any]) -> Path:
+        """Write an entry of teacher logits atomically; returns its folder."""
+        manifest = {"count": int(logits.shape[0]), "num_classes": int(logits.shape[-1]), "dtype": self.dtype, "topk": self.topk, **info}
+        return self.store_arrays(key, self._arrays(logits), manifest)
 
     def get_or_compute(
         self,

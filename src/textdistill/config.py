@@ -609,6 +609,16 @@ class GenerativeStudentConfig(_Strict):
 TokenDivergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"]
 
 
+class GenerativeCacheConfig(_Strict):
+    """``generative.teacher_cache``: the teacher's ``top_k`` next-token log-probabilities on every completion token of
+    the training set, computed once and kept in the teacher-output cache (``dir``; default $TEXTDISTILL_CACHE or
+    ~/.cache/textdistill, then ``teacher-outputs``); training then runs without the teacher (textdistill.lm_cache).
+    ``top_k * 4`` bytes per token (uint16 ids, float16 log-probabilities) for vocabularies up to 65,536 tokens."""
+
+    top_k: int = Field(64, ge=1, le=4096)
+    dir: str | None = None
+
+
 class GenerativeDistillConfig(_Strict):
     """The ``generative:`` section (its presence makes a run generative).
 
@@ -618,7 +628,9 @@ class GenerativeDistillConfig(_Strict):
     ``sequence_kd``: the teacher completes every training prompt once before training (``sampling``: greedy, or
     sampled with the run's seed; at most ``max_new_tokens``) and the student learns those completions instead of the
     file's. ``on_policy``: GKD's lambda, the share of batches whose completions are the student's own samples
-    (as long as the batch's completions), scored by the teacher.
+    (as long as the batch's completions), scored by the teacher. ``teacher_cache``: the teacher's top-k targets
+    computed once and cached (forward_kl only; see :class:`GenerativeCacheConfig`); without it the teacher runs
+    alongside the student at every step.
     """
 
     divergence: TokenDivergence = "forward_kl"
@@ -631,6 +643,19 @@ class GenerativeDistillConfig(_Strict):
     sampling: Literal["greedy", "sample"] = "greedy"
     on_policy: float = Field(0.0, ge=0, le=1)
     max_new_tokens: int = Field(64, gt=0, le=8192)
+    teacher_cache: GenerativeCacheConfig | None = None
+
+    @model_validator(mode="after")
+    def _cache_fits(self) -> "GenerativeDistillConfig":
+        if self.teacher_cache is None:
+            return self
+        if self.divergence != "forward_kl":
+            raise ValueError(f"teacher_cache keeps the teacher's top-k tokens, from which only forward_kl can be computed; "
+                             f"got divergence {self.divergence!r} (drop teacher_cache to run the teacher online)")  # fmt: skip
+        if self.on_policy > 0:
+            raise ValueError("teacher_cache holds the teacher's targets for the training set; on_policy samples are new "
+                             "text the teacher must score online (set on_policy: 0 or drop teacher_cache)")  # fmt: skip
+        return self
 
 
 class GenerativeEvalConfig(_Strict):

@@ -10,8 +10,10 @@
   completion tokens, ``D_T`` a divergence of :mod:`textdistill.lm_losses` computed by ``chunked_token_loss`` from the
   final hidden states and LM heads (the ``[B, L, V]`` logits are never materialised; the CE too, as the forward KL
   to a one-hot target: :func:`lm_loss`). With ``on_policy`` = GKD's lambda, that share of batches has its completions
-  replaced by the student's own samples, scored by the teacher. Sequence-level KD (:func:`teacher_completions`): the
-  teacher completes every training prompt once, before training.
+  replaced by the student's own samples, scored by the teacher. With ``generative.teacher_cache`` the teacher's top-k
+  targets come with each batch from the teacher-output cache (:mod:`textdistill.lm_cache`) and the teacher does not
+  run while training. Sequence-level KD (:func:`teacher_completions`): the teacher completes every training prompt
+  once, before training.
 * **Evaluation**: held-out perplexity (:func:`perplexity`), agreement with the teacher's greedy next token
   (:func:`next_token_agreement`), divergence to the teacher (:func:`divergence_to_teacher`), generation speed
   (:func:`generation_speed`), parameters; :func:`distill_generative` runs it all and writes the run folder.
@@ -400,7 +402,7 @@ def joined_batch(prompts: Sequence[list[int]], completions: Sequence[list[int]],
     return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
 
 
-def _batches(dataset: DistillDataset, collator: Collator, batch_size: int, device: torch.device) -> Iterator[dict[str, Any]]:
+def ordered_batches(dataset: DistillDataset, collator: Collator, batch_size: int, device: torch.device) -> Iterator[dict[str, Any]]:
     """The dataset's examples in order, as padded batches on ``device``."""
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
@@ -424,7 +426,7 @@ def teacher_completions(
     completions: list[list[int]] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for batch in _batches(dataset, collator, batch_size, device):
+        for batch in ordered_batches(dataset, collator, batch_size, device):
             inputs = batch["student"]
             rows = [p for p, _ in prompts_and_lengths(inputs["input_ids"], inputs["attention_mask"], batch["labels"])]
             prompts += rows
@@ -469,14 +471,14 @@ class GenerativeObjective(nn.Module):
     samples are no target to imitate).
     """
 
-    def __init__(self, cfg: GenerativeDistillConfig, teacher: nn.Module, pad_id: int, eos_id: int | None) -> None:
+    def __init__(self, cfg: GenerativeDistillConfig, teacher: nn.Module | None, pad_id: int, eos_id: int | None) -> None:
         super().__init__()
         self.cfg = cfg
         self._teacher = [teacher]  # in a list: not a submodule, so never trained, saved or moved by the loop
         self.pad_id, self.eos_id = pad_id, eos_id
 
     @property
-    def teacher(self) -> nn.Module:
+    def teacher(self) -> nn.Module | None:
         return self._teacher[0]
 
     def student_samples(
@@ -495,11 +497,18 @@ class GenerativeObjective(nn.Module):
         kd_inputs, kd_labels = self.student_samples(model, inputs, labels) if on_policy else (inputs, labels)
         head = output_head(model)
         hidden = final_hidden(model, kd_inputs)
-        with torch.no_grad():
-            teacher_hidden = final_hidden(self.teacher, kd_inputs)
         grad = torch.is_grad_enabled()
+        cached = batch.get("teacher_topk") if not on_policy else None
         with torch.set_grad_enabled(grad and cfg.alpha > 0):  # a term of weight 0 is logged, not back-propagated
-            kd = kd_loss(hidden, head, teacher_hidden, output_head(self.teacher), kd_labels, cfg)
+            if cached is not None:  # the teacher's top-k targets from the cache (textdistill.lm_cache)
+                kd = chunked_token_loss(hidden, head[0], completion_mask(kd_labels), teacher_topk=cached, student_bias=head[1],
+                                        temperature=cfg.temperature, chunk_size=cfg.chunk_size)  # fmt: skip
+            else:
+                if self.teacher is None:
+                    raise ValueError("GenerativeObjective without a teacher needs the batch's cached targets (teacher_topk)")
+                with torch.no_grad():
+                    teacher_hidden = final_hidden(self.teacher, kd_inputs)
+                kd = kd_loss(hidden, head, teacher_hidden, output_head(self.teacher), kd_labels, cfg)
         with torch.set_grad_enabled(grad and cfg.alpha < 1):
             if on_policy:  # the cross-entropy reads the batch's own completions
                 hidden = final_hidden(model, inputs)
@@ -539,7 +548,7 @@ def completion_nll(
     """(Mean negative log-likelihood per completion token, number of those tokens) over ``dataset``."""
     total, count = 0.0, 0
     with _EvalMode(model):
-        for batch in _batches(dataset, collator, batch_size, _device(model)):
+        for batch in ordered_batches(dataset, collator, batch_size, _device(model)):
             labels = batch["labels"]
             total += float(lm_loss(final_hidden(model, batch["student"]), *output_head(model), labels, chunk_size, reduction="sum"))
             count += int(completion_mask(labels).sum())
@@ -565,7 +574,7 @@ def next_token_agreement(
     read the same tokens: the models share a vocabulary)."""
     same, count = 0, 0
     with _EvalMode(student, teacher):
-        for batch in _batches(dataset, collator, batch_size, _device(student)):
+        for batch in ordered_batches(dataset, collator, batch_size, _device(student)):
             mask = completion_mask(batch["labels"])
             s = final_hidden(student, batch["student"])[mask]
             t = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()})[mask.to(_device(teacher))]
@@ -581,7 +590,7 @@ def divergence_to_teacher(
     """``cfg.divergence`` at ``cfg.temperature`` from the teacher to the student, mean per completion token."""
     total, count = 0.0, 0
     with _EvalMode(student, teacher):
-        for batch in _batches(dataset, collator, batch_size, _device(student)):
+        for batch in ordered_batches(dataset, collator, batch_size, _device(student)):
             labels = batch["labels"]
             teacher_hidden = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()}).to(labels.device)
             s = final_hidden(student, batch["student"])
@@ -676,7 +685,7 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     from textdistill.models import resolve_model_path
     from textdistill.pipeline import RunFolder
     from textdistill.report import render_generative_report
-    from textdistill.train import train_loop
+    from textdistill.train import process_state, train_loop
 
     g, args = cfg.generative, cfg.student.training
     run = RunFolder(cfg, resume)
@@ -695,8 +704,8 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     teacher_dev = tokenize_lm(ttok, dev_data, cfg.data.max_length)
     gold_train = tokenize_lm(stok, train_data, cfg.data.max_length)
     dev = teacher_dev if stok is ttok else tokenize_lm(stok, dev_data, cfg.data.max_length)
-    check_lm_head(student, next(_batches(dev, scol, 2, _device(student)))["student"], "student")
-    check_lm_head(teacher, next(_batches(teacher_dev, tcol, 2, _device(teacher)))["student"], "teacher.model")
+    check_lm_head(student, next(ordered_batches(dev, scol, 2, _device(student)))["student"], "student")
+    check_lm_head(teacher, next(ordered_batches(teacher_dev, tcol, 2, _device(teacher)))["student"], "teacher.model")
     run.open()
     started = time.perf_counter()
     teacher_side = _Side(teacher, ttok, teacher_dev, tcol)
@@ -712,14 +721,24 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
         return {"neg_nll": -nll, "perplexity": math.exp(nll)}
 
     lm_only = functools.partial(lm_objective, chunk_size=g.chunk_size)
-    objective: Any = GenerativeObjective(g, teacher, spad, stok.eos_token_id) if token_level else lm_only
+    online = token_level and g.teacher_cache is None
+    # (with the cache the objective holds no teacher: the loss reads the batch's cached targets)
+    objective: Any = GenerativeObjective(g, teacher if online else None, spad, stok.eos_token_id) if token_level else lm_only
+    student_set, student_col, cache_info = train_set, scol, None
+    if token_level and g.teacher_cache is not None:
+        from textdistill.lm_cache import TopKCollator, cached_topk_targets
 
-    def fit(name: str, model: nn.Module, data: DistillDataset, obj: Any) -> Any:
-        return train_loop(model, data, scol, args, obj, evaluate, "neg_nll", cfg.seed, run.path / "logs" / f"{name}.jsonl", desc=name,
-                          teacher=teacher if obj is objective and token_level else None,
+        with process_state().main_process_first():  # the main process fills the cache; the others then read it
+            targets, cache_info = cached_topk_targets(g.teacher_cache, teacher, cfg.teacher.model, train_set, scol,
+                                                      args.per_device_eval_batch_size, g.temperature, g.chunk_size)  # fmt: skip
+        student_set, student_col = train_set.with_teacher_logits(targets), TopKCollator(spad)  # type: ignore[arg-type]
+
+    def fit(name: str, model: nn.Module, data: DistillDataset, obj: Any, collator: Collator = scol) -> Any:
+        return train_loop(model, data, collator, args, obj, evaluate, "neg_nll", cfg.seed, run.path / "logs" / f"{name}.jsonl",
+                          desc=name, teacher=teacher if obj is objective and online else None,
                           checkpoint_dir=run.checkpoints(name), resume=run.resume)  # fmt: skip
 
-    result = fit("student", student, train_set, objective)
+    result = fit("student", student, student_set, objective, student_col)
     run.save("student", student, stok, {"distilled_from": cfg.teacher.model, **recipe})
     twin = base = None
     if cfg.baseline:
@@ -739,7 +758,8 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
         "data": {"train": train_data.source, "validation": dev_data.source, "train_examples": len(train_data),
                  "validation_examples": len(dev_data), "max_length": cfg.data.max_length,
                  "train_tokens": sum(len(f["input_ids"]) for f in train_set.student)},
-        "generative": {**g.model_dump(), "token_level": token_level, **({"teacher_generation": info} if info else {})},
+        "generative": {**g.model_dump(), "token_level": token_level, **({"teacher_generation": info} if info else {}),
+                       **({"teacher_cache_result": cache_info} if cache_info else {})},
         "teacher": {"model": cfg.teacher.model, **_profile(teacher_side, None, teacher_dir, cfg, token_level)},
         "student": {**recipe, "best_step": result.best_step, "steps": result.steps, "train_seconds": result.seconds,
                     "divergence_to_teacher_initial": initial,
@@ -752,4 +772,4 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     for side in ("student", "baseline"):
         if side in report:
             report[side]["speedup"] = report[side]["tokens_per_second"] / t
-    return run.finish(report, render_generative_report, started, html=False)
+    return run.finish(report, render_generative_report, started)

@@ -6,7 +6,9 @@ The page draws what the run folder holds and computes nothing: the report table 
 HTML), the training curves of every model from ``logs/*.jsonl`` (each loss term and the eval metric against the
 step), teacher vs student bars (metric, parameters, size, latency, throughput) and, when ``metrics.json`` has one, a
 confusion matrix (``report[side]["confusion"] = {"labels": [...], "matrix": [[...]]}``, rows gold, columns
-predicted; :func:`confusion_matrix` makes it from a model's dev logits).
+predicted; :func:`confusion_matrix` makes it from a model's dev logits). A generative run (``"kind": "generative"``)
+has its own bars (held-out perplexity, next-token agreement with the teacher, parameters, tokens/s) and no confusion
+matrix; in the comparison its score is the student's next-token agreement and its latency the ms per generated token.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state) and imported only when a page is made.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from textdistill.errors import TextDistillError
-from textdistill.report import display_name, markdown_table, render_multitask_report, render_report
+from textdistill.report import display_name, markdown_table, render_generative_report, render_multitask_report, render_report
 
 DPI = 100
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "twin": "#8c8c8c", "deploy": "#55a868"}
@@ -37,7 +39,7 @@ MODEL_TITLES = {
     "student": "student (distillation)",
     "baseline": "student without distillation (twin)",
 }
-NOT_LOSS = {"step", "epoch", "lr"}
+NOT_LOSS = {"step", "epoch", "lr", "on_policy"}  # (on_policy: a generative run's share of on-policy batches)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1320px; margin: 1.5em auto;
@@ -113,7 +115,8 @@ def log_models(run: Path) -> list[str]:
 
 def eval_keys(report: dict[str, Any], model: str, evals: list[dict[str, Any]]) -> list[str]:
     """The eval metric(s) a model's curve shows: the run's metric; for a multi-task student the average and each
-    task's metric; a multi-task teacher (``teacher-<task>-<j>``) its task's metric. Any ``eval_*`` key otherwise."""
+    task's metric; a multi-task teacher (``teacher-<task>-<j>``) its task's metric; a generative run's held-out
+    perplexity. Any ``eval_*`` key otherwise."""
     present = [k for r in evals for k in r if k.startswith("eval_")]
     present = list(dict.fromkeys(present))
     wanted: list[str] = []
@@ -124,10 +127,17 @@ def eval_keys(report: dict[str, Any], model: str, evals: list[dict[str, Any]]) -
             wanted = [f"eval_{tasks[match.group(1)]['metric']}"]
         else:
             wanted = ["eval_average"] + [f"eval_{name}/{t['metric']}" for name, t in tasks.items()]
+    elif report.get("kind") == "generative":
+        wanted = ["eval_perplexity"]
     elif "metric" in report:
         wanted = [f"eval_{report['metric']}"]
     keys = [k for k in wanted if k in present]
     return keys or present[:4]
+
+
+def eval_axis(report: dict[str, Any]) -> tuple[float, str]:
+    """How the eval panel shows its metric: a score x100; a generative run's perplexity as it is."""
+    return (1.0, "perplexity (lower is better)") if report.get("kind") == "generative" else (100.0, "score x100")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -209,8 +219,9 @@ def _empty(ax: Any, text: str) -> None:
 
 @_with_fonts
 def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, Any]], keys: Sequence[str],
-               best_step: int | None = None) -> bytes:  # fmt: skip
-    """One model's training: every loss term against the optimizer step (left), the eval metric(s) x100 (right)."""
+               best_step: int | None = None, axis: tuple[float, str] = (100.0, "score x100")) -> bytes:  # fmt: skip
+    """One model's training: every loss term against the optimizer step (left), the eval metric(s) (right), scaled
+    and labelled by ``axis`` (:func:`eval_axis`)."""
     fig = _figure(12, 3.8)
     left, right = fig.subplots(1, 2)
     fig.suptitle(title)
@@ -237,7 +248,7 @@ def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, An
         _empty(left, "no training records")
     if evals and keys:
         for i, key in enumerate(keys):
-            points = [(r["step"], 100 * r[key]) for r in evals if isinstance(r.get(key), (int, float))]
+            points = [(r["step"], axis[0] * r[key]) for r in evals if isinstance(r.get(key), (int, float))]
             if not points:
                 continue
             xs, ys = zip(*points)
@@ -247,7 +258,7 @@ def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, An
         if best_step is not None:
             right.axvline(best_step, color="#999", linestyle="--", linewidth=1, label=f"best step {best_step}")
         right.set_xlabel("step")
-        right.set_ylabel("score x100")
+        right.set_ylabel(axis[1])
         right.set_title("eval on the dev set")
         right.grid(alpha=0.3)
         right.legend(fontsize=8)
@@ -272,6 +283,12 @@ def _bar_panel(ax: Any, title: str, bars: list[tuple[str, str, float | None]], f
     ax.grid(axis="y", alpha=0.3)
 
 
+def _value(entry: dict[str, Any], key: str, scale: float = 1.0) -> float | None:
+    """``entry[key] * scale``, or None where the report has no number there."""
+    v = entry.get(key)
+    return None if not isinstance(v, (int, float)) else v * scale
+
+
 @_with_fonts
 def bars_png(report: dict[str, Any]) -> bytes:
     """Teacher vs student (vs the no-distillation twin, and the student's exported forms): metric x100, parameters,
@@ -285,20 +302,40 @@ def bars_png(report: dict[str, Any]) -> bytes:
         if form != "pytorch fp32":
             sides.append((form, COLORS["deploy"], entry, True))
 
-    def get(entry: dict[str, Any], key: str, scale: float = 1.0) -> float | None:
-        v = entry.get(key)
-        return None if not isinstance(v, (int, float)) else v * scale
-
     def score(entry: dict[str, Any]) -> float | None:
-        return get(entry.get("metrics", {}), metric, 100.0)
+        return _value(entry.get("metrics", {}), metric, 100.0)
 
     fig = _figure(14, 3.6)
     axes = fig.subplots(1, 5)
     _bar_panel(axes[0], f"{metric} x100", [(n, c, score(e)) for n, c, e, _ in sides], ".2f")
-    _bar_panel(axes[1], "parameters (M)", [(n, c, get(e, "params", 1e-6)) for n, c, e, _ in sides[:2]], ".1f")
-    _bar_panel(axes[2], "size (MB)", [(n, c, get(e, "size_bytes", 1e-6)) for n, c, e, sp in sides if sp], ".1f")
-    _bar_panel(axes[3], "latency, batch 1 (ms)", [(n, c, get(e, "latency_ms_batch1")) for n, c, e, sp in sides if sp], ".2f")
-    _bar_panel(axes[4], "throughput, batch 32 (/s)", [(n, c, get(e, "throughput_batch32")) for n, c, e, sp in sides if sp], ".0f")
+    _bar_panel(axes[1], "parameters (M)", [(n, c, _value(e, "params", 1e-6)) for n, c, e, _ in sides[:2]], ".1f")
+    _bar_panel(axes[2], "size (MB)", [(n, c, _value(e, "size_bytes", 1e-6)) for n, c, e, sp in sides if sp], ".1f")
+    _bar_panel(axes[3], "latency, batch 1 (ms)", [(n, c, _value(e, "latency_ms_batch1")) for n, c, e, sp in sides if sp], ".2f")
+    _bar_panel(axes[4], "throughput, batch 32 (/s)", [(n, c, _value(e, "throughput_batch32")) for n, c, e, sp in sides if sp], ".0f")
+    return _png(fig)
+
+
+# A generative run's panels: (title, key in each model's entry, scale, number format).
+GENERATIVE_PANELS = [
+    ("held-out perplexity (lower is better)", "perplexity", 1.0, ".2f"),
+    ("next-token agreement with the teacher (%)", "agreement", 100.0, ".1f"),
+    ("parameters (M)", "params", 1e-6, ".2f"),  # two decimals, as in the report table (small LMs: 0.05 M)
+    ("generation speed (tokens/s)", "tokens_per_second", 1.0, ".1f"),
+]
+
+
+@_with_fonts
+def generative_bars_png(report: dict[str, Any]) -> bytes:
+    """A generative run: teacher vs student (vs the no-distillation twin), each measured on its own: held-out
+    perplexity, next-token agreement with the teacher (the teacher's own: 100%, drawn when the students have one),
+    parameters, greedy generation tokens/s at batch 1."""
+    t, s = report["teacher"], report["student"]
+    sides = [("teacher", COLORS["teacher"], {**t, "agreement": 1.0} if "agreement" in s else t), ("student", COLORS["student"], s)]
+    if "baseline" in report:
+        sides.append(("twin", COLORS["twin"], report["baseline"]))
+    fig = _figure(14, 3.6)
+    for ax, (title, key, scale, fmt) in zip(fig.subplots(1, len(GENERATIVE_PANELS)), GENERATIVE_PANELS):
+        _bar_panel(ax, title, [(n, c, _value(e, key, scale)) for n, c, e in sides], fmt)
     return _png(fig)
 
 
@@ -486,7 +523,7 @@ def _curves_section(run: Path, report: dict[str, Any]) -> list[str]:
         side = report.get(model) if model in ("teacher", "student", "baseline") else None
         best = side.get("best_step") if isinstance(side, dict) else None
         title = MODEL_TITLES.get(model, model)
-        png = curves_png(title, train, evals, eval_keys(report, model, evals), best if isinstance(best, int) else None)
+        png = curves_png(title, train, evals, eval_keys(report, model, evals), best if isinstance(best, int) else None, eval_axis(report))
         terms = ", ".join(loss_terms(train)) or "none"
         out.append(_img(png, f"training curves: {model}", f"curves-{model}",
                         f"{title}: loss terms ({terms}) per logged step; eval metric on the dev set (dashed: the step kept)."))  # fmt: skip
@@ -522,29 +559,46 @@ def _confusion_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+# Each kind of run's page: its title and the renderer of its Markdown report (classification runs have no kind).
+PAGES: dict[str | None, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    None: ("Distillation report", render_report),
+    "multitask": ("Task distillation report", render_multitask_report),
+    "generative": ("Generative distillation report", render_generative_report),
+}
+
+
+def _bars_figure(report: dict[str, Any]) -> str:
+    """The teacher-vs-student figure of the run's kind."""
+    kind = report.get("kind")
+    if kind == "multitask":
+        return _img(multitask_bars_png(report), "bars: teacher vs student per task", "bars",
+                    "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs the one student.")  # fmt: skip
+    if kind == "generative":
+        return _img(generative_bars_png(report), "bars: teacher vs student", "bars",
+                    "Perplexity of the validation completions (lower is better); agreement: how often the model's most probable "
+                    "next token is the teacher's; tokens/s: greedy generation at batch 1. The twin is the student trained "
+                    "without distillation.")  # fmt: skip
+    return _img(bars_png(report), "bars: teacher vs student", "bars",
+                "The twin (the student trained without distillation) has the student's architecture: same parameters, size and speed.")  # fmt: skip
+
+
 def render_html(run_folder: str | os.PathLike) -> str:
     """The run's page as one self-contained HTML document (nothing is fetched: images are data URIs, CSS inline)."""
     run = Path(run_folder)
     report = load_report(run)
-    multitask = report.get("kind") == "multitask"
-    markdown = render_multitask_report(report) if multitask else render_report(report)
+    kind = report.get("kind")
+    title, render = PAGES.get(kind, PAGES[None])
+    markdown = render(report)
     name = run.name.removesuffix(".partial")
     machine = report.get("machine", {})
     minutes = report.get("total_seconds")
     subtitle = f"run {name}" + (f"; {minutes / 60:.1f} min" if isinstance(minutes, (int, float)) else "") + \
         (f"; {machine.get('processor', '')}, {machine.get('torch_threads', '?')} threads, {machine.get('date', '')}" if machine else "")  # fmt: skip
     body = [markdown_to_html(re.sub(r"\A# .*\n", "", markdown))]  # its title is the page's
-    body.append("<h2>Teacher vs student</h2>")
-    if multitask:
-        body.append(_img(multitask_bars_png(report), "bars: teacher vs student per task", "bars",
-                         "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs the one student."))  # fmt: skip
-    else:
-        body.append(_img(bars_png(report), "bars: teacher vs student", "bars",
-                         "The twin (the student trained without distillation) has the student's architecture: same parameters, size and speed."))  # fmt: skip
+    body += ["<h2>Teacher vs student</h2>", _bars_figure(report)]
     body += _curves_section(run, report)
-    if not multitask:
+    if kind not in ("multitask", "generative"):  # a classification run (a language model predicts no labels)
         body += _confusion_section(report)
-    title = "Task distillation report" if multitask else "Distillation report"
     return _page(title, subtitle, body)
 
 
@@ -576,11 +630,25 @@ def write_html_or_warn(run_folder: str | os.PathLike) -> Path | None:
 # textdistill report RUN...: compare runs
 
 
+def _generative_recipe(g: dict[str, Any]) -> list[str]:
+    """A generative run's objective in short: the token-level divergence, then what feeds it."""
+    parts = [f"{g.get('divergence')} T={g.get('temperature')} a={g.get('alpha')}"] if g.get("token_level", True) else []
+    if g.get("teacher_cache"):
+        parts.append("+ top-k cache")
+    if g.get("sequence_kd"):
+        parts.append("+ sequence KD" if parts else "sequence KD")
+    if g.get("on_policy"):
+        parts.append(f"+ on-policy lambda={g['on_policy']}")
+    return parts
+
+
 def _recipe(report: dict[str, Any]) -> str:
     s, k = report["student"], report.get("distill", {})
     what = f"layers {s['layers']}" if "layers" in s else str(s.get("recipe", "student"))
     if report.get("kind") == "multitask":
         return f"{what}, {len(report.get('tasks', {}))} tasks"
+    if report.get("kind") == "generative":
+        return ", ".join([what, *_generative_recipe(report.get("generative", {}))])
     parts = [what]
     if k.get("token_targets") == "pseudo_labels":
         parts.append("teacher's tags (pseudo labels)")
@@ -601,13 +669,29 @@ def _recipe(report: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def ms_per_token(entry: dict[str, Any]) -> float | None:
+    """A generative model's latency: milliseconds per generated token (``ms_per_token``, else 1000 / tokens per second)."""
+    given, rate = _value(entry, "ms_per_token"), _value(entry, "tokens_per_second")
+    return given if given is not None else (1000 / rate if rate else None)
+
+
 def run_summary(run: str, report: dict[str, Any]) -> dict[str, Any]:
-    """What the comparison needs of one run: its student (score, retained, size, speed) and its teacher."""
+    """What the comparison needs of one run: its student (score, retained, size, speed) and its teacher. A generative
+    run's score is the student's next-token agreement with the teacher (the teacher's own: 1), its latency the ms per
+    generated token and its throughput tokens/s (greedy, batch 1); it has no "% of teacher"."""
     s = report["student"]
+    generative = report.get("kind") == "generative"
+    latency, throughput = s.get("latency_ms_batch1"), s.get("throughput_batch32")
     if report.get("kind") == "multitask":
         a, t = report.get("average", {}), report.get("teachers", {})
         metric, score, retained = "average", a.get("student"), a.get("student_retained_pct")
         teacher = {"name": f"{t.get('count', '?')} teachers", "score": a.get("reference"), "latency": t.get("latency_ms_batch1")}
+    elif generative:
+        t = report["teacher"]
+        metric, score, retained = "next-token agreement", s.get("agreement"), None
+        latency, throughput = ms_per_token(s), s.get("tokens_per_second")
+        teacher = {"name": display_name(str(t.get("model", "teacher"))), "score": None if score is None else 1.0,
+                   "latency": ms_per_token(t)}  # fmt: skip
     else:
         t = report["teacher"]
         metric = report["metric"]
@@ -618,8 +702,8 @@ def run_summary(run: str, report: dict[str, Any]) -> dict[str, Any]:
     return {
         "run": display_name(os.path.abspath(run)) if os.path.isabs(run) else os.path.normpath(run),
         "recipe": _recipe(report), "metric": metric, "score": score, "retained": retained,
-        "params": s.get("params"), "size": s.get("size_bytes"), "latency": s.get("latency_ms_batch1"),
-        "throughput": s.get("throughput_batch32"), "teacher": teacher,
+        "params": s.get("params"), "size": s.get("size_bytes"), "latency": latency, "throughput": throughput,
+        "teacher": teacher, "generative": generative,
         "machine": f"{machine.get('processor', '?')}, {machine.get('torch_threads', '?')} threads",
     }  # fmt: skip
 
@@ -716,6 +800,14 @@ def _darker(color: Any, by: float = 0.35) -> tuple[float, float, float]:
     return tuple(c * (1 - by) for c in to_rgb(color))  # type: ignore[return-value]
 
 
+# The scatter's x label, by which kinds of run it holds (generative or not).
+LATENCY_AXIS = {
+    frozenset({False}): "latency, batch 1 (ms, CPU)",
+    frozenset({True}): "latency per generated token, greedy, batch 1 (ms)",
+    frozenset({False, True}): "latency, batch 1 (ms; generative runs: per generated token)",
+}
+
+
 @_with_fonts
 def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
     """Student score x100 against latency at batch 1 (ms), one labelled point per run; each teacher a square (at the
@@ -756,7 +848,7 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
             ax.legend(fontsize=8, loc="lower right")
     if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
-    ax.set_xlabel("latency, batch 1 (ms, CPU)")
+    ax.set_xlabel(LATENCY_AXIS[frozenset(r["generative"] for r in summaries)])
     ax.set_ylabel(f"{' / '.join(metrics)} x100 (dev)")
     ax.set_title("students (circles) and teachers (squares): up and to the left is better", fontsize=11)
     ax.grid(alpha=0.3)
@@ -779,8 +871,12 @@ def compare_runs(runs: Sequence[str]) -> tuple[str, str]:
     machines = sorted({r["machine"] for r in summaries})
     if len(machines) > 1:
         notes.append(f"Latencies were measured on different machines or thread counts ({'; '.join(machines)}): compare them with care.")
-    else:
+    elif not all(r["generative"] for r in summaries):
         notes.append(f"Latency: median of single-example forward passes on {machines[0]}, tokenization excluded.")
+    if any(r["generative"] for r in summaries):
+        notes.append("Generative runs: the score is the student's next-token agreement with the teacher (the teacher's own is "
+                     "100%); latency: ms per generated token and throughput: tokens/s, both of greedy generation at batch 1 "
+                     f"(median of the passes{'' if len(machines) > 1 else ' on ' + machines[0]}).")  # fmt: skip
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     body.append("<h2>Metric against latency</h2>")
     body.append(_img(scatter_png(summaries), "scatter: student metric against latency", "scatter",

@@ -304,6 +304,10 @@ def generative_loss_text(g: dict[str, Any]) -> str:
         text += f"; on the teacher's {g['sampling']} completions (sequence-level KD)"
     if g["on_policy"]:
         text += f"; on-policy share lambda={g['on_policy']} (the student's samples, scored by the teacher)"
+    c = g.get("teacher_cache_result")
+    if c:
+        text += (f"; teacher offline: its top-{c['top_k']} log-probabilities from the teacher-output cache ({c['status']}, "
+                 f"{c['tokens']:,} tokens, {c['bytes_per_token']} bytes/token)")  # fmt: skip
     return text
 
 
