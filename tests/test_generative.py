@@ -199,6 +199,36 @@ def test_num_layers_spreads_and_layer_types_follow(teacher) -> None:
     assert gen.causal_student_from_teacher(typed, [1, 2]).config.layer_types == ["sliding_attention", "full_attention"]
 
 
+def test_a_smaller_config_of_the_teachers_architecture(teacher) -> None:
+    model, tok = teacher
+    changes = {"num_hidden_layers": 2, "intermediate_size": 32}
+    student, stok, recipe = gen.build_causal_student(GenerativeStudentConfig(config_overrides=changes), model, tok)
+    assert recipe == {"recipe": "random init", "config_overrides": changes} and stok is tok
+    assert student.config.num_hidden_layers == 2 and student.training and type(student) is type(model)
+    assert gen.vocabulary_mismatch(model, tok, student, tok) is None  # token-level losses apply
+    # the width is the teacher's: its word embeddings (and the tied head) are copied; the layers are random
+    torch.testing.assert_close(student.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert student.get_output_embeddings().weight.data_ptr() == student.get_input_embeddings().weight.data_ptr()
+    assert not torch.equal(student.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+    # another width: head_dim follows it, layer_types follow the depth; embeddings start random
+    from textdistill.models import changed_config
+
+    typed = copy.deepcopy(model.config)
+    typed.layer_types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    assert changed_config(typed, {"num_hidden_layers": 2}).layer_types == ["full_attention", "sliding_attention"]
+    assert model.config.head_dim == 16
+    narrow = gen.causal_student_from_config(model, {"hidden_size": 16, "num_hidden_layers": 2})
+    assert narrow.config.head_dim == 8 and narrow.get_input_embeddings().weight.shape == (len(tok), 16)
+    x = batch_of(tok, ROWS)["student"]
+    assert narrow(**x).logits.shape[-1] == len(tok)
+    with pytest.raises(TextDistillError, match=r"student.config_overrides.hidden_sise: not a field of LlamaConfig"):
+        gen.causal_student_from_config(model, {"hidden_sise": 16})
+    with pytest.raises(TextDistillError, match=r"student.config_overrides.vocab_size: the vocabulary is the teacher's"):
+        gen.causal_student_from_config(model, {"vocab_size": 100})
+    with pytest.raises(ValueError, match="give exactly one of layers, num_layers, config_overrides, model"):
+        GenerativeStudentConfig(config_overrides=changes, num_layers=2)
+
+
 def test_another_vocabulary_refuses_token_level_losses_but_not_sequence_kd(files, teacher) -> None:
     model, tok = teacher
     other, otok = gen.load_causal_lm(files["other"], "student.model")
@@ -525,3 +555,15 @@ def test_smollm2_two_steps_of_a_15_layer_student(tmp_path) -> None:
     assert all(math.isfinite(x["perplexity"]) and x["tokens_per_second"] > 0 for x in (t, s))
     assert 0 <= s["agreement"] <= 1 and math.isfinite(s["divergence_to_teacher"])
     assert "student (distilled)" in (tmp_path / "run/report.md").read_text()
+
+
+def test_a_randomly_initialised_smaller_student_learns_from_the_teacher(files, tmp_path) -> None:
+    cfg = run_config(files, tmp_path / "run")
+    cfg["student"] = {"config_overrides": {"num_hidden_layers": 2, "intermediate_size": 32}, "training": cfg["student"]["training"]}
+    cfg["baseline"] = False
+    report = textdistill.distill(cfg)
+    s = report["student"]
+    assert s["config_overrides"] == {"num_hidden_layers": 2, "intermediate_size": 32} and s["params"] < report["teacher"]["params"]
+    assert s["divergence_to_teacher"] < 0.7 * s["divergence_to_teacher_initial"]
+    assert "the teacher's config with {'num_hidden_layers': 2, 'intermediate_size': 32}, randomly initialised" in (
+        Path(report["output_dir"]) / "report.md").read_text()

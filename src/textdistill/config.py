@@ -588,19 +588,25 @@ class GenerativeTeacherConfig(_Strict):
 
 class GenerativeStudentConfig(_Strict):
     """Exactly one of ``layers`` / ``num_layers`` (the teacher's decoder layers kept, initialised from them; the
-    teacher's tokenizer) or ``model`` (any AutoModelForCausalLM with its own tokenizer)."""
+    teacher's tokenizer), ``config_overrides`` (the teacher's config with these fields changed, e.g. ``{hidden_size:
+    384, num_hidden_layers: 8}``: a smaller model of the teacher's architecture, randomly initialised, the teacher's
+    tokenizer; its embeddings are the teacher's where the widths match) or ``model`` (any AutoModelForCausalLM with
+    its own tokenizer)."""
 
     layers: list[int] | None = None
     num_layers: int | None = Field(None, gt=0)
+    config_overrides: dict[str, Any] | None = None
     model: str | None = None
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(
         learning_rate=1e-4, num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=16))  # fmt: skip
 
     @model_validator(mode="after")
     def _one_recipe(self) -> "GenerativeStudentConfig":
-        given = [k for k in ("layers", "num_layers", "model") if getattr(self, k) is not None]
+        given = [k for k in ("layers", "num_layers", "config_overrides", "model") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of layers, num_layers, model" + (f" (got {given})" if given else ""))
+            raise ValueError("give exactly one of layers, num_layers, config_overrides, model" + (f" (got {given})" if given else ""))
+        if self.config_overrides is not None and not self.config_overrides:
+            raise ValueError("config_overrides: give the fields of the teacher's config to change, e.g. {num_hidden_layers: 8}")
         if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers)):
             raise ValueError(f"layers must be distinct non-negative indices, got {self.layers}")
         return self

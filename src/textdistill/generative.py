@@ -206,13 +206,39 @@ def causal_student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Mod
     return student.requires_grad_(True).train()
 
 
+def causal_student_from_config(teacher: nn.Module, changes: dict[str, Any]) -> nn.Module:
+    """A randomly initialised model of the teacher's architecture, its config with ``changes``
+    (:func:`textdistill.models.changed_config`). Where the width is the teacher's, the word embeddings (and a tied
+    head) start as the teacher's."""
+    from transformers import AutoModelForCausalLM
+
+    from textdistill.models import changed_config
+
+    if "vocab_size" in changes:
+        raise TextDistillError("student.config_overrides.vocab_size: the vocabulary is the teacher's tokenizer's; a "
+                               "student with another vocabulary needs its own tokenizer (student.model)")  # fmt: skip
+    config = changed_config(teacher.config, changes)
+    try:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise TextDistillError(f"student.config_overrides: invalid model config: {str(exc).splitlines()[0]}") from None
+    if config.hidden_size == teacher.config.hidden_size:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.copy_(teacher.get_input_embeddings().weight)
+    return model.train()
+
+
 def build_causal_student(cfg: GenerativeStudentConfig, teacher: nn.Module, teacher_tokenizer: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """The student of ``cfg`` (kept teacher layers, or a checkpoint); returns (model, tokenizer, recipe)."""
+    """The student of ``cfg`` (kept teacher layers, the teacher's config changed, or a checkpoint); returns
+    (model, tokenizer, recipe)."""
     from textdistill.models import spread_layers
 
     if cfg.model is not None:
         model, tokenizer = load_causal_lm(cfg.model, "student.model")
         return model.train(), tokenizer, {"recipe": "checkpoint", "model": cfg.model}
+    if cfg.config_overrides is not None:
+        return (causal_student_from_config(teacher, cfg.config_overrides), teacher_tokenizer,
+                {"recipe": "random init", "config_overrides": cfg.config_overrides})  # fmt: skip
     layers = cfg.layers or spread_layers(teacher.config.num_hidden_layers, cfg.num_layers or 0)
     return causal_student_from_teacher(teacher, layers), teacher_tokenizer, {"recipe": "teacher layers", "layers": layers}
 

@@ -644,7 +644,7 @@ def _generative_recipe(g: dict[str, Any]) -> list[str]:
 
 def _recipe(report: dict[str, Any]) -> str:
     s, k = report["student"], report.get("distill", {})
-    what = f"layers {s['layers']}" if "layers" in s else str(s.get("recipe", "student"))
+    what = f"layers {s['layers']}" if "layers" in s else f"config {s['config_overrides']}" if "config_overrides" in s else str(s.get("recipe", "student"))
     if report.get("kind") == "multitask":
         return f"{what}, {len(report.get('tasks', {}))} tasks"
     if report.get("kind") == "generative":

@@ -235,11 +235,7 @@ def build_student(
         student = student_from_teacher(teacher, layers).requires_grad_(True).train()  # the teacher may be frozen
         return student, teacher_tokenizer, {"recipe": "teacher layers", "layers": layers}
     if student_cfg.config_overrides is not None:
-        config = copy.deepcopy(teacher.config)
-        for key, value in student_cfg.config_overrides.items():
-            if not hasattr(config, key):
-                raise TextDistillError(f"student.config_overrides.{key}: not a field of {type(config).__name__}")
-            setattr(config, key, value)
+        config = changed_config(teacher.config, student_cfg.config_overrides)
         try:
             model = auto_class(labels.task_type).from_config(config)
         except (ValueError, TypeError, RuntimeError) as exc:
@@ -247,6 +243,24 @@ def build_student(
         return model, teacher_tokenizer, {"recipe": "random init", "config_overrides": student_cfg.config_overrides}
     model, tokenizer, _ = load_classifier(student_cfg.model, labels, "student.model", require_trained_head=False)
     return model, tokenizer, {"recipe": "checkpoint", "model": student_cfg.model}
+
+
+def changed_config(config: Any, changes: dict[str, Any], where: str = "student.config_overrides") -> Any:
+    """A copy of a model config with ``changes`` (each must be a field of it). ``head_dim``, where the config keeps
+    one, follows a new width or head count unless given; ``layer_types`` (per-layer attention kinds) follows a new
+    depth, spread over the old one."""
+    config = copy.deepcopy(config)
+    for key, value in changes.items():
+        if not hasattr(config, key):
+            raise TextDistillError(f"{where}.{key}: not a field of {type(config).__name__}")
+        setattr(config, key, value)
+    if "head_dim" not in changes and getattr(config, "head_dim", None) and {"hidden_size", "num_attention_heads"} & changes.keys():
+        config.head_dim = config.hidden_size // config.num_attention_heads
+    types = getattr(config, "layer_types", None)
+    depth = getattr(config, "num_hidden_layers", None)
+    if "layer_types" not in changes and isinstance(types, (list, tuple)) and isinstance(depth, int) and len(types) != depth:
+        config.layer_types = [types[i] for i in spread_layers(len(types), depth)]
+    return config
 
 
 def same_tokenizer(a: Any, b: Any) -> bool:

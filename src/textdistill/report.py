@@ -332,7 +332,8 @@ def generative_rows(report: dict[str, Any]) -> list[list[str]]:
 def render_generative_report(report: dict[str, Any]) -> str:
     """The report of a generative run: the table, then the student against its twin."""
     d, g, s = report["data"], report["generative"], report["student"]
-    recipe = f"layers {s['layers']} of the teacher" if "layers" in s else f"{display_name(s.get('model', ''))}"
+    recipe = (f"layers {s['layers']} of the teacher" if "layers" in s else
+              f"the teacher's config with {s['config_overrides']}, randomly initialised" if "config_overrides" in s else display_name(s.get("model", "")))  # fmt: skip
     ev = report["teacher"]
     lines = [
         "# Generative distillation report",
