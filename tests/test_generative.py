@@ -530,7 +530,8 @@ def test_config_kind_and_errors(files, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_two_steps_of_a_15_layer_student(tmp_path) -> None:
+@pytest.mark.parametrize("cache", [None, {"top_k": 64}], ids=["online", "top-k-cache"])
+def test_smollm2_two_steps_of_a_15_layer_student(tmp_path, cache) -> None:
     from textdistill import catalogue
 
     entry = catalogue.entry_named("SmolLM2-135M-Instruct")
@@ -545,7 +546,7 @@ def test_smollm2_two_steps_of_a_15_layer_student(tmp_path) -> None:
         "output_dir": str(tmp_path / "run"), "seed": 0,
         "data": {"train_file": train, "validation_file": dev, "max_length": 32},
         "teacher": {"model": "SmolLM2-135M-Instruct"}, "student": {"num_layers": 15, "training": fast},
-        "generative": {"alpha": 0.5, "chunk_size": 256}, "baseline": False,
+        "generative": {"alpha": 0.5, "chunk_size": 256, "teacher_cache": cache}, "baseline": False,
         "eval": {"speed_prompts": 1, "speed_new_tokens": 4, "speed_repeats": 1},
     })  # fmt: skip
     steps = [json.loads(line) for line in (tmp_path / "run/logs/student.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -555,6 +556,10 @@ def test_smollm2_two_steps_of_a_15_layer_student(tmp_path) -> None:
     assert all(math.isfinite(x["perplexity"]) and x["tokens_per_second"] > 0 for x in (t, s))
     assert 0 <= s["agreement"] <= 1 and math.isfinite(s["divergence_to_teacher"])
     assert "student (distilled)" in (tmp_path / "run/report.md").read_text()
+    if cache:  # SmolLM2's 49,152 token ids fit uint16: 64 x (2 + 2) bytes per token
+        c = report["generative"]["teacher_cache_result"]
+        assert c["status"] == "miss" and c["bytes_per_token"] == 256 and 0 < c["tokens"] < report["data"]["train_tokens"]
+        assert c["stored_bytes_per_token"] == pytest.approx(256, rel=0.05)  # + the offsets and the .npy headers
 
 
 def test_a_randomly_initialised_smaller_student_learns_from_the_teacher(files, tmp_path) -> None:
