@@ -779,6 +779,20 @@ class _SafeLoader(yaml.SafeLoader):
             kind = node.tag.rsplit(":", 1)[-1]
             raise yaml.constructor.ConstructorError(None, None, f"{value}is not a valid {kind} ({exc})", node.start_mark) from None
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping; a key given twice is an error at its second line (PyYAML keeps the last one silently, so a
+        setting written twice would be half ignored)."""
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)  # fmt: skip
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
 
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load`` with every way it fails as a :class:`_YAMLProblem`."""
