@@ -26,7 +26,8 @@ DEFAULT_DATA_DIR = "../shared/data"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Unknown keys are errors; so are NaN and infinite numbers (.nan in YAML), which no setting means.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class HFDatasetConfig(_Strict):
