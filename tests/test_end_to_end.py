@@ -146,6 +146,18 @@ def test_existing_output_dir_is_refused(tiny_bert, sst2_dir, tmp_path):
         textdistill.distill(tiny_config(tiny_bert, sst2_dir, tmp_path / "run"))
 
 
+def test_an_output_dir_the_file_system_refuses_is_a_config_error(tiny_bert, sst2_dir, tmp_path):
+    (tmp_path / "file").write_text("")
+    cases = [(tmp_path / ("x" * 300), r"File name too long; names of at most \d+ characters"),
+             (tmp_path / "file" / "run", "Not a directory")]  # fmt: skip
+    for out, why in cases:
+        with pytest.raises(TextDistillError, match=rf"output_dir: .*: cannot be used \({why}"):
+            textdistill.distill(tiny_config(tiny_bert, sst2_dir, out))
+    # a name that fits only without ".partial": refused before any work, too
+    with pytest.raises(TextDistillError, match="File name too long"):
+        textdistill.distill(tiny_config(tiny_bert, sst2_dir, tmp_path / ("y" * 250)))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Bad input through the CLI: one line on stderr naming the file (and row), status 2, no run folder.
 

@@ -8,6 +8,7 @@ interrupted run never leaves a folder that looks finished.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import platform
@@ -102,8 +103,27 @@ class RunFolder:
             if written.read_text(encoding="utf-8") != cfg.to_yaml():
                 raise TextDistillError(f"--resume: the config differs from the interrupted run's ({written}); resume with the same "
                                        "config and overrides")  # fmt: skip
-        elif self.final.exists() and not cfg.overwrite_output_dir:
+        elif self._exists(self.final) and not cfg.overwrite_output_dir:
             raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
+
+    @staticmethod
+    def _exists(path: Path) -> bool:
+        """Whether ``path`` exists; a name the file system refuses (too long, a file where a folder must be) is a
+        config error, not a crash halfway through the run."""
+        shown = str(path) if len(str(path)) <= 120 else str(path)[:120] + "..."
+        try:
+            path.with_name(path.name + ".partial").exists()  # the longer name, written first
+            exists = path.exists()
+        except OSError as exc:
+            limit = f"; names of at most {os.pathconf('/', 'PC_NAME_MAX')} characters" if exc.errno == errno.ENAMETOOLONG else ""
+            raise TextDistillError(f"output_dir: {shown}: cannot be used ({exc.strerror or exc}{limit})") from None
+        if not exists:  # the run will create it: its nearest existing ancestor must be a folder it may write in
+            ancestor = next(a for a in path.absolute().parents if a.exists())
+            if not ancestor.is_dir():
+                raise TextDistillError(f"output_dir: {shown}: cannot be used (Not a directory: {ancestor} is a file)")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise TextDistillError(f"output_dir: {shown}: cannot be used (Permission denied: cannot write in {ancestor})")
+        return exists
 
     def open(self) -> "RunFolder":
         """Start the run's ``.partial`` folder afresh, or, resuming, keep it with its checkpoints."""
