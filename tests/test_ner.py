@@ -45,6 +45,18 @@ def test_bad_conll(tmp_path: Path, content: str, message: str) -> None:
         read_conll(tmp_path / "x.txt", "iob2")
 
 
+def test_data_encoding_applies_to_conll_files(tmp_path: Path) -> None:
+    from textdistill.config import DataConfig
+    from textdistill.data import read_file
+
+    (tmp_path / "x.conll").write_bytes("Jos\u00e9 B-PER\nsaid O\n\nM\u00fcnchen B-LOC\n".encode("latin-1"))
+    cfg = DataConfig(train_file="x", validation_file="x", format="conll", task_type="token_classification", encoding="latin-1")
+    data = read_file(tmp_path / "x.conll", cfg)
+    assert data.texts == ["Jos\u00e9 said", "M\u00fcnchen"] and data.labels == [["B-PER", "O"], ["B-LOC"]]
+    with pytest.raises(TextDistillError, match=r"x.conll:1: not valid UTF-8 \(byte 0xe9\); convert the file or set data.encoding"):
+        read_file(tmp_path / "x.conll", cfg.model_copy(update={"encoding": "utf-8"}))
+
+
 def test_sentences_split_at_blank_lines_and_docstart(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("-DOCSTART- O\n\nEU B-ORG\nsaid O\n\n\nPeter B-PER\n-DOCSTART- O\nBlair B-PER\n", encoding="utf-8")
     data = read_conll(tmp_path / "x.txt", "iob2")

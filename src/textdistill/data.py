@@ -229,7 +229,7 @@ def _read_tagged(path: Path, fmt: str, cfg: DataConfig) -> TextData:
     """A file with a tag per token (conll or token_lines; :func:`textdistill.ner.read_tagged`), tags in IOB2."""
     from textdistill.ner import read_tagged
 
-    tagged = read_tagged(path, fmt, cfg.tag_scheme)
+    tagged = read_tagged(path, fmt, cfg.tag_scheme, cfg.encoding)
     sents = tagged.sentences
     return TextData([" ".join(s.tokens) for s in sents], [s.tags for s in sents], None, str(path), [s.line for s in sents],
                     [s.tokens for s in sents], tagged.word_per_line)  # fmt: skip

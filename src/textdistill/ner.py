@@ -119,17 +119,22 @@ def _check_iob2(tag: str, prev: str | None, path: Path, line: int) -> None:
                                "not valid IOB2 (is the file IOB1? set data.tag_scheme: iob1)")  # fmt: skip
 
 
-def _read_text(path: str | os.PathLike) -> tuple[Path, str]:
-    """A tagged file as text: UTF-8 (a leading byte-order mark is dropped); bad bytes are an error naming the line."""
+def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[Path, str]:
+    """A tagged file as text in ``encoding`` (data.encoding; UTF-8: a leading byte-order mark is dropped); bad bytes
+    are an error naming the line."""
     from textdistill.data import bad_byte, read_bytes
 
     p = Path(path)
     raw = read_bytes(p)
+    utf8 = encoding.replace("_", "-").lower() in {"utf-8", "utf8"}
     try:
-        return p, raw.decode("utf-8-sig")
+        return p, raw.decode("utf-8-sig" if utf8 else encoding)
+    except LookupError:
+        raise TextDistillError(f"data.encoding: unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
         line, byte = bad_byte(raw, exc)
-        raise TextDistillError(f"{p}:{line}: not valid UTF-8 (byte {byte}); convert the file to UTF-8") from None
+        name = "UTF-8" if utf8 else encoding
+        raise TextDistillError(f"{p}:{line}: not valid {name} (byte {byte}); convert the file or set data.encoding") from None
 
 
 def _tagged_data(sentences: list[Sentence], path: Path, word_per_line: bool) -> ConllData:
@@ -138,11 +143,13 @@ def _tagged_data(sentences: list[Sentence], path: Path, word_per_line: bool) -> 
     return ConllData(sentences, str(path), tag_order({t for s in sentences for t in s.tags}), word_per_line)
 
 
-def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = -1, columns: int | None = None) -> ConllData:
+def read_conll(
+    path: str | os.PathLike, scheme: str = "iob1", tag_column: int = -1, columns: int | None = None, encoding: str = "utf-8"
+) -> ConllData:
     """Sentences of a CoNLL file. Every non-blank line must have the same number of whitespace-separated columns
     (``columns``, or that of the first line); ``tag_column`` picks the tag (default: the last)."""
     _check_scheme(scheme)
-    p, text = _read_text(path)
+    p, text = _read_text(path, encoding)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -179,12 +186,12 @@ def read_conll(path: str | os.PathLike, scheme: str = "iob1", tag_column: int = 
     return _tagged_data(sentences, p, True)
 
 
-def read_token_lines(path: str | os.PathLike, scheme: str = "iob2") -> ConllData:
+def read_token_lines(path: str | os.PathLike, scheme: str = "iob2", encoding: str = "utf-8") -> ConllData:
     """Sentences of a file with one sentence per line: its tokens, a TAB, then its tags (tokens and tags each
     separated by spaces; as the Resume NER files). Blank lines are skipped; a line without exactly one TAB, or whose
     token count differs from its tag count, is an error naming the file and line."""
     _check_scheme(scheme)
-    p, text = _read_text(path)
+    p, text = _read_text(path, encoding)
     sentences: list[Sentence] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -208,13 +215,13 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def read_tagged(path: str | os.PathLike, format: str = "conll", scheme: str = "iob2") -> ConllData:
+def read_tagged(path: str | os.PathLike, format: str = "conll", scheme: str = "iob2", encoding: str = "utf-8") -> ConllData:
     """One tagged file: ``format`` conll (:func:`read_conll`) or token_lines (:func:`read_token_lines`), tags in
-    ``scheme`` (iob1, iob2 or bioes), returned in IOB2."""
+    ``scheme`` (iob1, iob2 or bioes), returned in IOB2; text in ``encoding``."""
     if format == "conll":
-        return read_conll(path, scheme)
+        return read_conll(path, scheme, encoding=encoding)
     if format == "token_lines":
-        return read_token_lines(path, scheme)
+        return read_token_lines(path, scheme, encoding)
     raise TextDistillError(f"tagged file format: {' or '.join(TAGGED_FORMATS)}, got {format!r}")
 
 
