@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from textdistill.errors import TextDistillError
 
@@ -35,12 +35,20 @@ def _add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr (what is wrong and where the help is), exit status 2, as for any other
+    bad input; argparse's own prints the whole usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="textdistill",
         description="Knowledge distillation for NLP: fine-tune a teacher, distill a smaller student, report what it kept.",
         epilog=EPILOG,
@@ -295,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _warning_line  # one plain line per warning (truncated sentences, ...), no source code
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
+            parser.exit(2, f"error: unrecognized arguments: {' '.join(rest)} (see: textdistill {args.command} --help)\n")
+    except SystemExit as exc:  # a usage error (one line, status 2), or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         result = _run(args, rest)
     except TextDistillError as exc:
