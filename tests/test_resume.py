@@ -125,9 +125,10 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
     assert not (tmp_path / "run").exists()
 
 
-def kill_and_resume(config, tmp_path: Path) -> tuple[dict, dict]:
+def kill_and_resume(config, tmp_path: Path, after_kill=None) -> tuple[dict, dict]:
     """A whole run of ``config(out)``; the same run SIGKILLed after its student's first checkpoint and resumed:
-    (whole report, resumed report), with the student's logs checked identical (every loss and evaluation, once)."""
+    (whole report, resumed report), with the student's logs checked identical (every loss and evaluation, once).
+    ``after_kill(partial_run_folder)`` runs between the kill and the resume."""
     whole = textdistill.distill(config(tmp_path / "whole"))
     out = tmp_path / "run"
     proc = _start(config(out), tmp_path)
@@ -135,6 +136,9 @@ def kill_and_resume(config, tmp_path: Path) -> tuple[dict, dict]:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=300)
     assert len(_lines(out.with_name("run.partial"), "student")) < len(_lines(tmp_path / "whole", "student"))  # mid-run
+    if after_kill is not None:
+        after_kill(out.with_name("run.partial"))
+    time.sleep(1.1)  # a resume comes later in real life; TensorBoard orders event files by their creation second
     resumed = textdistill.distill(config(out), resume=True)
     assert _lines(out, "student") == _lines(tmp_path / "whole", "student")
     return whole, resumed
@@ -169,3 +173,32 @@ def test_a_killed_generative_run_resumes_to_the_same_logs_and_scores(files, tmp_
     whole, resumed = kill_and_resume(config, tmp_path)
     for key in ("perplexity", "agreement", "divergence_to_teacher"):
         assert resumed["student"][key] == whole["student"][key], key
+
+
+def test_tensorboard_has_each_step_once_after_a_resume(files, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_generative import run_config
+
+    def config(out: Path) -> dict:
+        cfg = run_config(files, out)
+        cfg["student"]["training"].update(save_steps=2, logging_steps=1, report_to=["tensorboard"])
+        cfg["baseline"] = False
+        return cfg
+
+    def logged_past_the_checkpoint(partial: Path) -> None:
+        """What a killed run's writer had flushed after its last checkpoint (SIGKILL usually loses it; not always)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        step = torch.load(partial / "checkpoints" / "student" / "checkpoint.pt", weights_only=True)["step"]
+        with SummaryWriter(str(partial / "logs" / "tracking" / "student")) as writer:
+            for s in range(step + 1, step + 4):
+                writer.add_scalar("loss", 99.0, s)
+
+    kill_and_resume(config, tmp_path, logged_past_the_checkpoint)
+
+    def steps(run: Path) -> list[int]:
+        acc = EventAccumulator(str(run / "logs" / "tracking" / "student"))  # its event files (the scalars)
+        acc.Reload()
+        return [e.step for e in acc.Scalars("loss")]
+
+    assert steps(tmp_path / "run") == steps(tmp_path / "whole") == list(range(1, 13))  # each step once, in order

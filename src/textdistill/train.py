@@ -351,7 +351,9 @@ def train_loop(
     )
     if trackers:  # the hyper-parameters as the trackers' run configuration (scalars only)
         hparams = {k: v for k, v in args.model_dump(mode="json").items() if isinstance(v, (bool, int, float, str))}
-        accelerator.init_trackers(desc, config=hparams)
+        # resuming: TensorBoard drops what the interrupted run logged after its checkpoint (logged again, once)
+        purge = {"tensorboard": {"purge_step": saved["step"] + 1}} if saved is not None and "tensorboard" in trackers else {}
+        accelerator.init_trackers(desc, config=hparams, init_kwargs=purge)
     on_gpu = accelerator.device.type == "cuda"
     # a dataset that batches itself (multi-task: one task per batch) says how; any other gets shuffled batches
     make_loader = getattr(train_set, "loader", None) or (lambda *a, **k: train_loader(train_set, *a, **k))
