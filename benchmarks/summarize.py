@@ -328,7 +328,7 @@ def generative_section(runs: list[Path], name: str, command: str) -> str:
         d, s, g = rep["data"], rep["student"], rep["generative"]
         lines += [
             f"**{run.name}**: student = {_student(s)} ({s['params'] / 1e6:.1f} M parameters); {d['train_examples']} "
-            f"training rows ({d['train_tokens']:,} tokens), {d['validation_examples']} held-out rows, "
+            f"training rows ({d['train_tokens']:,} tokens, prompts included), {d['validation_examples']} held-out rows, "
             f"{s['steps']} steps; loss: {generative_loss_text(g)}; run took {rep['total_seconds'] / 60:.1f} min.",
             "",
             markdown_table(generative_rows(rep)),

@@ -241,6 +241,8 @@ def test_another_vocabulary_refuses_token_level_losses_but_not_sequence_kd(files
     with pytest.raises(TextDistillError, match=r"generative.on_policy: .* needs the student to share the teacher's vocabulary"):
         gen.check_token_level(GenerativeDistillConfig(sequence_kd=True, on_policy=0.5), why)
     assert gen.check_token_level(GenerativeDistillConfig(sequence_kd=True), why) is False
+    with pytest.raises(TextDistillError, match=r"generative.teacher_cache: the cached top-k targets are the teacher's token ids"):
+        gen.check_token_level(GenerativeDistillConfig(sequence_kd=True, teacher_cache={"top_k": 8}), why)
 
 
 def test_a_head_that_is_not_hidden_times_weight_is_refused(teacher) -> None:

@@ -293,6 +293,9 @@ def check_token_level(cfg: GenerativeDistillConfig, mismatch: str | None) -> boo
     if cfg.on_policy > 0:
         raise TextDistillError(f"generative.on_policy: the teacher scores the student's samples token by token, which needs "
                                f"the student to share the teacher's vocabulary ({mismatch}); set on_policy: 0")  # fmt: skip
+    if cfg.teacher_cache is not None:
+        raise TextDistillError(f"generative.teacher_cache: the cached top-k targets are the teacher's token ids, which needs "
+                               f"the student to share the teacher's vocabulary ({mismatch}); drop teacher_cache")  # fmt: skip
     if not cfg.sequence_kd:
         raise TextDistillError(f"token-level distillation needs the student to share the teacher's vocabulary ({mismatch}); "
                                "use generative.sequence_kd: true (the student learns the teacher's completions in its own "
