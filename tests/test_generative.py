@@ -517,7 +517,7 @@ def test_config_kind_and_errors(files, tmp_path) -> None:
         load_config(path, ["generative.on_policy=1.5"])
     with pytest.raises(TextDistillError, match=r"generative.divergence: Input should be 'forward_kl'"):
         load_config(path, ["generative.divergence=kl"])
-    with pytest.raises(TextDistillError, match=r"student: give exactly one of layers, num_layers, model"):
+    with pytest.raises(TextDistillError, match=r"student: give exactly one of layers, num_layers, config_overrides, model"):
         load_config(path, ["student.num_layers=2"])
     with pytest.raises(TextDistillError, match=r"a generative: config .* runs with `textdistill distill`"):
         as_config(path)
