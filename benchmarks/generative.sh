@@ -5,6 +5,7 @@
 #   online     the student distilled with the teacher run alongside (forward KL + LM loss, completion tokens), and
 #              its twin trained on the LM loss alone, same tokens and budget
 #   topk K=V   the same student distilled from the top-k teacher-output cache (generative.teacher_cache), no twin
+#   10l K=V    a 10-layer student (num_layers: 10) from the same cache, with its twin
 #   summary    write the table to docs/RESULTS.md (section generative)
 # Usage (repository root): bash benchmarks/generative.sh STEP [K=V ...] > bench_runs/generative.log 2>&1
 set -euo pipefail
@@ -22,8 +23,11 @@ case $step in
     textdistill distill -c $cfg -o "$out/online" "${data[@]}" "$@" ;;&
   topk|all)
     textdistill distill -c $cfg -o "$out/topk" "${data[@]}" baseline=false 'generative.teacher_cache={top_k: 64}' "$@" ;;&
+  10l|all)  # 10 of the 30 layers, from the same top-k cache (a hit after topk), with its twin
+    textdistill distill -c $cfg -o "$out/topk-10l" "${data[@]}" student.layers=null student.num_layers=10 \
+      'generative.teacher_cache={top_k: 64}' student.training.eval_steps=100 "$@" ;;&
   summary|all)
-    python benchmarks/summarize.py --kind generative --name generative "$out/online" $([ -f "$out/topk/metrics.json" ] && echo "$out/topk") --command "bash benchmarks/generative.sh all" ;;
-  data|online|topk) ;;
+    python benchmarks/summarize.py --kind generative --name generative "$out/online" $(for r in topk topk-10l; do [ -f "$out/$r/metrics.json" ] && echo "$out/$r"; done) --command "bash benchmarks/generative.sh all" ;;
+  data|online|topk|10l) ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

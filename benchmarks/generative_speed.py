@@ -8,7 +8,7 @@ validation prompts; EOS ignored), and the result is each model's median tokens/s
 the per-round ratios to the teacher.
 
 Usage (repository root): python benchmarks/generative_speed.py RUN_DIR [--rounds 7] [--prompts 8] [--new-tokens 32]
-prints a JSON object and, with --results, writes it into docs/RESULTS.md (section generative-speed).
+prints a JSON object and, with --results, writes it into docs/RESULTS.md (section --name, default generative-speed).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--results", action="store_true", help="write the table into docs/RESULTS.md")
+    ap.add_argument("--name", default="generative-speed", help="the section of docs/RESULTS.md it writes")
     a = ap.parse_args()
     cfg = config_from_dict(yaml.safe_load((a.run / "config.yaml").read_text(encoding="utf-8")))
     models = {"teacher": load_causal_lm(cfg.teacher.model, "teacher.model")}
@@ -62,8 +63,9 @@ def main() -> None:
 
         m = out["machine"]
         lines = [
-            "<!-- begin generative-speed -->",
-            f"Command: `python benchmarks/generative_speed.py {a.run} --rounds {a.rounds} --results`  ",
+            f"<!-- begin {a.name} -->",
+            f"Command: `python benchmarks/generative_speed.py {a.run} --rounds {a.rounds} --results"
+            + (f" --name {a.name}" if a.name != "generative-speed" else "") + "`  ",
             f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({out['threads']} threads).",
             "",
             f"Greedy generation at batch 1, {a.new_tokens} new tokens after each of {len(prompts)} validation prompts; the "
@@ -77,8 +79,8 @@ def main() -> None:
             ratio = "1.00x" if name == "teacher" else f"{out['speedup'][name]:.2f}x"
             params = sum(p.numel() for p in model.parameters()) / 1e6
             lines.append(f"| {name} | {params:.2f} | {out['tokens_per_second'][name]:.1f} | {per} | {ratio} |")
-        lines += ["", "<!-- end generative-speed -->"]
-        write_section("generative-speed", "\n".join(lines))
+        lines += ["", f"<!-- end {a.name} -->"]
+        write_section(a.name, "\n".join(lines))
 
 
 if __name__ == "__main__":
