@@ -49,6 +49,22 @@ def test_textcnn_student_exports(sst2_dir, tmp_path):
     assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
 
 
+def test_bilstm_student_on_a_bert_tokenizer_exports(dev_slice, tmp_path):
+    """A BiLSTM never reads token_type_ids, so the exporter drops that input: the ONNX session must be fed only the
+    graph's own inputs (this raised "Invalid input name: token_type_ids" before). Padded batches take the packed path."""
+    from textdistill.students import BiLSTMConfig, BiLSTMForSequenceClassification
+
+    _, tok, plain = dev_slice
+    # as a BERT tokenizer that returns segment ids gives them (the real MiniLM teacher's does)
+    ds = DistillDataset([{**f, "token_type_ids": [0] * len(f["input_ids"])} for f in plain.student], plain.labels)
+    torch.manual_seed(0)
+    config = BiLSTMConfig(vocab_size=len(tok), embedding_dim=16, hidden_size=8, num_labels=2, pad_token_id=tok.pad_token_id)
+    forms = export_student(BiLSTMForSequenceClassification(config), ds, tok.pad_token_id, tmp_path, "accuracy", repeats=2)
+    assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
+    assert forms["onnx fp32"]["metrics"] == forms["pytorch fp32"]["metrics"]
+    assert forms["onnx int8"]["max_abs_logit_diff"] < 0.5
+
+
 def test_cli_export(tiny_bert, sst2_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data:\n  train_file: {sst2_dir / 'train.tsv'}\n  validation_file: {sst2_dir / 'dev.tsv'}\n"

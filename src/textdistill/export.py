@@ -62,6 +62,7 @@ def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Pa
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
             return self.inner(**dict(zip(names, args))).logits
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     try:
         with torch.no_grad():
@@ -94,6 +95,9 @@ def onnx_forward(path: Path, names: list[str], threads: int | None = None) -> Fo
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # The exporter drops inputs the model never reads (a BiLSTM student ignores token_type_ids): feed the graph's own.
+    graph_inputs = {i.name for i in session.get_inputs()}
+    names = [n for n in names if n in graph_inputs]
 
     def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         feed = {n: inputs[n].numpy().astype(np.int64) for n in names}
