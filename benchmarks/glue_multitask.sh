@@ -4,6 +4,8 @@
 #             benchmarks/sst2_full.sh) and two more MRPC teachers (seeds 2, 3) for the ensemble; skips finished ones
 #   multitask one 3-layer student for SST-2 + CoLA + MRPC + RTE + STS-B from the five teachers, and its twin
 #   multitask6  the same with a 6-layer student (the teachers' size: one model instead of five)
+#   multitask6-anneal  the 6-layer student with teacher annealing (distill.anneal)
+#   ensemble-mixed  MRPC: four teachers of two families (the three MiniLM seeds + multilingual-e5-small) vs the best one
 #   ensemble  MRPC: a student from the 3-teacher ensemble vs a student from the best single teacher (seeds 1-3)
 #   summary   write the tables to docs/RESULTS.md
 # One thread per run: run `teachers` alone (two queues), then `multitask` and `ensemble` side by side (2 cores).
@@ -32,6 +34,9 @@ case ${1:-} in
   multitask6)  # the same with all six layers: one student the size of ONE teacher for all five tasks
     textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l" "student.layers=[0, 1, 2, 3, 4, 5]" \
       student.training.learning_rate=1.0e-4 "${@:2}" ;;
+  multitask6-anneal)  # the 6-layer student with teacher annealing (BAM!): its target moves from the teachers to gold
+    textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l-anneal" "student.layers=[0, 1, 2, 3, 4, 5]" \
+      student.training.learning_rate=1.0e-4 distill.anneal=true "${@:2}" ;;
   ensemble)
     # the best single teacher: the highest dev F1 of the three (each run folder's metrics.json)
     best=$(python - "$out" <<'PY'
@@ -51,10 +56,42 @@ PY
           "tasks.0.teachers=[{model: $best}]" "${@:2}" > "$out/ensemble/best-single-seed$seed.log" 2>&1
         echo "best single seed $seed: $(grep -A0 '| mrpc' "$out/ensemble/best-single-seed$seed/report.md")"; }
     done ;;
+  ensemble-mixed)
+    # Four MRPC teachers of two model families: the three all-MiniLM-L6-v2 seeds and multilingual-e5-small (12 layers,
+    # its own XLM-R tokenizer), fine-tuned here if missing. Students from the four-teacher ensemble vs from the best
+    # single teacher of the four (by dev F1; the runs of part `ensemble` are reused when it is the same teacher).
+    e5=$out/mrpc-teacher-e5
+    if [ ! -f "$e5/teacher/model.safetensors" ]; then
+      textdistill train -c benchmarks/glue/mrpc.yaml -o "$e5" teacher.model=multilingual-e5-small \
+        teacher.training.learning_rate=5.0e-5 > "$e5.log" 2>&1
+      echo "mrpc e5-small: $(tail -2 "$e5.log" | head -1)"
+    fi
+    best=$(python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+runs = [Path(sys.argv[1]) / d for d in ("mrpc-teacher", "mrpc-teacher-s2", "mrpc-teacher-s3", "mrpc-teacher-e5")]
+print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teacher"]["metrics"]["f1"]) / "teacher")
+PY
+)
+    echo "best single MRPC teacher of the four: $best"
+    single=best-single
+    [[ $best == */mrpc-teacher-e5/teacher ]] && single=best-single-e5
+    four="tasks.0.teachers=[{model: $out/mrpc-teacher/teacher}, {model: $out/mrpc-teacher-s2/teacher}, {model: $out/mrpc-teacher-s3/teacher}, {model: $e5/teacher}]"
+    for seed in ${SEEDS:-1 2 3}; do
+      dir=$out/ensemble/mixed4-seed$seed
+      [ -f "$dir/metrics.json" ] || textdistill distill -c benchmarks/glue/ensemble.yaml -o "$dir" seed=$seed "$four" "${@:2}" > "$dir.log" 2>&1
+      echo "mixed ensemble seed $seed: $(grep -A0 '| mrpc' "$dir/report.md")"
+      dir=$out/ensemble/$single-seed$seed
+      [ -f "$dir/metrics.json" ] || textdistill distill -c benchmarks/glue/ensemble.yaml -o "$dir" seed=$seed \
+        "tasks.0.teachers=[{model: $best}]" "${@:2}" > "$dir.log" 2>&1
+      echo "best single seed $seed: $(grep -A0 '| mrpc' "$dir/report.md")"
+    done
+    python benchmarks/summarize.py "$out"/ensemble/{mixed4,$single}-seed? --kind ensemble --name glue-ensemble-mixed \
+      --command "bash benchmarks/glue_multitask.sh ensemble-mixed" ;;
   summary)
     python benchmarks/summarize.py "$out/multitask-6l" "$out/multitask-3l" --kind multitask --name glue-multitask \
       --command "bash benchmarks/glue_multitask.sh teachers; bash benchmarks/glue_multitask.sh multitask6 (multitask-6l); ... multitask (multitask-3l)"
     python benchmarks/summarize.py "$out"/ensemble/*-seed? --kind ensemble --name glue-ensemble \
       --command "bash benchmarks/glue_multitask.sh ensemble" ;;
-  *) echo "usage: $0 teachers|multitask|multitask6|ensemble|summary [KEY=VALUE overrides]" >&2; exit 2 ;;
+  *) echo "usage: $0 teachers|multitask|multitask6|multitask6-anneal|ensemble|ensemble-mixed|summary [KEY=VALUE overrides]" >&2; exit 2 ;;
 esac

@@ -62,3 +62,17 @@ def test_a_run_names_the_setting_and_takes_it_from_the_config(pickled_bert: str,
     report = textdistill.distill(cfg)
     assert list((Path(report["output_dir"]) / "student").glob("*.safetensors"))  # what textdistill writes: safetensors
     set_loading_policy()
+
+
+def test_predict_reads_pickles_only_when_allowed(pickled_bert: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from textdistill.cli import main
+
+    try:
+        assert main(["predict", pickled_bert, "a gorgeous film"]) == 2
+        assert "(textdistill predict: --allow-pickle)" in capsys.readouterr().err
+        assert main(["predict", pickled_bert, "--allow-pickle", "a gorgeous film", "dull"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split("\t")[1] for line in lines] == ["a gorgeous film", "dull"]
+        assert all(line.split("\t")[0] in {"LABEL_0", "LABEL_1", "0", "1"} for line in lines), lines
+    finally:
+        set_loading_policy()

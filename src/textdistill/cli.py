@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", "-f", help="UTF-8 file of inputs, one per line (TEXT or TEXT<TAB>PAIR)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, pair, prediction}")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read pickled .bin/.pt weights (tensors only, weights_only=True); by default safetensors only")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (transformers' trust_remote_code)")
     _add_debug(p)
     p = _command(
         sub,
@@ -230,8 +233,10 @@ def _shown(prediction: Any) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from textdistill.models import set_loading_policy
     from textdistill.multitask import predict
 
+    set_loading_policy(args.allow_pickle, args.trust_remote_code)  # predict has no config: its flags are the policy
     texts, pairs = _read_inputs(args.texts, args.file)
     out = predict(args.model, args.task, texts, pairs, max_length=args.max_length)
     if args.json:

@@ -68,7 +68,7 @@ def loading_kwargs(path: str, role: str) -> dict[str, Any]:
             files = [f.name for f in folder.iterdir()]
             if not any(f.endswith(".safetensors") for f in files) and any(f.endswith(PICKLED) for f in files):
                 raise TextDistillError(f"{role}: {path} holds pickled weights only ({', '.join(sorted(f for f in files if f.endswith(PICKLED)))}); "
-                                       "set loading.allow_pickle: true to read them (tensors only, weights_only=True), or "
+                                       "set loading.allow_pickle: true (textdistill predict: --allow-pickle) to read them (tensors only, weights_only=True), or "
                                        "convert them to safetensors")  # fmt: skip
         kwargs["use_safetensors"] = True
     return kwargs
