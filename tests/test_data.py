@@ -133,6 +133,34 @@ def test_hf_dataset_object_and_saved_folder(tmp_path):
         load_splits(DataConfig(hf_dataset={"path": str(tmp_path / "saved"), "validation_split": "test"}, text_column="sentence"))
 
 
+def test_hf_token_dataset_reads_its_tag_scheme():
+    """A token-classification split from a datasets.Dataset honours data.tag_scheme like a file does: IOB1 and
+    BIOES come out as IOB2, and a tag the scheme does not allow names the row and the word."""
+    import datasets
+
+    names = ["O", "B-PER", "I-PER", "E-PER", "S-LOC", "B-LOC", "I-LOC"]
+    feats = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                               "tags": datasets.Sequence(datasets.ClassLabel(names=names))})  # fmt: skip
+    words = [["Ada", "Lovelace", "of", "London"], ["Paris", "now"]]
+
+    def split(tags):
+        return datasets.Dataset.from_dict({"tokens": words, "tags": [[names.index(t) for t in row] for row in tags]}, features=feats)
+
+    def read(tags, scheme):
+        c = DataConfig(hf_dataset={"path": "mem"}, text_column="tokens", label_column="tags", task_type="token_classification",
+                       tag_scheme=scheme)
+        return from_hf_dataset(split(tags), c, "mem[train]").labels
+
+    assert read([["I-PER", "I-PER", "O", "I-LOC"], ["I-LOC", "O"]], "iob1") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
+    assert read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "bioes") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
+    assert read([["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]], "iob2") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
+    with pytest.raises(TextDistillError, match=r"^mem\[train\]: row 1: I-LOC follows a sentence start: not valid IOB2 \(is the file IOB1"):
+        read([["B-PER", "I-PER", "O", "B-LOC"], ["I-LOC", "O"]], "iob2")
+    with pytest.raises(TextDistillError, match=r"^mem\[train\]: row 0: tag 'E-PER' \(word 2\) is not O, B-TYPE or I-TYPE "
+                                               r"\(tag scheme iob2; BIOES or BMES tags\? set data.tag_scheme: bioes\)"):
+        read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "iob2")
+
+
 def test_pad_features_and_collator():
     feats = [{"input_ids": [5, 6, 7], "token_type_ids": [0, 0, 0]}, {"input_ids": [5], "token_type_ids": [0]}]
     out = pad_features(feats, pad_token_id=9)

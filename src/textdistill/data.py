@@ -252,8 +252,10 @@ def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
 
 def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
     """Convert a ``datasets.Dataset`` split; ``ClassLabel`` ids become their names. Token classification: the text
-    column holds word lists and the label column tag sequences (``Sequence(ClassLabel)``, as HF's conll2003);
-    multi-label: the label column holds lists of labels."""
+    column holds word lists and the label column tag sequences (``Sequence(ClassLabel)``, as HF's conll2003), read
+    in ``data.tag_scheme`` and kept in IOB2; multi-label: the label column holds lists of labels."""
+    from textdistill.ner import sentence_tags
+
     columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.text_pair_column is not None:
         columns["text_pair_column"] = cfg.text_pair_column
@@ -279,8 +281,10 @@ def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
     for i, (t, lab) in enumerate(zip(texts, labels)):
         if not t:
             raise TextDistillError(f"{source}: row {i}: empty text")
-        if words is not None and len(words[i]) != len(lab):
-            raise TextDistillError(f"{source}: row {i}: {len(words[i])} words but {len(lab)} tags")
+        if words is not None:
+            if len(words[i]) != len(lab):
+                raise TextDistillError(f"{source}: row {i}: {len(words[i])} words but {len(lab)} tags")
+            labels[i] = sentence_tags(lab, cfg.tag_scheme, f"{source}: row {i}")  # data.tag_scheme -> IOB2
         if not nested and lab in ("", "-1"):
             raise TextDistillError(f"{source}: row {i}: missing label (unlabelled split?)")
     if not texts:

@@ -98,24 +98,24 @@ def _check_scheme(scheme: str) -> None:
         raise TextDistillError(f"scheme: iob1, iob2 or bioes, got {scheme!r}")
 
 
-def _check_tag(tag: str, path: Path, line: int, scheme: str = "iob2", word: int | None = None) -> None:
-    """A tag is ``O`` or ``P-TYPE`` with a prefix ``P`` of ``scheme``; else an error naming file:line (and the
-    word's place on the line when the line holds a whole sentence) and what the scheme expects."""
+def _check_tag(tag: str, where: str, scheme: str = "iob2", word: int | None = None) -> None:
+    """A tag is ``O`` or ``P-TYPE`` with a prefix ``P`` of ``scheme``; else an error naming ``where`` (file:line, or
+    a dataset's row), the word's place when one line or row holds a whole sentence, and what the scheme expects."""
     prefixes = PREFIXES[scheme]
     if tag == "O" or (len(tag) > 2 and tag[1] == "-" and tag[0] in prefixes):
         return
     expected = ", ".join(f"{p}-TYPE" for p in prefixes[:-1]) + f" or {prefixes[-1]}-TYPE"
-    where = f" (word {word})" if word is not None else ""
+    place = f" (word {word})" if word is not None else ""
     hint = ""
     if scheme != "bioes" and len(tag) > 2 and tag[1] == "-" and tag[0] in PREFIXES["bioes"]:
         hint = "; BIOES or BMES tags? set data.tag_scheme: bioes"
-    raise TextDistillError(f"{path}:{line}: tag {tag!r}{where} is not O, {expected} (tag scheme {scheme}{hint})")
+    raise TextDistillError(f"{where}: tag {tag!r}{place} is not O, {expected} (tag scheme {scheme}{hint})")
 
 
-def _check_iob2(tag: str, prev: str | None, path: Path, line: int) -> None:
+def _check_iob2(tag: str, prev: str | None, where: str) -> None:
     """In IOB2 an ``I-X`` continues a ``B-X`` or ``I-X``; ``prev`` is the tag before it (None: sentence start)."""
     if tag.startswith("I-") and (prev is None or prev[2:] != tag[2:]):
-        raise TextDistillError(f"{path}:{line}: {tag} follows {prev or 'a sentence start'}: "
+        raise TextDistillError(f"{where}: {tag} follows {prev or 'a sentence start'}: "
                                "not valid IOB2 (is the file IOB1? set data.tag_scheme: iob1)")  # fmt: skip
 
 
@@ -175,9 +175,9 @@ def read_conll(
                 raise TextDistillError(f"{p}:{n}: expected a token and a tag (at least 2 columns), got 1")
         if len(parts) != columns:
             raise TextDistillError(f"{p}:{n}: expected {columns} columns like the first line, got {len(parts)}")
-        _check_tag(parts[tag_column], p, n, scheme)
+        _check_tag(parts[tag_column], f"{p}:{n}", scheme)
         if scheme == "iob2":
-            _check_iob2(parts[tag_column], tags[-1] if tags else None, p, n)
+            _check_iob2(parts[tag_column], tags[-1] if tags else None, f"{p}:{n}")
         if not tokens:
             start = n
         tokens.append(parts[0])
@@ -203,12 +203,18 @@ def read_token_lines(path: str | os.PathLike, scheme: str = "iob2", encoding: st
         tokens, tags = fields[0].split(), fields[1].split()
         if len(tokens) != len(tags) or not tokens:
             raise TextDistillError(f"{p}:{n}: {_count(len(tokens), 'token')} but {_count(len(tags), 'tag')}")
-        for j, tag in enumerate(tags):
-            _check_tag(tag, p, n, scheme, word=j + 1)
-            if scheme == "iob2":
-                _check_iob2(tag, tags[j - 1] if j else None, p, n)
-        sentences.append(Sentence(tokens, to_iob2(tags, scheme), n))
+        sentences.append(Sentence(tokens, sentence_tags(tags, scheme, f"{p}:{n}"), n))
     return _tagged_data(sentences, p, False)
+
+
+def sentence_tags(tags: Sequence[str], scheme: str, where: str) -> list[str]:
+    """One sentence's tags in ``scheme``, checked (an error names ``where`` and the word) and returned in IOB2."""
+    _check_scheme(scheme)
+    for j, tag in enumerate(tags):
+        _check_tag(tag, where, scheme, word=j + 1)
+        if scheme == "iob2":
+            _check_iob2(tag, tags[j - 1] if j else None, where)
+    return to_iob2(tags, scheme)
 
 
 def _count(n: int, what: str) -> str:
