@@ -36,7 +36,7 @@ case ${1:-} in
       student.training.learning_rate=1.0e-4 "${@:2}" ;;
   multitask6-anneal)  # the 6-layer student with teacher annealing (BAM!): its target moves from the teachers to gold
     textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l-anneal" "student.layers=[0, 1, 2, 3, 4, 5]" \
-      student.training.learning_rate=1.0e-4 distill.anneal=true "${@:2}" ;;
+      student.training.learning_rate=1.0e-4 distill.anneal=true distill.baseline=false "${@:2}" ;;  # its twin is multitask6's: the same run without KD
   ensemble)
     # the best single teacher: the highest dev F1 of the three (each run folder's metrics.json)
     best=$(python - "$out" <<'PY'

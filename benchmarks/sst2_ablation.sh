@@ -8,6 +8,8 @@
 #   bash benchmarks/sst2_ablation.sh long SETTING  # one of those settings with the full budget (3 epochs), seeds 1, 2
 #   bash benchmarks/sst2_ablation.sh losses [SEEDS]  # the other losses: DistilBERT cosine, BERT-PKD, attention MSE
 #   bash benchmarks/sst2_ablation.sh classic       # BiLSTM, TextCNN and MLP students with their no-distillation twins
+#   bash benchmarks/sst2_ablation.sh speed         # (part of classic) those students and the teacher timed side by
+#                                                  # side in PyTorch and ONNX Runtime (benchmarks/classic_speed.py)
 #   bash benchmarks/sst2_ablation.sh summary       # rewrite the ablation table from the runs that exist
 #
 # Transformer runs go two at a time, one thread each (on a 2-core machine that is faster than one after the other);
@@ -54,6 +56,12 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... losses 1"
 }
 
+speed() {  # the teacher and the three students side by side, in PyTorch and in ONNX Runtime (quiet machine)
+  python benchmarks/classic_speed.py -c benchmarks/sst2_ablation.yaml teacher="$teacher" \
+    bilstm="$out/bilstm-seed1/student" textcnn="$out/textcnn-seed1/student" mlp="$out/mlp-seed1/student" \
+    --onnx-dir "$out/classic-onnx" --rounds 7 --results > "$out/classic-speed.json"
+}
+
 case ${1:-} in
   transformer)
     jobs_=()
@@ -80,6 +88,8 @@ case ${1:-} in
         student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
     done
     python benchmarks/summarize.py --kind classic "$out"/{bilstm,textcnn,mlp}-seed1 \
-      --name sst2-classic --command "bash benchmarks/sst2_ablation.sh classic" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+      --name sst2-classic --command "bash benchmarks/sst2_ablation.sh classic"
+    speed ;;
+  speed) speed ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
