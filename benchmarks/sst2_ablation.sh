@@ -53,7 +53,7 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     for dir in "$out/$name"-seed[0-9] "$out/$name"-3ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... losses 1"
+    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... losses 1"
 }
 
 speed() {  # the teacher and the three students side by side, in PyTorch and in ONNX Runtime (quiet machine)
