@@ -77,7 +77,7 @@ PY
     single=best-single
     [[ $best == */mrpc-teacher-e5/teacher ]] && single=best-single-e5
     four="tasks.0.teachers=[{model: $out/mrpc-teacher/teacher}, {model: $out/mrpc-teacher-s2/teacher}, {model: $out/mrpc-teacher-s3/teacher}, {model: $e5/teacher}]"
-    for seed in ${SEEDS:-1 2 3}; do
+    for seed in ${SEEDS:-1 2 3 4 5}; do
       dir=$out/ensemble/mixed4-seed$seed
       [ -f "$dir/metrics.json" ] || textdistill distill -c benchmarks/glue/ensemble.yaml -o "$dir" seed=$seed "$four" "${@:2}" > "$dir.log" 2>&1
       echo "mixed ensemble seed $seed: $(grep -A0 '| mrpc' "$dir/report.md")"
