@@ -15,6 +15,14 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 out=${BENCH_OUT:-bench_runs}/glue
 mkdir -p "$out/ensemble"
 
+best_teacher() {  # best_teacher RUN... -> the teacher folder of the run with the highest dev F1 (its metrics.json)
+  python - "$out" "$@" <<'PY'
+import json, sys
+from pathlib import Path
+runs = [Path(sys.argv[1]) / d for d in sys.argv[2:]]
+print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teacher"]["metrics"]["f1"]) / "teacher")
+PY
+}
 teacher() {  # teacher TASK SEED -> $out/TASK-teacher[-sSEED]/teacher
   local task=$1 seed=$2 dir=$out/$1-teacher
   [ "$seed" = 1 ] || dir=$dir-s$seed
@@ -39,13 +47,7 @@ case ${1:-} in
       student.training.learning_rate=1.0e-4 distill.anneal=true distill.baseline=false "${@:2}" ;;  # its twin is multitask6's: the same run without KD
   ensemble)
     # the best single teacher: the highest dev F1 of the three (each run folder's metrics.json)
-    best=$(python - "$out" <<'PY'
-import json, sys
-from pathlib import Path
-runs = [Path(sys.argv[1]) / d for d in ("mrpc-teacher", "mrpc-teacher-s2", "mrpc-teacher-s3")]
-print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teacher"]["metrics"]["f1"]) / "teacher")
-PY
-)
+    best=$(best_teacher mrpc-teacher mrpc-teacher-s2 mrpc-teacher-s3)
     echo "best single MRPC teacher: $best"
     for seed in ${SEEDS:-1 2 3}; do
       [ -f "$out/ensemble/best-single-seed$seed/metrics.json" ] && continue  # done before
@@ -66,13 +68,7 @@ PY
         teacher.training.learning_rate=5.0e-5 > "$e5.log" 2>&1
       echo "mrpc e5-small: $(tail -2 "$e5.log" | head -1)"
     fi
-    best=$(python - "$out" <<'PY'
-import json, sys
-from pathlib import Path
-runs = [Path(sys.argv[1]) / d for d in ("mrpc-teacher", "mrpc-teacher-s2", "mrpc-teacher-s3", "mrpc-teacher-e5")]
-print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teacher"]["metrics"]["f1"]) / "teacher")
-PY
-)
+    best=$(best_teacher mrpc-teacher mrpc-teacher-s2 mrpc-teacher-s3 mrpc-teacher-e5)
     echo "best single MRPC teacher of the four: $best"
     single=best-single
     [[ $best == */mrpc-teacher-e5/teacher ]] && single=best-single-e5
