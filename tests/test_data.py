@@ -159,6 +159,12 @@ def test_hf_token_dataset_reads_its_tag_scheme():
     with pytest.raises(TextDistillError, match=r"^mem\[train\]: row 0: tag 'E-PER' \(word 2\) is not O, B-TYPE or I-TYPE "
                                                r"\(tag scheme iob2; BIOES or BMES tags\? set data.tag_scheme: bioes\)"):
         read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "iob2")
+    # A test split without tags (HF stores -1 for each word) is named as such, not as a tag the scheme rejects.
+    unlabelled = datasets.Dataset.from_dict({"tokens": words, "tags": [[-1] * 4, [-1] * 2]},
+                                            features=datasets.Features({"tokens": feats["tokens"], "tags": datasets.Sequence(datasets.Value("int64"))}))  # fmt: skip
+    c = DataConfig(hf_dataset={"path": "mem"}, text_column="tokens", label_column="tags", task_type="token_classification")
+    with pytest.raises(TextDistillError, match=r"^mem\[test\]: row 0: word 1 has no tag \(-1; unlabelled split\?\)$"):
+        from_hf_dataset(unlabelled, c, "mem[test]")
 
 
 def test_pad_features_and_collator():

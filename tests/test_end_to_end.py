@@ -272,6 +272,23 @@ def test_bench_reports_throughput_latency_and_memory(tiny_bert, sst2_dir, tmp_pa
     assert not (tmp_path / "run").exists()  # bench writes no run folder
 
 
+def test_bench_prunes_the_vocabulary_when_the_config_asks(tiny_bert, sst2_dir, tmp_path):
+    """student.prune_vocabulary was ignored by bench (it benched the full embedding matrix): now the student is cut to
+    the pieces of the benched examples and of dev, as a run would cut it."""
+    from textdistill.bench import bench
+
+    cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
+    cfg["student"]["prune_vocabulary"] = True
+    full = bench(cfg, ["student.prune_vocabulary=false"], steps=2, repeats=1)
+    pruned = bench(cfg, steps=2, repeats=1)
+    kept = pruned["config"]["student"]["vocabulary"]
+    assert "vocabulary" not in full["config"]["student"]
+    assert 0 < kept["vocab_after"] < kept["vocab_before"]
+    width = 32  # tiny_bert's hidden size: each row cut is 32 parameters fewer
+    assert full["student"]["params"] - pruned["student"]["params"] == (kept["vocab_before"] - kept["vocab_after"]) * width
+    assert pruned["student"]["params"] == kept["params_after"]
+
+
 def test_gradient_accumulation_halves_optimizer_steps(tiny_bert, sst2_dir, tmp_path):
     cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
     cfg["teacher"] = {"model": tiny_bert, "finetune": False}

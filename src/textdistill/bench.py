@@ -22,16 +22,19 @@ from textdistill.config import RunConfig
 from textdistill.data import Collator, LabelSet, load_splits
 from textdistill.errors import TextDistillError
 from textdistill.metrics import measure_speed, predict_logits
-from textdistill.models import build_student, count_parameters, load_classifier
+from textdistill.models import count_parameters, load_classifier
 from textdistill.pipeline import (
     _dataset,
+    _make_student,
     _teacher_cfg,
     _texts,
+    _used_ids,
     as_config,
     machine_info,
     pad_id,
 )
 from textdistill.train import DistillationObjective, train_loop
+from textdistill.vocab import check_prunable
 
 
 def _peak_memory_mb() -> float:
@@ -50,12 +53,16 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     train, dev = load_splits(cfg.data)
     teacher, ttok, labels = load_classifier(teacher_cfg.model, LabelSet.from_data(train, cfg.data.task_type), "teacher.model", require_trained_head=False)
     teacher.eval().requires_grad_(False)
-    student, stok, recipe = build_student(cfg.student, teacher, ttok, labels, cfg.seed, _texts(train))
     args = cfg.student.training
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
     subset = train.head(steps * batch)
     if len(subset) < steps * batch:
         raise TextDistillError(f"bench: {steps} steps of {batch} need {steps * batch} training examples, the data has {len(subset)}")
+    keep_ids = None
+    if cfg.student.prune_vocabulary:  # as a run would cut it: the pieces of the benched examples and of dev
+        check_prunable(ttok)
+        keep_ids = _used_ids(ttok, [subset, dev])
+    student, stok, recipe = _make_student(cfg, teacher, ttok, labels, _texts(train), keep_ids)
     train_set = _dataset(stok, subset, labels, cfg.data.max_length, ttok)
     collator = Collator(pad_id(stok), pad_id(ttok))
     loop_args = args.model_copy(update={"max_steps": steps, "eval_steps": None, "logging_steps": steps})

@@ -284,6 +284,8 @@ def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
         if words is not None:
             if len(words[i]) != len(lab):
                 raise TextDistillError(f"{source}: row {i}: {len(words[i])} words but {len(lab)} tags")
+            if "-1" in lab:  # a tag id of -1: the split carries no tags (a test split without labels)
+                raise TextDistillError(f"{source}: row {i}: word {lab.index('-1') + 1} has no tag (-1; unlabelled split?)")
             labels[i] = sentence_tags(lab, cfg.tag_scheme, f"{source}: row {i}")  # data.tag_scheme -> IOB2
         if not nested and lab in ("", "-1"):
             raise TextDistillError(f"{source}: row {i}: missing label (unlabelled split?)")
