@@ -29,8 +29,11 @@ declare -A terms=(
   [cosine]='distill.layer_map=[{strategy: last, feature: hidden, loss: cosine}]'
   [pkd]='distill.layer_map=[{strategy: kept, feature: hidden, loss: pkd}]'
   [attention-mse]='distill.layer_map=[{strategy: kept, feature: attention, loss: mse}]'
+  # hidden+attention with both weights falling linearly from 1 to 0 over training: the layers are matched early and
+  # the last steps learn from the logits alone
+  [hidden+attention-decay]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true, weight: {kind: linear, start: 1.0, end: 0.0}}, {strategy: kept, feature: attention, loss: kl, weight: {kind: linear, start: 1.0, end: 0.0}}]'
 )
-order=(logits hidden hidden+attention minilm cosine pkd attention-mse)
+order=(logits hidden hidden+attention hidden+attention-decay minilm cosine pkd attention-mse)
 
 run() {  # name seed overrides...
   local name=$1 seed=$2

@@ -160,6 +160,8 @@ def describe_terms(distill: dict) -> str:
     parts = []
     for m in distill.get("layer_map") or []:
         text = f"{m['strategy']} {m['feature']} {m['loss'].upper() if m['loss'] in ('mse', 'kl') else m['loss']}"
+        w = m.get("weight", 1.0)
+        text += f" (weight {w['kind']} {w['start']:g}->{w['end']:g})" if isinstance(w, dict) else ""
         parts.append(text + (" (+ embeddings)" if m.get("include_embeddings") else ""))
     for m in distill.get("intermediate") or []:
         parts.append(f"{m['feature']} {m.get('teacher_layer') or m.get('teacher_module')}->"
