@@ -95,8 +95,8 @@ case ${1:-} in
     python benchmarks/summarize.py "$out"/ensemble/{mixed4,$single}-seed? --kind ensemble --name glue-ensemble-mixed \
       --command "bash benchmarks/glue_multitask.sh ensemble-mixed" ;;
   summary)
-    python benchmarks/summarize.py "$out/multitask-6l" "$out/multitask-6l-anneal" "$out/multitask-3l" --kind multitask --name glue-multitask \
-      --command "bash benchmarks/glue_multitask.sh teachers; ... multitask6 (multitask-6l); ... multitask6-anneal (multitask-6l-anneal); ... multitask (multitask-3l)"
+    python benchmarks/summarize.py "$out/multitask-6l-tuned" "$out/multitask-6l" "$out/multitask-6l-anneal" "$out/multitask-3l" --kind multitask --name glue-multitask \
+      --command "bash benchmarks/glue_multitask.sh teachers; ... teachers-tuned; ... multitask6-tuned (multitask-6l-tuned); ... multitask6 (multitask-6l); ... multitask6-anneal (multitask-6l-anneal); ... multitask (multitask-3l)"
     python benchmarks/summarize.py "$out"/ensemble/{ensemble3,best-single}-seed? --kind ensemble --name glue-ensemble \
       --command "bash benchmarks/glue_multitask.sh ensemble" ;;
   *) echo "usage: $0 teachers|teachers-tuned|multitask|multitask6|multitask6-anneal|multitask6-tuned|ensemble|ensemble-mixed|summary [KEY=VALUE overrides]" >&2; exit 2 ;;

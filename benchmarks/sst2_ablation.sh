@@ -58,7 +58,7 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     for dir in "$out/$name"-seed[0-9] "$out/$name"-3ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... losses 1"
+    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... losses 1"
 }
 
 speed() {  # the teacher and the three students side by side, in PyTorch and in ONNX Runtime (quiet machine)
@@ -117,6 +117,6 @@ case ${1:-} in
       --name sst2-classic-base --command "bash benchmarks/sst2_ablation.sh classic-base"
     python benchmarks/classic_speed.py -c benchmarks/sst2_ablation.yaml teacher="$teacher" \
       bilstm="$out/bilstm-mpnet-seed1/student" textcnn="$out/textcnn-mpnet-seed1/student" \
-      --onnx-dir "$out/classic-base-onnx" --rounds 7 --results --name sst2-classic-base-speed > "$out/classic-base-speed.json" ;;
+      --onnx-dir "$out/classic-base-onnx" --rounds 5 --repeats 10 --results --name sst2-classic-base-speed > "$out/classic-base-speed.json" ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
