@@ -96,8 +96,8 @@ def write_results(a: argparse.Namespace, out: dict) -> None:
     m = out["machine"]
     lines = [
         f"<!-- begin {a.name} -->",
-        f"Command: `python benchmarks/classic_speed.py -c {a.config} {' '.join(a.models)} --rounds {a.rounds} --repeats {a.repeats} --results"
-        f"{'' if a.name == 'sst2-classic-speed' else ' --name ' + a.name}`  ",
+        f"Command: `python benchmarks/classic_speed.py -c {a.config} {' '.join(a.models)} --rounds {a.rounds} --repeats {a.repeats} --results "
+        f"--name {a.name}`  ",
         f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
         f"({out['threads']} threads; ONNX Runtime as many).",
         "",

@@ -25,6 +25,12 @@ runs = [Path(sys.argv[1]) / d for d in sys.argv[2:]]
 print(max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["teacher"]["metrics"]["f1"]) / "teacher")
 PY
 }
+six_layers() {  # six_layers RUN OVERRIDE...: the 6-layer multi-task student (all of all-MiniLM-L6-v2) -> $out/RUN
+  local run=$1
+  shift
+  textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/$run" "student.layers=[0, 1, 2, 3, 4, 5]" \
+    student.training.learning_rate=1.0e-4 "$@"
+}
 teacher() {  # teacher TASK SEED [NAME OVERRIDE...] -> $out/TASK-teacher[-sSEED][-NAME]/teacher
   local task=$1 seed=$2 dir=$out/$1-teacher
   [ "$seed" = 1 ] || dir=$dir-s$seed
@@ -44,17 +50,14 @@ case ${1:-} in
                    # and 84.24 for 1e-4 and 6 epochs: the recipe was chosen on dev, as GLUE teachers are)
     teacher stsb 1 lr5e-5 teacher.training.learning_rate=5.0e-5 teacher.training.num_train_epochs=5 ;;
   multitask6-tuned)  # multitask6-anneal with the retuned STS-B teacher; its twin is multitask6's (teachers do not enter it)
-    textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l-tuned" "student.layers=[0, 1, 2, 3, 4, 5]" \
-      student.training.learning_rate=1.0e-4 distill.anneal=true distill.baseline=false \
+    six_layers multitask-6l-tuned distill.anneal=true distill.baseline=false \
       "tasks.4.teachers=[{model: $out/stsb-teacher-lr5e-5/teacher}]" "${@:2}" ;;
   multitask)
     textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-3l" "${@:2}" ;;
   multitask6)  # the same with all six layers: one student the size of ONE teacher for all five tasks
-    textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l" "student.layers=[0, 1, 2, 3, 4, 5]" \
-      student.training.learning_rate=1.0e-4 "${@:2}" ;;
+    six_layers multitask-6l "${@:2}" ;;
   multitask6-anneal)  # the 6-layer student with teacher annealing (BAM!): its target moves from the teachers to gold
-    textdistill distill -c benchmarks/glue/multitask.yaml -o "$out/multitask-6l-anneal" "student.layers=[0, 1, 2, 3, 4, 5]" \
-      student.training.learning_rate=1.0e-4 distill.anneal=true distill.baseline=false "${@:2}" ;;  # its twin is multitask6's: the same run without KD
+    six_layers multitask-6l-anneal distill.anneal=true distill.baseline=false "${@:2}" ;;  # its twin is multitask6's: the same run without KD
   ensemble)
     # the best single teacher: the highest dev F1 of the three (each run folder's metrics.json)
     best=$(best_teacher mrpc-teacher mrpc-teacher-s2 mrpc-teacher-s3)

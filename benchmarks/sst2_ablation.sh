@@ -61,6 +61,11 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... losses 1"
 }
 
+classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin
+  run "$1" 1 student.layers=null "student.architecture={type: $2, tokenizer: teacher, init_from_teacher: true}" \
+    student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
+}
+
 speed() {  # the teacher and the three students side by side, in PyTorch and in ONNX Runtime (quiet machine)
   python benchmarks/classic_speed.py -c benchmarks/sst2_ablation.yaml teacher="$teacher" \
     bilstm="$out/bilstm-seed1/student" textcnn="$out/textcnn-seed1/student" mlp="$out/mlp-seed1/student" \
@@ -89,8 +94,7 @@ case ${1:-} in
     # the embeddings, one hidden layer of 256. All on the teacher's tokenizer, embeddings from the teacher's (PCA).
     # One run at a time, on both threads: their latency and throughput are measured at the end of each run.
     for spec in "bilstm, hidden_size: 150" "textcnn" "mlp"; do
-      run "${spec%%,*}" 1 student.layers=null "student.architecture={type: $spec, tokenizer: teacher, init_from_teacher: true}" \
-        student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true
+      classic_student "${spec%%,*}" "$spec"
     done
     python benchmarks/summarize.py --kind classic "$out"/{bilstm,textcnn,mlp}-seed1 \
       --name sst2-classic --command "bash benchmarks/sst2_ablation.sh classic"
@@ -109,9 +113,7 @@ case ${1:-} in
     teacher=$base/teacher
     for spec in "bilstm, hidden_size: 150" "textcnn"; do
       name=${spec%%,*}-mpnet
-      [ -f "$out/$name-seed1/metrics.json" ] || run "$name" 1 student.layers=null \
-        "student.architecture={type: $spec, tokenizer: teacher, init_from_teacher: true}" \
-        student.training.num_train_epochs=2 student.training.learning_rate=1.0e-3 distill.baseline=true > "$out/$name-seed1.log" 2>&1
+      [ -f "$out/$name-seed1/metrics.json" ] || classic_student "$name" "$spec" > "$out/$name-seed1.log" 2>&1
     done
     python benchmarks/summarize.py --kind classic "$out"/{bilstm,textcnn}-mpnet-seed1 \
       --name sst2-classic-base --command "bash benchmarks/sst2_ablation.sh classic-base"
