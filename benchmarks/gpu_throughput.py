@@ -3,6 +3,8 @@
 A BERT-base-shaped teacher (12 x 768, 12 heads, vocabulary 30,522) -> a 6-layer-768 and a 4-layer-312 student,
 sequence length 128, batch 256, bf16 autocast, fused AdamW: samples/s through textdistill's own training loop with
 the teacher online and with its outputs cached. Random weights are fine: throughput does not depend on them.
+samples_per_second leaves out the loop's first 10 steps (loader start-up, compilation, autotuning: see
+textdistill.train.WARMUP_STEPS); end_to_end_samples_per_second counts every step.
 
     python benchmarks/gpu_throughput.py            # on a GPU machine; prints one JSON line per setting
     python benchmarks/gpu_throughput.py --tiny     # a seconds-long CPU check of the script itself
@@ -38,12 +40,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="torch.compile the student (training.torch_compile)")
+    ap.add_argument("--compile-mode", default="default", help="training.torch_compile_mode (e.g. reduce-overhead)")
+    ap.add_argument("--students", default=None, help="comma-separated subset of the students (6x768, 4x312)")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     if args.tiny:
         seq, batch, teacher_shape, students = 16, 8, (2, 64, 2), {"2x32": (2, 32, 2)}
     else:
         seq, batch, teacher_shape, students = 128, 256, (12, 768, 12), {"6x768": (6, 768, 12), "4x312": (4, 312, 12)}
+    if args.students:
+        students = {k: v for k, v in students.items() if k in args.students.split(",")}
 
     def bert(layers: int, hidden: int, heads: int) -> BertForSequenceClassification:
         cfg = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
@@ -58,13 +64,14 @@ def main() -> None:
     collator = Collator(0)
     train_args = TrainingConfig(per_device_train_batch_size=batch, max_steps=args.steps, logging_steps=args.steps,
                                 mixed_precision="bf16" if cuda else "no", group_by_length=False,
-                                dataloader_num_workers=4 if cuda else 0, torch_compile=args.compile)  # fmt: skip
+                                dataloader_num_workers=4 if cuda else 0, torch_compile=args.compile,
+                                torch_compile_mode=args.compile_mode)  # fmt: skip
     logits = predict_logits(teacher, data, collator, 512).float()
     cached = data.with_teacher_logits(logits)
     kd = DistillConfig(temperature=2.0, alpha=0.9)
     for name, shape in students.items():
         for mode in ("online", "cached"):
-            rates = []
+            rates, ends = [], []
             for r in range(args.repeats):
                 student = bert(*shape).to(device)
                 with tempfile.TemporaryDirectory() as tmp:
@@ -72,9 +79,12 @@ def main() -> None:
                                      DistillationObjective(kd, teacher if mode == "online" else None),
                                      lambda m: {"accuracy": 0.0}, "accuracy", r, Path(tmp) / "log.jsonl",
                                      desc=f"{name} {mode}", teacher=teacher if mode == "online" else None)  # fmt: skip
-                rates.append(res.samples_per_second)
+                rates.append(res.steady_samples_per_second)
+                ends.append(res.samples_per_second)
             print(json.dumps({"student": name, "teacher_outputs": mode, "samples_per_second": statistics.median(rates),
-                              "runs": rates, "device": torch.cuda.get_device_name() if cuda else "cpu",
+                              "runs": rates, "end_to_end_samples_per_second": statistics.median(ends), "end_to_end_runs": ends,
+                              "compile": args.compile_mode if args.compile else None,
+                              "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
                               "batch": batch, "seq": seq, "steps": args.steps}), flush=True)  # fmt: skip
 
 

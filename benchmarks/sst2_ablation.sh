@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/sst2_ablation.sh transformer   # the same 2-layer student, one epoch: logits only / + hidden MSE /
 #                                                  # + hidden MSE and attention KL / + MiniLM losses; seeds 1 and 2
-#   bash benchmarks/sst2_ablation.sh long SETTING  # one of those settings with the full budget (3 epochs), seeds 1, 2
+#   bash benchmarks/sst2_ablation.sh long SETTING [EPOCHS]  # one of those settings with the full budget (3 epochs,
+#                                                  # or EPOCHS), seeds 1, 2
 #   bash benchmarks/sst2_ablation.sh losses [SEEDS]  # the other losses: DistilBERT cosine, BERT-PKD, attention MSE
 #   bash benchmarks/sst2_ablation.sh classic       # BiLSTM, TextCNN and MLP students with their no-distillation twins
 #   bash benchmarks/sst2_ablation.sh speed         # (part of classic) those students and the teacher timed side by
@@ -55,10 +56,10 @@ queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDE]" jobs, two at a time, one t
 summary() {  # every setting that has run, in the order above (the full-budget rows after their one-epoch rows)
   local runs=() name dir
   for name in "${order[@]}"; do
-    for dir in "$out/$name"-seed[0-9] "$out/$name"-3ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
+    for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... losses 1"
+    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... long hidden+attention 4; ... losses 1"
 }
 
 classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin
@@ -79,8 +80,8 @@ case ${1:-} in
     queue "${jobs_[@]}"
     summary ;;
   long)
-    setting=${2:?which setting}
-    queue "$setting-3ep 1 $setting student.training.num_train_epochs=3" "$setting-3ep 2 $setting student.training.num_train_epochs=3"
+    setting=${2:?which setting} epochs=${3:-3}
+    queue "$setting-${epochs}ep 1 $setting student.training.num_train_epochs=$epochs" "$setting-${epochs}ep 2 $setting student.training.num_train_epochs=$epochs"
     summary ;;
   losses)
     jobs_=()

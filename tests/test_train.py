@@ -65,7 +65,7 @@ def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: 
     objective, log = run(bert(1, 1), teacher, ARGS, tmp_path)
     assert seen and set(seen) == {torch.bfloat16}  # every teacher forward of the loop ran the bf16 copy
     assert objective.teacher is teacher  # handed back at the end
-    assert all(torch.equal(before[k], v) and v.dtype == torch.float32 for k, v in teacher.state_dict().items())
+    assert all(torch.equal(before[k], v.cpu()) and v.dtype == torch.float32 for k, v in teacher.state_dict().items())
     losses = [json.loads(line)["loss"] for line in log if '"loss"' in line]
     assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses)  # 24 examples, batches of 8
 
@@ -74,3 +74,28 @@ def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: 
 def test_unknown_compile_backend_is_a_config_error(backend: str) -> None:
     with pytest.raises(ValueError, match="torch_compile_backend"):
         TrainingConfig(torch_compile=True, torch_compile_backend=backend)
+
+
+def test_loops_of_different_precisions_run_in_one_process(tmp_path: Path) -> None:
+    # a teacher fine-tuned in fp32, then a student in bf16: accelerate's process-wide state refused the second
+    # ("AcceleratorState has already been initialized and cannot be changed")
+    teacher = bert(2, 0).eval()
+    for i, precision in enumerate(("no", "bf16", "no")):
+        _, log = run(bert(1, 1), teacher, ARGS.model_copy(update={"mixed_precision": precision}), tmp_path / str(i))
+        assert len([line for line in log if '"loss"' in line]) == 3
+
+
+def test_loop_reports_a_rate_without_its_warm_up_steps(tmp_path: Path) -> None:
+    from textdistill.train import WARMUP_STEPS
+
+    teacher = bert(2, 0).eval()
+    objective = DistillationObjective(DistillConfig(), teacher)
+    args = ARGS.model_copy(update={"per_device_train_batch_size": 2, "logging_steps": 5})  # 12 steps
+    result = train_loop(bert(1, 1), data(), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0,
+                        tmp_path / "log.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+    assert result.steps == 12 and result.samples == 24
+    assert result.steady_samples == 2 * (12 - WARMUP_STEPS) and 0 < result.steady_seconds < result.step_seconds
+    assert result.steady_samples_per_second == pytest.approx(result.steady_samples / result.steady_seconds)
+    short = train_loop(bert(1, 1), data(8), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0,
+                       tmp_path / "short.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+    assert short.steps == 4 and short.steady_samples_per_second == 0.0  # too short to leave the warm-up out

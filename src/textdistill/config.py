@@ -145,6 +145,15 @@ class TrainingConfig(_Strict):
     # torch.compile the trained model (through accelerate's dynamo plugin); the backend is torch's name for it.
     torch_compile: bool = False
     torch_compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
+    # inductor's mode: reduce-overhead replays CUDA graphs (for small students whose steps are launch-bound on a GPU)
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+
+    @model_validator(mode="after")
+    def _compile_mode_needs_inductor(self) -> "TrainingConfig":
+        if self.torch_compile_mode != "default" and self.torch_compile_backend != "inductor":
+            raise ValueError(f"torch_compile_mode: {self.torch_compile_mode} is a mode of the inductor backend, not of "
+                             f"torch_compile_backend: {self.torch_compile_backend}")  # fmt: skip
+        return self
 
 
 class TeacherConfig(_Strict):

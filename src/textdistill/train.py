@@ -140,10 +140,20 @@ class LoopResult:
     evals: list[dict[str, Any]] = field(default_factory=list)
     samples: int = 0  # training examples seen (all processes)
     step_seconds: float = 0.0  # wall time of the training steps alone (evaluation excluded)
+    # the same after the first WARMUP_STEPS steps (start-up, loader workers, compilation and autotuning excluded)
+    steady_samples: int = 0
+    steady_seconds: float = 0.0
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.step_seconds if self.step_seconds else 0.0
+
+    @property
+    def steady_samples_per_second(self) -> float:
+        return self.steady_samples / self.steady_seconds if self.steady_seconds else 0.0
+
+
+WARMUP_STEPS = 10  # steps left out of LoopResult's steady-state rate (the first batches pay one-off costs)
 
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -341,11 +351,22 @@ def train_loop(
         return LoopResult(**json.loads(done["result"]))
     saved = ckpt.load("checkpoint.pt") if resume else None
     trackers = list(args.report_to)  # installed: checked with the config
+    from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin
+
+    compile_mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
+    # each loop sets its own precision and plugins (say a teacher fine-tuned in fp32, then a student in bf16, in one
+    # process); accelerate keeps them in a process-wide state that refuses a change otherwise. The process group stays.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=use_cpu(),
-        dynamo_backend=args.torch_compile_backend if args.torch_compile else "no",
+        dynamo_plugin=TorchDynamoPlugin(backend=args.torch_compile_backend if args.torch_compile else "no", mode=compile_mode),
+        # batches go to the GPU from pinned memory without waiting: a blocking copy would hold the CPU until the
+        # previous step's kernels are done, so it could never queue the next step's while the GPU works
+        dataloader_config=DataLoaderConfiguration(non_blocking=not use_cpu()),
         log_with=trackers or None,
         project_dir=str(log_path.parent / "tracking") if trackers else None,
     )
@@ -370,7 +391,18 @@ def train_loop(
         if hasattr(epoch_sampler, "set_epoch"):
             epoch_sampler.set_epoch(epoch)
 
-    if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
+    if teacher is not None:  # on the device before the objective's setup runs it there
+        teacher.to(accelerator.device).eval()
+        held = held_teacher_dtype(args.mixed_precision, accelerator.device)
+        cast = held is not None and next(teacher.parameters()).dtype != held
+        ours = isinstance(objective, DistillationObjective) and objective.teacher is teacher
+        if cast and ours:
+            # the teacher only runs forward: the loop holds a half-precision copy (no weight casts at every step);
+            # the caller's teacher stays as it was
+            objective.hold_teacher(copy.deepcopy(teacher).to(held))
+        if args.torch_compile and ours and objective.intermediate is None:
+            # compiled like the student (its forward is as launch-bound); not when features are tapped from it
+            objective.hold_teacher(torch.compile(objective.teacher, backend=args.torch_compile_backend, mode=compile_mode))
         objective.to(accelerator.device)
         if hasattr(objective, "setup"):
             first = collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
@@ -392,19 +424,11 @@ def train_loop(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps or math.ceil(steps_per_epoch * args.num_train_epochs)
-    if teacher is not None:
-        teacher.to(accelerator.device).eval()
-        held = held_teacher_dtype(args.mixed_precision, accelerator.device)
-        cast = held is not None and next(teacher.parameters()).dtype != held
-        if cast and isinstance(objective, DistillationObjective) and objective.teacher is teacher:
-            # the teacher only runs forward: the loop holds a half-precision copy (no weight casts at every step);
-            # the caller's teacher stays as it was
-            objective.hold_teacher(copy.deepcopy(teacher).to(held))
 
     unwrap = lambda: accelerator.unwrap_model(model, keep_torch_compile=False)  # noqa: E731
     best_metric, best_step, best_state = -math.inf, 0, None
     evals: list[dict[str, Any]] = []
-    sums: dict[str, float] = {}
+    sums: dict[str, Any] = {}  # running sums of the loss terms since the last log line (tensors on the device)
     count = 0
     step = 0
     epoch, skip = 0, 0  # the epoch under way and how many of its batches are done
@@ -434,7 +458,7 @@ def train_loop(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "objective": objective.state_dict() if isinstance(objective, nn.Module) else {},
             "best_metric": best_metric, "best_step": best_step, "best_state": best_state,
-            "evals": json.dumps(evals), "sums": json.dumps(sums), "count": count, "samples": samples,
+            "evals": json.dumps(evals), "sums": json.dumps({k: float(v) for k, v in sums.items()}), "count": count, "samples": samples,
             "elapsed": time.perf_counter() - started, "eval_seconds": eval_seconds,
             "log_bytes": log.tell() if main else 0, "random": random_states(),
         })  # fmt: skip
@@ -443,8 +467,12 @@ def train_loop(
         if trackers:
             accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"])
 
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)  # so queued training kernels count as training time
+    warm: tuple[float, float, int] | None = None  # (time, eval seconds, samples) when WARMUP_STEPS steps were done
+
     def run_eval(at_epoch: float) -> None:
         nonlocal best_metric, best_step, best_state, eval_seconds
+        sync()
         eval_started = time.perf_counter()
         metrics = evaluate(unwrap())
         record = {"step": step, "epoch": round(at_epoch, 3), **{f"eval_{k}": v for k, v in metrics.items()}}
@@ -484,16 +512,20 @@ def train_loop(
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
+                    # summed where they live: a float() here would wait for the device at every step
                     for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                        sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
                     count += 1
                     samples += len(batch["labels"]) * accelerator.num_processes
                     if not accelerator.sync_gradients:
                         continue
                     step += 1
                     bar.update(1)
+                    if step == WARMUP_STEPS:
+                        sync()
+                        warm = (time.perf_counter(), eval_seconds, samples)
                     if step % args.logging_steps == 0 or step == total_steps:
-                        means = {k: v / count for k, v in sums.items()}
+                        means = {k: float(v) / count for k, v in sums.items()}
                         record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": scheduler.get_last_lr()[0], **means}
                         log.write(json.dumps(record) + "\n")
                         track(record)
@@ -527,5 +559,8 @@ def train_loop(
     unwrapped.eval()
     seconds = time.perf_counter() - started
     result = LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds)
+    if warm is not None:
+        result.steady_samples = samples - warm[2]
+        result.steady_seconds = (started + seconds - warm[0]) - (eval_seconds - warm[1])
     ckpt.finish(unwrapped.state_dict(), result)
     return result
