@@ -197,9 +197,11 @@ def bench_section(files: list[Path], name: str, command: str) -> str:
     r = json.loads(files[0].read_text())
     m, sps = r["machine"], r["distill_samples_per_second"]
     c = r["config"]
-    rows = [["teacher outputs", "samples/s (median)", "runs"]]
+    steady = r.get("steady_samples_per_second") if r.get("steady_cache_speedup") else None
+    rows = [["teacher outputs", "samples/s (median)", "runs"] + (["after 10 warm-up steps (median)"] if steady else [])]
     for mode in ("online", "cached"):
-        rows.append([mode, f"{sps[mode]:.1f}", ", ".join(f"{x:.1f}" for x in sps["runs"][mode])])
+        rows.append([mode, f"{sps[mode]:.1f}", ", ".join(f"{x:.1f}" for x in sps["runs"][mode])]
+                    + ([f"{steady[mode]:.1f}"] if steady else []))  # fmt: skip
     lines = [
         f"<!-- begin {name} -->",
         f"Command: `{command}`  ",
@@ -215,7 +217,9 @@ def bench_section(files: list[Path], name: str, command: str) -> str:
         f"Latency at batch 1: teacher {r['teacher']['latency_ms_batch1']:.2f} ms, student "
         f"{r['student']['latency_ms_batch1']:.2f} ms ({r['speedup_batch1']:.2f}x); throughput at batch 32: teacher "
         f"{r['teacher']['throughput_batch32']:.0f}/s, student {r['student']['throughput_batch32']:.0f}/s "
-        f"({r['speedup_batch32']:.2f}x). Peak memory (RSS): {r['peak_memory_mb']:.0f} MB.",
+        f"({r['speedup_batch32']:.2f}x). Peak memory (RSS): {r['peak_memory_mb']:.0f} MB."
+        + (f" After the warm-up steps: {r['steady_cache_speedup']:.2f}x." if steady else "")
+        + (f" Student and teacher compiled (torch.compile, mode {c['torch_compile']})." if c.get("torch_compile") else ""),
         f"<!-- end {name} -->",
     ]
     return "\n".join(lines)

@@ -72,6 +72,7 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     logits = predict_logits(teacher, train_set, collator, args.per_device_eval_batch_size, side="teacher")
     cache_build_seconds = time.perf_counter() - t0
     rates: dict[str, list[float]] = {"online": [], "cached": []}
+    steady: dict[str, list[float]] = {"online": [], "cached": []}  # the same runs after their warm-up steps
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for mode in ("online", "cached"):
@@ -82,17 +83,23 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
                     metric, cfg.seed + r, Path(tmp) / f"{mode}{r}.jsonl", desc=f"bench {mode}", teacher=teacher if online else None,
                 )  # fmt: skip
                 rates[mode].append(result.samples_per_second)
+                steady[mode].append(result.steady_samples_per_second)
     dev_t = _dataset(ttok, dev, labels, cfg.data.max_length)
     dev_s = _dataset(stok, dev, labels, cfg.data.max_length)
     n = cfg.eval.latency_samples
     speed_t = measure_speed(teacher, dev_t.student[:n], pad_id(ttok), cfg.eval.latency_repeats)
     speed_s = measure_speed(student, dev_s.student[:n], pad_id(stok), cfg.eval.latency_repeats)
     online, cached = statistics.median(rates["online"]), statistics.median(rates["cached"])
+    s_online, s_cached = statistics.median(steady["online"]), statistics.median(steady["cached"])
     return {
         "config": {"teacher": teacher_cfg.model, "student": recipe, "batch_size": batch, "steps": steps, "repeats": repeats,
-                   "max_length": cfg.data.max_length, "mixed_precision": args.mixed_precision},  # fmt: skip
+                   "max_length": cfg.data.max_length, "mixed_precision": args.mixed_precision,
+                   "torch_compile": args.torch_compile_mode if args.torch_compile else None},  # fmt: skip
         "distill_samples_per_second": {"online": online, "cached": cached, "runs": rates},
         "cache_speedup": cached / online if online else None,
+        # after each run's first train.WARMUP_STEPS steps (start-up and compilation left out); 0 for shorter runs
+        "steady_samples_per_second": {"online": s_online, "cached": s_cached, "runs": steady},
+        "steady_cache_speedup": s_cached / s_online if s_online else None,
         "cache_build_seconds": cache_build_seconds,
         "teacher": {"params": count_parameters(teacher), **speed_t},
         "student": {"params": count_parameters(student), **speed_s},
