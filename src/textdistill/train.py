@@ -403,6 +403,7 @@ def train_loop(
         if args.torch_compile and ours and objective.intermediate is None:
             # compiled like the student (its forward is as launch-bound); not when features are tapped from it
             objective.hold_teacher(torch.compile(objective.teacher, backend=args.torch_compile_backend, mode=compile_mode))
+    if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
         objective.to(accelerator.device)
         if hasattr(objective, "setup"):
             first = collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
