@@ -59,7 +59,7 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... long hidden+attention 4; ... losses 1"
+    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... long hidden+attention 4; ... long hidden; ... losses 1"
 }
 
 classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin
