@@ -1,4 +1,5 @@
-"""The training loop's speed options: torch.compile through accelerate, the teacher held in half precision on a GPU."""
+"""The training loop's speed options: torch.compile through accelerate, the teacher held in half precision on a GPU;
+and the loop on a GPU (skipped where no CUDA device is present, as in CI)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from textdistill.config import DistillConfig, TrainingConfig
+from textdistill.config import DistillConfig, LayerMatch, TrainingConfig
 from textdistill.data import Collator, DistillDataset
+from textdistill.features import IntermediateLosses
 from textdistill.train import DistillationObjective, held_teacher_dtype, train_loop
 
 
-def bert(layers: int, seed: int) -> BertForSequenceClassification:
+def bert(layers: int, seed: int, hidden: int = 16) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, num_labels=2)  # fmt: skip
+    cfg = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=2)  # fmt: skip
     return BertForSequenceClassification(cfg)
 
 
@@ -99,3 +101,23 @@ def test_loop_reports_a_rate_without_its_warm_up_steps(tmp_path: Path) -> None:
     short = train_loop(bert(1, 1), data(8), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0,
                        tmp_path / "short.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
     assert short.steps == 4 and short.steady_samples_per_second == 0.0  # too short to leave the warm-up out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_intermediate_distillation_runs_on_the_gpu(tmp_path: Path, precision: str) -> None:
+    # the teacher is handed over on the CPU, as the pipeline loads it; before the fix the projections' setup ran it
+    # there on a batch already on the GPU ("Expected all tensors to be on the same device")
+    teacher, student = bert(2, 0, hidden=32).eval(), bert(1, 1)
+    matches = [LayerMatch(feature="hidden", teacher_layer=2, student_layer=1, loss="mse"),
+               LayerMatch(feature="attention", teacher_layer=2, student_layer=1, loss="kl")]  # fmt: skip
+    objective = DistillationObjective(DistillConfig(), teacher, IntermediateLosses(matches, None, student, teacher))
+    args = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=16, num_train_epochs=2, logging_steps=1,
+                          mixed_precision=precision, dataloader_num_workers=1)  # fmt: skip
+    result = train_loop(student, data(64), Collator(0), args, objective, lambda m: {"accuracy": 0.5}, "accuracy", 0,
+                        tmp_path / "log.jsonl", teacher=teacher)  # fmt: skip
+    assert next(student.parameters()).device.type == "cuda"
+    assert next(objective.parameters()).device.type == "cuda"  # the hidden-width projection (16 -> 32)
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(logged) == 8 and all(math.isfinite(r["loss"]) and r["hidden_1_2_mse"] > 0 for r in logged)
+    assert result.steps == 8 and result.samples == 128 and result.samples_per_second > 0

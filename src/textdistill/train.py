@@ -337,7 +337,8 @@ def train_loop(
     returns its result without training again.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, set_seed
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -351,13 +352,9 @@ def train_loop(
         return LoopResult(**json.loads(done["result"]))
     saved = ckpt.load("checkpoint.pt") if resume else None
     trackers = list(args.report_to)  # installed: checked with the config
-    from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin
-
     compile_mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
     # each loop sets its own precision and plugins (say a teacher fine-tuned in fp32, then a student in bf16, in one
     # process); accelerate keeps them in a process-wide state that refuses a change otherwise. The process group stays.
-    from accelerate.state import AcceleratorState
-
     AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
