@@ -9,7 +9,7 @@ import textdistill
 from textdistill.config import LayerMapConfig, LayerMatch, Schedule, value_at
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
-from textdistill.features import FeatureTaps, generate_matches
+from textdistill.features import FeatureTaps, IntermediateLosses, generate_matches, resolve_matches, use_map_attention
 from textdistill.losses import (
     attention_kl_loss,
     attention_mse_loss,
@@ -122,6 +122,63 @@ def test_feature_tap_unknown_module_lists_nearest(tiny_bert):
     assert taps.outputs["bert.pooler"].shape == (1, 32)
     assert taps.outputs["bert.encoder.layer.1.output"].shape == (1, 4, 32)
     taps.close()
+
+
+def _bert(attention_dropout: float, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout, num_labels=2)  # fmt: skip
+    return BertForSequenceClassification(config)
+
+
+def test_student_attention_maps_are_taken_before_attention_dropout():
+    """HF's eager attention returns its maps after dropout; the objective must see the distributions before it.
+
+    With no other dropout, a training-mode student that is a copy of the eval-mode teacher has the teacher's very maps,
+    so attention KL is 0. Taken after dropout (p=0.5), the rows would not sum to 1 and KL would be about
+    p * 27.6 nats (log of the 1e-12 floor) per row."""
+    teacher, student = _bert(0.5), _bert(0.5)
+    student.load_state_dict(teacher.state_dict())
+    teacher.eval()
+    student.train()
+    match = LayerMatch(feature="attention", teacher_layer=2, student_layer=2, loss="kl")
+    objective = IntermediateLosses([match], None, student, teacher)
+    ids = torch.tensor([[1, 5, 9, 7, 3, 0, 0], [1, 4, 4, 8, 2, 6, 3]])
+    inputs = {"input_ids": ids, "attention_mask": (ids > 0).long()}
+    s, t = objective.features(student, inputs, "student"), objective.features(teacher, inputs, "teacher")
+    rows = s.attentions[1].sum(-1)[inputs["attention_mask"].bool()[:, None].expand(-1, 2, -1)]
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
+    assert objective(s, t, 0.0)["attention_2_2_kl"].item() == pytest.approx(0.0, abs=1e-5)
+    # the output still went through attention dropout: two training passes differ, and match HF's eager attention
+    # pass for pass (same random draws)
+    torch.manual_seed(3)
+    ours = student(**inputs).logits
+    assert not torch.allclose(ours, student(**inputs).logits)
+    objective.close()
+    assert student.config._attn_implementation != "textdistill_eager_maps"
+    student.set_attn_implementation("eager")
+    torch.manual_seed(3)
+    assert torch.allclose(ours, student(**inputs).logits, atol=1e-6)
+
+
+def test_map_attention_matches_eager_in_eval_and_falls_back_for_mpnet():
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    model = _bert(0.1).eval()
+    ids = torch.tensor([[1, 5, 9, 7, 3, 0], [1, 4, 4, 8, 2, 3]])
+    inputs = {"input_ids": ids, "attention_mask": (ids > 0).long()}
+    reference = model(**inputs).logits
+    assert use_map_attention(model) is True
+    assert torch.allclose(model(**inputs).logits, reference, atol=1e-6)
+    mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    assert use_map_attention(mpnet) is False
+    assert mpnet.config._attn_implementation == "eager"
+    matches = resolve_matches([], [LayerMapConfig(strategy="last", feature="attention", loss="kl")], mpnet, mpnet, None)
+    with pytest.warns(UserWarning, match=r"student MPNetForSequenceClassification takes no custom attention function: .*p=0\.1"):
+        IntermediateLosses(matches, None, mpnet, _bert(0.1)).close()
 
 
 def _distill(tiny_bert, sst2_dir, tmp_path, distill: dict, student: dict | None = None):

@@ -9,11 +9,14 @@ dotted path (:class:`FeatureTaps`), so a CNN or RNN student needs no code change
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from textdistill.config import LayerMapConfig, LayerMatch, MiniLMConfig, value_at
 from textdistill.errors import TextDistillError
@@ -37,6 +40,52 @@ VALUE_MODULES = {
     "mpnet": "attention.attn.v",
     "distilbert": "attention.v_lin",
 }
+
+
+# Attention implementation used while attention maps are distilled. HF's eager attention returns its maps *after*
+# attention dropout, so in training a student's rows no longer sum to one (about a tenth of their entries are zero,
+# the rest scaled by 1/(1-p)) and KL against the teacher's rows is dominated by the dropped entries (about 2.8 nats
+# per row at p=0.1). This one computes the same output, dropout included, and returns the distributions before it.
+MAPS_ATTENTION = "textdistill_eager_maps"
+
+
+def eager_attention_with_maps(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF's eager attention (``[B, H, L, D]`` inputs, additive mask), returning the attention distributions before
+    dropout; the output is computed with dropout, as in eager."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    dropped = nn.functional.dropout(maps, p=dropout, training=module.training)
+    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), maps
+
+
+AttentionInterface.register(MAPS_ATTENTION, eager_attention_with_maps)
+AttentionMaskInterface.register(MAPS_ATTENTION, eager_mask)
+
+
+def use_map_attention(model: nn.Module) -> bool:
+    """Switch ``model`` to :data:`MAPS_ATTENTION`; models that do not take an attention function (MPNet, for one)
+    get HF's eager attention instead, and False is returned: their maps include attention dropout in training."""
+    model.set_attn_implementation(MAPS_ATTENTION)  # type: ignore[operator]
+    if model.config._attn_implementation == MAPS_ATTENTION:
+        return True
+    model.set_attn_implementation("eager")  # type: ignore[operator]
+    return False
 
 
 class FeatureTaps:
@@ -167,10 +216,16 @@ class IntermediateLosses(nn.Module):
         self.teacher_taps = FeatureTaps(teacher, [p for p in t_paths if p], "teacher")
         self.relation_heads = (minilm.relation_heads if minilm else None) or getattr(teacher.config, "num_attention_heads", 1)
         self._restore: list[tuple[nn.Module, str]] = []
-        for model in (student, teacher):
+        for role, model in (("student", student), ("teacher", teacher)):
             if self.need_attentions and hasattr(model, "set_attn_implementation"):
                 self._restore.append((model, model.config._attn_implementation))
-                model.set_attn_implementation("eager")  # fused attention kernels do not return the maps
+                # fused attention kernels do not return the maps
+                if not use_map_attention(model) and role == "student" and _attention_dropout(model) > 0:
+                    warnings.warn(
+                        f"student {type(model).__name__} takes no custom attention function: its attention maps in "
+                        f"training include attention dropout (p={_attention_dropout(model)}); set its "
+                        "attention_probs_dropout_prob to 0 to distill clean maps"
+                    )
 
     def close(self) -> None:
         """Remove the hooks and give both models back their attention implementation (for speed measurements)."""
@@ -247,6 +302,11 @@ class IntermediateLosses(nn.Module):
             total = total + value_at(self.minilm.value_weight, progress) * terms["minilm_value"]
         terms["intermediate"] = total
         return terms
+
+
+def _attention_dropout(model: nn.Module) -> float:
+    config = model.config
+    return float(getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0)) or 0.0)
 
 
 def _value_path(model: nn.Module, layer: int, role: str) -> str:
