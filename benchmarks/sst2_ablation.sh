@@ -5,8 +5,8 @@
 #
 #   bash benchmarks/sst2_ablation.sh transformer   # the same 2-layer student, one epoch: logits only / + hidden MSE /
 #                                                  # + hidden MSE and attention KL / + MiniLM losses; seeds 1 and 2
-#   bash benchmarks/sst2_ablation.sh long SETTING [EPOCHS]  # one of those settings with the full budget (3 epochs,
-#                                                  # or EPOCHS), seeds 1, 2
+#   bash benchmarks/sst2_ablation.sh long SETTING [EPOCHS] [LR]  # one of those settings with the full budget (3
+#                                                  # epochs, or EPOCHS; learning rate 3e-4, or LR), seeds 1, 2
 #   bash benchmarks/sst2_ablation.sh losses [SEEDS]  # the other losses: DistilBERT cosine, BERT-PKD, attention MSE
 #   bash benchmarks/sst2_ablation.sh classic       # BiLSTM, TextCNN and MLP students with their no-distillation twins
 #   bash benchmarks/sst2_ablation.sh speed         # (part of classic) those students and the teacher timed side by
@@ -56,10 +56,10 @@ queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDE]" jobs, two at a time, one t
 summary() {  # every setting that has run, in the order above (the full-budget rows after their one-epoch rows)
   local runs=() name dir
   for name in "${order[@]}"; do
-    for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
+    for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9] "$out/$name"-lr*-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh transformer; ... long hidden+attention; ... long pkd; ... long hidden+attention-decay; ... long hidden+attention 4; ... long hidden; ... losses 1"
+    --command "bash benchmarks/sst2_ablation.sh long hidden+attention; ... long hidden+attention 3 1e-4; ... long minilm"
 }
 
 classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin
@@ -80,8 +80,13 @@ case ${1:-} in
     queue "${jobs_[@]}"
     summary ;;
   long)
-    setting=${2:?which setting} epochs=${3:-3}
-    queue "$setting-${epochs}ep 1 $setting student.training.num_train_epochs=$epochs" "$setting-${epochs}ep 2 $setting student.training.num_train_epochs=$epochs"
+    setting=${2:?which setting} epochs=${3:-3} lr=${4:-}
+    name=$setting${lr:+-lr$lr}-${epochs}ep
+    for seed in 1 2; do
+      OMP_NUM_THREADS=1 run "$name" "$seed" ${terms[$setting]:+"${terms[$setting]}"} student.training.num_train_epochs="$epochs" \
+        ${lr:+student.training.learning_rate=$lr} > "$out/$name-seed$seed.log" 2>&1 &
+    done
+    wait
     summary ;;
   losses)
     jobs_=()
