@@ -41,14 +41,15 @@ run() {  # name seed overrides...
   shift 2
   textdistill distill -c benchmarks/sst2_ablation.yaml -o "$out/$name-seed$seed" teacher.model="$teacher" seed="$seed" "$@"
 }
-queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDE]" jobs, two at a time, one thread each
-  local job name seed setting extra
+queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDES...]" jobs, two at a time, one thread each
+  local job name seed setting rest extra
   for job in "$@"; do
-    read -r name seed setting extra <<< "$job"
+    read -r name seed setting rest <<< "$job"
+    read -ra extra <<< "$rest"
     while (( $(jobs -rp | wc -l) >= 2 )); do wait -n; done
     local args=()
     [[ -n ${terms[$setting]} ]] && args+=("${terms[$setting]}")
-    [[ -n $extra ]] && args+=("$extra")
+    args+=("${extra[@]}")
     OMP_NUM_THREADS=1 run "$name" "$seed" "${args[@]}" > "$out/$name-seed$seed.log" 2>&1 &
   done
   while (( $(jobs -rp | wc -l) > 0 )); do wait -n; done
@@ -81,12 +82,8 @@ case ${1:-} in
     summary ;;
   long)
     setting=${2:?which setting} epochs=${3:-3} lr=${4:-}
-    name=$setting${lr:+-lr$lr}-${epochs}ep
-    for seed in 1 2; do
-      OMP_NUM_THREADS=1 run "$name" "$seed" ${terms[$setting]:+"${terms[$setting]}"} student.training.num_train_epochs="$epochs" \
-        ${lr:+student.training.learning_rate=$lr} > "$out/$name-seed$seed.log" 2>&1 &
-    done
-    wait
+    name=$setting${lr:+-lr$lr}-${epochs}ep extra="student.training.num_train_epochs=$epochs${lr:+ student.training.learning_rate=$lr}"
+    queue "$name 1 $setting $extra" "$name 2 $setting $extra"
     summary ;;
   losses)
     jobs_=()

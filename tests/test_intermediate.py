@@ -23,6 +23,7 @@ from textdistill.losses import (
 from textdistill.models import load_classifier
 
 from test_end_to_end import tiny_config
+from test_train import bert
 
 
 def test_hidden_mse_and_cosine_with_mask():
@@ -124,22 +125,13 @@ def test_feature_tap_unknown_module_lists_nearest(tiny_bert):
     taps.close()
 
 
-def _bert(attention_dropout: float, seed: int = 0):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout, num_labels=2)  # fmt: skip
-    return BertForSequenceClassification(config)
-
-
 def test_student_attention_maps_are_taken_before_attention_dropout():
     """HF's eager attention returns its maps after dropout; the objective must see the distributions before it.
 
     With no other dropout, a training-mode student that is a copy of the eval-mode teacher has the teacher's very maps,
     so attention KL is 0. Taken after dropout (p=0.5), the rows would not sum to 1 and KL would be about
     p * 27.6 nats (log of the 1e-12 floor) per row."""
-    teacher, student = _bert(0.5), _bert(0.5)
+    teacher, student = (bert(2, 0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5) for _ in range(2))
     student.load_state_dict(teacher.state_dict())
     teacher.eval()
     student.train()
@@ -166,7 +158,7 @@ def test_student_attention_maps_are_taken_before_attention_dropout():
 def test_map_attention_matches_eager_in_eval_and_falls_back_for_mpnet():
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
-    model = _bert(0.1).eval()
+    model = bert(2, 0).eval()  # BERT's default attention dropout, 0.1
     ids = torch.tensor([[1, 5, 9, 7, 3, 0], [1, 4, 4, 8, 2, 3]])
     inputs = {"input_ids": ids, "attention_mask": (ids > 0).long()}
     reference = model(**inputs).logits
@@ -178,7 +170,7 @@ def test_map_attention_matches_eager_in_eval_and_falls_back_for_mpnet():
     assert mpnet.config._attn_implementation == "eager"
     matches = resolve_matches([], [LayerMapConfig(strategy="last", feature="attention", loss="kl")], mpnet, mpnet, None)
     with pytest.warns(UserWarning, match=r"student MPNetForSequenceClassification takes no custom attention function: .*p=0\.1"):
-        IntermediateLosses(matches, None, mpnet, _bert(0.1)).close()
+        IntermediateLosses(matches, None, mpnet, bert(2, 0)).close()
 
 
 def _distill(tiny_bert, sst2_dir, tmp_path, distill: dict, student: dict | None = None):

@@ -18,10 +18,10 @@ from textdistill.features import IntermediateLosses
 from textdistill.train import DistillationObjective, held_teacher_dtype, train_loop
 
 
-def bert(layers: int, seed: int, hidden: int = 16) -> BertForSequenceClassification:
+def bert(layers: int, seed: int, hidden: int = 16, **config: float) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=2)  # fmt: skip
+                     intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=2, **config)  # fmt: skip
     return BertForSequenceClassification(cfg)
 
 

@@ -216,15 +216,15 @@ class IntermediateLosses(nn.Module):
         self.teacher_taps = FeatureTaps(teacher, [p for p in t_paths if p], "teacher")
         self.relation_heads = (minilm.relation_heads if minilm else None) or getattr(teacher.config, "num_attention_heads", 1)
         self._restore: list[tuple[nn.Module, str]] = []
-        for role, model in (("student", student), ("teacher", teacher)):
+        for model in (student, teacher):
             if self.need_attentions and hasattr(model, "set_attn_implementation"):
                 self._restore.append((model, model.config._attn_implementation))
                 # fused attention kernels do not return the maps
-                if not use_map_attention(model) and role == "student" and _attention_dropout(model) > 0:
+                if not use_map_attention(model) and model is student and (p := _attention_dropout(model)) > 0:
                     warnings.warn(
                         f"student {type(model).__name__} takes no custom attention function: its attention maps in "
-                        f"training include attention dropout (p={_attention_dropout(model)}); set its "
-                        "attention_probs_dropout_prob to 0 to distill clean maps"
+                        f"training include attention dropout (p={p}); set its attention_probs_dropout_prob to 0 to "
+                        "distill clean maps"
                     )
 
     def close(self) -> None:
