@@ -7,6 +7,8 @@
 #                                                  # + hidden MSE and attention KL / + MiniLM losses; seeds 1 and 2
 #   bash benchmarks/sst2_ablation.sh long SETTING [EPOCHS] [LR]  # one of those settings with the full budget (3
 #                                                  # epochs, or EPOCHS; learning rate 3e-4, or LR), seeds 1, 2
+#                                                  # (hidden+attention-da: the same with TinyBERT-style data
+#                                                  # augmentation, a teacher-labelled transfer set)
 #   bash benchmarks/sst2_ablation.sh losses [SEEDS]  # the other losses: DistilBERT cosine, BERT-PKD, attention MSE
 #   bash benchmarks/sst2_ablation.sh classic       # BiLSTM, TextCNN and MLP students with their no-distillation twins
 #   bash benchmarks/sst2_ablation.sh speed         # (part of classic) those students and the teacher timed side by
@@ -22,10 +24,20 @@ export HF_HUB_OFFLINE=1
 out=${BENCH_OUT:-bench_runs}/ablation
 mkdir -p "$out"
 teacher=${BENCH_OUT:-bench_runs}/sst2-teacher/teacher
+hidden_attention='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}, {strategy: kept, feature: attention, loss: kl}]'
+# TinyBERT's recipe adds data augmentation: one augmented copy of every training sentence (per word 10% [MASK], 10% one
+# of its 10 nearest words in the teacher's input embeddings, then 25% n-gram sampling) and the 8,544 full training
+# sentences of the shared movie pool (SST-2's training set is mostly short phrases, dev is full sentences), all
+# labelled by the teacher (data distillation's transfer set, textdistill.transfer)
+augment='transfer={variants: 1, mask: 0.1, neighbour: 0.1, ngram: 0.25, unlabeled_file: "${TEXTDISTILL_DATA}/unlabeled_movie_pool/sst_train_split_sentences.txt"}'
+# each setting's overrides, one per line
 declare -A terms=(
   [logits]=''
   [hidden]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}]'
-  [hidden+attention]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true}, {strategy: kept, feature: attention, loss: kl}]'
+  [hidden+attention]=$hidden_attention
+  [hidden+attention-da]="$hidden_attention
+$augment"
+  [logits-da]=$augment  # its control: the same transfer set, KD on the logits alone
   [minilm]='distill.minilm={attention_weight: 1.0, value_weight: 1.0}'
   [cosine]='distill.layer_map=[{strategy: last, feature: hidden, loss: cosine}]'
   [pkd]='distill.layer_map=[{strategy: kept, feature: hidden, loss: pkd}]'
@@ -34,7 +46,7 @@ declare -A terms=(
   # the last steps learn from the logits alone
   [hidden+attention-decay]='distill.layer_map=[{strategy: kept, feature: hidden, loss: mse, include_embeddings: true, weight: {kind: linear, start: 1.0, end: 0.0}}, {strategy: kept, feature: attention, loss: kl, weight: {kind: linear, start: 1.0, end: 0.0}}]'
 )
-order=(logits hidden hidden+attention hidden+attention-decay minilm cosine pkd attention-mse)
+order=(logits logits-da hidden hidden+attention hidden+attention-da hidden+attention-decay minilm cosine pkd attention-mse)
 
 run() {  # name seed overrides...
   local name=$1 seed=$2
@@ -42,13 +54,13 @@ run() {  # name seed overrides...
   textdistill distill -c benchmarks/sst2_ablation.yaml -o "$out/$name-seed$seed" teacher.model="$teacher" seed="$seed" "$@"
 }
 queue() {  # run "NAME SEED SETTING [EXTRA OVERRIDES...]" jobs, two at a time, one thread each
-  local job name seed setting rest extra
+  local job name seed setting rest extra line
   for job in "$@"; do
     read -r name seed setting rest <<< "$job"
     read -ra extra <<< "$rest"
     while (( $(jobs -rp | wc -l) >= 2 )); do wait -n; done
     local args=()
-    [[ -n ${terms[$setting]} ]] && args+=("${terms[$setting]}")
+    while IFS= read -r line; do [[ -n $line ]] && args+=("$line"); done <<< "${terms[$setting]}"
     args+=("${extra[@]}")
     OMP_NUM_THREADS=1 run "$name" "$seed" "${args[@]}" > "$out/$name-seed$seed.log" 2>&1 &
   done
@@ -60,7 +72,7 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9] "$out/$name"-lr*-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh long hidden+attention; ... long hidden+attention 3 1e-4; ... long minilm"
+    --command "bash benchmarks/sst2_ablation.sh long hidden+attention; ... long hidden+attention 3 1e-4; ... long minilm; ... long hidden+attention-da 2; ... long hidden+attention-da 3"
 }
 
 classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin

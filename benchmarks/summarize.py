@@ -78,10 +78,12 @@ def _eval_history(run: Path, metric: str) -> str:
 
 def _header(reports: list[dict], name: str, command: str) -> list[str]:
     m = reports[0]["machine"]
+    dates = sorted({r["machine"]["date"] for r in reports})  # each report's date is when its run finished
+    when = dates[0] if len(dates) == 1 else f"runs finished from {dates[0]} to {dates[-1]}"
     return [
         f"<!-- begin {name} -->",
         f"Command: `{command}`  ",
-        f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"Date: {when}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
         f"({m['torch_threads']} threads for latency and throughput).",
         "",
     ]
@@ -103,7 +105,8 @@ def ablation_section(runs: list[Path], name: str, command: str) -> str:
         scores = [rep["student"]["metrics"][metric] for _, rep in items]
         mean = sum(scores) / len(scores)
         minutes = sum(rep["student"]["train_seconds"] for _, rep in items) / len(items) / 60
-        rows.append([setting, describe_terms(items[0][1]["distill"]), f"{epochs[setting]:g}", ",".join(s for s, _ in items),
+        rows.append([setting, describe_terms(items[0][1]["distill"]) + _transfer_terms(items[0][1]["data"]), f"{epochs[setting]:g}",
+                     ",".join(s for s, _ in items),
                      " / ".join(f"{100 * x:.2f}" for x in scores), f"{100 * mean:.2f}", f"{100 * mean / teacher:.1f}",
                      f"{minutes:.1f}"])  # fmt: skip
     d = reports[0]["data"]
@@ -153,6 +156,14 @@ def _epochs(run: Path) -> float:
     import yaml
 
     return float(yaml.safe_load((run / "config.yaml").read_text())["student"]["training"]["num_train_epochs"])
+
+
+def _transfer_terms(data: dict) -> str:
+    """A run's data augmentation in words (data distillation's transfer set), or nothing."""
+    if "transfer" not in data:
+        return ""
+    t = data["transfer"]
+    return f"; augmented: {t['kept']} teacher-labelled texts ({', '.join(f'{n} {c}' for c, n in t['kept_by_source'].items())})"
 
 
 def describe_terms(distill: dict) -> str:
