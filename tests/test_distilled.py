@@ -224,6 +224,49 @@ def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path
     assert "transfer.extra_teachers.0: " in capsys.readouterr().err and not (tmp_path / "ds2").exists()
 
 
+def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(tiny_bert: str, sst2_dir: Path, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """With intermediate layers the run's teacher runs online for its hidden states; the KD term on the logits still
+    learns the labelled set's targets (here two teachers' averaged probabilities), not the run's teacher alone."""
+    from textdistill import train as train_module
+    from textdistill.pipeline import distill
+
+    torch.manual_seed(3)
+    other = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        other.classifier.weight.normal_(0, 2.0)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "other")
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a wonderful , moving film\nthe plot goes nowhere\n", encoding="utf-8")
+    cfg = transfer_config(tiny_bert, sst2_dir, tmp_path, pool)
+    cfg["teacher"] = {"model": tiny_bert}
+    cfg["transfer"] = {"unlabeled_file": str(pool), "extra_teachers": [str(tmp_path / "other")]}
+    cfg["distill"] = {"layer_map": [{"strategy": "last", "feature": "hidden", "loss": "mse"}], "baseline": False}
+    seen: list[torch.Tensor] = []
+    real = train_module.distillation_loss
+
+    def spy(student_logits, teacher_logits, *args, **kwargs):
+        seen.append(teacher_logits.detach().float().softmax(-1))
+        return real(student_logits, teacher_logits, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "distillation_loss", spy)
+    report = distill(cfg)
+    assert report["distill"]["layer_map"] and seen
+    data = read_distilled(tmp_path / "run.distilled")
+    enc = AutoTokenizer.from_pretrained(tiny_bert)(data.texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        alone = torch.softmax(AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()(**enc).logits, -1)
+
+    def found(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # each row's distance to the nearest row of table
+        return (rows[:, None, :] - table[None, :, :]).abs().amax(-1).amin(-1)
+
+    targets = torch.cat(seen)
+    assert len(targets) == len(data.texts)  # one epoch over the transfer set
+    assert found(targets, data.soft).max() < 1e-5  # every target is a stored (fused) one
+    assert found(alone, data.soft).max() > 1e-2  # which the run's teacher alone would not have given
+
+
 def test_sigkill_half_way_then_resume(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
     """A labelling process killed with SIGKILL mid-run leaves complete shards only; the rerun finishes the rest and
     writes the same bytes as an uninterrupted run."""

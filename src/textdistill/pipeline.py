@@ -510,7 +510,10 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     teacher_dev_set = teacher_view(prep.dev)
     teacher_metrics = evaluate_model(teacher, teacher_dev_set, teacher_collator, eval_bs)
     online = cfg.distill.online and not pseudo
-    if transfer_probs is not None and not online:  # log-probabilities: softmax(log p / T) is the teacher's at any T
+    # A transfer set's soft targets are its stored probabilities (an ensemble's fused ones, after the filters), also
+    # when the teacher runs online for intermediate features: as log-probabilities, softmax(log p / T) is the
+    # teacher's softmax(t / T) at any T
+    if transfer_probs is not None:
         train_set = train_set.with_teacher_logits(transfer_probs.clamp_min(1e-12).log())
     elif not online and not pseudo:
         train_set = train_set.with_teacher_logits(soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info))
