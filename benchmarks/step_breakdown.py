@@ -5,6 +5,8 @@ Batches of 32 of the first SST-2 training sentences in file order (not length-gr
 student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up steps.
 
     python benchmarks/step_breakdown.py [--teacher bench_runs/sst2-teacher/teacher]
+    python benchmarks/step_breakdown.py --profile   # instead: the operators of 20 cached student steps (fp32, fused
+                                                    # AdamW), by their own CPU time (torch.profiler)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from textdistill.models import student_from_teacher
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default="bench_runs/sst2-teacher/teacher")
+    ap.add_argument("--profile", action="store_true", help="profile the student's step by operator instead")
     args = ap.parse_args()
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
@@ -33,6 +36,9 @@ def main() -> None:
     batches = [(tok(texts[i : i + 32], truncation=True, max_length=64, padding=True, return_tensors="pt"), labels[i : i + 32])
                for i in range(0, len(texts), 32)]  # fmt: skip
     print(f"threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
+    if args.profile:
+        profile_student_step(teacher, batches)
+        return
     for precision in ("fp32", "bf16"):
         for fused in (False, True):
             student = student_from_teacher(teacher, [1, 5]).train()
@@ -63,6 +69,33 @@ def main() -> None:
             step = med["forward"] + med["backward"] + med["clip"] + med["adamw"]
             print(f"{precision} {'fused' if fused else 'default'} AdamW: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
                   + f"; student step {step:.1f} ms; cache can give at most {(step + med['teacher']) / step:.2f}x")  # fmt: skip
+
+
+def profile_student_step(teacher: torch.nn.Module, batches: list) -> None:
+    """What the student's step (forward, backward, clipping, fused AdamW) spends its time on, with the teacher's
+    logits computed beforehand as the cache would give them: operators by their own CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    student = student_from_teacher(teacher, [1, 5]).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=True)
+    with torch.inference_mode():
+        logits = [teacher(**batch).logits for batch, _ in batches[:25]]
+    cached = [t.clone() for t in logits]  # normal tensors, as the loop's are
+
+    def step(i: int) -> None:
+        batch, gold = batches[i]
+        loss = distillation_loss(student(**batch).logits, cached[i], gold, kind="kl", temperature=2.0, alpha=0.9)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(5):
+        step(i)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(5, 25):
+            step(i)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 if __name__ == "__main__":
