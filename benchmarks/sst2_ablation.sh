@@ -72,7 +72,7 @@ summary() {  # every setting that has run, in the order above (the full-budget r
     for dir in "$out/$name"-seed[0-9] "$out/$name"-[0-9]ep-seed[0-9] "$out/$name"-lr*-[0-9]ep-seed[0-9]; do [[ -f $dir/metrics.json ]] && runs+=("$dir"); done
   done
   python benchmarks/summarize.py --kind ablation "${runs[@]}" --name sst2-ablation \
-    --command "bash benchmarks/sst2_ablation.sh long hidden+attention; ... long hidden+attention 3 1e-4; ... long minilm; ... long hidden+attention-da 2; ... long hidden+attention-da 3"
+    --command "bash benchmarks/sst2_ablation.sh long hidden+attention; ... long hidden+attention 3 1e-4; ... long minilm; ... long hidden+attention-da 2; ... long hidden+attention-da 3; ... long logits-da 2"
 }
 
 classic_student() {  # classic_student NAME SPEC: the BiLSTM/TextCNN/MLP recipe, on the teacher's tokenizer, with its twin
