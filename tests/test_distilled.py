@@ -191,12 +191,8 @@ def test_augment_and_label_commands(tiny_bert: str, sst2_dir: Path, tmp_path: Pa
     assert f"{len(data.texts)} of {len(data.texts)} texts labelled and kept" in capsys.readouterr().out
 
 
-def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
-    """extra_teachers label with the run's teacher (their probabilities averaged); a teacher with other labels fails."""
-    import yaml
-
-    from textdistill.cli import main
-
+def ensemble_setup(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> tuple[torch.nn.Module, Path, dict]:
+    """A second teacher (the tiny one with a noisy head, saved to tmp_path/other), a two-line pool and the run config."""
     torch.manual_seed(3)
     other = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     with torch.no_grad():
@@ -207,6 +203,16 @@ def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path
     pool.write_text("a wonderful , moving film\nthe plot goes nowhere\n", encoding="utf-8")
     cfg = transfer_config(tiny_bert, sst2_dir, tmp_path, pool)
     cfg["teacher"] = {"model": tiny_bert}
+    return other, pool, cfg
+
+
+def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
+    """extra_teachers label with the run's teacher (their probabilities averaged); a teacher with other labels fails."""
+    import yaml
+
+    from textdistill.cli import main
+
+    other, pool, cfg = ensemble_setup(tiny_bert, sst2_dir, tmp_path)
     cfg["transfer"] = {"include_train": False, "unlabeled_file": str(pool), "extra_teachers": [str(tmp_path / "other")]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds")]) == 0
@@ -231,16 +237,7 @@ def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(t
     from textdistill import train as train_module
     from textdistill.pipeline import distill
 
-    torch.manual_seed(3)
-    other = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
-    with torch.no_grad():
-        other.classifier.weight.normal_(0, 2.0)
-    other.save_pretrained(tmp_path / "other")
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "other")
-    pool = tmp_path / "pool.txt"
-    pool.write_text("a wonderful , moving film\nthe plot goes nowhere\n", encoding="utf-8")
-    cfg = transfer_config(tiny_bert, sst2_dir, tmp_path, pool)
-    cfg["teacher"] = {"model": tiny_bert}
+    _, pool, cfg = ensemble_setup(tiny_bert, sst2_dir, tmp_path)
     cfg["transfer"] = {"unlabeled_file": str(pool), "extra_teachers": [str(tmp_path / "other")]}
     cfg["distill"] = {"layer_map": [{"strategy": "last", "feature": "hidden", "loss": "mse"}], "baseline": False}
     seen: list[torch.Tensor] = []
