@@ -7,6 +7,7 @@ student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up 
     python benchmarks/step_breakdown.py [--teacher bench_runs/sst2-teacher/teacher]
     python benchmarks/step_breakdown.py --profile   # instead: the operators of 20 cached student steps (fp32, fused
                                                     # AdamW), by their own CPU time (torch.profiler)
+    ... --dropout torch                             # torch's dropout masks instead of the loop's (textdistill.dropout)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from textdistill.config import data_dir
+from textdistill.dropout import fast_cpu_dropout
 from textdistill.losses import distillation_loss
 from textdistill.models import student_from_teacher
 
@@ -28,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default="bench_runs/sst2-teacher/teacher")
     ap.add_argument("--profile", action="store_true", help="profile the student's step by operator instead")
+    ap.add_argument("--dropout", choices=["fast", "torch"], default="fast",
+                    help="the student's dropout masks: the loop's (training.fast_dropout, the default) or torch's")
     args = ap.parse_args()
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
@@ -35,9 +39,10 @@ def main() -> None:
     texts, labels = [ln.split("\t")[0] for ln in lines], torch.tensor([int(ln.split("\t")[1]) for ln in lines])
     batches = [(tok(texts[i : i + 32], truncation=True, max_length=64, padding=True, return_tensors="pt"), labels[i : i + 32])
                for i in range(0, len(texts), 32)]  # fmt: skip
-    print(f"threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
+    fast = args.dropout == "fast"
+    print(f"dropout masks: {args.dropout}; threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
     if args.profile:
-        profile_student_step(teacher, batches)
+        profile_student_step(teacher, batches, fast)
         return
     for precision in ("fp32", "bf16"):
         for fused in (False, True):
@@ -45,33 +50,34 @@ def main() -> None:
             opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=fused)
             ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
             times: dict[str, list[float]] = {k: [] for k in ("teacher", "forward", "backward", "clip", "adamw")}
-            for i, (batch, gold) in enumerate(batches):
-                t0 = time.perf_counter()
-                with torch.inference_mode(), ctx():
-                    t_logits = teacher(**batch).logits
-                t_logits = t_logits.float().clone()
-                t1 = time.perf_counter()
-                with ctx():
-                    s_logits = student(**batch).logits
-                loss = distillation_loss(s_logits, t_logits, gold, kind="kl", temperature=2.0, alpha=0.9)["loss"]
-                t2 = time.perf_counter()
-                loss.backward()
-                t3 = time.perf_counter()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                t4 = time.perf_counter()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                t5 = time.perf_counter()
-                if i >= 5:
-                    for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                        times[k].append(v)
+            with fast_cpu_dropout(student, fast):  # as in the loop
+                for i, (batch, gold) in enumerate(batches):
+                    t0 = time.perf_counter()
+                    with torch.inference_mode(), ctx():
+                        t_logits = teacher(**batch).logits
+                    t_logits = t_logits.float().clone()
+                    t1 = time.perf_counter()
+                    with ctx():
+                        s_logits = student(**batch).logits
+                    loss = distillation_loss(s_logits, t_logits, gold, kind="kl", temperature=2.0, alpha=0.9)["loss"]
+                    t2 = time.perf_counter()
+                    loss.backward()
+                    t3 = time.perf_counter()
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                    t4 = time.perf_counter()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    t5 = time.perf_counter()
+                    if i >= 5:
+                        for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                            times[k].append(v)
             med = {k: 1000 * statistics.median(v) for k, v in times.items()}
             step = med["forward"] + med["backward"] + med["clip"] + med["adamw"]
             print(f"{precision} {'fused' if fused else 'default'} AdamW: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
                   + f"; student step {step:.1f} ms; cache can give at most {(step + med['teacher']) / step:.2f}x")  # fmt: skip
 
 
-def profile_student_step(teacher: torch.nn.Module, batches: list) -> None:
+def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) -> None:
     """What the student's step (forward, backward, clipping, fused AdamW) spends its time on, with the teacher's
     logits computed beforehand as the cache would give them: operators by their own CPU time."""
     from torch.profiler import ProfilerActivity, profile
@@ -90,11 +96,12 @@ def profile_student_step(teacher: torch.nn.Module, batches: list) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for i in range(5):
-        step(i)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(5, 25):
+    with fast_cpu_dropout(student, fast):
+        for i in range(5):
             step(i)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(5, 25):
+                step(i)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 

@@ -12,7 +12,16 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import textdistill.distilled as distilled
 from textdistill.data import Collator, DistillDataset, TextData, tokenize
-from textdistill.distilled import Candidate, Filters, LabelTeacher, example_scores, keep_mask, label_dataset, read_distilled
+from textdistill.distilled import (
+    Candidate,
+    Filters,
+    LabelTeacher,
+    example_scores,
+    keep_mask,
+    label_dataset,
+    read_distilled,
+    stored_probability,
+)
 from textdistill.errors import TextDistillError
 from textdistill.metrics import predict_logits
 
@@ -48,6 +57,15 @@ def teachers(tiny_bert: str, tmp_path: Path) -> list[LabelTeacher]:
 def candidates(sst2_dir: Path, n: int = 150) -> list[Candidate]:
     lines = (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
     return [Candidate(line.split("\t")[0], source="pool" if i % 3 else "augment:mask") for i, line in enumerate(lines)]
+
+
+def test_stored_probabilities_keep_small_tails_to_seven_significant_digits() -> None:
+    assert stored_probability(0.123456789) == 0.1234568
+    assert stored_probability(3.14159265e-9) == 3.141593e-9  # 6 decimals made it 0
+    assert stored_probability(0.0) == 0.0 and stored_probability(1.0) == 1.0
+    p = torch.softmax(torch.tensor([0.0, -20.0, -30.0]), -1)
+    kept = torch.tensor([stored_probability(float(v)) for v in p])
+    assert torch.allclose(kept.log(), p.log(), atol=1e-6)  # log-probabilities, the cached targets, survive
 
 
 def test_labelling_fuses_the_teachers_and_writes_a_checked_dataset(teachers, sst2_dir: Path, tmp_path: Path) -> None:

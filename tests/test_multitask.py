@@ -136,7 +136,9 @@ def test_two_tasks_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path) ->
         return float(kl_to_target(s, torch.softmax(sst_teachers.mean(1), -1)))  # the fused (mean_logits) target
 
     before = gap()
-    args = TrainingConfig(learning_rate=5e-3, per_device_train_batch_size=16, num_train_epochs=10, logging_steps=2, warmup_ratio=0.0)
+    # at 5e-3 the end point hung on the dropout draws: over seeds 0-3 the gap fell to 0.64 / 0.19 / 0.12 / 0.06 of
+    # where it began (0.14 / 0.11 / 0.33 / 0.05 with torch's own masks); at 2e-3 to 0.07-0.16 (0.06-0.22)
+    args = TrainingConfig(learning_rate=2e-3, per_device_train_batch_size=16, num_train_epochs=10, logging_steps=2, warmup_ratio=0.0)
 
     def evaluate(m):
         sst_m = task_metrics(torch.cat([m(**collator([sst_set[i]])["student"], task="sst2").logits for i in range(32)]),

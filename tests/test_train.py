@@ -44,7 +44,8 @@ ARGS = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_tra
 def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
     teacher = bert(2, 0).eval()
     eager, compiled = bert(1, 1), bert(1, 1)
-    run(eager, teacher, ARGS, tmp_path / "eager")
+    # compiled, dropout is torch's (inductor draws its own masks): so here the eager run's too
+    run(eager, teacher, ARGS.model_copy(update={"fast_dropout": False}), tmp_path / "eager")
     run(compiled, teacher, ARGS.model_copy(update={"torch_compile": True, "torch_compile_backend": "aot_eager"}), tmp_path / "c")
     assert not hasattr(compiled, "_orig_mod")  # the caller's model object is trained in place, never replaced
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):

@@ -131,6 +131,12 @@ def _job(teachers: Sequence[LabelTeacher], candidates: Sequence[Candidate], sett
             **settings}  # fmt: skip
 
 
+def stored_probability(p: float) -> float:
+    """A probability as data.jsonl keeps it: 7 significant digits (float32's precision), so a small tail keeps its
+    size (6 decimals made everything under 5e-7 zero, which softening at T > 1 would have lifted)."""
+    return float(f"{p:.7g}")
+
+
 def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], settings: dict[str, Any], weights: torch.Tensor,
                  batch_size: int, max_length: int, index: Sequence[int]) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
     """Label one shard; each kept row carries ``_i``, its candidate's position (the output follows candidate order)."""
@@ -154,9 +160,9 @@ def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], s
         p = fused[i]
         if topk:
             vals, idx = torch.topk(p, min(topk, len(p)))
-            row["soft_topk"] = [[int(j), round(float(v), 6)] for v, j in zip(vals, idx)]
+            row["soft_topk"] = [[int(j), stored_probability(float(v))] for v, j in zip(vals, idx)]
         else:
-            row["soft"] = [round(float(v), 6) for v in p]
+            row["soft"] = [stored_probability(float(v)) for v in p]
         row.update(label=shard[i].gold or names[int(p.argmax())], gold=shard[i].gold is not None, source=shard[i].source,
                    confidence=round(float(scores["confidence"][i]), 6), agreement=round(float(scores["agreement"][i]), 6))  # fmt: skip
         rows.append(row)

@@ -19,6 +19,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from textdistill.config import LayerMapConfig, LayerMatch, MiniLMConfig, value_at
+from textdistill.dropout import fast_dropout
 from textdistill.errors import TextDistillError
 from textdistill.losses import (
     attention_kl_loss,
@@ -70,7 +71,7 @@ def eager_attention_with_maps(
     if attention_mask is not None:
         scores = scores + attention_mask[..., : key.shape[-2]]
     maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    dropped = nn.functional.dropout(maps, p=dropout, training=module.training)
+    dropped = fast_dropout(maps, dropout, module.training)
     return torch.matmul(dropped, value).transpose(1, 2).contiguous(), maps
 
 

@@ -512,7 +512,7 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     online = cfg.distill.online and not pseudo
     # A transfer set's soft targets are its stored probabilities: as log-probabilities, softmax(log p / T) is the
     # teacher's softmax(t / T) at any T. With the teacher online (intermediate features) its own logits are the same
-    # targets unrounded (the set keeps 6 decimals), except where several teachers' probabilities were fused
+    # targets unrounded (the set keeps 7 significant digits), except where several teachers' probabilities were fused
     if transfer_probs is not None and (not online or cfg.transfer.extra_teachers):  # type: ignore[union-attr]
         train_set = train_set.with_teacher_logits(transfer_probs.clamp_min(1e-12).log())
     elif not online and not pseudo:

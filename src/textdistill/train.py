@@ -24,6 +24,7 @@ from torch import nn
 
 from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
+from textdistill.dropout import fast_cpu_dropout
 from textdistill.errors import TextDistillError
 from textdistill.features import Features, IntermediateLosses
 from textdistill.losses import distillation_loss, hard_label_loss
@@ -487,8 +488,9 @@ def train_loop(
 
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
     try:
+        fast_masks = args.fast_dropout and not args.torch_compile and accelerator.device.type == "cpu"
         with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
-                _StopSignals() as stop:  # fmt: skip
+                _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks):  # fmt: skip
             bar.update(step)
             model.train()
             while step < total_steps:

@@ -1,0 +1,126 @@
+"""Dropout with masks drawn four at a time on the CPU.
+
+torch draws a CPU dropout mask with ``bernoulli_``: one call to the generator per element, and it gains nothing from
+more threads. In the cached student's step (SST-2, two layers of 384, batch 32, two threads) its 8 masks took 17.4% of
+the time (``benchmarks/step_breakdown.py --profile``). Here one 64-bit draw from the same generator is cut into four
+16-bit uniforms, each kept when it is at least ``p``: a keep mask with the same distribution (``p`` rounded to a
+multiple of 1/65536; 0.1 becomes 0.100006), scaled by ``1 / (1 - p)`` as torch does, from a quarter of the draws.
+Seeded runs stay reproducible; the masks differ from torch's own.
+
+:func:`fast_cpu_dropout` puts it in place for a training loop: it turns the model's ``nn.Dropout`` modules into
+:class:`FastDropout` and moves an encoder that uses ``sdpa`` attention to :data:`FAST_SDPA` (the attention dropout of
+fused attention is drawn by torch's ``bernoulli_`` as well); on leaving, both go back as they were. Off the CPU, and
+outside the context, everything is torch's own dropout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+_LEVELS = 1 << 16  # uniforms of 16 bits
+_ACTIVE: ContextVar[bool] = ContextVar("textdistill_fast_dropout", default=False)
+
+# Encoders whose sdpa attention is moved to FAST_SDPA inside fast_cpu_dropout (bidirectional, no position bias)
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "distilbert"})
+FAST_SDPA = "textdistill_sdpa_fast_dropout"
+
+
+def drop_levels(p: float) -> int:
+    """How many of the 65,536 16-bit values drop an element: ``p`` rounded to a multiple of 1/65536."""
+    return round(p * _LEVELS)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A boolean CPU mask of ``shape``, each element True with probability ``1 - drop_levels(p) / 65536``,
+    independently: four per 64-bit draw of ``generator`` (torch's default CPU generator when None)."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    words.random_(-(1 << 63), None, generator=generator)  # the full 64-bit range: all four int16 lanes are uniform
+    lanes = words.view(torch.int16)[:n].view(shape)
+    return lanes >= drop_levels(p) - _LEVELS // 2  # int16 runs from -32768: the lowest drop_levels(p) values drop
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``nn.functional.dropout(x, p, training)``, with :func:`keep_mask`'s masks for CPU tensors inside
+    :func:`fast_cpu_dropout`."""
+    dropped = drop_levels(p)
+    if not (training and _ACTIVE.get() and x.device.type == "cpu" and 0 < dropped < _LEVELS):
+        return nn.functional.dropout(x, p, training)  # (p within 1/131072 of 0 or 1 too)
+    return torch.where(keep_mask(x.shape, p), x, 0.0) * (_LEVELS / (_LEVELS - dropped))
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` through :func:`fast_dropout` (``inplace`` is not kept: the result is a new tensor)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(input, self.p, self.training)
+
+
+def sdpa_fast_dropout(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """HF's sdpa attention, except that with attention dropout on the CPU (inside
+    :func:`fast_cpu_dropout`) it computes the same product itself, softmax -> :func:`fast_dropout` -> values, since the
+    fused kernel would draw its mask with ``bernoulli_``. Takes sdpa's masks (boolean, True = attend, or None)."""
+    fast = dropout > 0 and _ACTIVE.get() and query.device.type == "cpu"  # HF's layers pass dropout 0 in evaluation
+    causal = kwargs.get("is_causal")  # as sdpa_attention_forward decides it
+    causal = query.shape[2] > 1 and attention_mask is None and (getattr(module, "is_causal", True) if causal is None else causal)
+    if not fast or causal or kwargs.get("position_bias") is not None or query.shape[1] != key.shape[1]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(fast_dropout(maps, dropout), value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(FAST_SDPA, sdpa_fast_dropout)
+AttentionMaskInterface.register(FAST_SDPA, sdpa_mask)
+
+
+@contextlib.contextmanager
+def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Within the block, ``model``'s dropout masks on the CPU come from :func:`keep_mask`; yields how many
+    ``nn.Dropout`` modules were swapped. Nothing changes when not ``enabled``."""
+    if not enabled:
+        yield 0
+        return
+    # the modules stay the same objects (their hooks, say a feature tap, stay on them): only their class changes
+    swapped = [m for m in model.modules() if type(m) is nn.Dropout]
+    for module in swapped:
+        module.__class__ = FastDropout
+    moved = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if (getattr(config, "_attn_implementation", None) == "sdpa" and getattr(config, "model_type", None) in ENCODER_TYPES
+                and hasattr(module, "set_attn_implementation")):  # fmt: skip
+            module.set_attn_implementation(FAST_SDPA)
+            if config._attn_implementation == FAST_SDPA:  # type: ignore[union-attr]
+                moved.append(module)
+    token = _ACTIVE.set(True)
+    try:
+        yield len(swapped)
+    finally:
+        _ACTIVE.reset(token)
+        for module in swapped:
+            module.__class__ = nn.Dropout
+        for module in moved:
+            module.set_attn_implementation("sdpa")
