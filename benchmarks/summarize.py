@@ -223,8 +223,10 @@ def bench_section(files: list[Path], name: str, command: str) -> str:
         "",
         markdown_table(rows),
         "",
-        f"With the cache: **{r['cache_speedup']:.2f}x** the samples/s of the same run with the teacher online (computing "
-        f"the cached outputs for these {c['steps'] * c['batch_size']} examples took {r['cache_build_seconds']:.1f} s, once). "
+        f"With the cache: **{r['cache_speedup']:.2f}x** the samples/s of the same run with the teacher online"
+        + (f" (median of the repeats' own cached/online ratios: {r['paired_cache_speedup']:.2f}x)" if r.get("paired_cache_speedup") else "")
+        + "; computing "
+        f"the cached outputs for these {c['steps'] * c['batch_size']} examples took {r['cache_build_seconds']:.1f} s, once. "
         f"Latency at batch 1: teacher {r['teacher']['latency_ms_batch1']:.2f} ms, student "
         f"{r['student']['latency_ms_batch1']:.2f} ms ({r['speedup_batch1']:.2f}x); throughput at batch 32: teacher "
         f"{r['teacher']['throughput_batch32']:.0f}/s, student {r['student']['throughput_batch32']:.0f}/s "

@@ -267,6 +267,8 @@ def test_bench_reports_throughput_latency_and_memory(tiny_bert, sst2_dir, tmp_pa
     d = result["distill_samples_per_second"]
     assert len(d["runs"]["online"]) == 2 and d["online"] > 0 and d["cached"] > 0
     assert result["cache_speedup"] == pytest.approx(d["cached"] / d["online"])
+    paired = sorted(c / o for o, c in zip(d["runs"]["online"], d["runs"]["cached"]))
+    assert result["paired_cache_speedup"] == pytest.approx(sum(paired) / 2)  # the median of two
     assert result["steady_cache_speedup"] is None  # 4 steps: none left after the loop's warm-up steps
     assert result["steady_samples_per_second"]["runs"]["cached"] == [0.0, 0.0]
     assert result["student"]["params"] < result["teacher"]["params"]

@@ -97,6 +97,9 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
                    "torch_compile": args.torch_compile_mode if args.torch_compile else None},  # fmt: skip
         "distill_samples_per_second": {"online": online, "cached": cached, "runs": rates},
         "cache_speedup": cached / online if online else None,
+        # each repeat runs online then cached, back to back: the median of their ratios is less moved by a CPU whose
+        # speed drifts between repeats than the ratio of the two medians
+        "paired_cache_speedup": statistics.median(c / o for o, c in zip(rates["online"], rates["cached"])) if all(rates["online"]) else None,
         # after each run's first train.WARMUP_STEPS steps (start-up and compilation left out); 0 for shorter runs
         "steady_samples_per_second": {"online": s_online, "cached": s_cached, "runs": steady},
         "steady_cache_speedup": s_cached / s_online if s_online else None,

@@ -268,7 +268,8 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
     elif command == "bench":
         d, t, s = result["distill_samples_per_second"], result["teacher"], result["student"]
         print(f"distillation: {d['online']:.1f} samples/s with the teacher online, {d['cached']:.1f} with cached outputs "
-              f"({result['cache_speedup']:.2f}x); cache built in {result['cache_build_seconds']:.1f} s")
+              f"({result['cache_speedup']:.2f}x; median of the repeats' own ratios {result['paired_cache_speedup']:.2f}x); "
+              f"cache built in {result['cache_build_seconds']:.1f} s")
         print(f"teacher: {t['params'] / 1e6:.1f} M params, {t['latency_ms_batch1']:.2f} ms at batch 1, {t['throughput_batch32']:.0f}/s at batch 32")
         print(f"student: {s['params'] / 1e6:.1f} M params, {s['latency_ms_batch1']:.2f} ms at batch 1, {s['throughput_batch32']:.0f}/s at batch 32")
         print(f"speed-up: {result['speedup_batch1']:.2f}x at batch 1, {result['speedup_batch32']:.2f}x at batch 32; "
