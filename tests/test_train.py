@@ -43,14 +43,16 @@ ARGS = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_tra
 
 def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
     teacher = bert(2, 0).eval()
-    eager, compiled = bert(1, 1), bert(1, 1)
-    # compiled, dropout is torch's (inductor draws its own masks): so here the eager run's too
-    run(eager, teacher, ARGS.model_copy(update={"fast_dropout": False}), tmp_path / "eager")
+    # without dropout: the two runs' masks need not match (on the CPU the eager loop draws its own, see
+    # textdistill.dropout; on a GPU the traced graph may pick another attention kernel, whose dropout draws differ)
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    eager, compiled = bert(1, 1, **no_dropout), bert(1, 1, **no_dropout)
+    run(eager, teacher, ARGS, tmp_path / "eager")
     run(compiled, teacher, ARGS.model_copy(update={"torch_compile": True, "torch_compile_backend": "aot_eager"}), tmp_path / "c")
     assert not hasattr(compiled, "_orig_mod")  # the caller's model object is trained in place, never replaced
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-5), name
-    moved = max((p - q).abs().max().item() for p, q in zip(bert(1, 1).parameters(), compiled.parameters()))
+    moved = max((p - q).abs().max().item() for p, q in zip(bert(1, 1, **no_dropout).parameters(), compiled.parameters()))
     assert moved > 1e-4  # it did train
 
 
