@@ -153,3 +153,20 @@ def test_the_loop_trains_with_the_fast_masks_unless_told_not_to(tmp_path: Path, 
     assert student.config._attn_implementation == "sdpa" and type(student.dropout) is nn.Dropout  # given back
     losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 3 and all(0 < x < 10 for x in losses)
+
+
+def test_a_switch_that_fails_half_way_puts_the_dropouts_back(monkeypatch) -> None:
+    model = bert().train()
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"no attention called {name}")
+
+    monkeypatch.setattr(model, "set_attn_implementation", refuse)
+    with pytest.raises(ValueError, match="no attention called"), fast_cpu_dropout(model):
+        pass
+    assert all(type(m) is nn.Dropout for m in model.modules() if isinstance(m, nn.Dropout))
+    assert model.config._attn_implementation == "sdpa"
+    torch.manual_seed(4)
+    a = nn.functional.dropout(torch.ones(50), 0.5)
+    torch.manual_seed(4)
+    assert torch.equal(fast_dropout(torch.ones(50), 0.5), a)  # the context is not left active

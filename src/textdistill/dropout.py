@@ -103,20 +103,20 @@ def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     if not enabled:
         yield 0
         return
-    # the modules stay the same objects (their hooks, say a feature tap, stay on them): only their class changes
     swapped = [m for m in model.modules() if type(m) is nn.Dropout]
-    for module in swapped:
-        module.__class__ = FastDropout
-    moved = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if (getattr(config, "_attn_implementation", None) == "sdpa" and getattr(config, "model_type", None) in ENCODER_TYPES
-                and hasattr(module, "set_attn_implementation")):  # fmt: skip
-            module.set_attn_implementation(FAST_SDPA)
-            if config._attn_implementation == FAST_SDPA:  # type: ignore[union-attr]
-                moved.append(module)
+    moved: list[nn.Module] = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
     token = _ACTIVE.set(True)
-    try:
+    try:  # (a failure half-way through the switch puts back what was switched)
+        # the modules stay the same objects (their hooks, say a feature tap, stay on them): only their class changes
+        for module in swapped:
+            module.__class__ = FastDropout
+        for module in model.modules():
+            config = getattr(module, "config", None)
+            if (getattr(config, "_attn_implementation", None) == "sdpa" and getattr(config, "model_type", None) in ENCODER_TYPES
+                    and hasattr(module, "set_attn_implementation")):  # fmt: skip
+                module.set_attn_implementation(FAST_SDPA)
+                if config._attn_implementation == FAST_SDPA:  # type: ignore[union-attr]
+                    moved.append(module)
         yield len(swapped)
     finally:
         _ACTIVE.reset(token)
