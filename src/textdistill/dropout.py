@@ -66,6 +66,30 @@ class FastDropout(nn.Dropout):
         return fast_dropout(input, self.p, self.training)
 
 
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    dropout: float,
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention over ``[B, H, L, D]`` inputs with :func:`fast_dropout` on the distributions: the output
+    ``[B, L, H, D]`` and the distributions before dropout. The mask is additive, boolean (True = attend) or None."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(fast_dropout(maps, dropout, training), value).transpose(1, 2).contiguous(), maps
+
+
 def sdpa_fast_dropout(
     module: nn.Module,
     query: torch.Tensor,
@@ -76,20 +100,15 @@ def sdpa_fast_dropout(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """HF's sdpa attention, except that with attention dropout on the CPU (inside
-    :func:`fast_cpu_dropout`) it computes the same product itself, softmax -> :func:`fast_dropout` -> values, since the
-    fused kernel would draw its mask with ``bernoulli_``. Takes sdpa's masks (boolean, True = attend, or None)."""
+    """HF's sdpa attention, except that with attention dropout on the CPU (inside :func:`fast_cpu_dropout`) it is
+    :func:`attend`, since the fused kernel would draw its mask with ``bernoulli_``. Takes sdpa's masks (boolean,
+    True = attend, or None)."""
     fast = dropout > 0 and _ACTIVE.get() and query.device.type == "cpu"  # HF's layers pass dropout 0 in evaluation
     causal = kwargs.get("is_causal")  # as sdpa_attention_forward decides it
     causal = query.shape[2] > 1 and attention_mask is None and (getattr(module, "is_causal", True) if causal is None else causal)
-    if not fast or causal or kwargs.get("position_bias") is not None or query.shape[1] != key.shape[1]:
+    if not fast or causal or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
-    if attention_mask is not None:
-        mask = attention_mask[..., : key.shape[-2]]
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
-    maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(fast_dropout(maps, dropout), value).transpose(1, 2).contiguous(), None
+    return attend(query, key, value, attention_mask, scaling, dropout, training=True)[0], None
 
 
 AttentionInterface.register(FAST_SDPA, sdpa_fast_dropout)

@@ -19,7 +19,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from textdistill.config import LayerMapConfig, LayerMatch, MiniLMConfig, value_at
-from textdistill.dropout import fast_dropout
+from textdistill.dropout import attend
 from textdistill.errors import TextDistillError
 from textdistill.losses import (
     attention_kl_loss,
@@ -62,17 +62,7 @@ def eager_attention_with_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF's eager attention (``[B, H, L, D]`` inputs, additive mask), returning the attention distributions before
     dropout; the output is computed with dropout, as in eager."""
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask[..., : key.shape[-2]]
-    maps = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    dropped = fast_dropout(maps, dropout, module.training)
-    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), maps
+    return attend(query, key, value, attention_mask, scaling, dropout, module.training)
 
 
 AttentionInterface.register(MAPS_ATTENTION, eager_attention_with_maps)
