@@ -1,5 +1,6 @@
 """Where one distillation step's time goes (issue: speed and scale): the teacher's forward (what the cache saves)
 against the student's forward, backward, gradient clipping and AdamW (default and fused), fp32 and bf16 autocast.
+As in the loop, fused AdamW clips inside its step (`clip` is then the gradient norm alone).
 
 Batches of 32 of the first SST-2 training sentences in file order (not length-grouped), max length 64, the 2-layer
 student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up steps.
@@ -24,6 +25,7 @@ from textdistill.config import data_dir
 from textdistill.dropout import fast_cpu_dropout
 from textdistill.losses import distillation_loss
 from textdistill.models import student_from_teacher
+from textdistill.train import clip_in_step
 
 
 def main() -> None:
@@ -63,7 +65,7 @@ def main() -> None:
                     t2 = time.perf_counter()
                     loss.backward()
                     t3 = time.perf_counter()
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                    clip(opt, student, fused)
                     t4 = time.perf_counter()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
@@ -75,6 +77,14 @@ def main() -> None:
             step = med["forward"] + med["backward"] + med["clip"] + med["adamw"]
             print(f"{precision} {'fused' if fused else 'default'} AdamW: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
                   + f"; student step {step:.1f} ms; cache can give at most {(step + med['teacher']) / step:.2f}x")  # fmt: skip
+
+
+def clip(opt: torch.optim.Optimizer, student: torch.nn.Module, fused: bool) -> None:
+    """As the loop clips: inside the fused AdamW's step (only the norm here), else the gradients themselves."""
+    if fused:
+        clip_in_step(opt, list(student.parameters()), 1.0)
+    else:
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
 
 
 def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) -> None:
@@ -92,7 +102,7 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) ->
         batch, gold = batches[i]
         loss = distillation_loss(student(**batch).logits, cached[i], gold, kind="kl", temperature=2.0, alpha=0.9)["loss"]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        clip(opt, student, fused=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -14,7 +14,16 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from textdistill.config import DistillConfig, TrainingConfig
 from textdistill.data import Collator, DistillDataset
-from textdistill.dropout import FAST_SDPA, FastDropout, drop_levels, fast_cpu_dropout, fast_dropout, keep_mask, sdpa_fast_dropout
+from textdistill.dropout import (
+    FAST_SDPA,
+    FastDropout,
+    drop_levels,
+    fast_cpu_dropout,
+    fast_dropout,
+    keep_mask,
+    keep_values,
+    sdpa_fast_dropout,
+)
 from textdistill.train import DistillationObjective, train_loop
 
 
@@ -63,6 +72,32 @@ def test_fast_dropout_scales_the_kept_elements_and_passes_gradients_through_them
     assert torch.equal(y, torch.where(mask, x * (4 / 3), 0.0))  # 1 / (1 - p), p = 16384 / 65536 exactly
     y.backward(torch.ones_like(y))
     assert torch.allclose(x.grad, mask.float() * (4 / 3))
+
+
+def test_keep_values_are_the_keep_mask_as_ones_and_zeros() -> None:
+    for p in (0.1, 0.5, 1 / 65536, 65535 / 65536):  # the lowest and the highest level that drops anything
+        torch.manual_seed(11)
+        mask = keep_mask((64, 333), p)
+        torch.manual_seed(11)
+        values = keep_values((64, 333), p)
+        assert values.dtype == torch.float32 and torch.equal(values, mask.float()), p
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_fast_dropout_gives_what_masking_then_scaling_gives_in_each_precision(dtype: torch.dtype) -> None:
+    x = torch.randn(5, 17, 40).to(dtype).requires_grad_()
+    with fast_cpu_dropout(nn.Identity()):
+        torch.manual_seed(8)
+        y = fast_dropout(x, 0.1)
+    grad = torch.randn(5, 17, 40).to(dtype)
+    y.backward(grad)
+    torch.manual_seed(8)
+    mask = keep_mask(x.shape, 0.1)
+    scale = 65536 / (65536 - drop_levels(0.1))
+    x2 = x.detach().clone().requires_grad_()
+    y2 = torch.where(mask, x2, 0.0) * scale  # masked, then scaled as x * scale rounds in this precision
+    y2.backward(grad)
+    assert y.dtype == dtype and torch.equal(y, y2) and torch.equal(x.grad, x2.grad)
 
 
 def test_outside_the_context_or_in_eval_it_is_torchs_dropout() -> None:

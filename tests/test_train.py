@@ -15,7 +15,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from textdistill.config import DistillConfig, LayerMatch, TrainingConfig
 from textdistill.data import Collator, DistillDataset
 from textdistill.features import IntermediateLosses
-from textdistill.train import DistillationObjective, held_teacher_dtype, train_loop
+from textdistill import train as train_module
+from textdistill.train import DistillationObjective, clip_in_step, held_teacher_dtype, train_loop
 
 
 def bert(layers: int, seed: int, hidden: int = 16, **config: float) -> BertForSequenceClassification:
@@ -54,6 +55,50 @@ def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
         assert torch.allclose(a, b, atol=1e-5), name
     moved = max((p - q).abs().max().item() for p, q in zip(bert(1, 1, **no_dropout).parameters(), compiled.parameters()))
     assert moved > 1e-4  # it did train
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e3])  # clipping, and a norm too large to clip
+def test_clipping_inside_the_fused_step_updates_as_clipping_first(max_norm: float) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3))
+    ours, ref = copy.deepcopy(model), copy.deepcopy(model)
+    opt_ours, opt_ref = (torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1, fused=True) for m in (ours, ref))
+    for _ in range(4):
+        x = torch.randn(8, 20)
+        for m in (ours, ref):
+            m(x).pow(2).sum().backward()
+        norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in ours.parameters()))
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm)
+        opt_ref.step()
+        clip_in_step(opt_ours, list(ours.parameters()), max_norm)
+        assert math.isclose(float(opt_ours.grad_scale), max(1.0, (norm + 1e-6) / max_norm), rel_tol=1e-5)
+        opt_ours.step()
+        for opt in (opt_ours, opt_ref):
+            opt.zero_grad(set_to_none=True)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_loop_clips_in_the_fused_step_as_clip_grad_norm_would(tmp_path: Path, monkeypatch) -> None:
+    teacher = bert(2, 0).eval()
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    args = ARGS.model_copy(update={"max_grad_norm": 0.01})  # far below these gradients' norms: every step clips
+    fused, unclipped = bert(1, 1, **no_dropout), bert(1, 1, **no_dropout)
+    run(fused, teacher, args, tmp_path / "fused")
+    run(unclipped, teacher, args.model_copy(update={"max_grad_norm": None}), tmp_path / "none")
+    calls: list[float] = []
+
+    def clip_first(optimizer, params, max_norm: float) -> None:  # the gradients rewritten, then a plain step
+        calls.append(max_norm)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_in_step", clip_first)
+    classic = bert(1, 1, **no_dropout)
+    run(classic, teacher, args, tmp_path / "classic")
+    assert calls == [0.01] * 3  # the loop clips through clip_in_step, at each of its 3 steps
+    for (name, a), (_, b), (_, c) in zip(fused.state_dict().items(), classic.state_dict().items(), unclipped.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert max((a - c).abs().max().item() for a, c in zip(fused.parameters(), unclipped.parameters())) > 1e-4
 
 
 def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: Path, monkeypatch) -> None:

@@ -147,8 +147,9 @@ class TrainingConfig(_Strict):
     torch_compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
     # inductor's mode: reduce-overhead replays CUDA graphs (for small students whose steps are launch-bound on a GPU)
     torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    # On the CPU (not compiled), draw dropout masks four per 64-bit random number instead of torch's one per element
-    # (textdistill.dropout): the same Bernoulli masks, and a tenth off a small student's step. False: torch's dropout.
+    # On the CPU (not compiled), dropout masks four per 64-bit random number of a fast generator seeded from torch's,
+    # instead of torch's one draw per element (textdistill.dropout): the same Bernoulli masks, and a tenth or more off
+    # a small student's step. False: torch's dropout.
     fast_dropout: bool = True
 
     @model_validator(mode="after")

@@ -1,11 +1,13 @@
 """Dropout with masks drawn four at a time on the CPU.
 
-torch draws a CPU dropout mask with ``bernoulli_``: one call to the generator per element, and it gains nothing from
-more threads. In the cached student's step (SST-2, two layers of 384, batch 32, two threads) its 8 masks took 17.4% of
-the time (``benchmarks/step_breakdown.py --profile``). Here one 64-bit draw from the same generator is cut into four
-16-bit uniforms, each kept when it is at least ``p``: a keep mask with the same distribution (``p`` rounded to a
-multiple of 1/65536; 0.1 becomes 0.100006), scaled by ``1 / (1 - p)`` as torch does, from a quarter of the draws.
-Seeded runs stay reproducible; the masks differ from torch's own.
+torch draws a CPU dropout mask with ``bernoulli_``: one call to its Mersenne Twister per element, and it gains nothing
+from more threads. In the cached student's step (SST-2, two layers of 384, batch 32, two threads) its 8 masks took
+17.4% of the time (``benchmarks/step_breakdown.py --profile``). Here each mask starts from one 64-bit draw of torch's
+generator, which seeds numpy's SFC64 (a small chaotic generator, several times faster per 64 bits); each of its
+64-bit outputs is cut into four 16-bit uniforms, and an element is kept when its uniform is at least ``p``: a keep mask
+with the same distribution (``p`` rounded to a multiple of 1/65536; 0.1 becomes 0.100006), applied as one product with
+a float mask scaled by ``1 / (1 - p)``, as torch does. Seeded runs stay reproducible (torch's generator decides every
+mask); the masks differ from torch's own.
 
 :func:`fast_cpu_dropout` puts it in place for a training loop: it turns the model's ``nn.Dropout`` modules into
 :class:`FastDropout` and moves an encoder that uses ``sdpa`` attention to :data:`FAST_SDPA` (the attention dropout of
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AttentionInterface
@@ -40,14 +43,32 @@ def drop_levels(p: float) -> int:
     return round(p * _LEVELS)
 
 
+def _lanes(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform int16 values of ``shape``: four per 64-bit output of an SFC64 generator seeded by one 64-bit draw of
+    ``generator`` (torch's default CPU generator when None)."""
+    n = math.prod(shape)
+    seed = torch.empty((), dtype=torch.int64).random_(-(1 << 63), None, generator=generator).item() % (1 << 64)
+    words = np.random.SFC64(seed).random_raw((n + 3) // 4)  # uint64: all four int16 lanes are uniform
+    return torch.from_numpy(words.view(np.int16)[:n]).view(shape)
+
+
+def _lowest_kept(p: float) -> int:
+    return drop_levels(p) - _LEVELS // 2  # int16 runs from -32768: the lowest drop_levels(p) values drop
+
+
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A boolean CPU mask of ``shape``, each element True with probability ``1 - drop_levels(p) / 65536``,
-    independently: four per 64-bit draw of ``generator`` (torch's default CPU generator when None)."""
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64)
-    words.random_(-(1 << 63), None, generator=generator)  # the full 64-bit range: all four int16 lanes are uniform
-    lanes = words.view(torch.int16)[:n].view(shape)
-    return lanes >= drop_levels(p) - _LEVELS // 2  # int16 runs from -32768: the lowest drop_levels(p) values drop
+    independently, from the uniforms of :func:`_lanes`."""
+    return _lanes(shape, generator) >= _lowest_kept(p)
+
+
+def keep_values(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`keep_mask` as float32 ones and zeros, the same mask for the same draws.
+
+    Made in float arithmetic, which the CPU vectorises (comparisons to a boolean and ``where`` are several times
+    slower): an int16 value v becomes clamp(v - (lowest kept - 1), 0, 1), exactly 1 for a kept v, exactly 0 otherwise.
+    """
+    return _lanes(shape, generator).to(torch.float32).sub_(_lowest_kept(p) - 1).clamp_(0, 1)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -56,7 +77,11 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     dropped = drop_levels(p)
     if not (training and _ACTIVE.get() and x.device.type == "cpu" and 0 < dropped < _LEVELS):
         return nn.functional.dropout(x, p, training)  # (p within 1/131072 of 0 or 1 too)
-    return torch.where(keep_mask(x.shape, p), x, 0.0) * (_LEVELS / (_LEVELS - dropped))
+    scale = _LEVELS / (_LEVELS - dropped)
+    # like torch's CPU dropout: one product with a scaled float mask (autograd keeps the mask for the backward)
+    if x.dtype == torch.float32:  # (scale as a float32, as x * scale would round it)
+        return x * keep_values(x.shape, p).mul_(scale)
+    return x * keep_values(x.shape, p).to(x.dtype) * scale  # (reduced precision: scaled in float32, as x * scale is)
 
 
 class FastDropout(nn.Dropout):
