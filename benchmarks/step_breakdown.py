@@ -8,6 +8,9 @@ student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up 
     python benchmarks/step_breakdown.py [--teacher bench_runs/sst2-teacher/teacher]
     python benchmarks/step_breakdown.py --profile   # instead: the operators of 20 cached student steps (fp32, fused
                                                     # AdamW), by their own CPU time (torch.profiler)
+    python benchmarks/step_breakdown.py --profile-bench  # instead: the operators of the cached run of `textdistill
+                                                    # bench` (benchmarks/sst2_ablation.yaml, pruned vocabulary, one
+                                                    # run of 60 steps): the loop itself, length-grouped batches
     ... --dropout torch                             # torch's dropout masks instead of the loop's (textdistill.dropout)
 """
 
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import statistics
 import time
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -34,7 +38,11 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="profile the student's step by operator instead")
     ap.add_argument("--dropout", choices=["fast", "torch"], default="fast",
                     help="the student's dropout masks: the loop's (training.fast_dropout, the default) or torch's")
+    ap.add_argument("--profile-bench", action="store_true", help="profile the cached run of textdistill bench instead")
     args = ap.parse_args()
+    if args.profile_bench:
+        profile_bench(args.teacher)
+        return
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
     lines = open(f"{data_dir()}/sst2/train.tsv", encoding="utf-8").read().splitlines()[1:1281]
@@ -113,6 +121,36 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) ->
             for i in range(5, 25):
                 step(i)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def profile_bench(teacher: str) -> None:
+    """The operators of the cached (teacher outputs precomputed) run of ``textdistill bench`` on the ablation config
+    with its vocabulary pruned, 60 steps: the loop as a user runs it. Per step: each operator's own CPU time / 60."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import textdistill.bench as bench_module
+
+    loop = bench_module.train_loop
+    steps = 60
+
+    def profiled(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("desc") != "bench cached":
+            return loop(*args, **kwargs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            result = loop(*args, **kwargs)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        wall = 1e3 * result.step_seconds / steps
+        print(f"cached run: {result.samples_per_second:.1f} samples/s, {wall:.1f} ms per step; the operators' own CPU time "
+              f"{total / 1e3 / steps:.1f} ms per step (the rest: Python, and work outside torch's operators such as the "
+              "dropout masks' random bits)")
+        for e in events[:25]:
+            print(f"{e.key[:60]:60s} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step {100 * e.self_cpu_time_total / total:5.1f}% {e.count // steps:5d} calls/step")
+        return result
+
+    bench_module.train_loop = profiled
+    overrides = [f"teacher.model={teacher}", "student.prune_vocabulary=true"]
+    bench_module.bench("benchmarks/sst2_ablation.yaml", overrides, steps=steps, repeats=1)
 
 
 if __name__ == "__main__":
