@@ -3,7 +3,7 @@
 torch draws a CPU dropout mask with ``bernoulli_``: one call to its Mersenne Twister per element, and it gains nothing
 from more threads. In the cached student's step (SST-2, two layers of 384, batch 32, two threads) its 8 masks took
 17.4% of the time (``benchmarks/step_breakdown.py --profile``). Here each mask starts from one 64-bit draw of torch's
-generator, which seeds numpy's SFC64 (a small chaotic generator, several times faster per 64 bits); each of its
+generator, which seeds numpy's SFC64 (a small chaotic generator, about twice as fast per 64 bits here); each of its
 64-bit outputs is cut into four 16-bit uniforms, and an element is kept when its uniform is at least ``p``: a keep mask
 with the same distribution (``p`` rounded to a multiple of 1/65536; 0.1 becomes 0.100006), applied as one product with
 a float mask scaled by ``1 / (1 - p)``, as torch does. Seeded runs stay reproducible (torch's generator decides every
