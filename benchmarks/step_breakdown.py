@@ -12,6 +12,8 @@ student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up 
                                                     # bench` (benchmarks/sst2_ablation.yaml, pruned vocabulary, one
                                                     # run of 60 steps): the loop itself, length-grouped batches
     ... --dropout torch                             # torch's dropout masks instead of the loop's (textdistill.dropout)
+    ... --first-token off                           # the full last layer in both models (training.first_token_only:
+                                                    # false); by default, as in the loop, it runs for [CLS] alone
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from textdistill.config import data_dir
 from textdistill.dropout import fast_cpu_dropout
+from textdistill.first_token import first_token_only
 from textdistill.losses import distillation_loss
 from textdistill.models import student_from_teacher
 from textdistill.train import clip_in_step
@@ -38,10 +41,12 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="profile the student's step by operator instead")
     ap.add_argument("--dropout", choices=["fast", "torch"], default="fast",
                     help="the student's dropout masks: the loop's (training.fast_dropout, the default) or torch's")
+    ap.add_argument("--first-token", choices=["on", "off"], default="on",
+                    help="the last layer for [CLS] alone in student and teacher (training.first_token_only, the default) or in full")
     ap.add_argument("--profile-bench", action="store_true", help="profile the cached run of textdistill bench instead")
     args = ap.parse_args()
     if args.profile_bench:
-        profile_bench(args.teacher)
+        profile_bench(args.teacher, args.first_token == "on")
         return
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
@@ -49,10 +54,10 @@ def main() -> None:
     texts, labels = [ln.split("\t")[0] for ln in lines], torch.tensor([int(ln.split("\t")[1]) for ln in lines])
     batches = [(tok(texts[i : i + 32], truncation=True, max_length=64, padding=True, return_tensors="pt"), labels[i : i + 32])
                for i in range(0, len(texts), 32)]  # fmt: skip
-    fast = args.dropout == "fast"
-    print(f"dropout masks: {args.dropout}; threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
+    fast, cut = args.dropout == "fast", args.first_token == "on"
+    print(f"dropout masks: {args.dropout}; last layer for [CLS] alone: {args.first_token}; threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
     if args.profile:
-        profile_student_step(teacher, batches, fast)
+        profile_student_step(teacher, batches, fast, cut)
         return
     for precision in ("fp32", "bf16"):
         for fused in (False, True):
@@ -60,7 +65,7 @@ def main() -> None:
             opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=fused)
             ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
             times: dict[str, list[float]] = {k: [] for k in ("teacher", "forward", "backward", "clip", "adamw")}
-            with fast_cpu_dropout(student, fast):  # as in the loop
+            with fast_cpu_dropout(student, fast), first_token_only(student, teacher, enabled=cut):  # as in the loop
                 for i, (batch, gold) in enumerate(batches):
                     t0 = time.perf_counter()
                     with torch.inference_mode(), ctx():
@@ -95,7 +100,7 @@ def clip(opt: torch.optim.Optimizer, student: torch.nn.Module, fused: bool) -> N
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
 
 
-def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) -> None:
+def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool, cut: bool) -> None:
     """What the student's step (forward, backward, clipping, fused AdamW) spends its time on, with the teacher's
     logits computed beforehand as the cache would give them: operators by their own CPU time."""
     from torch.profiler import ProfilerActivity, profile
@@ -114,7 +119,7 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) ->
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    with fast_cpu_dropout(student, fast):
+    with fast_cpu_dropout(student, fast), first_token_only(student, enabled=cut):
         for i in range(5):
             step(i)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -123,7 +128,7 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool) ->
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
-def profile_bench(teacher: str) -> None:
+def profile_bench(teacher: str, cut: bool) -> None:
     """The operators of the cached (teacher outputs precomputed) run of ``textdistill bench`` on the ablation config
     with its vocabulary pruned, 60 steps: the loop as a user runs it. Per step: each operator's own CPU time / 60."""
     from torch.profiler import ProfilerActivity, profile
@@ -149,7 +154,7 @@ def profile_bench(teacher: str) -> None:
         return result
 
     bench_module.train_loop = profiled
-    overrides = [f"teacher.model={teacher}", "student.prune_vocabulary=true"]
+    overrides = [f"teacher.model={teacher}", "student.prune_vocabulary=true", f"student.training.first_token_only={str(cut).lower()}"]
     bench_module.bench("benchmarks/sst2_ablation.yaml", overrides, steps=steps, repeats=1)
 
 

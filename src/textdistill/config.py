@@ -151,6 +151,11 @@ class TrainingConfig(_Strict):
     # instead of torch's one draw per element (textdistill.dropout): the same Bernoulli masks, and a tenth or more off
     # a small student's step. False: torch's dropout.
     fast_dropout: bool = True
+    # A sequence classifier whose loss reads only logits (no intermediate losses) computes its last encoder layer for
+    # the [CLS] position alone, the rest of that layer being read by nothing (textdistill.first_token): the same
+    # logits and gradients, about 40% less arithmetic for a 2-layer student. The loop's online teacher too. False: the
+    # full last layer.
+    first_token_only: bool = True
 
     @model_validator(mode="after")
     def _compile_mode_needs_inductor(self) -> "TrainingConfig":

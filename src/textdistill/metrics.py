@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from textdistill.data import Collator, DistillDataset, pad_features
+from textdistill.first_token import first_token_only
 from textdistill.losses import IGNORE_INDEX
 from textdistill.progress import progress
 
@@ -37,7 +38,8 @@ def predict_logits(
     pad_id = collator.teacher_pad_id if key == "teacher" and collator.teacher_pad_id is not None else collator.student_pad_id
     out: list[torch.Tensor] = []
     starts = range(0, len(order), batch_size)
-    with progress(len(starts), desc) if desc else contextlib.nullcontext() as bar:
+    # only logits are read: a sequence classifier's last layer runs for its first token alone (textdistill.first_token)
+    with progress(len(starts), desc) if desc else contextlib.nullcontext() as bar, first_token_only(model):
         for start in starts:
             chunk = [feats[i] for i in order[start : start + batch_size]]
             out.append(model(**_model_inputs(pad_features(chunk, pad_id), device)).logits.float().cpu())

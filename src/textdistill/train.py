@@ -25,6 +25,7 @@ from torch import nn
 from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.dropout import fast_cpu_dropout
+from textdistill.first_token import first_token_only
 from textdistill.errors import TextDistillError
 from textdistill.features import Features, IntermediateLosses
 from textdistill.losses import distillation_loss, hard_label_loss
@@ -130,6 +131,14 @@ class DistillationObjective(nn.Module):
             terms.update(inter)
         terms["loss"] = total
         return terms
+
+
+def reads_logits_only(objective: Objective) -> bool:
+    """Whether ``objective`` reads nothing of its models but their logits (so their last layer may be cut to the first
+    token: :mod:`textdistill.first_token`)."""
+    if objective is hard_label_objective:
+        return True
+    return isinstance(objective, DistillationObjective) and objective.intermediate is None
 
 
 @dataclass
@@ -507,8 +516,10 @@ def train_loop(
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
     try:
         fast_masks = args.fast_dropout and not args.torch_compile and accelerator.device.type == "cpu"
+        cut = args.first_token_only and reads_logits_only(objective)
         with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
-                _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks):  # fmt: skip
+                _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks), \
+                first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut):  # fmt: skip
             bar.update(step)
             model.train()
             while step < total_steps:

@@ -1,0 +1,120 @@
+"""The last encoder layer computed for the first token alone, where nothing reads the other positions.
+
+A BERT-style sequence classifier reads one position of its encoder's output: the pooler (or classification head)
+takes ``[CLS]``, position 0. Every other position of the *last* layer is computed and thrown away: its query
+projection, attention rows, output projection and feed-forward block (about 83% of a layer's products: 4 of its
+12 ``d x d`` blocks per token are the keys and values, the rest is wasted). :func:`first_token_only` computes the
+last layer's keys and values for every position, as before, and its query, attention, output projection and
+feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their gradients; a
+2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer.
+
+It holds only while the caller reads the logits alone: the last layer's hidden states and attention maps then have
+one position, so it is never on while intermediate losses, feature taps or hidden-state caches read a model. The
+loop puts it on for a sequence-classification student whose objective reads only logits (and for the teacher it
+runs online), the cache builder for a teacher whose logits alone are cached. Off those classes (token
+classification, MPNet, LSTM and CNN students, causal LMs) it changes nothing.
+
+Dropout in the last layer is drawn for the rows that are computed: the same distribution for position 0, fewer
+draws, so a seeded run's masks differ from those of the full layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
+
+from textdistill.dropout import FAST_SDPA
+
+# Sequence classifiers whose head reads position 0 of a BERT-layout encoder (layer.attention.self.{query,key,value},
+# layer.attention.output, layer.feed_forward_chunk): the ones this module knows how to cut.
+CLASSIFIERS = frozenset({
+    "BertForSequenceClassification",
+    "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification",
+    "ElectraForSequenceClassification",
+})  # fmt: skip
+# attention functions that take a [B, 1, L] query against [B, L] keys with a 4-d mask sliced to its first row
+ATTENTION = frozenset({"eager", "sdpa", FAST_SDPA})
+
+
+def _last_layer(model: nn.Module) -> nn.Module | None:
+    """The last encoder layer of ``model`` when :func:`first_token_only` can cut it, else None."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile'd: the module it wraps
+    if type(model).__name__ not in CLASSIFIERS:
+        return None
+    config = model.config
+    if config.is_decoder or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "_attn_implementation", None) not in ATTENTION:
+        return None
+    base = getattr(model, model.base_model_prefix, None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return None
+    layer = layers[-1]
+    if not all(hasattr(layer, a) for a in ("attention", "feed_forward_chunk")):
+        return None
+    if not all(hasattr(layer.attention, a) for a in ("self", "output")):
+        return None
+    return layer
+
+
+def first_token_forward(
+    layer: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *_args: Any,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """A BERT layer's forward for position 0 alone: ``[B, L, H]`` in, ``[B, 1, H]`` out, equal to the full layer's
+    ``[:, :1]``."""
+    attn = layer.attention.self
+    if attn.config._attn_implementation not in ATTENTION:  # switched since: the full layer
+        return type(layer).forward(layer, hidden_states, attention_mask, *_args, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("encoder_attention_mask", "cache", "past_key_values")}
+    batch, length, _ = hidden_states.shape
+    first = hidden_states[:, :1]
+    size = attn.attention_head_size
+    query = attn.query(first).view(batch, 1, -1, size).transpose(1, 2)
+    key = attn.key(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    value = attn.value(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+        attention_mask = attention_mask[:, :, :1]
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+    out, _ = interface(
+        attn, query, key, value, attention_mask,
+        dropout=attn.dropout.p if attn.training else 0.0, scaling=attn.scaling, **kwargs,
+    )  # fmt: skip
+    out = out.reshape(batch, 1, -1).contiguous()
+    return layer.feed_forward_chunk(layer.attention.output(out, first))
+
+
+def can_cut(model: nn.Module | None) -> bool:
+    """Whether :func:`first_token_only` would change ``model``."""
+    return model is not None and _last_layer(model) is not None
+
+
+@contextlib.contextmanager
+def first_token_only(*models: nn.Module | None, enabled: bool = True) -> Iterator[list[nn.Module]]:
+    """Within the context, each model that :func:`can_cut` computes its last layer for position 0 alone (its logits
+    unchanged, its last hidden state of length 1); on leaving, the layers are as they were. Yields the models it
+    changed. Weights, state dicts and saving are untouched: only the layer's ``forward`` is replaced."""
+    changed: list[tuple[nn.Module, nn.Module]] = []
+    try:
+        for model in models if enabled else ():
+            layer = _last_layer(model) if model is not None else None
+            if layer is None or "forward" in vars(layer):  # not one it knows, or already cut (the same model twice)
+                continue
+            layer.forward = types.MethodType(first_token_forward, layer)
+            changed.append((model, layer))
+        yield [m for m, _ in changed]
+    finally:
+        for _, layer in changed:
+            vars(layer).pop("forward", None)
