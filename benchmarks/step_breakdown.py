@@ -11,6 +11,7 @@ student [1, 5] of the fine-tuned teacher; medians over 35 steps after 5 warm-up 
     python benchmarks/step_breakdown.py --profile-bench  # instead: the operators of the cached run of `textdistill
                                                     # bench` (benchmarks/sst2_ablation.yaml, pruned vocabulary, one
                                                     # run of 60 steps): the loop itself, length-grouped batches
+    ... --profile-bench --vocabulary full           # the same with the student's whole vocabulary
     ... --dropout torch                             # torch's dropout masks instead of the loop's (textdistill.dropout)
     ... --first-token off                           # the full last layer in both models (training.first_token_only:
                                                     # false); by default, as in the loop, it runs for [CLS] alone
@@ -44,9 +45,11 @@ def main() -> None:
     ap.add_argument("--first-token", choices=["on", "off"], default="on",
                     help="the last layer for [CLS] alone in student and teacher (training.first_token_only, the default) or in full")
     ap.add_argument("--profile-bench", action="store_true", help="profile the cached run of textdistill bench instead")
+    ap.add_argument("--vocabulary", choices=["pruned", "full"], default="pruned",
+                    help="with --profile-bench: the student's vocabulary pruned (student.prune_vocabulary) or all of it")
     args = ap.parse_args()
     if args.profile_bench:
-        profile_bench(args.teacher, args.first_token == "on")
+        profile_bench(args.teacher, args.first_token == "on", args.vocabulary == "pruned")
         return
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     tok = AutoTokenizer.from_pretrained(args.teacher)
@@ -128,7 +131,7 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool, cu
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
-def profile_bench(teacher: str, cut: bool) -> None:
+def profile_bench(teacher: str, cut: bool, prune: bool) -> None:
     """The operators of the cached (teacher outputs precomputed) run of ``textdistill bench`` on the ablation config
     with its vocabulary pruned, 60 steps: the loop as a user runs it. Per step: each operator's own CPU time / 60."""
     from torch.profiler import ProfilerActivity, profile
@@ -154,7 +157,8 @@ def profile_bench(teacher: str, cut: bool) -> None:
         return result
 
     bench_module.train_loop = profiled
-    overrides = [f"teacher.model={teacher}", "student.prune_vocabulary=true", f"student.training.first_token_only={str(cut).lower()}"]
+    overrides = [f"teacher.model={teacher}", f"student.prune_vocabulary={str(prune).lower()}",
+                 f"student.training.first_token_only={str(cut).lower()}"]
     bench_module.bench("benchmarks/sst2_ablation.yaml", overrides, steps=steps, repeats=1)
 
 

@@ -156,6 +156,10 @@ class TrainingConfig(_Strict):
     # logits and gradients, about 40% less arithmetic for a 2-layer student. The loop's online teacher too. False: the
     # full last layer.
     first_token_only: bool = True
+    # On the CPU under Linux (glibc), malloc serves blocks up to 1 GiB from its heap and keeps freed ones, for the rest
+    # of the process (textdistill.cpu_malloc): a large tensor made at every step (a word embedding's dense gradient)
+    # then reuses memory instead of faulting in fresh pages. False: malloc as it was.
+    reuse_cpu_memory: bool = True
 
     @model_validator(mode="after")
     def _compile_mode_needs_inductor(self) -> "TrainingConfig":

@@ -24,6 +24,7 @@ from torch import nn
 
 from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.data import Collator, DistillDataset, train_loader
+from textdistill.cpu_malloc import reuse_freed_memory
 from textdistill.dropout import fast_cpu_dropout
 from textdistill.first_token import first_token_only
 from textdistill.errors import TextDistillError
@@ -519,7 +520,8 @@ def train_loop(
         cut = args.first_token_only and reads_logits_only(objective)
         with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
                 _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks), \
-                first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut):  # fmt: skip
+                first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut), \
+                reuse_freed_memory(args.reuse_cpu_memory and accelerator.device.type == "cpu"):  # fmt: skip
             bar.update(step)
             model.train()
             while step < total_steps:
