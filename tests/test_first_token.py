@@ -56,11 +56,12 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def logits_and_grads(model, inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    model.zero_grad(set_to_none=True)
+def logits_and_grads(model, inputs, module=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    module = module if module is not None else model  # model: what to call; module: whose gradients to read
+    module.zero_grad(set_to_none=True)
     logits = model(**inputs).logits
     (logits * torch.linspace(-1, 2, logits.numel()).view_as(logits)).sum().backward()
-    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.parameters()]
     return logits.detach(), grads
 
 
@@ -192,3 +193,21 @@ def test_real_minilm_teacher_gives_the_same_logits_cut(sst2_dir: Path) -> None:
             cut = model(**inputs).logits
     assert changed == [model]
     assert torch.allclose(cut, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_multitask_student_is_cut_for_every_task(impl: str) -> None:
+    from textdistill.multitask import MultiTaskObjective, TaskSpec, multitask_from_encoder, uniform_spec
+
+    encoder = make("bert", impl).bert
+    model = multitask_from_encoder(encoder, [{"name": "sst2", "labels": ["0", "1"]}, {"name": "stsb", "labels": None}], 0.0).train()
+    inputs = batch(2)
+    for task in ("sst2", "stsb"):
+        full, full_grads = logits_and_grads(lambda **kw: model(**kw, task=task), inputs, model)
+        with first_token_only(model) as changed:
+            assert changed == [model]
+            cut, cut_grads = logits_and_grads(lambda **kw: model(**kw, task=task), inputs, model)
+        assert full.shape == (5, 2 if task == "sst2" else 1)
+        assert torch.allclose(cut, full, atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, cut_grads))
+    assert reads_logits_only(MultiTaskObjective([uniform_spec("sst2", 1), TaskSpec("stsb", regression=True)]))

@@ -6,7 +6,8 @@ projection, attention rows, output projection and feed-forward block (about 83% 
 12 ``d x d`` blocks per token are the keys and values, the rest is wasted). :func:`first_token_only` computes the
 last layer's keys and values for every position, as before, and its query, attention, output projection and
 feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their gradients; a
-2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer.
+2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer. textdistill's
+multi-task student is one such classifier too: each task's head reads the pooler or position 0.
 
 It holds only while the caller reads the logits alone: the last layer's hidden states and attention maps then have
 one position, so it is never on while intermediate losses, feature taps or hidden-state caches read a model. The
@@ -32,14 +33,17 @@ from transformers.models.bert.modeling_bert import eager_attention_forward
 
 from textdistill.dropout import FAST_SDPA
 
-# Sequence classifiers whose head reads position 0 of a BERT-layout encoder (layer.attention.self.{query,key,value},
-# layer.attention.output, layer.feed_forward_chunk): the ones this module knows how to cut.
+# Sequence classifiers whose heads read position 0 of their encoder (textdistill's multi-task model: the pooler or
+# position 0, for every task), and the encoders of BERT layout (layer.attention.self.{query,key,value},
+# layer.attention.output, layer.feed_forward_chunk) under them: the ones this module knows how to cut.
 CLASSIFIERS = frozenset({
     "BertForSequenceClassification",
     "RobertaForSequenceClassification",
     "XLMRobertaForSequenceClassification",
     "ElectraForSequenceClassification",
+    "MultiTaskModel",
 })  # fmt: skip
+ENCODERS = frozenset({"BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"})
 # attention functions that take a [B, 1, L] query against [B, L] keys with a 4-d mask sliced to its first row
 ATTENTION = frozenset({"eager", "sdpa", FAST_SDPA})
 
@@ -49,12 +53,14 @@ def _last_layer(model: nn.Module) -> nn.Module | None:
     model = getattr(model, "_orig_mod", model)  # torch.compile'd: the module it wraps
     if type(model).__name__ not in CLASSIFIERS:
         return None
-    config = model.config
+    base = getattr(model, model.base_model_prefix, None)
+    if type(base).__name__ not in ENCODERS:
+        return None
+    config = base.config
     if config.is_decoder or getattr(config, "add_cross_attention", False):
         return None
     if getattr(config, "_attn_implementation", None) not in ATTENTION:
         return None
-    base = getattr(model, model.base_model_prefix, None)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
         return None

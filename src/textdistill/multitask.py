@@ -229,6 +229,8 @@ class MultiTaskObjective(nn.Module):
     ``progress * gold + (1 - progress) * fused``.
     """
 
+    reads_logits_only = True  # the student's logits alone (the loop may cut its last layer: textdistill.first_token)
+
     def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()
         self.tasks = list(tasks)

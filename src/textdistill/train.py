@@ -75,6 +75,11 @@ class DistillationObjective(nn.Module):
     def teacher(self) -> nn.Module | None:
         return self._teacher[0]
 
+    @property
+    def reads_logits_only(self) -> bool:
+        """No intermediate losses: only the models' logits are read."""
+        return self.intermediate is None
+
     def hold_teacher(self, teacher: nn.Module) -> None:
         """Use ``teacher`` (e.g. a bf16 copy of the same model) from now on."""
         self._teacher[0] = teacher
@@ -136,10 +141,8 @@ class DistillationObjective(nn.Module):
 
 def reads_logits_only(objective: Objective) -> bool:
     """Whether ``objective`` reads nothing of its models but their logits (so their last layer may be cut to the first
-    token: :mod:`textdistill.first_token`)."""
-    if objective is hard_label_objective:
-        return True
-    return isinstance(objective, DistillationObjective) and objective.intermediate is None
+    token: :mod:`textdistill.first_token`): plain fine-tuning, and any objective whose ``reads_logits_only`` says so."""
+    return objective is hard_label_objective or getattr(objective, "reads_logits_only", False) is True
 
 
 @dataclass
