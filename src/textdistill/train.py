@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from textdistill.config import DistillConfig, TrainingConfig, value_at
-from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.cpu_malloc import reuse_freed_memory
+from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.dropout import fast_cpu_dropout
-from textdistill.first_token import first_token_only
 from textdistill.errors import TextDistillError
 from textdistill.features import Features, IntermediateLosses
+from textdistill.first_token import first_token_only
 from textdistill.losses import distillation_loss, hard_label_loss
 from textdistill.progress import progress
 
