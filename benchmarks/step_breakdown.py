@@ -132,8 +132,9 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool, cu
 
 
 def profile_bench(teacher: str, cut: bool, prune: bool) -> None:
-    """The operators of the cached (teacher outputs precomputed) run of ``textdistill bench`` on the ablation config
-    with its vocabulary pruned, 60 steps: the loop as a user runs it. Per step: each operator's own CPU time / 60."""
+    """The operators of the cached (teacher outputs precomputed) run of ``textdistill bench`` on the ablation config,
+    60 steps, the student's vocabulary pruned or not (``prune``), its last layer cut to [CLS] or not (``cut``): the
+    loop as a user runs it. Per step: each operator's own CPU time / 60."""
     from torch.profiler import ProfilerActivity, profile
 
     import textdistill.bench as bench_module
