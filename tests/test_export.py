@@ -75,3 +75,42 @@ def test_cli_export(tiny_bert, sst2_dir, tmp_path):
     result = json.loads(proc.stdout)
     assert result["forms"]["onnx fp32"]["max_abs_logit_diff"] < 1e-4
     assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+
+
+def _intermediate_shapes(path, feed):
+    """The runtime shapes of every feed-forward block's first product (``.../intermediate/dense/MatMul``)."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(str(path))
+    names = [n.output[0] for n in graph.graph.node if n.op_type == "MatMul" and "intermediate/dense" in n.name]
+    graph.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [o.shape for o in session.run(names, {k: v.numpy() for k, v in feed.items()})]
+
+
+def test_export_computes_the_last_layer_for_cls_alone(tmp_path):
+    """The exported graph returns logits alone, so a BERT classifier's last layer runs for [CLS] alone (its
+    feed-forward block sees one position, the layer before sees them all) and the logits still match the full
+    PyTorch model on padded rows of different lengths. Export leaves the model in eval mode (it was left training:
+    the exporter restored the mode of a fresh wrapper module, dropout on)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from textdistill.data import pad_features
+    from textdistill.export import export_onnx, onnx_forward
+
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96, num_labels=3, vocab_size=500)
+    model = BertForSequenceClassification(config).eval()
+    feats = [{"input_ids": [101, *range(200, 200 + n), 102], "token_type_ids": [0] * (n + 2)} for n in (3, 9, 14, 6)]
+    inputs = pad_features(feats, 0)
+    with torch.no_grad():
+        full = model(**inputs).logits
+    path = export_onnx(model, feats, tmp_path / "model.onnx", 0)
+    assert not model.training
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, full)
+    got = onnx_forward(path, ["input_ids", "token_type_ids", "attention_mask"])(inputs)
+    assert (got - full).abs().max() < 1e-5
+    feed = {k: inputs[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    assert _intermediate_shapes(path, feed) == [(4, 16, 96), (4, 1, 96)]

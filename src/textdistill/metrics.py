@@ -188,8 +188,9 @@ def measure_speed(
 ) -> dict[str, float]:
     """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
 
-    ``model`` is a PyTorch model (run in eval mode on the CPU) or any forward function over padded inputs (an ONNX
-    Runtime session). Inputs are real examples in their natural order (not length-sorted), tokenization excluded;
+    ``model`` is a PyTorch model (run in eval mode on the CPU; a BERT-layout sequence classifier with its last layer
+    for ``[CLS]`` alone, as :func:`predict_logits` and the ONNX export run it) or any forward function over padded
+    inputs (an ONNX Runtime session). Inputs are real examples in their natural order (not length-sorted), tokenization excluded;
     ``torch.get_num_threads()`` threads; two warm-up calls precede each measurement.
     """
     module = model if isinstance(model, nn.Module) else None
@@ -207,11 +208,12 @@ def measure_speed(
         return time.perf_counter() - start
 
     n = len(features)
-    for i in range(2):
-        timed(features[i % n : i % n + 1])
-        timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
-    single = [timed([features[i % n]]) for i in range(repeats)]
-    batched = [timed([features[(r * batch_size + j) % n] for j in range(batch_size)]) for r in range(repeats)]
+    with first_token_only(module) if module is not None else contextlib.nullcontext():
+        for i in range(2):
+            timed(features[i % n : i % n + 1])
+            timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
+        single = [timed([features[i % n]]) for i in range(repeats)]
+        batched = [timed([features[(r * batch_size + j) % n] for j in range(batch_size)]) for r in range(repeats)]
     if module is not None:
         module.to(device).train(was_training)
     return {
