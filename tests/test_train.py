@@ -169,3 +169,46 @@ def test_intermediate_distillation_runs_on_the_gpu(tmp_path: Path, precision: st
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(logged) == 8 and all(math.isfinite(r["loss"]) and r["hidden_1_2_mse"] > 0 for r in logged)
     assert result.steps == 8 and result.samples == 128 and result.samples_per_second > 0
+
+
+def _bert(seed: int, layers: int = 2) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    return BertForSequenceClassification(config)
+
+
+def test_collator_says_which_sides_have_no_padding() -> None:
+    same = [{"input_ids": [2, 5, 6, 3]}, {"input_ids": [2, 7, 8, 3]}]
+    mixed = [{"input_ids": [2, 5, 3]}, {"input_ids": [2, 7, 8, 3]}]
+    batch = Collator(0, 0)([{"student": s, "teacher": t, "labels": 1} for s, t in zip(same, mixed)])
+    assert batch["unpadded"] == {"student": True, "teacher": False}
+    assert batch["teacher"]["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert Collator(0)([{"student": s, "labels": 0} for s in mixed])["unpadded"] == {"student": False}
+
+
+def test_unpadded_batches_reach_transformers_models_without_a_mask() -> None:
+    """No padded row: a transformers model (the student, the online teacher, compiled or not) is called without its
+    mask, with the same logits and losses as with the all-ones mask; a padded side, or a model that is not a
+    transformers model, keeps it."""
+    student, teacher = _bert(0), _bert(1, layers=3).eval()
+    seen: list[object] = []
+    for m in (student, teacher):
+        m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+    g = torch.Generator().manual_seed(0)
+    items = [{"student": {"input_ids": torch.randint(5, 120, (7,), generator=g).tolist()}, "labels": i % 2} for i in range(6)]
+    batch = Collator(0)(items)
+    assert batch["unpadded"] == {"student": True}
+    objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
+    terms = objective(student, batch)
+    assert seen == [None, None]  # the teacher's call, then the student's
+    masked = objective(student, {k: v for k, v in batch.items() if k != "unpadded"})
+    assert all(isinstance(m, torch.Tensor) for m in seen[2:]) and len(seen) == 4
+    for k in terms:
+        assert torch.allclose(terms[k], masked[k], atol=1e-6), k
+    inputs = train_module.model_inputs(torch.compile(student), batch)
+    assert "attention_mask" not in inputs and set(inputs) == {"input_ids"}
+    padded = Collator(0)([*items[:5], {"student": {"input_ids": [2, 3]}, "labels": 0}])
+    assert "attention_mask" in train_module.model_inputs(student, padded)
+    plain = torch.nn.Linear(2, 2)  # not a transformers model: None may not mean "attend everywhere" to it
+    assert "attention_mask" in train_module.model_inputs(plain, batch)

@@ -645,6 +645,11 @@ def pad_features(features: list[Features], pad_token_id: int) -> dict[str, torch
     return out
 
 
+def same_length(features: list[Features]) -> bool:
+    """Whether every example of a batch has the same number of tokens (so padding adds none)."""
+    return len({len(f["input_ids"]) for f in features}) == 1
+
+
 @dataclass
 class Collator:
     student_pad_id: int
@@ -653,9 +658,12 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         student = pad_features([it["student"] for it in items], self.student_pad_id)
         batch: dict[str, Any] = {"student": student, "labels": collate_labels([it["labels"] for it in items], student["input_ids"].shape[1])}
+        # which sides have no padded row, known here on the host: the loop then calls a model without its mask
+        batch["unpadded"] = {"student": same_length([it["student"] for it in items])}
         if "teacher" in items[0]:
             assert self.teacher_pad_id is not None
             batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
+            batch["unpadded"]["teacher"] = same_length([it["teacher"] for it in items])
         if "teacher_logits" in items[0]:
             logits = torch.stack([it["teacher_logits"] for it in items])
             batch["teacher_logits"] = logits[:, : student["input_ids"].shape[1]] if logits.dim() == 3 else logits  # tokens

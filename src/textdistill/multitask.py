@@ -37,6 +37,7 @@ from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
 from textdistill.models import load_saved_classifier, loading_kwargs, resolve_model_path
 from textdistill.ner import predict_entities
+from textdistill.train import model_inputs
 
 # --------------------------------------------------------------------------------------------------------------------
 # The model
@@ -237,7 +238,7 @@ class MultiTaskObjective(nn.Module):
 
     def forward(self, model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
         spec = self.tasks[int(batch["task"])]
-        logits = model(**batch["student"], task=spec.name).logits
+        logits = model(**model_inputs(model, batch), task=spec.name).logits
         labels = batch["labels"]
         hard = hard_label_loss(logits, labels)
         if "teacher_logits" not in batch:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from textdistill.config import DistillConfig, TrainingConfig, value_at
 from textdistill.cpu_malloc import reuse_freed_memory
@@ -42,9 +43,22 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: dict[str, Any], progress: float) -> dict[str, torch.Tensor]: ...
 
 
+def model_inputs(model: nn.Module, batch: dict[str, Any], side: str = "student") -> dict[str, torch.Tensor]:
+    """``batch[side]`` as ``model``'s keyword arguments, without the attention mask when the collator found no padded
+    row on that side and ``model`` is a transformers model (for which no mask means every position is attended, as
+    the all-ones mask says). Its attention then runs without a mask (the flash kernel on a GPU), and transformers does
+    not check on the host whether the mask pads anything (on a GPU, a wait for the device at every forward pass)."""
+    inputs = batch[side]
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
+    if batch.get("unpadded", {}).get(side) and isinstance(inner, PreTrainedModel):
+        return {k: v for k, v in inputs.items() if k != "attention_mask"}
+    return inputs
+
+
 def hard_label_objective(model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
     """Plain fine-tuning: cross-entropy with the gold labels."""
-    logits = model(**batch["student"]).logits
+    logits = model(**model_inputs(model, batch)).logits
     ce = hard_label_loss(logits, batch["labels"])
     return {"loss": ce, "ce": ce}
 
@@ -87,12 +101,14 @@ class DistillationObjective(nn.Module):
     def _teacher_features(self, batch: dict[str, Any]) -> Features | None:
         if self.teacher is None:
             return None
-        inputs = batch.get("teacher", batch["student"])
+        side = "teacher" if "teacher" in batch else "student"
+        inputs = batch[side]
         with torch.inference_mode():
             if self.intermediate is not None:
                 feats = self.intermediate.features(self.teacher, inputs, "teacher")
             else:
-                feats = Features(logits=self.teacher(**inputs).logits, mask=inputs["attention_mask"].bool())
+                logits = self.teacher(**model_inputs(self.teacher, batch, side)).logits
+                feats = Features(logits=logits, mask=inputs["attention_mask"].bool())
         # leave inference mode: clone what the student's graph will touch
         return Features(
             logits=feats.logits.float().clone(),
@@ -117,7 +133,7 @@ class DistillationObjective(nn.Module):
         if self.intermediate is not None:
             s = self.intermediate.features(model, batch["student"], "student")
         else:
-            s = Features(logits=model(**batch["student"]).logits, mask=batch["student"]["attention_mask"].bool())
+            s = Features(logits=model(**model_inputs(model, batch)).logits, mask=batch["student"]["attention_mask"].bool())
         terms: dict[str, torch.Tensor] = {}
         total = s.logits.new_zeros((), dtype=torch.float32)
         if self.use_logits:
@@ -521,6 +537,10 @@ def train_loop(
     try:
         fast_masks = args.fast_dropout and not args.torch_compile and accelerator.device.type == "cpu"
         cut = args.first_token_only and reads_logits_only(objective)
+        # modes that replay CUDA graphs: each step starts a new iteration of torch's graph trees explicitly, not by
+        # their heuristic (a new one at each compiled call with no backward pending); nothing reads a step's outputs
+        # after it (the online teacher's logits are copied before the student runs)
+        graphs = args.torch_compile and on_gpu and args.torch_compile_mode in ("reduce-overhead", "max-autotune")
         with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
                 _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks), \
                 first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut), \
@@ -535,6 +555,8 @@ def train_loop(
                     if saved is not None:  # the random states of the checkpoint, right before its next batch
                         set_random_states(saved["random"])
                         saved = None
+                    if graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     with accelerator.accumulate(model):
                         with accelerator.autocast():
                             terms = objective(model, batch, step / total_steps)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One prepared call for a lent GPU machine (issue: speed and scale): the H200 throughput rows of docs/RESULTS.md,
+# compiled as the table quotes them and with CUDA graphs (torch_compile_mode: reduce-overhead). Each part has its own
+# time limit, so a slow part cannot take the others' time; the JSON lines go to $OUT (or bench_runs/gpu).
+# Usage (repository root, torch with CUDA and the package importable):  bash benchmarks/gpu_session.sh
+set -uo pipefail
+out=${OUT:-bench_runs/gpu}
+mkdir -p "$out"
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+python -c "import torch, transformers; print(torch.__version__, transformers.__version__)" >> "$out/gpu.txt" 2>&1
+run() {  # name, limit in seconds, arguments of gpu_throughput.py
+  local name=$1 limit=$2; shift 2
+  echo "== $name ($(date -u +%H:%M:%S) UTC)"
+  timeout "$limit" python benchmarks/gpu_throughput.py "$@" > "$out/$name.jsonl" 2> "$out/$name.err"
+  echo "rc=$?"; cat "$out/$name.jsonl"; tail -n 3 "$out/$name.err"
+}
+run compiled 200 --steps 100 --repeats 2 --compile
+run cudagraphs 240 --steps 100 --repeats 2 --compile --compile-mode reduce-overhead
