@@ -27,9 +27,10 @@ def test_export_matches_pytorch(dev_slice, tmp_path):
     impl = model.config._attn_implementation
     forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=3)
     assert model.config._attn_implementation == impl  # exported with eager attention, then given back its own
-    assert set(forms) == {"pytorch fp32", "onnx fp32", "onnx int8"}
+    assert list(forms) == ["pytorch fp32", "pytorch fp32 cut", "onnx fp32", "onnx int8"]
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
     assert forms["pytorch fp32"]["max_abs_logit_diff"] == 0.0
+    assert forms["pytorch fp32 cut"]["max_abs_logit_diff"] < 1e-5  # the last layer for [CLS] alone, as exported
     assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
     assert forms["onnx fp32"]["metrics"] == forms["pytorch fp32"]["metrics"]
     assert forms["onnx int8"]["size_bytes"] < forms["onnx fp32"]["size_bytes"]
@@ -114,3 +115,26 @@ def test_export_computes_the_last_layer_for_cls_alone(tmp_path):
     assert (got - full).abs().max() < 1e-5
     feed = {k: inputs[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
     assert _intermediate_shapes(path, feed) == [(4, 16, 96), (4, 1, 96)]
+
+
+def test_export_times_the_forms_in_turns_and_reports_medians(dev_slice, tmp_path, monkeypatch):
+    """Speeds are timed side by side: each round times every form, in a rotated order, and a form's figure is the
+    median of its rounds."""
+    import textdistill.export as export_module
+
+    model, tok, ds = dev_slice
+    calls = iter(range(1, 13))
+
+    def fake_speed(forward, features, pad, repeats):  # a form's rate is the number of the call that timed it
+        rate = float(next(calls))
+        return {"latency_ms_batch1": 1000 / rate, "throughput_batch32": rate, "threads": 2}
+
+    monkeypatch.setattr(export_module, "measure_speed", fake_speed)
+    forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=1)
+    # rounds (pytorch, cut, onnx fp32, int8), (cut, fp32, int8, pytorch), (fp32, int8, pytorch, cut): calls 1-12
+    assert forms["pytorch fp32"]["throughput_batch32"] == 8.0  # calls 1, 8, 11
+    assert forms["pytorch fp32 cut"]["throughput_batch32"] == 5.0  # calls 2, 5, 12
+    assert forms["onnx fp32"]["throughput_batch32"] == 6.0  # calls 3, 6, 9
+    assert forms["onnx int8"]["throughput_batch32"] == 7.0  # calls 4, 7, 10
+    assert forms["onnx int8"]["throughput_vs_pytorch"] == pytest.approx(7 / 8)
+    assert next(calls, None) is None  # no other call

@@ -139,17 +139,21 @@ def test_predict_logits_cuts_and_matches_the_full_model(monkeypatch) -> None:
     assert seen and all(s[1] == 1 for s in seen)  # the pooler saw one position per example
 
 
-def test_measure_speed_times_the_cut_model_and_puts_it_back() -> None:
-    """The latency columns time the model as it is deployed (the ONNX export is cut too): the pooler sees one
-    position per example while it is timed; afterwards the layer and the training mode are as they were."""
+def test_measure_speed_times_the_model_as_asked_and_puts_it_back() -> None:
+    """By default the latency columns time the model as transformers runs it (every position reaches the pooler's
+    input); with first_token=True, as the ONNX export computes it (one position). Afterwards the layer and the
+    training mode are as they were."""
     model = make("bert", "sdpa").train()
     feats = [{"input_ids": [2, *range(5, 5 + k), 3]} for k in (4, 9, 2, 7)]
     seen: list[tuple[int, ...]] = []
     model.bert.pooler.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
-    speed = measure_speed(model, feats, 1, repeats=2, batch_size=4)
-    assert speed["latency_ms_batch1"] > 0 and speed["throughput_batch4"] > 0
-    assert len(seen) == 2 * 2 + 2 * 2 and all(s[1] == 1 for s in seen)  # 2 warm-ups and 2 repeats, batch 1 and 4
-    assert "forward" not in vars(model.bert.encoder.layer[-1]) and model.training
+    for cut in (False, True):
+        seen.clear()
+        speed = measure_speed(model, feats, 1, repeats=2, batch_size=4, first_token=cut)
+        assert speed["latency_ms_batch1"] > 0 and speed["throughput_batch4"] > 0
+        assert len(seen) == 2 * 2 + 2 * 2  # 2 warm-ups and 2 repeats, at batch 1 and at batch 4
+        assert all(s[1] == 1 for s in seen) if cut else all(s[1] > 1 for s in seen)
+        assert "forward" not in vars(model.bert.encoder.layer[-1]) and model.training
 
 
 def test_the_loop_cuts_only_for_objectives_that_read_logits_alone(tmp_path: Path, monkeypatch) -> None:

@@ -9,6 +9,7 @@ Needs the optional packages ``onnx`` and ``onnxruntime`` (``pip install -e ".[ex
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,10 +19,11 @@ from torch import nn
 
 from textdistill.data import DistillDataset, pad_features
 from textdistill.errors import TextDistillError
-from textdistill.first_token import first_token_only
+from textdistill.first_token import can_cut, first_token_only
 from textdistill.metrics import measure_speed, metrics_for
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+SPEED_ROUNDS = 3  # each form's speed is timed this many times, the forms taking turns
 
 
 def _require_onnx() -> Any:
@@ -109,12 +111,14 @@ def onnx_forward(path: Path, names: list[str], threads: int | None = None) -> Fo
     return forward
 
 
-def torch_forward(model: nn.Module) -> Forward:
+def torch_forward(model: nn.Module, first_token: bool = False) -> Forward:
+    """The PyTorch model's logits as transformers computes them; ``first_token``: its last layer for ``[CLS]`` alone
+    (:func:`textdistill.first_token.first_token_only`, as the ONNX graph has it)."""
     model = model.eval().cpu()
 
     @torch.inference_mode()
     def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with first_token_only(model):  # logits alone are read: the last layer for [CLS] alone, as exported
+        with first_token_only(model, enabled=first_token):
             return model(**inputs).logits.float()
 
     return forward
@@ -130,7 +134,11 @@ def predict(forward: Forward, dataset: DistillDataset, pad_token_id: int, batch_
 def export_student(
     model: nn.Module, dataset: DistillDataset, pad_token_id: int, folder: str | os.PathLike, metric: str, repeats: int = 20
 ) -> dict[str, dict[str, Any]]:
-    """Export to ONNX fp32 and int8 in ``folder`` and compare every form with PyTorch on ``dataset``."""
+    """Export to ONNX fp32 and int8 in ``folder`` and compare every form with PyTorch on ``dataset``: the model as
+    transformers runs it ("pytorch fp32", the reference for logits, metric and throughput), the same with its last
+    layer for ``[CLS]`` alone where the export has that cut ("pytorch fp32 cut"), and the two ONNX forms. Speeds are
+    the medians of :data:`SPEED_ROUNDS` rounds of :func:`measure_speed` (``repeats`` calls each) in which the forms
+    take turns."""
     _require_onnx()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,19 +147,28 @@ def export_student(
     names = _input_names(dataset.student)
     reference = predict(torch_forward(model), dataset, pad_token_id)
     speed_feats = dataset.student[:256]
+    forwards: dict[str, tuple[Forward, int | None]] = {"pytorch fp32": (torch_forward(model), None)}
+    if can_cut(model):  # PyTorch computing what the ONNX graph computes: the last layer for [CLS] alone
+        forwards["pytorch fp32 cut"] = (torch_forward(model, first_token=True), None)
+    forwards["onnx fp32"] = (onnx_forward(fp32, names), fp32.stat().st_size)
+    forwards["onnx int8"] = (onnx_forward(int8, names), int8.stat().st_size)
     forms: dict[str, dict[str, Any]] = {}
-    for name, forward, size in (
-        ("pytorch fp32", torch_forward(model), None),
-        ("onnx fp32", onnx_forward(fp32, names), fp32.stat().st_size),
-        ("onnx int8", onnx_forward(int8, names), int8.stat().st_size),
-    ):
+    for name, (forward, size) in forwards.items():
         logits = predict(forward, dataset, pad_token_id)
         forms[name] = {
             "metrics": metrics_for(logits, dataset.labels),
             "max_abs_logit_diff": float((logits - reference).abs().max()),
             "size_bytes": size,
-            **measure_speed(forward, speed_feats, pad_token_id, repeats=repeats),
         }
+    # timed side by side: the forms take turns, each round in a rotated order (so none always runs right after an
+    # ONNX Runtime session, whose threads keep spinning a moment after a call); the median of the rounds
+    order = list(forwards)
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in order}
+    for r in range(SPEED_ROUNDS):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            timings[name].append(measure_speed(forwards[name][0], speed_feats, pad_token_id, repeats=repeats))
+    for name, runs in timings.items():
+        forms[name].update({k: statistics.median(run[k] for run in runs) for k in runs[0]})
     base = forms["pytorch fp32"]
     for entry in forms.values():
         entry["metric_diff_points"] = 100 * (entry["metrics"][metric] - base["metrics"][metric])

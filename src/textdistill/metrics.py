@@ -185,12 +185,13 @@ def measure_speed(
     pad_token_id: int,
     repeats: int = 20,
     batch_size: int = 32,
+    first_token: bool = False,
 ) -> dict[str, float]:
     """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
 
-    ``model`` is a PyTorch model (run in eval mode on the CPU; a BERT-layout sequence classifier with its last layer
-    for ``[CLS]`` alone, as :func:`predict_logits` and the ONNX export run it) or any forward function over padded
-    inputs (an ONNX Runtime session). Inputs are real examples in their natural order (not length-sorted), tokenization excluded;
+    ``model`` is a PyTorch model (run in eval mode on the CPU, as transformers runs it; with ``first_token``, a
+    BERT-layout sequence classifier's last layer for ``[CLS]`` alone, as :func:`predict_logits` and the ONNX export
+    compute it) or any forward function over padded inputs (an ONNX Runtime session). Inputs are real examples in their natural order (not length-sorted), tokenization excluded;
     ``torch.get_num_threads()`` threads; two warm-up calls precede each measurement.
     """
     module = model if isinstance(model, nn.Module) else None
@@ -208,7 +209,7 @@ def measure_speed(
         return time.perf_counter() - start
 
     n = len(features)
-    with first_token_only(module) if module is not None else contextlib.nullcontext():
+    with first_token_only(module, enabled=first_token) if module is not None else contextlib.nullcontext():
         for i in range(2):
             timed(features[i % n : i % n + 1])
             timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
