@@ -15,5 +15,8 @@ run() {  # name, limit in seconds, arguments of gpu_throughput.py
   timeout "$limit" python benchmarks/gpu_throughput.py "$@" > "$out/$name.jsonl" 2> "$out/$name.err"
   echo "rc=$?"; cat "$out/$name.jsonl"; tail -n 3 "$out/$name.err"
 }
+if python -c "import pytest" 2>/dev/null; then  # the tests that need a GPU (skipped on the CPU machines)
+  echo "== GPU tests"; timeout 90 python -m pytest -q -p no:cacheprovider tests/test_train.py -k gpu 2>&1 | tail -n 5
+fi
 run compiled 200 --steps 100 --repeats 2 --compile
-run cudagraphs 240 --steps 100 --repeats 2 --compile --compile-mode reduce-overhead
+run cudagraphs 230 --steps 100 --repeats 2 --compile --compile-mode reduce-overhead

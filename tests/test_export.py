@@ -90,20 +90,24 @@ def _intermediate_shapes(path, feed):
     return [o.shape for o in session.run(names, {k: v.numpy() for k, v in feed.items()})]
 
 
-def test_export_computes_the_last_layer_for_cls_alone(tmp_path):
+@pytest.mark.parametrize("kind", ["bert", "mpnet"])
+def test_export_computes_the_last_layer_for_cls_alone(tmp_path, kind):
     """The exported graph returns logits alone, so a BERT classifier's last layer runs for [CLS] alone (its
     feed-forward block sees one position, the layer before sees them all) and the logits still match the full
     PyTorch model on padded rows of different lengths. Export leaves the model in eval mode (it was left training:
     the exporter restored the mode of a fresh wrapper module, dropout on)."""
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification, MPNetConfig, MPNetForSequenceClassification
 
     from textdistill.data import pad_features
     from textdistill.export import export_onnx, onnx_forward
 
     torch.manual_seed(0)
-    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96, num_labels=3, vocab_size=500)
-    model = BertForSequenceClassification(config).eval()
+    config_class, model_class = {"bert": (BertConfig, BertForSequenceClassification), "mpnet": (MPNetConfig, MPNetForSequenceClassification)}[kind]
+    config = config_class(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96, num_labels=3, vocab_size=500, pad_token_id=0)
+    model = model_class(config).eval()
     feats = [{"input_ids": [101, *range(200, 200 + n), 102], "token_type_ids": [0] * (n + 2)} for n in (3, 9, 14, 6)]
+    if kind == "mpnet":  # no segment ids
+        feats = [{"input_ids": f["input_ids"]} for f in feats]
     inputs = pad_features(feats, 0)
     with torch.no_grad():
         full = model(**inputs).logits
@@ -111,9 +115,9 @@ def test_export_computes_the_last_layer_for_cls_alone(tmp_path):
     assert not model.training
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, full)
-    got = onnx_forward(path, ["input_ids", "token_type_ids", "attention_mask"])(inputs)
+    got = onnx_forward(path, list(inputs))(inputs)
     assert (got - full).abs().max() < 1e-5
-    feed = {k: inputs[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    feed = dict(inputs)
     assert _intermediate_shapes(path, feed) == [(4, 16, 96), (4, 1, 96)]
 
 

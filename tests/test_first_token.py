@@ -101,12 +101,11 @@ def test_fast_dropout_attention_and_mid_context_switches() -> None:
 
 def test_models_it_does_not_know_are_left_alone() -> None:
     token = BertForTokenClassification(BertConfig(**SMALL, **NO_DROPOUT))
-    mpnet = MPNetForSequenceClassification(MPNetConfig(**{**SMALL, "pad_token_id": 1}))
     lstm = torch.nn.LSTM(4, 4)
     decoder = BertForSequenceClassification(BertConfig(**SMALL, is_decoder=True))
-    for model in (token, mpnet, lstm, decoder, None):
+    for model in (token, lstm, decoder, None):
         assert not can_cut(model)
-    with first_token_only(token, mpnet, lstm, decoder, None) as changed:
+    with first_token_only(token, lstm, decoder, None) as changed:
         assert changed == []
         assert token(**batch()).logits.shape == (5, 11, 3)  # every token still classified
     model = make("bert", "eager")
@@ -115,6 +114,24 @@ def test_models_it_does_not_know_are_left_alone() -> None:
     with first_token_only(model, model) as changed:  # the same model twice: cut once, put back once
         assert changed == [model]
     assert "forward" not in vars(model.bert.encoder.layer[-1])
+
+
+def test_mpnet_is_cut_with_its_position_bias_and_gives_the_full_logits_and_gradients() -> None:
+    """MPNet's last layer adds a relative position bias and an additive mask to its scores: the cut takes their first
+    rows, so logits and gradients match the full layer on padded rows; asked for attentions, it gives the first row."""
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(MPNetConfig(**SMALL, **NO_DROPOUT)).train()
+    inputs = batch(1)
+    assert can_cut(model)
+    full, full_grads = logits_and_grads(model, inputs)
+    with first_token_only(model) as changed:
+        cut, cut_grads = logits_and_grads(model, inputs)
+        probs = model.mpnet.encoder.layer[-1](torch.randn(5, 11, 32), output_attentions=True)[1]
+    assert changed == [model] and "forward" not in vars(model.mpnet.encoder.layer[-1])
+    assert torch.allclose(cut, full, atol=1e-5)
+    for a, b in zip(full_grads, cut_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert probs.shape == (5, 4, 1, 11)
 
 
 def test_the_layer_is_put_back_when_the_body_raises() -> None:
@@ -191,13 +208,14 @@ def test_the_loop_cuts_only_for_objectives_that_read_logits_alone(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_real_minilm_teacher_gives_the_same_logits_cut(sst2_dir: Path) -> None:
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+def test_real_teacher_gives_the_same_logits_cut(sst2_dir: Path, name: str) -> None:
     from textdistill.data import LabelSet
     from textdistill.errors import TextDistillError
     from textdistill.models import load_classifier
 
     try:
-        model, tok, _ = load_classifier("all-MiniLM-L6-v2", LabelSet(("0", "1")), "teacher.model", require_trained_head=False)
+        model, tok, _ = load_classifier(name, LabelSet(("0", "1")), "teacher.model", require_trained_head=False)
     except TextDistillError as exc:
         pytest.skip(str(exc))
     model.eval()

@@ -187,10 +187,10 @@ def test_collator_says_which_sides_have_no_padding() -> None:
     assert Collator(0)([{"student": s, "labels": 0} for s in mixed])["unpadded"] == {"student": False}
 
 
-def test_unpadded_batches_reach_transformers_models_without_a_mask() -> None:
-    """No padded row: a transformers model (the student, the online teacher, compiled or not) is called without its
-    mask, with the same logits and losses as with the all-ones mask; a padded side, or a model that is not a
-    transformers model, keeps it."""
+def test_unpadded_batches_reach_transformers_models_without_a_mask(monkeypatch) -> None:
+    """On a GPU, no padded row: a transformers model (the student, the online teacher, compiled or not) is called
+    without its mask, with the same logits and losses as with the all-ones mask; a padded side, or a model that is not
+    a transformers model, keeps it. On the CPU batches keep their masks. (The CPU stands in for the GPU here.)"""
     student, teacher = _bert(0), _bert(1, layers=3).eval()
     seen: list[object] = []
     for m in (student, teacher):
@@ -200,6 +200,8 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask() -> None:
     batch = Collator(0)(items)
     assert batch["unpadded"] == {"student": True}
     objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
+    assert "attention_mask" in train_module.model_inputs(student, batch)  # on the CPU
+    monkeypatch.setattr(train_module, "MASKLESS_DEVICES", frozenset({"cpu"}))
     terms = objective(student, batch)
     assert seen == [None, None]  # the teacher's call, then the student's
     masked = objective(student, {k: v for k, v in batch.items() if k != "unpadded"})
@@ -212,3 +214,15 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask() -> None:
     assert "attention_mask" in train_module.model_inputs(student, padded)
     plain = torch.nn.Linear(2, 2)  # not a transformers model: None may not mean "attend everywhere" to it
     assert "attention_mask" in train_module.model_inputs(plain, batch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_unpadded_batches_run_without_a_mask_on_the_gpu() -> None:
+    student = _bert(0).cuda()
+    seen: list[object] = []
+    student.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+    batch = Collator(0)([{"student": {"input_ids": [2, 7, 8, 9, 3]}, "labels": i % 2} for i in range(4)])
+    batch = train_module._to_device(batch, torch.device("cuda"))
+    full = student(**batch["student"]).logits
+    terms = train_module.hard_label_objective(student, batch)
+    assert seen[-1] is None and torch.allclose(terms["ce"], torch.nn.functional.cross_entropy(full, batch["labels"]), atol=1e-5)

@@ -7,13 +7,14 @@ projection, attention rows, output projection and feed-forward block (about 83% 
 computes the last layer's keys and values for every position, as before, and its query, attention, output
 projection and feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their gradients; a
 2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer. textdistill's
-multi-task student is one such classifier too: each task's head reads the pooler or position 0.
+multi-task student is one such classifier too: each task's head reads the pooler or position 0. So is MPNet's
+(its head reads ``<s>``), whose layers add a relative position bias: they are cut by a forward of their own.
 
 It holds only while the caller reads the logits alone: the last layer's hidden states and attention maps then have
 one position, so it is never on while intermediate losses, feature taps or hidden-state caches read a model. The
 loop puts it on for a sequence-classification student whose objective reads only logits (and for the teacher it
 runs online), the cache builder for a teacher whose logits alone are cached. Off those classes (token
-classification, MPNet, LSTM and CNN students, causal LMs) it changes nothing.
+classification, LSTM and CNN students, causal LMs) it changes nothing.
 
 Dropout in the last layer is drawn for the rows that are computed: the same distribution for position 0, fewer
 draws, so a seeded run's masks differ from those of the full layer.
@@ -22,6 +23,7 @@ draws, so a seeded run's masks differ from those of the full layer.
 from __future__ import annotations
 
 import contextlib
+import math
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -41,9 +43,13 @@ CLASSIFIERS = frozenset({
     "RobertaForSequenceClassification",
     "XLMRobertaForSequenceClassification",
     "ElectraForSequenceClassification",
+    "MPNetForSequenceClassification",
     "MultiTaskModel",
 })  # fmt: skip
 ENCODERS = frozenset({"BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"})
+# MPNet's layers (attention.attn.{q,k,v,o}, intermediate, output) add a relative position bias to their scores and
+# always attend eagerly: cut by a forward of their own
+MPNET_ENCODERS = frozenset({"MPNetModel"})
 # attention functions that take a [B, 1, L] query against [B, L] keys with a 4-d mask sliced to its first row
 ATTENTION = frozenset({"eager", "sdpa", FAST_SDPA})
 
@@ -54,6 +60,10 @@ def _last_layer(model: nn.Module) -> nn.Module | None:
     if type(model).__name__ not in CLASSIFIERS:
         return None
     base = getattr(model, model.base_model_prefix, None)
+    if type(base).__name__ in MPNET_ENCODERS:
+        layers = getattr(getattr(base, "encoder", None), "layer", None)
+        ok = isinstance(layers, nn.ModuleList) and len(layers) > 0 and hasattr(layers[-1].attention, "attn")
+        return layers[-1] if ok else None
     if type(base).__name__ not in ENCODERS:
         return None
     config = base.config
@@ -72,6 +82,27 @@ def _last_layer(model: nn.Module) -> nn.Module | None:
     return layer
 
 
+def _heads(
+    hidden_states: torch.Tensor, query: nn.Module, key: nn.Module, value: nn.Module, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Position 0 of ``hidden_states`` ``[B, 1, H]``, its query ``[B, heads, 1, size]`` and every position's keys and
+    values ``[B, heads, L, size]``."""
+    batch, length, _ = hidden_states.shape
+    first = hidden_states[:, :1]
+    q = query(first).view(batch, 1, -1, size).transpose(1, 2)
+    k = key(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    v = value(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    return first, q, k, v
+
+
+def _first_row(scores_term: torch.Tensor | None) -> torch.Tensor | None:
+    """A 4-d mask or bias over ``[.., queries, keys]`` cut to the first query's row (one made for any query, with a
+    single row, stays as it is)."""
+    if scores_term is not None and scores_term.dim() == 4 and scores_term.shape[-2] > 1:
+        return scores_term[:, :, :1]
+    return scores_term
+
+
 def first_token_forward(
     layer: nn.Module,
     hidden_states: torch.Tensor,
@@ -85,21 +116,38 @@ def first_token_forward(
     if attn.config._attn_implementation not in ATTENTION:  # switched since: the full layer
         return type(layer).forward(layer, hidden_states, attention_mask, *_args, **kwargs)
     kwargs = {k: v for k, v in kwargs.items() if k not in ("encoder_attention_mask", "cache", "past_key_values")}
-    batch, length, _ = hidden_states.shape
-    first = hidden_states[:, :1]
-    size = attn.attention_head_size
-    query = attn.query(first).view(batch, 1, -1, size).transpose(1, 2)
-    key = attn.key(hidden_states).view(batch, length, -1, size).transpose(1, 2)
-    value = attn.value(hidden_states).view(batch, length, -1, size).transpose(1, 2)
-    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
-        attention_mask = attention_mask[:, :, :1]
+    first, query, key, value = _heads(hidden_states, attn.query, attn.key, attn.value, attn.attention_head_size)
+    attention_mask = _first_row(attention_mask)
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
     out, _ = interface(
         attn, query, key, value, attention_mask,
         dropout=attn.dropout.p if attn.training else 0.0, scaling=attn.scaling, **kwargs,
     )  # fmt: skip
-    out = out.reshape(batch, 1, -1).contiguous()
+    out = out.reshape(first.shape[0], 1, -1).contiguous()  # shape[0], not len(): traced for ONNX, the batch varies
     return layer.feed_forward_chunk(layer.attention.output(out, first))
+
+
+def mpnet_first_token_forward(
+    layer: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_bias: torch.Tensor | None = None,
+    output_attentions: bool = False,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, ...]:
+    """An MPNet layer's forward for position 0 alone: ``[B, L, H]`` in, ``([B, 1, H],)`` out, equal to the full
+    layer's ``[:, :1]``. Its scores take the first row of the relative position bias and of the (additive) mask."""
+    attn = layer.attention.attn
+    first, query, key, value = _heads(hidden_states, attn.q, attn.k, attn.v, attn.attention_head_size)
+    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(attn.attention_head_size)
+    for bias in (_first_row(position_bias), _first_row(attention_mask)):
+        if bias is not None:
+            scores = scores + bias
+    probs = attn.dropout(nn.functional.softmax(scores, dim=-1))
+    context = attn.o(torch.matmul(probs, value).transpose(1, 2).reshape(hidden_states.shape[0], 1, -1))
+    attended = layer.attention.LayerNorm(layer.attention.dropout(context) + first)
+    out = layer.output(layer.intermediate(attended), attended)
+    return (out, probs) if output_attentions else (out,)
 
 
 def can_cut(model: nn.Module | None) -> bool:
@@ -118,7 +166,8 @@ def first_token_only(*models: nn.Module | None, enabled: bool = True) -> Iterato
             layer = _last_layer(model) if model is not None else None
             if layer is None or "forward" in vars(layer):  # not one it knows, or already cut (the same model twice)
                 continue
-            layer.forward = types.MethodType(first_token_forward, layer)
+            cut = mpnet_first_token_forward if hasattr(layer.attention, "attn") else first_token_forward
+            layer.forward = types.MethodType(cut, layer)
             changed.append((model, layer))
         yield [m for m, _ in changed]
     finally:

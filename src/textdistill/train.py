@@ -43,15 +43,19 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: dict[str, Any], progress: float) -> dict[str, torch.Tensor]: ...
 
 
+MASKLESS_DEVICES = frozenset({"cuda"})  # where model_inputs leaves out the mask of a batch with no padded row
+
+
 def model_inputs(model: nn.Module, batch: dict[str, Any], side: str = "student") -> dict[str, torch.Tensor]:
-    """``batch[side]`` as ``model``'s keyword arguments, without the attention mask when the collator found no padded
-    row on that side and ``model`` is a transformers model (for which no mask means every position is attended, as
-    the all-ones mask says). Its attention then runs without a mask (the flash kernel on a GPU), and transformers does
-    not check on the host whether the mask pads anything (on a GPU, a wait for the device at every forward pass)."""
+    """``batch[side]`` as ``model``'s keyword arguments; on a GPU, without the attention mask when the collator found
+    no padded row on that side and ``model`` is a transformers model (for which no mask means every position is
+    attended, as the all-ones mask says). Its attention then runs without a mask (the flash kernel), and transformers
+    does not check on the host whether the mask pads anything (a wait for the device at every forward pass). On the
+    CPU neither applies (the mask is checked where it lies; side by side, no mask was no faster), so batches keep it."""
     inputs = batch[side]
     inner = getattr(model, "module", model)  # DistributedDataParallel
     inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    if batch.get("unpadded", {}).get(side) and isinstance(inner, PreTrainedModel):
+    if batch.get("unpadded", {}).get(side) and inputs["input_ids"].device.type in MASKLESS_DEVICES and isinstance(inner, PreTrainedModel):
         return {k: v for k, v in inputs.items() if k != "attention_mask"}
     return inputs
 
