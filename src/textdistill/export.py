@@ -44,8 +44,8 @@ def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Pa
 
     Attention is exported in its plain (eager) form, whatever the model runs with: ONNX Runtime's int8 kernels and
     fusions know that graph; the fused SDPA export comes out about 10% slower in int8 (measured on SST-2 students).
-    The graph returns logits alone, so a BERT-layout sequence classifier's last layer is exported for ``[CLS]``
-    alone (:func:`textdistill.first_token.first_token_only`; the same logits, fewer products per example).
+    The graph returns logits alone, so the last layer of a sequence classifier that can be cut is exported for
+    ``[CLS]`` alone (:func:`textdistill.first_token.first_token_only`; the same logits, fewer products per example).
     """
     model = model.eval().cpu()
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)

@@ -190,10 +190,10 @@ def measure_speed(
     """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
 
     ``model`` is a PyTorch model (run in eval mode on the CPU, as transformers runs it; with ``first_token``, a
-    BERT-layout sequence classifier's last layer for ``[CLS]`` alone, as :func:`predict_logits` and the ONNX export
-    compute it) or any forward function over padded inputs (an ONNX Runtime session). Inputs are real examples in
-    their natural order (not length-sorted), tokenization excluded; ``torch.get_num_threads()`` threads; two warm-up
-    calls precede each measurement.
+    sequence classifier's last layer for ``[CLS]`` alone where it can be cut, as :func:`predict_logits` and the ONNX
+    export compute it) or any forward function over padded inputs (an ONNX Runtime session). Inputs are real examples
+    in their natural order (not length-sorted), tokenization excluded; ``torch.get_num_threads()`` threads; two
+    warm-up calls precede each measurement.
     """
     module = model if isinstance(model, nn.Module) else None
     if module is not None:
