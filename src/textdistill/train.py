@@ -55,7 +55,8 @@ def model_inputs(model: nn.Module, batch: dict[str, Any], side: str = "student")
     inputs = batch[side]
     inner = getattr(model, "module", model)  # DistributedDataParallel
     inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    maskless = inputs["input_ids"].device.type in MASKLESS_DEVICES and isinstance(inner, PreTrainedModel)
+    ids = inputs.get("input_ids")
+    maskless = isinstance(ids, torch.Tensor) and ids.device.type in MASKLESS_DEVICES and isinstance(inner, PreTrainedModel)
     if maskless and batch.get("unpadded", {}).get(side):
         return {k: v for k, v in inputs.items() if k != "attention_mask"}
     return inputs
