@@ -145,21 +145,22 @@ def export_student(
     fp32 = export_onnx(model, dataset.student, folder / "model.onnx", pad_token_id)
     int8 = quantize_int8(fp32, folder / "model.int8.onnx")
     names = _input_names(dataset.student)
-    reference = predict(torch_forward(model), dataset, pad_token_id)
     speed_feats = dataset.student[:256]
     forwards: dict[str, tuple[Forward, int | None]] = {"pytorch fp32": (torch_forward(model), None)}
     if can_cut(model):  # PyTorch computing what the ONNX graph computes: the last layer for [CLS] alone
         forwards["pytorch fp32 cut"] = (torch_forward(model, first_token=True), None)
     forwards["onnx fp32"] = (onnx_forward(fp32, names), fp32.stat().st_size)
     forwards["onnx int8"] = (onnx_forward(int8, names), int8.stat().st_size)
-    forms: dict[str, dict[str, Any]] = {}
-    for name, (forward, size) in forwards.items():
-        logits = predict(forward, dataset, pad_token_id)
-        forms[name] = {
-            "metrics": metrics_for(logits, dataset.labels),
-            "max_abs_logit_diff": float((logits - reference).abs().max()),
+    logits = {name: predict(forward, dataset, pad_token_id) for name, (forward, _) in forwards.items()}
+    reference = logits["pytorch fp32"]
+    forms: dict[str, dict[str, Any]] = {
+        name: {
+            "metrics": metrics_for(logits[name], dataset.labels),
+            "max_abs_logit_diff": float((logits[name] - reference).abs().max()),
             "size_bytes": size,
         }
+        for name, (_, size) in forwards.items()
+    }
     # timed side by side: the forms take turns, each round in a rotated order (so none always runs right after an
     # ONNX Runtime session, whose threads keep spinning a moment after a call); the median of the rounds
     order = list(forwards)

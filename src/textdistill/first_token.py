@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -54,32 +54,32 @@ MPNET_ENCODERS = frozenset({"MPNetModel"})
 ATTENTION = frozenset({"eager", "sdpa", FAST_SDPA})
 
 
-def _last_layer(model: nn.Module) -> nn.Module | None:
-    """The last encoder layer of ``model`` when :func:`first_token_only` can cut it, else None."""
+def _cut_point(model: nn.Module) -> tuple[nn.Module, Callable[..., Any]] | None:
+    """The last encoder layer of ``model`` and the forward that computes it for position 0 alone, when
+    :func:`first_token_only` can cut it; else None."""
     model = getattr(model, "_orig_mod", model)  # torch.compile'd: the module it wraps
     if type(model).__name__ not in CLASSIFIERS:
         return None
     base = getattr(model, model.base_model_prefix, None)
-    if type(base).__name__ in MPNET_ENCODERS:
-        layers = getattr(getattr(base, "encoder", None), "layer", None)
-        ok = isinstance(layers, nn.ModuleList) and len(layers) > 0 and hasattr(layers[-1].attention, "attn")
-        return layers[-1] if ok else None
-    if type(base).__name__ not in ENCODERS:
-        return None
-    config = base.config
-    if config.is_decoder or getattr(config, "add_cross_attention", False):
-        return None
-    if getattr(config, "_attn_implementation", None) not in ATTENTION:
+    encoder = type(base).__name__
+    if encoder not in ENCODERS and encoder not in MPNET_ENCODERS:
         return None
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
         return None
     layer = layers[-1]
+    if encoder in MPNET_ENCODERS:
+        return (layer, mpnet_first_token_forward) if hasattr(layer.attention, "attn") else None
+    config = base.config
+    if config.is_decoder or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "_attn_implementation", None) not in ATTENTION:
+        return None
     if not all(hasattr(layer, a) for a in ("attention", "feed_forward_chunk")):
         return None
     if not all(hasattr(layer.attention, a) for a in ("self", "output")):
         return None
-    return layer
+    return layer, first_token_forward
 
 
 def _heads(
@@ -152,7 +152,7 @@ def mpnet_first_token_forward(
 
 def can_cut(model: nn.Module | None) -> bool:
     """Whether :func:`first_token_only` would change ``model``."""
-    return model is not None and _last_layer(model) is not None
+    return model is not None and _cut_point(model) is not None
 
 
 @contextlib.contextmanager
@@ -163,10 +163,10 @@ def first_token_only(*models: nn.Module | None, enabled: bool = True) -> Iterato
     changed: list[tuple[nn.Module, nn.Module]] = []
     try:
         for model in models if enabled else ():
-            layer = _last_layer(model) if model is not None else None
-            if layer is None or "forward" in vars(layer):  # not one it knows, or already cut (the same model twice)
+            point = _cut_point(model) if model is not None else None
+            if point is None or "forward" in vars(point[0]):  # not one it knows, or already cut (the same model twice)
                 continue
-            cut = mpnet_first_token_forward if hasattr(layer.attention, "attn") else first_token_forward
+            layer, cut = point
             layer.forward = types.MethodType(cut, layer)
             changed.append((model, layer))
         yield [m for m, _ in changed]

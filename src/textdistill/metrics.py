@@ -210,7 +210,7 @@ def measure_speed(
         return time.perf_counter() - start
 
     n = len(features)
-    with first_token_only(module, enabled=first_token) if module is not None else contextlib.nullcontext():
+    with first_token_only(module, enabled=first_token):  # (module is None for a forward function: nothing cut)
         for i in range(2):
             timed(features[i % n : i % n + 1])
             timed([features[(i * batch_size + j) % n] for j in range(batch_size)])
