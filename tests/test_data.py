@@ -1,6 +1,7 @@
 """Readers (TSV, CSV, JSONL, HF datasets), label sets, tokenization and batching."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -177,6 +178,21 @@ def test_pad_features_and_collator():
     assert batch["labels"].tolist() == [1, 0]
     assert batch["teacher"]["input_ids"].tolist() == [[1, 2], [3, 0]]
     assert batch["teacher_logits"].tolist() == [[1, 0], [0, 1]]
+
+
+def test_pad_features_matches_row_by_row_padding():
+    rng = random.Random(0)
+    feats = []
+    for _ in range(64):
+        n = rng.randint(1, 40)
+        feats.append({"input_ids": [rng.randint(1, 30000) for _ in range(n)], "token_type_ids": [rng.randint(0, 1) for _ in range(n)]})
+    out = pad_features(feats, pad_token_id=3)
+    longest = max(len(f["input_ids"]) for f in feats)
+    assert list(out) == ["input_ids", "token_type_ids", "attention_mask"]
+    for key, pad in (("input_ids", 3), ("token_type_ids", 0)):
+        assert out[key].dtype == torch.long
+        assert out[key].tolist() == [f[key] + [pad] * (longest - len(f[key])) for f in feats]
+    assert out["attention_mask"].tolist() == [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in feats]
 
 
 def test_length_grouped_batches_have_less_padding_and_cover_everything():
