@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared call for a lent GPU machine (issue: speed and scale): the H200 throughput rows of docs/RESULTS.md,
-# compiled as the table quotes them and with CUDA graphs (torch_compile_mode: reduce-overhead). Each part has its own
-# time limit, so a slow part cannot take the others' time; the JSON lines go to $OUT (or bench_runs/gpu).
+# compiled as the table quotes them and with CUDA graphs (torch_compile_mode: reduce-overhead), then a profile of the
+# 4 x 312 cached step. Each part has its own time limit (565 s in all), so a slow part cannot take the others' time;
+# the JSON lines go to $OUT (or bench_runs/gpu).
 # Usage (repository root, torch with CUDA and the package importable):  bash benchmarks/gpu_session.sh
 set -uo pipefail
 out=${OUT:-bench_runs/gpu}
@@ -20,3 +21,5 @@ if python -c "import pytest" 2>/dev/null; then  # the tests that need a GPU (ski
 fi
 run compiled 200 --steps 100 --repeats 2 --compile
 run cudagraphs 230 --steps 100 --repeats 2 --compile --compile-mode reduce-overhead
+# where the 4 x 312 student's cached step goes (the row furthest from its goal), eager: 30 steps profiled
+run profile 45 --students 4x312 --modes cached --steps 43 --repeats 1 --profile

@@ -8,17 +8,28 @@ textdistill.train.WARMUP_STEPS); end_to_end_samples_per_second counts every step
 
     python benchmarks/gpu_throughput.py            # on a GPU machine; prints one JSON line per setting
     python benchmarks/gpu_throughput.py --tiny     # a seconds-long CPU check of the script itself
+    python benchmarks/gpu_throughput.py --profile --students 4x312 --steps 40 --repeats 1   # where a step's time goes
+
+With --profile each run is recorded by torch.profiler, and its line gains "profile": milliseconds per step of wall
+time (profiled, so slower than the unprofiled figure) against the device's busy time (its kernels' durations
+summed), kernels launched per step, reads back to the host per step (``aten::_local_scalar_dense``, stream or
+device synchronisations), and the kernels and host-side operators that take the most time. Busy time well below
+wall time means the host (launches, Python, the loader) bounds the step, not the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import BertConfig, BertForSequenceClassification
 
 from textdistill.config import DistillConfig, TrainingConfig
@@ -34,6 +45,62 @@ def make_data(n: int, seq: int, vocab: int) -> DistillDataset:
     return DistillDataset(feats, torch.randint(0, 2, (n,), generator=g).tolist())
 
 
+SYNCS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+class StepProfile:
+    """torch.profiler over a run's steps WAIT+1 .. (the loop's start-up, compilation and autotuning left out), moved on
+    by a global optimizer-step hook, so the training loop needs no hook of its own."""
+
+    WAIT, WARMUP = 10, 2
+
+    def __init__(self, steps: int, cuda: bool) -> None:
+        self.cuda, self.active = cuda, steps - self.WAIT - self.WARMUP - 1
+        if self.active < 1:
+            raise SystemExit(f"--profile needs more than {self.WAIT + self.WARMUP + 1} steps")
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        schedule = torch.profiler.schedule(wait=self.WAIT, warmup=self.WARMUP, active=self.active, repeat=1)
+        self.prof = torch.profiler.profile(activities=activities, schedule=schedule)
+        self.step, self.times = 0, []
+
+    def _on_step(self, *_: Any) -> None:
+        self.step += 1
+        if self.step in (self.WAIT + self.WARMUP, self.WAIT + self.WARMUP + self.active):
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+        self.prof.step()
+
+    def __enter__(self) -> "StepProfile":
+        self.prof.__enter__()
+        self.hook = register_optimizer_step_post_hook(self._on_step)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.hook.remove()
+        self.prof.__exit__(*exc)
+
+    def summary(self) -> dict[str, Any]:
+        """Per profiled step: wall time, device busy time, kernels, host reads, the entries that take the most."""
+        events, n = self.prof.key_averages(), self.active
+        kernels = [e for e in events if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
+        host = [e for e in events if e.device_type.name == "CPU"]
+
+        def top(rows: list[Any], time_of: Any) -> list[list[Any]]:
+            rows = sorted(rows, key=time_of, reverse=True)[:8]
+            return [[e.key[:90], round(time_of(e) / 1000 / n, 3), round(e.count / n, 1)] for e in rows]
+
+        return {
+            "profiled_steps": n,
+            "wall_ms_per_step": round((self.times[-1] - self.times[0]) * 1000 / n, 3) if len(self.times) == 2 else None,
+            "device_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / 1000 / n, 3) if self.cuda else None,
+            "kernels_per_step": round(sum(e.count for e in kernels) / n, 1) if self.cuda else None,
+            "host_reads_per_step": {e.key: round(e.count / n, 2) for e in host if e.key in SYNCS},
+            "top_kernels_ms_per_step_and_count": top(kernels, lambda e: e.self_device_time_total),
+            "top_host_ops_ms_per_step_and_count": top([e for e in host if not e.key.startswith(("cuda", "ProfilerStep"))], lambda e: e.self_cpu_time_total),
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes on CPU, to check the script")
@@ -42,6 +109,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the student (training.torch_compile)")
     ap.add_argument("--compile-mode", default="default", help="training.torch_compile_mode (e.g. reduce-overhead)")
     ap.add_argument("--students", default=None, help="comma-separated subset of the students (6x768, 4x312)")
+    ap.add_argument("--modes", default="online,cached", help="comma-separated subset of the teacher outputs (online, cached)")
+    ap.add_argument("--profile", action="store_true", help="record each run with torch.profiler and summarize it")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     if args.tiny:
@@ -70,22 +139,26 @@ def main() -> None:
     cached = data.with_teacher_logits(logits)
     kd = DistillConfig(temperature=2.0, alpha=0.9)
     for name, shape in students.items():
-        for mode in ("online", "cached"):
-            rates, ends = [], []
+        for mode in args.modes.split(","):
+            rates, ends, profiles = [], [], []
             for r in range(args.repeats):
                 student = bert(*shape).to(device)
-                with tempfile.TemporaryDirectory() as tmp:
+                recorder = StepProfile(args.steps, cuda) if args.profile else contextlib.nullcontext()
+                with tempfile.TemporaryDirectory() as tmp, recorder as prof:
                     res = train_loop(student, data if mode == "online" else cached, collator, train_args,
                                      DistillationObjective(kd, teacher if mode == "online" else None),
                                      lambda m: {"accuracy": 0.0}, "accuracy", r, Path(tmp) / "log.jsonl",
                                      desc=f"{name} {mode}", teacher=teacher if mode == "online" else None)  # fmt: skip
                 rates.append(res.steady_samples_per_second)
                 ends.append(res.samples_per_second)
+                if args.profile:
+                    profiles.append(prof.summary())
             print(json.dumps({"student": name, "teacher_outputs": mode, "samples_per_second": statistics.median(rates),
                               "runs": rates, "end_to_end_samples_per_second": statistics.median(ends), "end_to_end_runs": ends,
                               "compile": args.compile_mode if args.compile else None,
                               "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-                              "batch": batch, "seq": seq, "steps": args.steps}), flush=True)  # fmt: skip
+                              "batch": batch, "seq": seq, "steps": args.steps,
+                              **({"profile": profiles} if args.profile else {})}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
