@@ -10,11 +10,12 @@ textdistill.train.WARMUP_STEPS); end_to_end_samples_per_second counts every step
     python benchmarks/gpu_throughput.py --tiny     # a seconds-long CPU check of the script itself
     python benchmarks/gpu_throughput.py --profile --students 4x312 --steps 40 --repeats 1   # where a step's time goes
 
-With --profile each run is recorded by torch.profiler, and its line gains "profile": milliseconds per step of wall
-time (profiled, so slower than the unprofiled figure) against the device's busy time (its kernels' durations
-summed), kernels launched per step, reads back to the host per step (``aten::_local_scalar_dense``, stream or
-device synchronisations), and the kernels and host-side operators that take the most time. Busy time well below
-wall time means the host (launches, Python, the loader) bounds the step, not the device.
+With --profile each run's steady steps (after the loop's warm-up) are recorded by torch.profiler, and its line gains
+"profile", per step: wall time (profiled, so slower than the unprofiled figure) against the device's busy time (its
+kernels' durations summed), kernels launched and the host's time in the launch calls, reads back to the host
+(``aten::_local_scalar_dense``, stream or device synchronisations), and the kernels and host-side operators that take
+the most time. Busy time well below wall time means the host (launches, Python, the loader) bounds the step, not the
+device.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class StepProfile:
         events, n = self.prof.key_averages(), self.active
         kernels = [e for e in events if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
         host = [e for e in events if e.device_type.name == "CPU"]
+        launches = [e for e in host if e.key.startswith(("cudaLaunch", "cuLaunch"))]
 
         def top(rows: list[Any], time_of: Any) -> list[list[Any]]:
             rows = sorted(rows, key=time_of, reverse=True)[:8]
@@ -96,6 +98,8 @@ class StepProfile:
             "device_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / 1000 / n, 3) if self.cuda else None,
             "kernels_per_step": round(sum(e.count for e in kernels) / n, 1) if self.cuda else None,
             "host_reads_per_step": {e.key: round(e.count / n, 2) for e in host if e.key in SYNCS},
+            # the host's side of the launches (CUDA runtime and driver calls), against the wall time above
+            "launch_ms_per_step": round(sum(e.self_cpu_time_total for e in launches) / 1000 / n, 3) if self.cuda else None,
             "top_kernels_ms_per_step_and_count": top(kernels, lambda e: e.self_device_time_total),
             "top_host_ops_ms_per_step_and_count": top([e for e in host if not e.key.startswith(("cuda", "ProfilerStep"))], lambda e: e.self_cpu_time_total),
         }

@@ -23,6 +23,7 @@ def test_profiled_run_reports_where_its_steps_go():
     assert prof["profiled_steps"] == 16 - 10 - 2 - 1  # the loop's start-up and the profiler's warm-up left out
     assert prof["wall_ms_per_step"] > 0
     assert prof["device_busy_ms_per_step"] is None and prof["kernels_per_step"] is None  # no device on the CPU
+    assert prof["launch_ms_per_step"] is None
     ops = {name for name, ms, count in prof["top_host_ops_ms_per_step_and_count"]}
     assert len(ops) == 8 and not any(name.startswith("ProfilerStep") for name in ops)
     assert "aten::addmm" in ops or "aten::mm" in ops

@@ -120,6 +120,27 @@ def test_half_precision_teacher_copy_leaves_the_callers_teacher_alone(tmp_path: 
     assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses)  # 24 examples, batches of 8
 
 
+def test_auto_precision_is_the_launchers_else_bf16_on_a_gpu_else_none(monkeypatch) -> None:
+    from textdistill.train import resolve_mixed_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert TrainingConfig().mixed_precision == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_mixed_precision("auto") == "no"  # the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_mixed_precision("auto") == "no"  # a GPU without bf16 (before Ampere)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "FP16")  # accelerate launch --mixed_precision fp16
+    assert resolve_mixed_precision("auto") == "fp16"
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "")
+    assert resolve_mixed_precision("auto") == "no"  # told to use the CPU
+    assert [resolve_mixed_precision(p) for p in ("no", "fp16", "bf16")] == ["no", "fp16", "bf16"]  # as set
+
+
 @pytest.mark.parametrize("backend", ["nope"])
 def test_unknown_compile_backend_is_a_config_error(backend: str) -> None:
     with pytest.raises(ValueError, match="torch_compile_backend"):

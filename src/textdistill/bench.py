@@ -33,7 +33,7 @@ from textdistill.pipeline import (
     machine_info,
     pad_id,
 )
-from textdistill.train import DistillationObjective, train_loop
+from textdistill.train import DistillationObjective, resolve_mixed_precision, train_loop
 from textdistill.vocab import check_prunable
 
 
@@ -93,7 +93,7 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     s_online, s_cached = statistics.median(steady["online"]), statistics.median(steady["cached"])
     return {
         "config": {"teacher": teacher_cfg.model, "student": recipe, "batch_size": batch, "steps": steps, "repeats": repeats,
-                   "max_length": cfg.data.max_length, "mixed_precision": args.mixed_precision,
+                   "max_length": cfg.data.max_length, "mixed_precision": resolve_mixed_precision(args.mixed_precision),
                    "torch_compile": args.torch_compile_mode if args.torch_compile else None},  # fmt: skip
         "distill_samples_per_second": {"online": online, "cached": cached, "runs": rates},
         "cache_speedup": cached / online if online else None,

@@ -203,6 +203,18 @@ def adamw_param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: floa
     ]
 
 
+def resolve_mixed_precision(setting: str) -> str:
+    """``training.mixed_precision`` as the loop runs it: ``auto`` is, under ``accelerate launch``, the precision the
+    launcher was given (``ACCELERATE_MIXED_PRECISION``, which it always sets: ``no`` unless told otherwise); else bf16
+    on a CUDA GPU that supports it, and no mixed precision on the CPU. Any other setting stands as it is."""
+    if setting != "auto":
+        return setting
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower()
+    if launched in ("no", "fp16", "bf16"):
+        return launched
+    return "bf16" if not use_cpu() and torch.cuda.is_bf16_supported() else "no"
+
+
 def held_teacher_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype an online teacher is held in during training: that of the mixed precision (bf16 on GPU or CPU, fp16
     on GPU); otherwise None (as loaded). Autocast recasts weights that need no gradient at every step; holding them
@@ -406,8 +418,9 @@ def train_loop(
     # each loop sets its own precision and plugins (say a teacher fine-tuned in fp32, then a student in bf16, in one
     # process); accelerate keeps them in a process-wide state that refuses a change otherwise. The process group stays.
     AcceleratorState._reset_state()
+    precision = resolve_mixed_precision(args.mixed_precision)
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
+        mixed_precision=precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=use_cpu(),
         dynamo_plugin=TorchDynamoPlugin(backend=args.torch_compile_backend if args.torch_compile else "no", mode=compile_mode),
@@ -440,7 +453,7 @@ def train_loop(
 
     if teacher is not None:  # on the device before the objective's setup runs it there
         teacher.to(accelerator.device).eval()
-        held = held_teacher_dtype(args.mixed_precision, accelerator.device)
+        held = held_teacher_dtype(precision, accelerator.device)
         cast = held is not None and next(teacher.parameters()).dtype != held
         ours = isinstance(objective, DistillationObjective) and objective.teacher is teacher
         if cast and ours:
