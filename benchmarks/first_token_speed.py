@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +22,17 @@ from textdistill.data import LabelSet, read_file, tokenize
 from textdistill.first_token import can_cut
 from textdistill.metrics import measure_speed
 from textdistill.models import load_classifier
+
+
+def side_by_side(measure: Callable[[bool], float], rounds: int) -> dict[str, Any]:
+    """``measure(cut)`` for the full last layer and the cut one in turns (the order alternating by round): the runs,
+    their medians and the ratio cut / full."""
+    runs: dict[str, list[float]] = {"full": [], "cut": []}
+    for r in range(rounds):
+        for name in ("full", "cut") if r % 2 == 0 else ("cut", "full"):
+            runs[name].append(measure(name == "cut"))
+    full, cut = statistics.median(runs["full"]), statistics.median(runs["cut"])
+    return {"full": full, "cut": cut, "speedup": cut / full, "runs": runs}
 
 
 def main() -> None:
@@ -33,14 +46,10 @@ def main() -> None:
     if not can_cut(model):
         raise SystemExit(f"{args.model}: {type(model).__name__} has no last layer that textdistill.first_token can cut")
     feats = tokenize(tok, read_file(Path(args.data), DataConfig(train_file="x", validation_file="x")), 64)[:256]
-    runs: dict[str, list[float]] = {"full": [], "cut": []}
-    for r in range(args.rounds):
-        for name in ("full", "cut") if r % 2 == 0 else ("cut", "full"):
-            speed = measure_speed(model, feats, tok.pad_token_id, repeats=args.repeats, first_token=name == "cut")
-            runs[name].append(speed["throughput_batch32"])
-    full, cut = statistics.median(runs["full"]), statistics.median(runs["cut"])
-    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "throughput_batch32": {"full": full, "cut": cut},
-                      "speedup": cut / full, "runs": runs}))  # fmt: skip
+    res = side_by_side(lambda cut: measure_speed(model, feats, tok.pad_token_id, repeats=args.repeats, first_token=cut)["throughput_batch32"],
+                       args.rounds)  # fmt: skip
+    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "throughput_batch32": {"full": res["full"], "cut": res["cut"]},
+                      "speedup": res["speedup"], "runs": res["runs"]}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,10 @@ from textdistill.data import Collator, DistillDataset, LabelSet, load_splits, to
 from textdistill.models import build_student, load_classifier
 from textdistill.multitask import MultiTaskDataset, MultiTaskObjective, TaskSpec, multitask_from_encoder
 from textdistill.pipeline import pad_id
+from textdistill.task_distill import Task
 from textdistill.train import WARMUP_STEPS, train_loop
+
+from first_token_speed import side_by_side  # (benchmarks/, the script's folder, is on the path)
 
 CONFIG = Path(__file__).resolve().parent / "glue" / "multitask.yaml"
 
@@ -43,37 +45,38 @@ def main() -> None:
     assert isinstance(cfg, MultiTaskRunConfig)
     source, source_tok, _ = load_classifier(cfg.student_from, LabelSet(("0", "1")), "student_from", require_trained_head=False)
     tasks = []
-    for task in cfg.tasks:
-        train, _ = load_splits(task.data)
-        labels = LabelSet.from_data(train, task.data.task_type)
-        tasks.append((task, train, labels))
-    texts = [t for _, train, _ in tasks for t in train.texts + (train.pairs or [])]
+    for task_cfg in cfg.tasks:
+        train, dev = load_splits(task_cfg.data)
+        tasks.append(Task(task_cfg, train, dev, LabelSet.from_data(train, task_cfg.data.task_type), teachers=[]))
+    texts = [t for task in tasks for t in task.train.texts + (task.train.pairs or [])]
     single, tok, _ = build_student(cfg.student, source, source_tok, LabelSet(("0", "1")), cfg.seed, texts)
-    specs = [{"name": t.name, "labels": None if lab.regression else list(lab.names), "metric": t.metric} for t, _, lab in tasks]
     g = torch.Generator().manual_seed(0)
     sets = []
-    for task, train, labels in tasks:
-        feats = tokenize(tok, train, task.data.max_length)[: args.examples]
-        width = 1 if labels.regression else len(labels)
-        sets.append(DistillDataset(feats, labels.encode(train)[: len(feats)], teacher_logits=torch.randn(len(feats), 1, width, generator=g)))
+    for task in tasks:
+        feats = tokenize(tok, task.train, task.cfg.data.max_length)[: args.examples]
+        width = 1 if task.labels.regression else len(task.labels)
+        labels = task.labels.encode(task.train)[: len(feats)]
+        sets.append(DistillDataset(feats, labels, teacher_logits=torch.randn(len(feats), 1, width, generator=g)))
     data = MultiTaskDataset(sets, cfg.distill.sampling, cfg.distill.tau)
-    objective = MultiTaskObjective([TaskSpec(t.name, lab.regression, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
-                                    for t, _, lab in tasks])  # fmt: skip
-    runs: dict[str, list[float]] = {"full": [], "cut": []}
-    for r in range(args.rounds):
-        for name in ("full", "cut") if r % 2 == 0 else ("cut", "full"):
-            torch.manual_seed(r)
-            student = multitask_from_encoder(single.base_model, specs)
-            train_args = cfg.student.training.model_copy(update={"max_steps": args.steps, "logging_steps": args.steps,
-                                                                 "first_token_only": name == "cut", "report_to": []})  # fmt: skip
-            with tempfile.TemporaryDirectory() as tmp:
-                res = train_loop(student, data, Collator(pad_id(tok)), train_args, objective, lambda m: {"average": 0.0},
-                                 "average", cfg.seed, Path(tmp) / "log.jsonl", desc=f"round {r} {name}")  # fmt: skip
-            runs[name].append(res.steady_samples_per_second)
-    full, cut = statistics.median(runs["full"]), statistics.median(runs["cut"])
+    objective = MultiTaskObjective([TaskSpec(t.name, t.labels.regression, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
+                                    for t in tasks])  # fmt: skip
+    runs = iter(range(2 * args.rounds))
+
+    def train_once(cut: bool) -> float:
+        r = next(runs)
+        torch.manual_seed(r // 2)
+        student = multitask_from_encoder(single.base_model, [t.spec() for t in tasks])
+        train_args = cfg.student.training.model_copy(update={"max_steps": args.steps, "logging_steps": args.steps,
+                                                             "first_token_only": cut, "report_to": []})  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train_loop(student, data, Collator(pad_id(tok)), train_args, objective, lambda m: {"average": 0.0},
+                             "average", cfg.seed, Path(tmp) / "log.jsonl", desc=f"run {r + 1} {'cut' if cut else 'full'}")  # fmt: skip
+        return res.steady_samples_per_second
+
+    res = side_by_side(train_once, args.rounds)
     print(json.dumps({"student": f"multi-task, {len(tasks)} tasks, all-MiniLM-L6-v2 layers {cfg.student.layers}",
-                      "threads": torch.get_num_threads(), "steps": args.steps, "samples_per_second": {"full": full, "cut": cut},
-                      "speedup": cut / full, "runs": runs}))  # fmt: skip
+                      "threads": torch.get_num_threads(), "steps": args.steps, "samples_per_second": {"full": res["full"], "cut": res["cut"]},
+                      "speedup": res["speedup"], "runs": res["runs"]}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from textdistill import train as train_module
 from textdistill.train import DistillationObjective, clip_in_step, held_teacher_dtype, train_loop
 
 
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
 def bert(layers: int, seed: int, hidden: int = 16, **config: float) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
@@ -192,13 +195,6 @@ def test_intermediate_distillation_runs_on_the_gpu(tmp_path: Path, precision: st
     assert result.steps == 8 and result.samples == 128 and result.samples_per_second > 0
 
 
-def _bert(seed: int, layers: int = 2) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
-    return BertForSequenceClassification(config)
-
-
 def test_collator_says_which_sides_have_no_padding() -> None:
     same = [{"input_ids": [2, 5, 6, 3]}, {"input_ids": [2, 7, 8, 3]}]
     mixed = [{"input_ids": [2, 5, 3]}, {"input_ids": [2, 7, 8, 3]}]
@@ -212,12 +208,12 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask(monkeypatch) 
     """On a GPU, no padded row: a transformers model (the student, the online teacher, compiled or not) is called
     without its mask, with the same logits and losses as with the all-ones mask; a padded side, or a model that is not
     a transformers model, keeps it. On the CPU batches keep their masks. (The CPU stands in for the GPU here.)"""
-    student, teacher = _bert(0), _bert(1, layers=3).eval()
+    student, teacher = bert(2, 0, hidden=32, **NO_DROPOUT), bert(3, 1, hidden=32, **NO_DROPOUT).eval()
     seen: list[object] = []
     for m in (student, teacher):
         m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
     g = torch.Generator().manual_seed(0)
-    items = [{"student": {"input_ids": torch.randint(5, 120, (7,), generator=g).tolist()}, "labels": i % 2} for i in range(6)]
+    items = [{"student": {"input_ids": torch.randint(5, 100, (7,), generator=g).tolist()}, "labels": i % 2} for i in range(6)]
     batch = Collator(0)(items)
     assert batch["unpadded"] == {"student": True}
     objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
@@ -239,7 +235,7 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask(monkeypatch) 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_unpadded_batches_run_without_a_mask_on_the_gpu() -> None:
-    student = _bert(0).cuda()
+    student = bert(2, 0, hidden=32, **NO_DROPOUT).cuda()
     seen: list[object] = []
     student.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
     batch = Collator(0)([{"student": {"input_ids": [2, 7, 8, 9, 3]}, "labels": i % 2} for i in range(4)])

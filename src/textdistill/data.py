@@ -642,21 +642,17 @@ def pad_features(features: list[Features], pad_token_id: int) -> dict[str, torch
     project's CPU), which keeps data loader workers ahead of a fast GPU step."""
     positions = np.arange(max(len(f["input_ids"]) for f in features))
     out: dict[str, torch.Tensor] = {}
-    masks: dict[str, np.ndarray] = {}
     for key in features[0]:
         lengths = np.fromiter((len(f[key]) for f in features), dtype=np.int64, count=len(features))
-        masks[key] = positions < lengths[:, None]
+        mask = positions < lengths[:, None]
         flat = np.fromiter(chain.from_iterable(f[key] for f in features), dtype=np.int64, count=int(lengths.sum()))
-        padded = np.full(masks[key].shape, pad_token_id if key == "input_ids" else 0, dtype=np.int64)
-        padded[masks[key]] = flat
+        padded = np.full(mask.shape, pad_token_id if key == "input_ids" else 0, dtype=np.int64)
+        padded[mask] = flat
         out[key] = torch.from_numpy(padded)
-    out["attention_mask"] = torch.from_numpy(masks["input_ids"].astype(np.int64))
+        if key == "input_ids":
+            attention = mask
+    out["attention_mask"] = torch.from_numpy(attention.astype(np.int64))
     return out
-
-
-def same_length(features: list[Features]) -> bool:
-    """Whether every example of a batch has the same number of tokens (so padding adds none)."""
-    return len({len(f["input_ids"]) for f in features}) == 1
 
 
 @dataclass
@@ -667,12 +663,11 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         student = pad_features([it["student"] for it in items], self.student_pad_id)
         batch: dict[str, Any] = {"student": student, "labels": collate_labels([it["labels"] for it in items], student["input_ids"].shape[1])}
-        # which sides have no padded row, known here on the host: the loop then calls a model without its mask
-        batch["unpadded"] = {"student": same_length([it["student"] for it in items])}
         if "teacher" in items[0]:
             assert self.teacher_pad_id is not None
             batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
-            batch["unpadded"]["teacher"] = same_length([it["teacher"] for it in items])
+        # which sides have no padded row, known here on the host: the loop then calls a model without its mask
+        batch["unpadded"] = {side: bool(batch[side]["attention_mask"].all()) for side in ("student", "teacher") if side in batch}
         if "teacher_logits" in items[0]:
             logits = torch.stack([it["teacher_logits"] for it in items])
             batch["teacher_logits"] = logits[:, : student["input_ids"].shape[1]] if logits.dim() == 3 else logits  # tokens
