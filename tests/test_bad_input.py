@@ -1,6 +1,6 @@
 """The bad-input suite (issue 8): malformed configs and data files kept as fixtures in tests/bad_input/.
 
-Every case of tests/bad_input/cases.yaml runs through the real command line (in-process through
+Every case of tests/bad_input/cases*.yaml runs through the real command line (in-process through
 ``textdistill.cli.main``; three of them also as a real ``python -m textdistill`` process) and must give exit status
 2, exactly one line ``error: ...`` on stderr that matches the case's regex and names the file (and line), no
 traceback, nothing on stdout, and no run folder (neither the final one nor a ``.partial``).
@@ -22,7 +22,8 @@ from textdistill.cli import main
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "bad_input"
-CASES: list[dict[str, Any]] = yaml.safe_load((CASES_DIR / "cases.yaml").read_text(encoding="utf-8"))
+# cases.yaml and any cases-*.yaml beside it (one file per topic)
+CASES: list[dict[str, Any]] = [case for f in sorted(CASES_DIR.glob("cases*.yaml")) for case in yaml.safe_load(f.read_text(encoding="utf-8"))]
 BY_NAME = {c["name"]: c for c in CASES}
 DEFAULT_ARGS = ["distill", "-c", "{case}/config.yaml", "-o", "{out}"]
 

@@ -110,3 +110,109 @@ def test_second_run_reads_the_cache_and_trains_the_same_student(tiny_bert, sst2_
     assert reports[0]["teacher"]["soft_targets"]["cache"] == "miss"
     assert reports[1]["teacher"]["soft_targets"]["cache"] == "hit"
     assert reports[0]["student"]["metrics"] == reports[1]["student"]["metrics"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bad cache folders and entries: a file for the folder, an entry that lists no files or is a file, orphans, full disk
+
+
+def _entry(cache: TeacherCache):
+    return cache.root / cache.key(fingerprint_model(_teacher()), fingerprint_inputs(FEATS), 3)
+
+
+def test_a_cache_dir_that_is_a_file_is_an_error_before_any_work(tmp_path):
+    from textdistill.errors import TextDistillError
+
+    (tmp_path / "cache").write_text("not a folder\n")
+    compute, calls = _compute_counter()
+    with pytest.raises(TextDistillError, match=rf"^distill\.cache_dir: {tmp_path}/cache is a file; the teacher-output cache needs a folder$"):
+        TeacherCache(tmp_path / "cache").get_or_compute(_teacher(), FEATS, 3, compute)
+    with pytest.raises(TextDistillError, match=rf"^generative\.teacher_cache\.dir: {tmp_path}/cache/outputs cannot be made: {tmp_path}/cache is a file"):
+        TeacherCache(tmp_path / "cache" / "outputs", key="generative.teacher_cache.dir").check()
+    assert calls == []  # the teacher never ran
+    TeacherCache(tmp_path / "new" / "folder").check()  # one that does not exist yet is fine
+
+
+@pytest.mark.parametrize("damage", ["no_files", "file_in_its_place", "manifest_a_list", "missing_array"])
+def test_a_broken_entry_is_rebuilt_cleanly_and_then_hit(tmp_path, damage, capsys):
+    cache = TeacherCache(tmp_path)
+    compute, calls = _compute_counter()
+    cache.get_or_compute(_teacher(), FEATS, 3, compute)
+    entry = _entry(cache)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    if damage == "no_files":
+        (entry / "manifest.json").write_text(json.dumps({**manifest, "files": {}}))
+    elif damage == "file_in_its_place":
+        import shutil
+
+        shutil.rmtree(entry)
+        entry.write_text("junk")
+    elif damage == "manifest_a_list":
+        (entry / "manifest.json").write_text("[1, 2]")
+    else:
+        (entry / "manifest.json").write_text(json.dumps({**manifest, "files": {"other": manifest["files"]["logits"]}}))
+    again = cache.get_or_compute(_teacher(), FEATS, 3, compute)
+    assert again.status == "rebuilt" and "rebuilding it" in capsys.readouterr().err
+    assert len(calls) == 2 and entry.is_dir() and torch.allclose(again.logits, compute())
+    assert cache.get_or_compute(_teacher(), FEATS, 3, compute).status == "hit"  # every later run reads it
+
+
+def test_orphaned_temporary_entries_are_removed_on_the_next_write(tmp_path):
+    """A writer killed mid-write leaves ``.KEY.XXXX.tmp``: removed once no process holds its lock; with no lock to
+    tell, once untouched for an hour. A live writer's (its lock held) is kept."""
+    import fcntl
+    import os
+    import time
+
+    tmp_path.joinpath("x").mkdir()
+    cache = TeacherCache(tmp_path)
+
+    def orphan(name: str, lock: bool, age_s: float = 0.0):
+        folder = tmp_path / f".{name}.tmp"
+        folder.mkdir()
+        (folder / "logits.npy").write_bytes(b"half")
+        if lock:
+            (tmp_path / f".{name}.tmp.lock").write_text("")
+        if age_s:
+            old = time.time() - age_s
+            for p in (folder / "logits.npy", folder):
+                os.utime(p, (old, old))
+        return folder
+
+    dead = orphan("dead.1111aaaa", lock=True)  # its writer was killed: nobody holds the lock
+    live = orphan("live.2222bbbb", lock=True)
+    fd = os.open(tmp_path / ".live.2222bbbb.tmp.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
+    old = orphan("old.3333cccc", lock=False, age_s=2 * 3600)
+    recent = orphan("recent.4444dddd", lock=False, age_s=60)
+    foreign = orphan("not-ours", lock=False, age_s=2 * 3600)  # another program's, in a shared cache_dir: left alone
+    stray_lock = tmp_path / ".gone.5555eeee.tmp.lock"
+    stray_lock.write_text("")
+    try:
+        compute, _ = _compute_counter()
+        cache.get_or_compute(_teacher(), FEATS, 3, compute)
+        assert not dead.exists() and not (tmp_path / ".dead.1111aaaa.tmp.lock").exists()
+        assert not old.exists() and not stray_lock.exists()
+        assert live.exists() and recent.exists() and foreign.exists()
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")) == [".live.2222bbbb.tmp.lock"]  # nothing of ours left
+    assert cache.clean_orphans() == [live]  # its writer is gone now
+
+
+def test_a_full_disk_while_storing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from textdistill import cache as cache_module
+    from textdistill.errors import TextDistillError
+
+    def full(path, array):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_module.np, "save", full)
+    compute, _ = _compute_counter()
+    with pytest.raises(TextDistillError, match=r"^distill\.cache_dir: cannot write the entry .* \(No space left on device\)$"):
+        TeacherCache(tmp_path).get_or_compute(_teacher(), FEATS, 3, compute)
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,9 @@
-"""glibc's malloc told to keep freed memory while the loop runs on the CPU (textdistill.cpu_malloc)."""
+"""glibc's malloc told to keep freed memory while the loop runs on the CPU, and put back after it
+(textdistill.cpu_malloc)."""
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import sys
 from pathlib import Path
@@ -11,35 +13,91 @@ import pytest
 from textdistill import cpu_malloc
 from textdistill import train as train_module
 from textdistill.config import DistillConfig, TrainingConfig
-from textdistill.cpu_malloc import KEEP_BYTES, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, reuse_freed_memory
+from textdistill.cpu_malloc import (
+    DYNAMIC_CEILING,
+    FIXED_DEFAULT,
+    KEEP_BYTES,
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    reuse_freed_memory,
+    thresholds_after,
+)
+
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+PROBE_BYTES = 256 << 20  # above glibc's largest dynamic mmap threshold (32 MiB), below KEEP_BYTES
 
 
 class FakeLibc:
-    def __init__(self, accept: bool = True) -> None:
+    def __init__(self, accept: bool = True, accept_trim: bool = True) -> None:
         self.calls: list[tuple] = []
-        self.accept = accept
+        self.accept, self.accept_trim = accept, accept_trim
 
     def mallopt(self, param: int, value: int) -> int:
         self.calls.append(("mallopt", param, value))
-        return 1 if self.accept else 0
+        return 1 if self.accept and (self.accept_trim or param != M_TRIM_THRESHOLD or value != KEEP_BYTES) else 0
 
     def malloc_trim(self, pad: int) -> int:
         self.calls.append(("malloc_trim", pad))
         return 1
 
 
-def test_thresholds_set_on_entry_and_kept_memory_returned_on_exit(monkeypatch) -> None:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def served_by_mmap(nbytes: int = PROBE_BYTES) -> bool:
+    """Whether glibc's malloc serves a block of ``nbytes`` with fresh pages (mmap) rather than from its heap: what
+    the process can observe of its mmap threshold (``mallinfo2().hblkhd``, the bytes in mmapped blocks, grows).
+    Nothing is written to the block: no page is touched."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(nbytes)
+    assert block, "malloc failed"
+    try:
+        return libc.mallinfo2().hblkhd >= before + nbytes
+    finally:
+        libc.free(block)
+
+
+def observable() -> bool:
+    return GLIBC and hasattr(ctypes.CDLL(None), "mallinfo2")  # glibc 2.33 and later
+
+
+@pytest.fixture
+def no_malloc_environment(monkeypatch):
+    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_thresholds_set_on_entry_then_memory_returned_and_thresholds_put_back_on_exit(monkeypatch, no_malloc_environment) -> None:
     libc = FakeLibc()
     monkeypatch.setattr(cpu_malloc, "_glibc", lambda: libc)
     with pytest.raises(RuntimeError, match="stop"), reuse_freed_memory() as done:
         assert done
         assert libc.calls == [("mallopt", M_MMAP_THRESHOLD, KEEP_BYTES), ("mallopt", M_TRIM_THRESHOLD, KEEP_BYTES)]
         raise RuntimeError("stop")
-    assert libc.calls[-1] == ("malloc_trim", 0)  # even when the loop fails
+    # even when the loop fails: what malloc kept goes back to the system, then the thresholds are put back
+    assert libc.calls[2:] == [("malloc_trim", 0), ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
+                              ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING)]  # fmt: skip
     assert KEEP_BYTES == 1 << 30 and (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) == (-3, -1)  # glibc's malloc.h values
+    assert DYNAMIC_CEILING == 32 << 20 and FIXED_DEFAULT == 128 << 10  # on 64-bit Linux, as glibc's malloc.c has them
 
 
-def test_nothing_happens_when_disabled_refused_or_off_glibc(monkeypatch) -> None:
+def test_put_back_means_the_environments_values_else_where_dynamic_thresholds_end() -> None:
+    assert thresholds_after({}) == {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
+    # a threshold fixed at start-up gets its value back; the other one was fixed at glibc's default by it
+    assert thresholds_after({"MALLOC_MMAP_THRESHOLD_": "65536"}) == {M_MMAP_THRESHOLD: 65536, M_TRIM_THRESHOLD: 128 << 10}
+    tunables = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0x100000", "MALLOC_TRIM_THRESHOLD_": "7"}
+    assert thresholds_after(tunables) == {M_MMAP_THRESHOLD: 128 << 10, M_TRIM_THRESHOLD: 1 << 20}  # the tunable wins
+    assert thresholds_after({"MALLOC_MMAP_THRESHOLD_": "lots", "GLIBC_TUNABLES": "nonsense"}) == thresholds_after({})
+
+
+def test_nothing_happens_when_disabled_refused_or_off_glibc(monkeypatch, no_malloc_environment) -> None:
     libc = FakeLibc()
     monkeypatch.setattr(cpu_malloc, "_glibc", lambda: libc)
     with reuse_freed_memory(enabled=False) as done:
@@ -49,7 +107,13 @@ def test_nothing_happens_when_disabled_refused_or_off_glibc(monkeypatch) -> None
     monkeypatch.setattr(cpu_malloc, "_glibc", lambda: refusing)
     with reuse_freed_memory() as done:
         assert not done
-    assert [c[0] for c in refusing.calls] == ["mallopt"]  # refused: no second setting, nothing to trim
+    assert [c[0] for c in refusing.calls] == ["mallopt"]  # refused: no second setting, nothing to trim or put back
+    half = FakeLibc(accept_trim=False)  # the mmap threshold taken, the trim threshold refused: both put back
+    monkeypatch.setattr(cpu_malloc, "_glibc", lambda: half)
+    with reuse_freed_memory() as done:
+        assert not done
+    assert half.calls[2:] == [("malloc_trim", 0), ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
+                              ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING)]  # fmt: skip
     monkeypatch.undo()
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert cpu_malloc._glibc() is None
@@ -57,10 +121,17 @@ def test_nothing_happens_when_disabled_refused_or_off_glibc(monkeypatch) -> None
         assert not done
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_real_glibc_takes_the_thresholds() -> None:
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_real_glibc_takes_the_thresholds_inside_the_block_only() -> None:
+    if not observable():
+        with reuse_freed_memory() as done:
+            assert done
+        pytest.skip("glibc without mallinfo2: the thresholds cannot be observed")
+    assert served_by_mmap()  # above any dynamic threshold: fresh pages
     with reuse_freed_memory() as done:
         assert done
+        assert not served_by_mmap()  # from the heap
+    assert served_by_mmap()  # as before
 
 
 def test_the_loop_asks_for_it_on_the_cpu_unless_switched_off(tmp_path: Path, monkeypatch) -> None:
@@ -89,3 +160,5 @@ def test_the_loop_asks_for_it_on_the_cpu_unless_switched_off(tmp_path: Path, mon
                                 objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp_path / f"{flag}.jsonl",
                                 teacher=teacher, keep_best=False)  # fmt: skip
     assert seen == [True, False]
+    if observable():
+        assert served_by_mmap()  # the thresholds put back after the loop that changed them

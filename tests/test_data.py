@@ -12,10 +12,13 @@ from textdistill.data import (
     DistillDataset,
     LabelSet,
     TextData,
+    data_layout,
     from_hf_dataset,
     load_splits,
+    load_test,
     pad_features,
     read_file,
+    read_texts,
     train_loader,
 )
 from textdistill.errors import TextDistillError
@@ -68,12 +71,12 @@ def test_real_sst2_dev(sst2_dir):
     [
         ("m.tsv", "text\tlabel\n", {}, r"m\.tsv: no data rows"),
         ("e.tsv", "", {}, r"e\.tsv: file is empty"),
-        ("c.tsv", "sentence\tlabel\na\t1\n", {}, r"c\.tsv: column 'text' \(text_column\) not found; the header has \['sentence', 'label'\]"),
+        ("c.tsv", "sentence\tlabel\na\t1\n", {"text_column": "text"}, r"c\.tsv: column 'text' \(text_column\) not found; the header has \['sentence', 'label'\]"),
         ("r.tsv", "text\tlabel\na\t1\nbroken row\n", {}, r"r\.tsv:3: expected at least 2 columns, got 1"),
         ("l.tsv", "text\tlabel\na\t\n", {}, r"l\.tsv:2: empty label"),
         ("j.jsonl", '{"text": "a", "label": 1}\n{"text": "b"\n', {}, r"j\.jsonl:2: not valid JSON"),
         ("k.jsonl", '{"text": "a", "label": 1}\n{"txt": "b", "label": 0}\n', {}, r"k\.jsonl:2: missing key 'text'"),
-        ("f.txt", "a\t1\n", {}, r"f\.txt: cannot tell the format"),
+        ("f.xyz", "a\t1\n", {}, r"f\.xyz: cannot tell the format from the extension '\.xyz'"),
     ],
 )
 def test_bad_files_name_file_and_row(write, name, content, kw, message):
@@ -223,3 +226,462 @@ def test_jsonl_regression_scores_may_be_json_numbers(write) -> None:
     assert LabelSet.for_regression().encode(read_file(path, cfg)) == [4.5, 2.0, 3.25]
     with pytest.raises(TextDistillError, match=r"s.jsonl:1: 'label' must be a string or integer, got float"):
         read_file(path, DataConfig(train_file=str(path), validation_file=str(path)))  # class names are not 4.5
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Delimited files read exactly or refused (field counts, duplicate columns, label spellings, BOMs, data.delimiter)
+
+
+@pytest.mark.parametrize(
+    "name, content, kw, message",
+    [
+        # an unquoted delimiter in a text: the extra field became the label, or (label first) the text was cut
+        ("a.tsv", "text\tlabel\nok\t1\nslow\tand dull\t0\n", {},
+         r"^\S*a\.tsv:3: 3 fields where the header has 2 \(text, label\); a tab inside a text\? tsv fields are never quoted"),
+        ("b.csv", "label,text\n1,fine\n0,slow, dull, and long\n", {},
+         r"^\S*b\.csv:3: 4 fields where the header has 2 \(label, text\); an unquoted ',' inside a text\? put that text in double quotes$"),
+        ("c.tsv", "text\tlabel\tsource\nok\t1\tweb\nbad\t0\n", {}, r"c\.tsv:3: 2 fields where the header has 3 \(text, label, source\); a field missing"),
+        ("d.tsv", "s\t1\t\tok .\ns\t0\t*\tbad\t.\n", {"has_header": False, "text_column": 3, "label_column": 1},
+         r"d\.tsv:2: 5 fields where line 1 has 4 \(data\.has_header: false\)"),
+        ("e.csv", "text,text,label\na,b,1\n", {}, r"e\.csv:1: the header names column 'text' twice \(columns 1 and 2\); give each column its own name"),
+        ("f.tsv", "label\ttext\tx\tlabel\n1\ta\tb\t0\n", {}, r"f\.tsv:1: the header names column 'label' twice \(columns 1 and 4\)"),
+        ("g.csv", 'text,label\n"quoted" then not,1\n', {}, r"g\.csv:2: cannot split the row into columns \(',' expected after '\"'\); text after a closing quote"),
+        ("h.csv", 'text,label\nok,1\n"never closed,0\nx,1\n', {}, r"h\.csv:3: cannot split the row into columns \(unexpected end of data\); an unclosed quote\?"),
+        ("i.jsonl", '{"text": "a", "label": 1, "label": 2}\n', {}, r"i\.jsonl:1: the object gives the key 'label' twice"),
+        ("j.csv", "text;label\na;1\n", {"format": "csv", "text_column": "text", "label_column": "label"}, r"j\.csv: column 'text' \(text_column\) not found; the header has \['text;label'\]"),
+        ("k.jsonl", '{"text": "a", "label": 1}\n', {"delimiter": ";"}, r"k\.jsonl: a JSONL file has no delimiter"),
+    ],
+)
+def test_rows_that_would_be_misread_are_refused(write, name, content, kw, message):
+    p = write(name, content)
+    with pytest.raises(TextDistillError, match=message):
+        read_file(p, cfg(**kw))
+
+
+def test_a_multi_line_csv_record_counts_from_its_first_line(write):
+    p = write("m.csv", 'text,label\n"two\nlines",1\n"one, quoted ""x""",0\n')
+    d = read_file(p, cfg())
+    assert d.texts == ["two\nlines", 'one, quoted "x"'] and d.rows == [2, 4]
+
+
+@pytest.mark.parametrize("delimiter, fmt", [(";", "csv"), ("|", "csv"), ("|", "tsv"), ("\t", "csv"), (",", "tsv")])
+def test_data_delimiter_reads_other_separators(write, delimiter, fmt):
+    rows = [["text", "label"], ["a film", "1"], ['said "hi"', "0"]]
+    p = write(f"x.{fmt}", "".join(delimiter.join(r) + "\n" for r in rows))
+    d = read_file(p, cfg(format=fmt, delimiter=delimiter))
+    assert d.texts == ["a film", 'said "hi"'] and d.labels == ["1", "0"]
+    if fmt == "csv":  # a quoted field may hold the delimiter
+        q = write("q.csv", f'text{delimiter}label\n"a{delimiter} b"{delimiter}1\n')
+        assert read_file(q, cfg(format="csv", delimiter=delimiter)).texts == [f"a{delimiter} b"]
+    else:  # tsv never quotes: the delimiter inside a text is a field too many
+        q = write("q.tsv", f'text{delimiter}label\n"a{delimiter} b"{delimiter}1\n')
+        with pytest.raises(TextDistillError, match=r"q\.tsv:2: 3 fields where the header has 2"):
+            read_file(q, cfg(format="tsv", delimiter=delimiter))
+
+
+def test_data_delimiter_is_one_character_and_for_delimited_files():
+    from pydantic import ValidationError
+
+    for bad in ("", ";;", '"', "\n"):
+        with pytest.raises(ValidationError, match="delimiter"):
+            cfg(delimiter=bad)
+    with pytest.raises(ValidationError, match="delimiter: separates the fields of tsv and csv files, not of format: jsonl"):
+        cfg(format="jsonl", delimiter=";")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf8", "u8", "UTF-8-sig", "UTF8", "utf_8", "U8"])
+def test_a_bom_is_dropped_for_any_spelling_of_utf8(write, encoding):
+    p = write("bom.tsv", b"\xef\xbb\xbftext\tlabel\ncaf\xc3\xa9\t1\n")
+    d = read_file(p, cfg(encoding=encoding))
+    assert d.texts == ["café"]
+    from textdistill.ner import read_conll
+
+    c = write("bom.conll", b"\xef\xbb\xbfParis B-LOC\nnow O\n")
+    assert read_conll(c, "iob2", encoding=encoding).sentences[0].tokens == ["Paris", "now"]
+
+
+def test_a_byte_order_mark_in_another_encoding_is_refused(write):
+    p = write("b.tsv", b"\xef\xbb\xbftext\tlabel\nok\t1\n")
+    with pytest.raises(TextDistillError, match=r"b\.tsv:1: the file starts with a UTF-8 byte-order mark but data\.encoding is 'latin-1'; set data\.encoding: utf-8"):
+        read_file(p, cfg(encoding="latin-1"))
+    u = write("u.csv", "text,label\nok,1\n".encode("utf-16"))
+    with pytest.raises(TextDistillError, match=r"u\.csv:1: the file starts with a UTF-16 byte-order mark but data\.encoding is 'cp1252'"):
+        read_file(u, cfg(encoding="cp1252"))
+    assert read_file(u, cfg(encoding="utf-16")).texts == ["ok"]
+    le = write("le.csv", "\ufefftext,label\nok,1\n".encode("utf-16-le"))  # the mark decodes as U+FEFF: dropped too
+    assert read_file(le, cfg(encoding="utf-16-le")).texts == ["ok"]
+
+
+def test_jsonl_lines_end_at_line_breaks_only(write):
+    p = write("u.jsonl", '{"text": "a\u2028b\x85c", "label": 1}\r\n{"text": "d", "label": 0}\n')
+    d = read_file(p, cfg())
+    assert d.texts == ["a\u2028b\x85c", "d"] and d.rows == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "content, kw, message",
+    [
+        ("text\tlabel\na\tpos\nb\tneg\nc\tPos\n", {}, r"x\.tsv:4: label 'Pos' differs only in case/spacing from 'pos' \(line 2\); make them one spelling or map them with data\.label_map$"),
+        ("text\tlabel\na\t1\nb\t0\nc\t1.0\n", {}, r"x\.tsv:4: label '1\.0' differs only in numeric spelling from '1' \(line 2\)"),
+        ("text\tlabel\na\t1\nb\t0\nc\t+01\n", {}, r"x\.tsv:4: label '\+01' differs only in numeric spelling from '1'"),
+        ("label\ttext\n1\ta\n0\tb\n\ufeff1\tc\n", {}, r"x\.tsv:4: label '\\ufeff1' differs only in case/spacing from '1' \(line 2\)"),
+        ("text\tlabel\na\tpos\nb\tpos\u200b\n", {}, r"x\.tsv:3: label 'pos\\u200b' differs only in case/spacing from 'pos'"),
+        ("text\tlabel\na\tx,Y\nb\ty\n", {"task_type": "multi_label"}, r"x\.tsv:3: label 'y' differs only in case/spacing from 'Y' \(line 2\)"),
+        ("text\tlabel\na\tgood\nb\tpos\n", {"label_map": {"good": "Pos"}},
+         r"x\.tsv:3: label 'pos' differs only in case/spacing from 'Pos' \(line 2, as data\.label_map spells it\)"),
+    ],
+)
+def test_two_spellings_of_one_label_are_refused(write, content, kw, message):
+    p = write("x.tsv", content)
+    with pytest.raises(TextDistillError, match=message):
+        read_file(p, cfg(**kw))
+
+
+def test_label_spellings_are_checked_across_train_dev_and_test(write):
+    tr = write("train.tsv", "text\tlabel\na\tpos\nb\tneg\n")
+    dev = write("dev.tsv", "text\tlabel\nc\tneg\nd\tPOS\n")
+    test = write("test.tsv", "text\tlabel\ne\tNeg\n")
+    ok = write("ok.tsv", "text\tlabel\nc\tneg\nd\tpos\n")
+    with pytest.raises(TextDistillError, match=r"dev\.tsv:3: label 'POS' differs only in case/spacing from 'pos' \(\S*train\.tsv:2\)"):
+        load_splits(DataConfig(train_file=str(tr), validation_file=str(dev)))
+    with pytest.raises(TextDistillError, match=r"test\.tsv:2: label 'Neg' differs only in case/spacing from 'neg' \(\S*train\.tsv:3\)"):
+        load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), test_file=str(test)))
+    # data.label_map makes them one label on purpose, in every split (and load_test applies it too)
+    c = DataConfig(train_file=str(tr), validation_file=str(dev), test_file=str(test), label_map={"POS": "pos", "Neg": "neg"})
+    train, d = load_splits(c)
+    assert set(train.labels) == {"pos", "neg"} and d.labels == ["neg", "pos"] and load_test(c).labels == ["neg"]
+    # a key that is no label anywhere (a typo) is an error, naming the files
+    with pytest.raises(TextDistillError, match=r"^data\.label_map: 'Positive' is not a label of \S*train\.tsv, \S*ok\.tsv; their labels are \['neg', 'pos'\]$"):
+        load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), label_map={"Positive": "pos"}))
+    # a swap is read once, not chained
+    swapped, _ = load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), label_map={"pos": "neg", "neg": "pos"}))
+    assert swapped.labels == ["neg", "pos"]
+
+
+def test_label_map_renames_to_a_teachers_names_and_numbers_become_text(write):
+    p = write("n.tsv", "text\tlabel\na\t0\nb\t1\n")
+    c = cfg(label_map={0: "NEGATIVE", 1: "POSITIVE"})
+    assert c.label_map == {"0": "NEGATIVE", "1": "POSITIVE"}
+    assert read_file(p, c).labels == ["NEGATIVE", "POSITIVE"]
+
+
+def test_label_map_settings_are_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="a value must be a label name"):
+        cfg(label_map={"a": ["b"]})
+    with pytest.raises(ValidationError, match="a key must be a label name"):
+        cfg(label_map={True: "b"})
+    with pytest.raises(ValidationError, match="an empty label name"):
+        cfg(label_map={"a": " "})
+    with pytest.raises(ValidationError, match="'1' is mapped twice"):
+        cfg(label_map={1: "a", "1": "b"})
+    with pytest.raises(ValidationError, match="label_map: renames classification and multi_label labels, not those of task_type: regression"):
+        cfg(task_type="regression", label_map={"a": "b"})
+
+
+def test_scores_and_tags_are_not_label_spellings(write, tmp_path):
+    # regression: numbers are values (4 and 4.000 are one score)
+    p = write("s.tsv", "text\tlabel\na\t4\nb\t4.000\nc\t1.5\n")
+    assert read_file(p, cfg(task_type="regression")).labels == ["4", "4.000", "1.5"]
+    # read as classes by mistake, fractions mark them as scores: no spelling error pre-empts the task-type checks
+    assert read_file(p, cfg()).labels == ["4", "4.000", "1.5"]
+    conll = write("t.conll", "Paris B-LOC\nnow O\n\nparis B-LOC\n")
+    d = read_file(conll, cfg(format="conll", task_type="token_classification"))
+    assert d.labels == [["B-LOC", "O"], ["B-LOC"]]
+
+
+def test_surrounding_whitespace_of_labels_is_dropped_alike_in_every_reader(write):
+    import datasets
+
+    t = write("w.csv", 'text,label\na, pos\nb,"pos "\nc,neg\n')
+    assert read_file(t, cfg()).labels == ["pos", "pos", "neg"]
+    ds = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [" pos", "pos", "Pos"]})
+    with pytest.raises(TextDistillError, match=r"mem:2: label 'Pos' differs only in case/spacing from 'pos' \(line 0\)"):
+        from_hf_dataset(ds, cfg(), "mem")
+    assert from_hf_dataset(ds, cfg(label_map={"Pos": "pos"}), "mem").labels == ["pos", "pos", "pos"]
+
+
+def test_huge_values_are_cut_in_messages(write):
+    long = "x" * 5000
+    p = write("h.tsv", f"text\tlabel\t{long}\nok\t1\n")
+    with pytest.raises(TextDistillError) as exc:
+        read_file(p, cfg())
+    assert len(str(exc.value)) < 400 and "2 fields where the header has 3" in str(exc.value)
+    q = write("l.tsv", f"text\tlabel\na\t{long}\nb\t{long.upper()}\n")
+    with pytest.raises(TextDistillError) as exc:
+        read_file(q, cfg())
+    assert len(str(exc.value)) < 400 and "differs only in case/spacing" in str(exc.value)
+    train = TextData(["a"] * 100, [f"label{i}" * 20 for i in range(100)], source="t", rows=list(range(100)))
+    with pytest.raises(TextDistillError) as exc:
+        LabelSet.from_data(train).encode(TextData(["z"], ["nope"], source="d", rows=[1]))
+    assert len(str(exc.value)) < 1500 and "(100 in all)" in str(exc.value)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Zero-config reading: the delimiter, the header row and the columns detected where the config leaves them unset
+
+REVIEWS = ["a gorgeous, witty film", "dull and far too long", "the best thing this year", "i walked out after an hour",
+           "warm, funny and wise", "a mess from start to end", "sharp writing; great cast", "nothing works here"]  # fmt: skip
+VERDICTS = ["pos", "neg", "pos", "neg", "pos", "neg", "pos", "neg"]
+MORE = REVIEWS + [t + ", once more" for t in REVIEWS]  # sixteen distinct texts
+
+
+def _table(header, rows, delimiter, quoted=True) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    if quoted:
+        w = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+        for r in ([header] if header else []) + rows:
+            w.writerow(r)
+        return out.getvalue()
+    return "".join(delimiter.join(r) + "\n" for r in ([header] if header else []) + rows)
+
+
+def _two(write, name, content, **kw):
+    """load_splits of a file given as train and validation split: (train, config)."""
+    p = write(name, content)
+    c = cfg(train_file=str(p), validation_file=str(p), **kw)
+    return load_splits(c)[0], c
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+@pytest.mark.parametrize("ext", ["csv", "txt", "tsv"])
+def test_each_delimiter_is_detected(write, capsys, delimiter, ext):
+    quoted = ext == "csv" or (ext == "txt" and delimiter != "\t")
+    rows = [[t, v] for t, v in zip(REVIEWS, VERDICTS)]
+    if not quoted:  # tsv fields are never quoted: no delimiter inside a text
+        rows = [[t.replace(delimiter, " "), v] for t, v in rows]
+    train, c = _two(write, f"reviews.{ext}", _table(["review", "sentiment"], rows, delimiter, quoted))
+    assert train.texts == [r[0] for r in rows] and train.labels == VERDICTS
+    layout = data_layout(c)
+    assert (layout.text_column, layout.label_column, layout.has_header) == ("review", "sentiment", True)
+    err = capsys.readouterr().err.splitlines()
+    sep = "tab" if delimiter == "\t" else repr(delimiter)
+    assert err == [f"data: {c.train_file}: delimiter {sep}, header row, text column 'review', label column 'sentiment' (2 classes) "
+                   "(detected; set data.delimiter / data.has_header / data.text_column / data.label_column to choose)"]  # fmt: skip
+
+
+def test_quotes_are_respected_when_the_delimiter_is_detected(write):
+    # every text holds commas inside quotes: only ';' splits every row into two fields
+    content = 'review;sentiment\n"fine, fun, short";pos\n"slow, dull";neg\n"a, b, c, d";pos\n"x, y";neg\n'
+    train, c = _two(write, "q.csv", content)
+    assert train.texts[0] == "fine, fun, short" and data_layout(c).delimiter == ";"
+
+
+def test_the_old_default_layout_reads_as_before_and_silently(write, capsys):
+    train, c = _two(write, "t.tsv", "text\tlabel\tsentence\tcategory\n" + "".join(f"s{i} x\t{i % 2}\tother {i}\tc{i % 3}\n" for i in range(6)))
+    assert train.texts[0] == "s0 x" and train.labels[:2] == ["0", "1"] and train.pairs is None
+    assert capsys.readouterr().err == ""
+    # "text" and "label" win over other common names; a pair-named column is not read beside "text" (as before)
+    train, _ = _two(write, "h.tsv", "label\ttext\thypothesis\n1\ta\tb\n0\tc\td\n")
+    assert (train.texts, train.labels, train.pairs) == (["a", "c"], ["1", "0"], None)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        # headerless: a number in line 1, or line 1's label recurring below, make it data
+        ("a gorgeous film\t1\ndull\t0\nfine\t1\nbad\t0\n", (["a gorgeous film", "dull", "fine", "bad"], 1, 0)),
+        ("great fun,pos\nawful,neg\nsuperb,pos\nflat,neg\n", (["great fun", "awful", "superb", "flat"], 1, 0)),
+        # a header without common names: over a column of numbers, or over labels that each recur
+        ("phrase|verdict|n\n" + "".join(f"{t}|{v}|{i}\n" for i, (t, v) in enumerate(zip(MORE, VERDICTS * 2))),
+         (MORE, "verdict", "phrase")),
+        ("phrase|verdict\n" + "".join(f"{t}|{v}\n" for t, v in zip(MORE + [t + " too" for t in MORE], ["yes", "no"] * 16)),
+         (MORE + [t + " too" for t in MORE], "verdict", "phrase")),
+    ],
+)
+def test_header_row_or_not(write, content, expected):
+    texts, label, text = expected
+    train, c = _two(write, "f.txt", content)
+    layout = data_layout(c)
+    assert train.texts == texts
+    assert (layout.label_column, layout.text_column, layout.has_header) == (label, text, isinstance(label, str))
+
+
+def test_columns_by_content_label_first_and_an_id_column(write):
+    rows = [[str(100 + i), v, t] for i, (t, v) in enumerate(zip(MORE, VERDICTS * 2))]
+    train, c = _two(write, "x.csv", _table(None, rows, ","))
+    assert (train.texts, train.labels) == (MORE, VERDICTS * 2)
+    assert (data_layout(c).text_column, data_layout(c).label_column, data_layout(c).has_header) == (2, 1, False)
+    # in a file of fewer than ten rows, a column of numbers (all distinct) may be classes not yet recurring
+    with pytest.raises(TextDistillError, match=r"y\.csv: cannot tell the label column from columns 0 and 1 \(both could be labels: "
+                                               r"8 and 2 distinct values\); set data\.label_column$"):  # fmt: skip
+        _two(write, "y.csv", _table(None, rows[:8], ","))
+
+
+def test_columns_by_name_win_over_content(write):
+    # 'utterance' is shorter than 'notes', but named: it is the text
+    rows = [["x" * 80, t, v] for t, v in zip(REVIEWS, ["book", "play", "book", "play", "book", "play", "book", "play"])]
+    train, c = _two(write, "n.csv", _table(["notes", "utterance", "intent"], rows, ","))
+    assert train.texts == REVIEWS and train.labels[0] == "book"
+
+
+def test_pairs_are_detected_by_name_only(write):
+    rows = [[a, b, v] for a, b, v in zip(REVIEWS, reversed(REVIEWS), VERDICTS)]
+    train, c = _two(write, "p.tsv", _table(["sentence1", "sentence2", "label"], rows, "\t", False))
+    assert train.pairs == list(reversed(REVIEWS)) and data_layout(c).text_pair_column == "sentence2"
+    quality = [[str(int(v == "pos")), a, b] for a, b, v in rows]  # MRPC's layout
+    train, c = _two(write, "m.tsv", _table(["Quality", "#1 String", "#2 String"], quality, "\t", False))
+    assert (train.texts, train.pairs, train.labels) == (REVIEWS, list(reversed(REVIEWS)), [q[0] for q in quality])
+    train, c = _two(write, "q.tsv", _table(["index", "question", "sentence", "label"], [[str(i)] + r for i, r in enumerate(rows)], "\t", False))
+    assert (train.texts, train.pairs) == (REVIEWS, list(reversed(REVIEWS)))
+    # two long texts under names that say nothing: never guessed as a pair
+    with pytest.raises(TextDistillError, match=r"u\.tsv: cannot tell the text column from 'left', 'right' \(both long texts: 22 and 22 "
+                                               r"characters on average\); set data\.text_column$"):  # fmt: skip
+        _two(write, "u.tsv", _table(["left", "right", "label"], rows, "\t", False))
+    # given the text column, no pair is detected beside it
+    train, _ = _two(write, "g.tsv", _table(["sentence1", "sentence2", "label"], rows, "\t", False), text_column="sentence1")
+    assert train.pairs is None
+
+
+def test_regression_takes_the_column_of_scores(write):
+    rows = [[str(i), t, f"{i * 0.37:.2f}"] for i, t in enumerate(REVIEWS)]
+    train, c = _two(write, "s.csv", _table(None, rows, ","), task_type="regression")
+    assert train.texts == REVIEWS and data_layout(c).label_column == 2
+
+
+def test_jsonl_keys_by_name(write):
+    p = write("j.jsonl", "".join(json.dumps({"id": i, "sentence": t, "sentiment": v}) + "\n" for i, (t, v) in enumerate(zip(REVIEWS, VERDICTS))))
+    d = read_file(p, cfg())
+    assert (d.texts, d.labels) == (REVIEWS, VERDICTS)
+    q = write("k.jsonl", '{"txt": "a", "label": 1}\n')
+    with pytest.raises(TextDistillError, match=r"k\.jsonl:1: missing key 'text' \(text_column\); keys are \['label', 'txt'\]"):
+        read_file(q, cfg())
+
+
+R = [[t, v] for t, v in zip(REVIEWS, VERDICTS)]
+
+
+@pytest.mark.parametrize(
+    "name, content, kw, message",
+    [
+        ("d.txt", "a,b;c\n" * 6, {}, r"d\.txt: cannot tell the delimiter \(',' and ';' both split every row evenly: ',' 2 and ';' 2 "
+                                     r"fields\); set data\.delimiter$"),
+        ("u.txt", "text;label\na;1\nb;c;0\nd;1\n", {}, r"u\.txt: cannot tell the delimiter: none of ',', ';', tab, '\|' splits the first 50 "
+                                                       r"rows evenly \(';' gives 2 to 3 fields per row\); set data\.delimiter$"),
+        ("o.csv", "text\nhello\nworld\n", {}, r"o\.csv: one column only: none of ',', ';', tab, '\|' splits line 1 into fields; a data "
+                                             r"file needs a text column and a label column \(set data\.delimiter if another character"),
+        ("o.tsv", "text\nhello\nworld\n", {"format": "tsv"}, r"o\.tsv: one column only: tab splits no row into fields"),
+        ("l.csv", _table(None, [r + [s] for r, s in zip(R, "abababab")], ","), {},
+         r"l\.csv: cannot tell the label column from columns 1 and 2 \(both could be labels: 2 and 2 distinct values\); set data\.label_column$"),
+        ("n.csv", _table(None, [[t, str(i)] for i, (t, _) in enumerate(R)], ","), {},
+         r"n\.csv: no column whose values repeat \(a label column holds a few short values, each on many rows\); set data\.label_column$"),
+        # where detection fails on rows that the delimiter splits unevenly, the first such row is the error
+        ("w.csv", "".join(f"{t},{v}\n" for t, v in R), {}, r"w\.csv:2: 2 fields where line 1 has 3; a field missing, or a line break "
+                                                         r"inside an unquoted text\? put that text in double quotes$"),
+        ("t.tsv", "review\tcomment\tlabel\na\tb\t1\n", {}, r"t\.tsv: cannot tell the text column from 'review', 'comment' \(both text "
+                                                         r"names\); set data\.text_column$"),
+        ("c.tsv", "text\tcategory\tintent\na\tb\t1\n", {}, r"c\.tsv: cannot tell the label column from 'category', 'intent' \(both label "
+                                                          r"names\); set data\.label_column$"),
+        ("p.tsv", "sentence1\ttext_b\thypothesis\tlabel\na\tb\tc\t1\n", {},
+         r"p\.tsv: cannot tell the pair column from 'text_b', 'hypothesis' \(both second-text names\); set data\.text_pair_column$"),
+        ("s.tsv", "text\tscore\n" + "".join(f"t{i}\t{i / 7:.3f}\n" for i in range(30)), {},
+         r"s\.tsv: the label column 'score' holds scores \(30 distinct numbers, e\.g\. '0\.143'\), not classes; set data\.task_type: "
+         r"regression \(or data\.label_column\)$"),
+        ("h.txt", "good one|yes\nbad one|no\nok one|maybe\n", {"label_column": 1},
+         r"h\.txt: cannot tell whether line 1 \(good one, yes\) is a header row; set data\.has_header$"),
+        # names over labels that recur: a header only with twenty rows or more below it (else a class may yet recur)
+        ("k.txt", "phrase|verdict\n" + "".join(f"{t}|{v}\n" for t, v in R), {},
+         r"k\.txt: cannot tell whether line 1 \(phrase, verdict\) is a header row; set data\.has_header$"),
+        ("x.xyz", "text\tlabel\n", {}, r"x\.xyz: cannot tell the format from the extension '\.xyz'; set data\.format"),
+    ],
+)
+def test_guesses_that_are_not_safe_are_refused(write, name, content, kw, message):
+    p = write(name, content)
+    with pytest.raises(TextDistillError, match=message) as exc:
+        read_file(p, cfg(**kw))
+    assert str(exc.value).startswith(str(p)) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "dev, message",
+    [
+        ("a gorgeous film,pos\ndull,neg\n", r"dev\.csv: laid out differently from \S*train\.csv: no column 'review' \(the text column "
+                                            r"detected there\); its line 1 has \['a gorgeous film', 'pos'\]; give both files the same "
+                                            r"header \(or set data\.text_column\)$"),
+        ("text,sentiment\nfine,pos\n", r"dev\.csv: laid out differently from \S*train\.csv: no column 'review'"),
+    ],
+)
+def test_dev_must_be_laid_out_as_train(write, dev, message):
+    t = write("train.csv", _table(["review", "sentiment"], R, ","))
+    d = write("dev.csv", dev)
+    with pytest.raises(TextDistillError, match=message):
+        load_splits(cfg(train_file=str(t), validation_file=str(d)))
+
+
+def test_headerless_dev_must_be_headerless_and_as_wide(write):
+    t = write("train.tsv", "".join(f"src\t{v}\t{r}\n" for r, v in zip(REVIEWS, VERDICTS)))
+    d = write("dev.tsv", "source\tlabel\ttext\nsrc\tpos\tfine\n")
+    with pytest.raises(TextDistillError, match=r"dev\.tsv: laid out differently from \S*train\.tsv: line 1 looks like a header row "
+                                               r"\(source, label, text\) but the training file has none; give both files a header row "
+                                               r"or neither \(or set data\.has_header\)$"):  # fmt: skip
+        load_splits(cfg(train_file=str(t), validation_file=str(d), label_column=1))
+    d = write("dev2.tsv", "pos\tfine\nneg\tbad\n")
+    with pytest.raises(TextDistillError, match=r"dev2\.tsv: laid out differently from \S*train\.tsv: 2 fields in line 1 here, 3 there "
+                                               r"\(no header row: columns are taken by position\)"):  # fmt: skip
+        load_splits(cfg(train_file=str(t), validation_file=str(d), label_column=1))
+
+
+def test_dev_and_test_follow_train_and_each_file_gets_a_line(write, capsys):
+    t = write("train.csv", _table(["id", "review", "sentiment"], [[str(i)] + r for i, r in enumerate(R)], ","))
+    d = write("dev.csv", "sentiment,review\npos,fine\nneg,bad\n")  # other order and no id: read by name
+    e = write("test.tsv", "review\tsentiment\tid\nok\tpos\t1\n")  # other delimiter (its extension's)
+    c = cfg(train_file=str(t), validation_file=str(d), test_file=str(e))
+    train, dev = load_splits(c)
+    assert dev.texts == ["fine", "bad"] and dev.labels == ["pos", "neg"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and err[1] == f"data: {d}: delimiter ',', header row, text column 'review', label column 'sentiment' (as {t})"
+    assert err[2].startswith(f"data: {e}: delimiter tab, header row")
+    test = load_test(c)
+    assert test is not None and test.texts == ["ok"] and capsys.readouterr().err == ""
+
+
+def test_columns_given_by_index_over_a_detected_header(write):
+    t = write("train.csv", _table(["n", "phrase", "verdict"], [[str(i)] + r for i, r in enumerate(R)], ","))
+    d = write("dev.csv", "n,phrase,verdict\n1,fine,pos\n")
+    train, dev = load_splits(cfg(train_file=str(t), validation_file=str(d), text_column=1, label_column=2))
+    assert train.texts == REVIEWS and dev.texts == ["fine"]  # line 1 is a header (names over a column of numbers)
+
+
+def test_data_layout_writes_the_detected_settings_in(write):
+    t = write("train.txt", "".join(f"{v}|{r}\n" for r, v in zip(REVIEWS, VERDICTS)))
+    c = data_layout(cfg(train_file=str(t), validation_file=str(t)))
+    assert (c.delimiter, c.has_header, c.text_column, c.label_column, c.text_pair_column) == ("|", False, 1, 0, None)
+    assert load_splits(c)[0].texts == REVIEWS  # the written-in config reads the same rows
+
+
+def test_read_texts_small_files(write):
+    cfg0 = cfg()
+    p = write("u.csv", _table(["id", "review", "sentiment"], [[str(i)] + r for i, r in enumerate(R)], ","))
+    texts, pairs, lines = read_texts(p, cfg0)
+    assert texts == REVIEWS and pairs is None and lines == list(range(2, 10))
+    assert read_texts(p, cfg0, limit=3) == (REVIEWS[:3], None, [2, 3, 4])
+    one = write("one.tsv", "text\n" + "\n".join(REVIEWS) + "\n")  # one column, named: its header
+    assert read_texts(one, cfg0)[0] == REVIEWS
+    bare = write("bare.txt", "\n".join(REVIEWS) + "\n\n")  # one text per line, commas and ';' inside
+    assert read_texts(bare, cfg0) == (REVIEWS, None, list(range(1, 9)))
+    pair = write("pairs.tsv", "sentence1\tsentence2\tlabel\na\tb\t1\nc\td\t0\n")
+    assert read_texts(pair, cfg0)[:2] == (["a", "c"], ["b", "d"])
+    assert read_texts(pair, cfg0, text_column="sentence2")[:2] == (["b", "d"], None)
+    j = write("u.jsonl", '{"sentence": "a", "x": 1}\n{"sentence": "b", "x": 2}\n')
+    assert read_texts(j, cfg0) == (["a", "b"], None, [1, 2])
+    bad = write("bad.csv", "id,review\n1,fine\n2,slow, dull\n")
+    with pytest.raises(TextDistillError, match=r"bad\.csv:3: 3 fields where the header has 2 \(id, review\); an unquoted ','"):
+        read_texts(bad, cfg0)
+    with pytest.raises(TextDistillError, match=r"u\.csv: column 'nope' \(text_column\) not found"):
+        read_texts(p, cfg0, text_column="nope")
+    # every line split evenly by its one comma: two parts of text, neither explained as a label or an id: refused
+    halves = write("halves.txt", "".join(f"Paris, the capital of France, part {i}\n".replace(", part", " part") for i in range(60)))
+    with pytest.raises(TextDistillError, match=r"halves\.txt: cannot tell the text column from columns 0 and 1 \(both hold text\); "
+                                               r"set data\.text_column \(or data\.delimiter, for a file of one text per line\)$"):  # fmt: skip
+        read_texts(halves, cfg0)
+    assert read_texts(halves, cfg(format="tsv"))[0][0] == "Paris, the capital of France part 0"
+
+
+def test_read_texts_of_real_sst2(sst2_dir):
+    texts, pairs, lines = read_texts(sst2_dir / "train.tsv", cfg())
+    assert len(texts) == 67349 and pairs is None and lines[:2] == [2, 3]
+    assert texts[0] == "hide new secretions from the parental units"

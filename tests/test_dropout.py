@@ -205,3 +205,27 @@ def test_a_switch_that_fails_half_way_puts_the_dropouts_back(monkeypatch) -> Non
     a = nn.functional.dropout(torch.ones(50), 0.5)
     torch.manual_seed(4)
     assert torch.equal(fast_dropout(torch.ones(50), 0.5), a)  # the context is not left active
+
+
+def test_attention_functions_are_registered_only_while_held_and_put_back_as_they_were() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from textdistill.dropout import attention_function
+
+    def theirs(*args, **kwargs):  # a function the user registered under the same name before
+        raise AssertionError("not called")
+
+    assert FAST_SDPA not in AttentionInterface._global_mapping  # importing textdistill registered nothing
+    with attention_function(FAST_SDPA, sdpa_fast_dropout, sdpa_mask):
+        with fast_cpu_dropout(bert()):  # nested: one registration, counted
+            assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout
+        assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout  # the outer block still holds it
+    assert FAST_SDPA not in AttentionInterface._global_mapping and FAST_SDPA not in AttentionMaskInterface._global_mapping
+    AttentionInterface.register(FAST_SDPA, theirs)
+    try:
+        with fast_cpu_dropout(bert()):
+            assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout
+        assert AttentionInterface._global_mapping[FAST_SDPA] is theirs and FAST_SDPA not in AttentionMaskInterface._global_mapping
+    finally:
+        del AttentionInterface._global_mapping[FAST_SDPA]

@@ -94,9 +94,11 @@ def test_online_teacher_equals_precomputed(tiny_bert, sst2_dir, tmp_path):
         cfg["teacher"]["training"]["num_train_epochs"] = 1
         results.append(textdistill.distill(cfg)["student"]["metrics"]["accuracy"])
         kd = [json.loads(x).get("kd") for x in (tmp_path / mode / "logs/student.jsonl").read_text().splitlines()]
-        results.append([round(v, 4) for v in kd if v is not None])
+        results.append([v for v in kd if v is not None])
     assert results[0] == results[2]
-    assert results[1] == results[3]
+    # the same to float rounding (the online teacher pads each training batch, the precomputed one its own batches):
+    # compared within a tolerance, not rounded to 4 places, where two values a rounding apart fall on either side
+    assert results[1] == pytest.approx(results[3], rel=1e-4, abs=1e-6)
 
 
 def test_runs_are_reproducible(tiny_bert, sst2_dir, tmp_path):
@@ -206,7 +208,7 @@ def test_cli_bad_input(case, expected, tiny_bert, sst2_dir, tmp_path):
     if case == "missing_file":
         changes = {"data__train_file": str(tmp_path / "nope.tsv")}
     elif case == "missing_column":
-        changes = {"data__train_file": _write(tmp_path, "cols.tsv", "sentence\tlabel\na\t1\n")}
+        changes = {"data__train_file": _write(tmp_path, "cols.tsv", "sentence\tlabel\na\t1\n"), "data__text_column": "text"}
     elif case == "empty":
         changes = {"data__validation_file": _write(tmp_path, "empty.tsv", "text\tlabel\n")}
     elif case == "dev_label":

@@ -142,3 +142,50 @@ def test_export_times_the_forms_in_turns_and_reports_medians(dev_slice, tmp_path
     assert forms["onnx int8"]["throughput_batch32"] == 7.0  # calls 4, 7, 10
     assert forms["onnx int8"]["throughput_vs_pytorch"] == pytest.approx(7 / 8)
     assert next(calls, None) is None  # no other call
+
+
+def test_export_keeps_the_tracer_quiet_and_the_callers_filters(tmp_path, caplog):
+    """The tracer's warnings (a tensor converted to a Python value, ...) and ONNX Runtime's pre-processing hint are
+    dropped for the export alone: a warning after it still shows, and the caller's warning filters and the root
+    logger come back as they were."""
+    import logging
+    import warnings
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from textdistill.export import export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_labels=3, vocab_size=300)
+    model = BertForSequenceClassification(config).eval()
+    feats = [{"input_ids": [101, *range(200, 200 + n), 102], "token_type_ids": [0] * (n + 2)} for n in (3, 9)]
+    filters, root_filters = list(warnings.filters), list(logging.getLogger().filters)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        path = export_onnx(model, feats, tmp_path / "model.onnx", 0)
+        quantize_int8(path, tmp_path / "model.int8.onnx")
+        warnings.warn("after the export", UserWarning)
+    assert [str(w.message) for w in caught] == ["after the export"]
+    assert not [r for r in caplog.records if "pre-processing before quantization" in r.getMessage()]
+    assert warnings.filters == filters and logging.getLogger().filters == root_filters
+    assert (tmp_path / "model.int8.onnx").is_file()
+
+
+def test_cli_export_table_lines_up_for_any_form_name(capsys):
+    from textdistill.cli import _print_result
+
+    def form(score: float, size: int | None, rate: float) -> dict:
+        return {"metrics": {"accuracy": 0.9, "macro_f1": score}, "metric_diff_points": 100 * (score - 0.5), "max_abs_logit_diff": 3.7e-9,
+                "size_bytes": size, "latency_ms_batch1": 1.234, "throughput_batch32": rate, "throughput_vs_pytorch": rate / 100}  # fmt: skip
+
+    forms = {"pytorch fp32": form(0.5, None, 100.0), "pytorch fp32 cut": form(0.5, None, 107.0),
+             "onnx int8 (a much longer form name)": form(0.49, 300_000, 1234.0)}  # fmt: skip
+    _print_result("export", {"metric": "macro_f1", "forms": forms, "output_dir": "out"}, False)
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 2 + len(forms) and lines[-1] == "run folder: out"
+    assert len({tuple(i for i, c in enumerate(line) if c == "|") for line in table}) == 1  # every column lines up
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table]
+    assert cells[0][:3] == ["form", "macro_f1", "diff (pts)"]  # the metric the differences are of
+    assert cells[3] == ["pytorch fp32 cut", "50.00", "+0.00", "3.7e-09", "-", "1.23", "107", "1.07x"]
+    assert cells[4][:2] == ["onnx int8 (a much longer form name)", "49.00"] and cells[4][4] == "0.3"

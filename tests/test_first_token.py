@@ -24,8 +24,8 @@ from transformers import (
 
 from textdistill.config import DistillConfig, LayerMatch, TrainingConfig
 from textdistill.data import Collator, DistillDataset
-from textdistill.dropout import fast_cpu_dropout
-from textdistill.features import IntermediateLosses
+from textdistill.dropout import attention_function, fast_cpu_dropout
+from textdistill.features import MAPS_ATTENTION, IntermediateLosses, eager_attention_with_maps
 from textdistill.first_token import can_cut, first_token_only
 from textdistill.metrics import measure_speed, predict_logits
 from textdistill.train import DistillationObjective, hard_label_objective, reads_logits_only, train_loop
@@ -90,10 +90,13 @@ def test_fast_dropout_attention_and_mid_context_switches() -> None:
     model = make("bert", "sdpa").train()
     inputs = batch(1)
     reference = model(**inputs).logits.detach()
-    with fast_cpu_dropout(model, True), first_token_only(model) as changed:
+    from transformers.masking_utils import eager_mask
+
+    maps = attention_function(MAPS_ATTENTION, eager_attention_with_maps, eager_mask)  # (registered only while used)
+    with maps, fast_cpu_dropout(model, True), first_token_only(model) as changed:
         assert changed == [model] and model.config._attn_implementation != "sdpa"  # textdistill's own sdpa
         assert torch.allclose(model(**inputs).logits, reference, atol=1e-6)
-        model.config._attn_implementation = "textdistill_eager_maps"  # an attention it does not cut for: full layer
+        model.config._attn_implementation = MAPS_ATTENTION  # an attention it does not cut for: full layer
         out = model(**inputs, output_hidden_states=True)
         assert out.hidden_states[-1].shape == (5, 11, 32)
         assert torch.allclose(out.logits, reference, atol=1e-6)

@@ -4,6 +4,7 @@ folder holds (a hand-made run folder: no training), and one real tiny run that g
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
@@ -238,10 +239,14 @@ def test_cli_report_compares_runs(tmp_path, capsys, monkeypatch):
     head = [c.strip() for c in rows[0].split("|")[1:-1]]
     assert head[:8] == ["run", "student recipe", "accuracy", "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)"]
     table = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in rows[1:]}
-    assert len(table) == 2
+    assert len(table) == 4  # each run's student, then its twin
     two = next(v for k, v in table.items() if k.endswith("two-layers"))
     assert two[:7] == ["layers [0, 3], kl T=3.0 a=0.7", "86.00", "95.6", "15.6", "62.5", "3.00", "600"]
     assert two[7] == "yes" and next(v for k, v in table.items() if k.endswith("one-layer"))[7] == "yes"  # faster or better
+    # the twin: the student's architecture (its size and speed) trained without distillation; not on the Pareto front
+    assert next(v for k, v in table.items() if k.endswith("two-layers (twin)")) == \
+        ["same student, no distillation", "82.00", "91.1", "15.6", "62.5", "3.00", "600", "-"]  # fmt: skip
+    assert [r.split("|")[1].strip().rsplit("/", 1)[-1] for r in rows[1:]] == ["two-layers", "two-layers (twin)", "one-layer", "one-layer (twin)"]
     page = out.read_text(encoding="utf-8")
     check_self_contained(page)
     images = embedded_pngs(page)
@@ -340,12 +345,83 @@ def test_generative_runs_compared_with_each_other(tmp_path):
     assert slow["teacher"] == {"name": "models/tiny-gpt", "score": 1.0, "latency": 25.0}  # the teacher agrees with itself
     rows = compare_rows(summaries)
     assert rows[0][2] == "next-token agreement" and rows[0][-1] == "Pareto-optimal"
-    assert [r[2:] for r in rows[1:]] == [["80.00", "-", "81.0", "324.0", "20.00", "50", "yes"],
-                                         ["60.00", "-", "81.0", "324.0", "10.00", "100", "yes"],
-                                         ["50.00", "-", "81.0", "324.0", "25.00", "40", "-"]]  # fmt: skip
+    assert [r[2:] for r in rows[1::2]] == [["80.00", "-", "81.0", "324.0", "20.00", "50", "yes"],
+                                           ["60.00", "-", "81.0", "324.0", "10.00", "100", "yes"],
+                                           ["50.00", "-", "81.0", "324.0", "25.00", "40", "-"]]  # fmt: skip
+    # each twin after its student: its own agreement and generation speed (timed on its own)
+    assert rows[2] == ["slow (twin)", "same student, no distillation", "65.50", "-", "81.0", "324.0", "12.42", "80", "-"]
     # sequence-level KD alone (another vocabulary): no divergence, no agreement, no teacher point
     seq = fake_generative_run(tmp_path / "seq", token_level=False, sequence_kd=True)
     report = json.loads((seq / "metrics.json").read_text())
     del report["student"]["agreement"], report["baseline"]["agreement"]
     summary = run_summary("seq", report)
     assert summary["recipe"] == "layers [0, 3], sequence KD" and summary["score"] is None and summary["teacher"]["score"] is None
+
+
+def test_compare_labels_each_teacher_by_its_runs_and_plots_the_twins(tmp_path, monkeypatch):
+    """Two runs that share a teacher and one with its own: every teacher point names its runs (two runs' teachers no
+    longer read the same), and every twin is its own labelled point (a hollow triangle, dotted to its student)."""
+    import textdistill.html_report as html_report
+
+    a = fake_run(tmp_path / "runs" / "run-a", student_ms=3.0, student_acc=0.86)
+    b = fake_run(tmp_path / "runs" / "run-b", student_ms=1.5, student_acc=0.80)
+    c = fake_run(tmp_path / "runs" / "run-c", student_ms=2.0, student_acc=0.84)
+    report = json.loads((c / "metrics.json").read_text())
+    report["teacher"].update(model="all-MiniLM-L6-v2", metrics={"accuracy": 0.92}, latency_ms_batch1=12.0)
+    del report["baseline"]  # distill.baseline: false: no twin
+    (c / "metrics.json").write_text(json.dumps(report))
+    drawn = {}
+    place = html_report._label_points
+
+    def record(fig, ax, labels):
+        drawn["labels"] = {text: (x, y) for x, y, text, _ in labels}
+        drawn["dotted"] = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+        drawn["hollow"] = [col for col in ax.collections if len(col.get_facecolor()) and tuple(col.get_facecolor()[0]) == (1, 1, 1, 1)]
+        place(fig, ax, labels)
+
+    monkeypatch.setattr(html_report, "_label_points", record)
+    page, table = html_report.compare_runs([str(a), str(b), str(c)])
+    labels = drawn["labels"]
+    assert labels["run-a, run-b: teacher (models/tiny-bert)"] == (9.3, pytest.approx(90.0))  # one teacher, measured in two runs
+    assert labels["run-c: teacher (all-MiniLM-L6-v2)"] == (12.0, pytest.approx(92.0))
+    assert labels["run-a: twin"] == (3.0, pytest.approx(82.0)) and labels["run-b: twin"] == (1.5, pytest.approx(82.0))
+    assert labels["run-a"] == (3.0, pytest.approx(86.0)) and "run-c: twin" not in labels
+    assert len(drawn["hollow"]) == 2 and len(drawn["dotted"]) == 2
+    assert "hollow triangle" in page and "Twin rows:" in page
+    assert [line.split("|")[1].strip().rsplit("/", 1)[-1] for line in table.splitlines()[2:]] == \
+        ["run-a", "run-a (twin)", "run-b", "run-b (twin)", "run-c"]  # fmt: skip
+    assert "<td>same student, no distillation</td>" in page
+
+
+def test_run_page_opens_with_the_headline_and_the_training_notes(tmp_path):
+    from textdistill.report import headline, training_lines
+
+    run = fake_run(tmp_path / "run")
+    report = json.loads((run / "metrics.json").read_text())
+    for side in ("teacher", "student", "baseline"):
+        report[side]["training"] = {"learning_rate": 5e-5, "learning_rate_from": "config", "epochs": 3, "stopped": "max epochs"}
+    (run / "metrics.json").write_text(json.dumps(report))
+    page = render_html(run)
+    first = re.search(r'<p class="sub">.*?</p>\s*<p>(.*?)</p>', page, re.S)
+    assert first is not None and first.group(1) == html.escape(headline(report))
+    assert first.group(1).startswith("Distillation paid: the student keeps 95.6% of the teacher&#x27;s accuracy")
+    (line,) = training_lines(report)
+    assert f"<li>{html.escape(line[2:])}</li>" in page
+
+
+def test_multi_class_page_shows_macro_f1_and_a_row_per_class(tmp_path):
+    run = fake_run(tmp_path / "run")
+    report = json.loads((run / "metrics.json").read_text())
+    names = ["billing", "cancel", "refund", "other"]
+    report["data"]["labels"] = names
+    report["student"]["metrics"]["macro_f1"] = 0.49
+    matrix = [[10, 0, 0, 0], [0, 10, 0, 0], [0, 0, 10, 0], [5, 5, 0, 0]]  # "other" never predicted
+    for side in ("teacher", "student", "baseline"):
+        report[side]["confusion"] = {"labels": names, "matrix": matrix}
+    (run / "metrics.json").write_text(json.dumps(report))
+    page = render_html(run)
+    assert "<th>accuracy</th><th>macro-F1</th><th>% of teacher</th>" in page
+    assert re.search(r'<td>student \(distilled\)</td><td class="num">86.00</td><td class="num">49.00</td>', page)
+    assert "<th>class</th><th>support</th><th>teacher F1</th><th>student F1</th><th>twin F1</th>" in page
+    assert '<td>other</td><td class="num">10</td><td class="num">0.00</td>' in page
+    assert {"confusion-teacher", "confusion-student", "confusion-baseline"} <= set(embedded_pngs(page))

@@ -4,12 +4,14 @@ import math
 
 import pytest
 import torch
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import textdistill
 from textdistill.config import LayerMapConfig, LayerMatch, Schedule, value_at
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
-from textdistill.features import FeatureTaps, IntermediateLosses, generate_matches, resolve_matches, use_map_attention
+from textdistill.dropout import release_attention_function
+from textdistill.features import MAPS_ATTENTION, FeatureTaps, IntermediateLosses, generate_matches, resolve_matches, use_map_attention
 from textdistill.losses import (
     attention_kl_loss,
     attention_mse_loss,
@@ -148,8 +150,9 @@ def test_student_attention_maps_are_taken_before_attention_dropout():
     torch.manual_seed(3)
     ours = student(**inputs).logits
     assert not torch.allclose(ours, student(**inputs).logits)
+    assert MAPS_ATTENTION in ALL_ATTENTION_FUNCTIONS
     objective.close()
-    assert student.config._attn_implementation != "textdistill_eager_maps"
+    assert student.config._attn_implementation != MAPS_ATTENTION and MAPS_ATTENTION not in ALL_ATTENTION_FUNCTIONS
     student.set_attn_implementation("eager")
     torch.manual_seed(3)
     assert torch.allclose(ours, student(**inputs).logits, atol=1e-6)
@@ -164,6 +167,9 @@ def test_map_attention_matches_eager_in_eval_and_falls_back_for_mpnet():
     reference = model(**inputs).logits
     assert use_map_attention(model) is True
     assert torch.allclose(model(**inputs).logits, reference, atol=1e-6)
+    model.set_attn_implementation("sdpa")  # given back, and the attention function with it (registered while used)
+    release_attention_function(MAPS_ATTENTION)
+    assert MAPS_ATTENTION not in ALL_ATTENTION_FUNCTIONS
     mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                        num_attention_heads=2, intermediate_size=32))  # fmt: skip
     assert use_map_attention(mpnet) is False

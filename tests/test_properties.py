@@ -3,9 +3,13 @@ with a one-line message, whatever the input; never any other exception."""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from textdistill.config import DataConfig, config_from_dict, load_config
-from textdistill.data import LabelSet, read_corpus, read_file
+from textdistill.data import LABEL_NAMES, TEXT_NAMES, LabelSet, TextData, load_splits, read_corpus, read_file
 from textdistill.errors import TextDistillError
 from textdistill.ner import read_conll
 
@@ -159,6 +163,7 @@ def test_load_config_with_any_overrides(tmp_path: Path, extra: list[str]) -> Non
 # --------------------------------------------------------------------------------------------------------------------
 # Readers
 
+DELIMITERS = [",", ";", "\t", "|"]
 CELL = st.one_of(st.text(max_size=12), st.sampled_from(["text", "label", "0", "1", "2.5", "nan", "", " ", '"', '"a,b"', "a\tb"]))
 
 
@@ -171,7 +176,126 @@ def delimited_bytes(draw: st.DrawFn, delimiter: str) -> bytes:
     if draw(st.booleans()):
         rows.insert(0, ["text", "label"])
     text = "\n".join(delimiter.join(r) for r in rows) + draw(st.sampled_from(["", "\n", "\r\n"]))
-    return text.encode(draw(st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"])), errors="replace")
+    raw = text.encode(draw(st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"])), errors="replace")
+    return draw(st.sampled_from([b"", codecs.BOM_UTF8])) + raw
+
+
+# Files written from known rows (random delimiter, quotes, line breaks inside csv texts, byte-order marks, encodings,
+# fields too many or too few, a column named twice, two spellings of one label): each is read back exactly, or,
+# where the rows do not fit the format, refused with one line naming the file (and the line).
+
+LABELS = ["pos", "neg", "0", "1", " pos", "neg "]
+ODD_LABELS = ["Pos", "1.0", ""]  # another spelling of a class, or none
+SPELLS = {"pos": "pos", "Pos": "pos", "neg": "neg", "0": "0", "1": "1", "1.0": "1"}  # a stripped label -> the class it spells
+ENCODINGS = {"utf-8": ["utf-8", "utf8", "u8", "UTF8", "UTF-8"], "utf-8-sig": ["utf-8-sig", "UTF-8-sig"], "latin-1": ["latin-1", "iso-8859-1"]}
+
+
+@st.composite
+def written_files(draw: st.DrawFn) -> dict[str, Any]:
+    fmt = draw(st.sampled_from(["tsv", "csv"]))
+    delimiter = draw(st.sampled_from(DELIMITERS))
+    encoding = draw(st.sampled_from(list(ENCODINGS)))
+    bom = encoding != "utf-8-sig" and draw(st.integers(0, 3)) == 0  # a UTF-8 mark, in a latin-1 file too
+    header, pair, label_first = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    names = (["label", "text"] if label_first else ["text", "label"]) + (["pair"] if pair else [])
+    # tsv fields are never quoted: a delimiter or line break in a "text" is, there, just another field or row
+    forbidden = "" if fmt == "csv" else delimiter + "\r\n"
+    specials = [c for c in "\"',;\t| \n\r" if c not in forbidden]
+    alphabet = st.one_of(st.sampled_from(specials), st.sampled_from("ab z"), st.characters(codec="latin-1", exclude_characters=forbidden))
+    cell = st.lists(alphabet, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=10).map("".join)
+    label = st.sampled_from(LABELS + ODD_LABELS if draw(st.integers(0, 4)) == 0 else LABELS)
+    rows = []
+    for _ in range(draw(st.integers(0, 6))):
+        row = {"text": draw(cell), "label": draw(label), "pair": draw(cell)}
+        fields = [row[n] for n in names]
+        change = draw(st.integers(0, 19))
+        if change == 0:
+            fields += draw(st.lists(cell, min_size=1, max_size=2))  # a field too many
+        elif change == 1:
+            fields.pop()  # a field too few
+        rows.append(fields)
+    head = list(names)
+    if header and draw(st.integers(0, 9)) == 0:
+        head[1] = head[0]  # a column named twice
+    return {"fmt": fmt, "delimiter": delimiter, "encoding": encoding, "spelling": draw(st.sampled_from(ENCODINGS[encoding])),
+            "bom": bom, "header": head if header else None, "names": names, "rows": rows, "pair": pair,
+            "end": draw(st.sampled_from(["\n", "\r\n"])), "default_delimiter": draw(st.booleans())}
+
+
+def _serialise(f: dict[str, Any]) -> tuple[bytes, list[int]]:
+    """The file's bytes and the line each of ``f["rows"]`` starts on."""
+    records = ([f["header"]] if f["header"] else []) + f["rows"]
+    text, starts = "", []
+    for record in records:
+        starts.append(len(re.findall(r"\r\n|\r|\n", text)) + 1)
+        if f["fmt"] == "csv":  # CRLF ends csv records: the writer then quotes a field holding a lone CR or LF
+            out = io.StringIO()
+            csv.writer(out, delimiter=f["delimiter"], lineterminator="\r\n").writerow(record)
+            text += out.getvalue()
+        else:
+            text += f["delimiter"].join(record) + f["end"]
+    raw = (codecs.BOM_UTF8 if f["bom"] else b"") + text.encode(f["encoding"])
+    return raw, starts[1:] if f["header"] else starts
+
+
+def _expected(f: dict[str, Any], starts: list[int]) -> TextData | None:
+    """What the file holds, or None where it does not fit the format (the reader must refuse it)."""
+    if f["bom"] and f["encoding"] == "latin-1":
+        return None
+    if f["header"] and len(set(f["header"])) < len(f["header"]):
+        return None
+    index = {n: i for i, n in enumerate(f["names"])}
+    width = len(f["header"]) if f["header"] else None
+    texts, labels, pairs, lines = [], [], [], []
+    for record, line in zip(f["rows"], starts):
+        if all(not c.strip() for c in record):
+            continue  # a blank row
+        if width is None:
+            width = len(record)
+        if len(record) != width or len(record) < len(f["names"]):
+            return None
+        text, label = record[index["text"]].strip(), record[index["label"]].strip()
+        if not text or not label:
+            return None
+        texts.append(text)
+        labels.append(label)
+        pairs.append(record[index["pair"]].strip() if f["pair"] else "")
+        lines.append(line)
+    classes: dict[str, set[str]] = {}
+    for label in labels:
+        classes.setdefault(SPELLS.get(label, label), set()).add(label)
+    if not texts or any(len(spellings) > 1 for spellings in classes.values()):
+        return None
+    return TextData(texts, labels, pairs if f["pair"] else None, rows=lines)
+
+
+@SETTINGS
+@given(written_files())
+@example({"fmt": "csv", "delimiter": ";", "encoding": "utf-8", "spelling": "u8", "bom": True, "header": ["label", "text"],
+          "names": ["label", "text"], "rows": [["1", 'a; "b"\nc'], ["0", "d"]], "pair": False, "end": "\n", "default_delimiter": False})
+@example({"fmt": "tsv", "delimiter": "\t", "encoding": "utf-8", "spelling": "UTF8", "bom": True, "header": None,
+          "names": ["label", "text"], "rows": [["Pos", "a"], ["pos", "b"]], "pair": False, "end": "\r\n", "default_delimiter": True})
+def test_written_rows_are_read_back_exactly_or_refused(tmp_path: Path, f: dict[str, Any]) -> None:
+    raw, starts = _serialise(f)
+    p = _fresh(tmp_path, f"data.{f['fmt']}")
+    p.write_bytes(raw)
+    default = "\t" if f["fmt"] == "tsv" else ","
+    column = (lambda n: n) if f["header"] else f["names"].index
+    cfg = DataConfig(train_file="x", validation_file="x", format=f["fmt"], encoding=f["spelling"], has_header=f["header"] is not None,
+                     delimiter=None if f["default_delimiter"] and f["delimiter"] == default else f["delimiter"],
+                     text_column=column("text"), label_column=column("label"), text_pair_column=column("pair") if f["pair"] else None)  # fmt: skip
+    expected = _expected(f, starts)
+    try:
+        data = read_file(p, cfg)
+    except TextDistillError as exc:
+        message = str(exc)
+        assert expected is None, f"a well-formed file was refused: {message}"
+        assert "\n" not in message and message.startswith(str(p)), message
+        line = re.match(re.escape(str(p)) + r":(\d+): ", message)
+        assert line is None or 1 <= int(line[1]) <= raw.count(b"\n") + raw.count(b"\r") + 1, message
+        return
+    assert expected is not None, f"a malformed file was read: {data.texts} {data.labels}"
+    assert (data.texts, data.labels, data.pairs, data.rows) == (expected.texts, expected.labels, expected.pairs, expected.rows)
 
 
 json_values = st.recursive(
@@ -201,7 +325,8 @@ def data_configs(draw: st.DrawFn, fmt: str) -> DataConfig:
         "label_column": draw(column),
         "text_pair_column": draw(st.none() | column),
         "task_type": draw(st.sampled_from(["classification", "regression", "multi_label"])),
-        "encoding": draw(st.sampled_from(["utf-8", "latin-1", "utf-16"])),
+        "encoding": draw(st.sampled_from(["utf-8", "utf8", "u8", "latin-1", "utf-16"])),
+        "delimiter": draw(st.none() | st.sampled_from(DELIMITERS)) if fmt != "jsonl" else None,
     }
     try:
         return DataConfig(**kw)
@@ -219,7 +344,7 @@ def _read_and_encode(p: Path, cfg: DataConfig) -> None:
 
 
 @SETTINGS
-@given(st.sampled_from(["tsv", "csv"]).flatmap(lambda f: st.tuples(st.just(f), delimited_bytes("\t" if f == "tsv" else ","), data_configs(f))))
+@given(st.sampled_from(["tsv", "csv"]).flatmap(lambda f: st.tuples(st.just(f), st.sampled_from(DELIMITERS).flatmap(delimited_bytes), data_configs(f))))
 @example(("csv", b'text,label\n"' + b"a" * 200_000 + b"\n", DataConfig(train_file="x", validation_file="x")))
 @example(("tsv", b"a\tb\n", DataConfig(train_file="x", validation_file="x", has_header=False, text_column=0, label_column=7)))
 def test_read_delimited_on_any_bytes(tmp_path: Path, case: tuple[str, bytes, DataConfig]) -> None:
@@ -286,3 +411,77 @@ def test_readers_explain_a_missing_or_folder_path(tmp_path: Path, reader: str) -
     for path in (tmp_path / "missing.tsv", tmp_path, tmp_path / ("n" * 300 + ".tsv"), tmp_path / "nul\x00.tsv"):
         with pytest.raises(TextDistillError):
             call(path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Zero-config reading: random small tables of a text and a label column (and perhaps an id column), any of the four
+# delimiters, with or without a header of common names. Detection gives the columns back, or refuses with one line
+# naming the file; with a header it must always give them back, and it never picks wrongly in silence.
+
+WORDS = ["film", "plot", "slow", "great", "dull", "warm", "cast", "ending", "funny", "bleak", "sharp", "long", "score",
+         "wit", "heart", "mess", "joy", "scene", "story", "actors"]  # fmt: skip
+LABEL_SETS = [["pos", "neg"], ["0", "1"], ["sports", "tech", "arts"], ["1", "2", "3", "4", "5"], ["card_lost", "top_up"]]
+
+
+@st.composite
+def detect_tables(draw: st.DrawFn) -> dict[str, Any]:
+    ext = draw(st.sampled_from(["csv", "tsv", "txt"]))
+    delimiter = draw(st.sampled_from(DELIMITERS))
+    quoted = ext == "csv" or (ext == "txt" and delimiter != "\t")
+    label_set = draw(st.sampled_from(LABEL_SETS))
+    if draw(st.booleans()):  # every label on two rows or more, as in real data
+        n = draw(st.integers(2 * len(label_set), 24))
+        extra = draw(st.lists(st.sampled_from(label_set), min_size=n - 2 * len(label_set), max_size=n - 2 * len(label_set)))
+        labels = draw(st.permutations(label_set * 2 + extra))
+    else:  # any labels at all: a class may be on one row only, or every row may have the same
+        n = draw(st.integers(2, 24))
+        labels = draw(st.lists(st.sampled_from(label_set), min_size=n, max_size=n))
+    marks = [m for m in [",", ";", "|", '"', "'", "!"] if quoted or m != delimiter]
+    word = st.one_of(st.sampled_from(WORDS), st.sampled_from(WORDS).map(lambda w: w + draw(st.sampled_from(marks))))
+    texts = [" ".join(draw(st.lists(word, min_size=1, max_size=10))) for _ in range(n)]
+    columns = {"text": texts, "label": labels}
+    if draw(st.booleans()):
+        start = draw(st.integers(0, 10**6))
+        columns["id"] = [str(start + i) for i in range(n)]
+    if draw(st.booleans()):  # another column of short values that repeat
+        columns["source"] = draw(st.lists(st.sampled_from(["web", "news", "forum"]), min_size=n, max_size=n))
+    order = draw(st.permutations(list(columns)))
+    names = None
+    if draw(st.booleans()):
+        names = {"text": draw(st.sampled_from(TEXT_NAMES)), "label": draw(st.sampled_from(LABEL_NAMES)),
+                 "id": draw(st.sampled_from(["id", "idx", "index"])), "source": draw(st.sampled_from(["source", "genre"]))}  # fmt: skip
+        names = {k: draw(st.sampled_from([v, v.upper(), v.capitalize()])) if v not in ("text", "label") else v for k, v in names.items()}
+    return {"ext": ext, "delimiter": delimiter, "quoted": quoted, "columns": columns, "order": order, "names": names, "n": n}
+
+
+def _write_table(t: dict[str, Any]) -> str:
+    records = ([[t["names"][c] for c in t["order"]]] if t["names"] else []) + [
+        [t["columns"][c][i] for c in t["order"]] for i in range(t["n"])
+    ]
+    if t["quoted"]:
+        out = io.StringIO()
+        csv.writer(out, delimiter=t["delimiter"], lineterminator="\n").writerows(records)
+        return out.getvalue()
+    return "".join(t["delimiter"].join(r) + "\n" for r in records)
+
+
+@SETTINGS
+@given(detect_tables())
+@example({"ext": "csv", "delimiter": ";", "quoted": True, "n": 4, "order": ["text", "label"], "names": None,
+          "columns": {"text": ["great, film x", "dull, plot y", "warm, cast z", "slow, wit w"], "label": ["pos", "neg", "pos", "neg"]}})  # fmt: skip
+@example({"ext": "txt", "delimiter": "|", "quoted": True, "n": 4, "order": ["label", "text"], "names": {"text": "REVIEW", "label": "Intent", "id": "id"},
+          "columns": {"text": ["great film x", "dull plot y", "warm cast z", "slow wit w"], "label": ["a", "b", "a", "b"]}})  # fmt: skip
+def test_detection_gives_the_columns_back_or_explains(tmp_path: Path, t: dict[str, Any]) -> None:
+    p = _fresh(tmp_path, f"data.{t['ext']}")
+    p.write_text(_write_table(t), encoding="utf-8")
+    cfg = DataConfig(train_file=str(p), validation_file=str(p))
+    try:
+        train, _ = load_splits(cfg)
+    except TextDistillError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith(str(p)), message
+        assert t["names"] is None, f"a table with named columns was refused: {message}"
+        return
+    assert train.texts == [x.strip() for x in t["columns"]["text"]], "wrong text column"
+    assert train.labels == t["columns"]["label"], "wrong label column"
+    assert train.pairs is None

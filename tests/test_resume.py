@@ -99,7 +99,11 @@ def test_resume_refuses_another_config_or_nothing_to_resume(tiny_bert: str, sst2
         textdistill.distill(cfg, resume=True)
 
 
-def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("error", ["OSError", "RuntimeError"])
+def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch, error: str) -> None:
+    """torch.save reports ENOSPC as an OSError or, from its zip writer, as a RuntimeError: either way the half-written
+    file goes and the one line names the last good checkpoint. Resuming from a file that is not a checkpoint of ours,
+    or whose tensors do not fit the model, is one line naming it."""
     import textdistill.train as train
 
     cfg = resumable_config(tiny_bert, sst2_dir, tmp_path / "run")
@@ -112,16 +116,33 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
         calls.append(path)
         if len(calls) == 3:  # the third checkpoint finds the disk full
             Path(path).write_bytes(b"partial")
+            if error == "RuntimeError":
+                raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file write failed")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(train.torch, "save", save)
-    with pytest.raises(TextDistillError, match=r"checkpoint: cannot write .*checkpoint.pt \(No space left on device\); "
-                                               r"the last good checkpoint \(step 6\) is intact"):  # fmt: skip
+    why = r"No space left on device" if error == "OSError" else r"torch\.save: .*PytorchStreamWriter failed writing file.*; is the disk full\?"
+    with pytest.raises(TextDistillError, match=rf"checkpoint: cannot write .*checkpoint.pt \({why}\); "
+                                               r"the last good checkpoint .*student/checkpoint\.pt \(step 6\) is intact"):  # fmt: skip
         textdistill.distill(cfg)
     folder = tmp_path / "run.partial" / "checkpoints" / "student"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]  # no half-written file left
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert not (tmp_path / "run").exists()
+    if error == "RuntimeError":
+        return
+    monkeypatch.setattr(train.torch, "save", real_save)
+    checkpoint = folder / "checkpoint.pt"
+    good = torch.load(checkpoint, weights_only=True)
+    good["model"]["classifier.weight"] = torch.zeros(3, good["model"]["classifier.weight"].shape[1])
+    torch.save(good, checkpoint)
+    with pytest.raises(TextDistillError, match=r"--resume: .*student/checkpoint\.pt does not fit the model: classifier\.weight has "
+                                               r"shape \[3, 32\] there, \[2, 32\] in the model"):  # fmt: skip
+        textdistill.distill(cfg, resume=True)
+    checkpoint.write_text("not a checkpoint\n", encoding="utf-8")
+    with pytest.raises(TextDistillError, match=r"--resume: .*student/checkpoint\.pt is not a textdistill checkpoint \(unreadable"):
+        textdistill.distill(cfg, resume=True)
     assert not (tmp_path / "run").exists()
 
 

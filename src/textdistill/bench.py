@@ -21,7 +21,7 @@ import torch
 from textdistill.config import RunConfig
 from textdistill.data import Collator, LabelSet, load_splits
 from textdistill.errors import TextDistillError
-from textdistill.metrics import measure_speed, predict_logits
+from textdistill.metrics import measure_speeds, predict_logits
 from textdistill.models import count_parameters, load_classifier
 from textdistill.pipeline import (
     _dataset,
@@ -87,8 +87,9 @@ def bench(cfg: RunConfig | dict | str, overrides: list[str] | None = None, steps
     dev_t = _dataset(ttok, dev, labels, cfg.data.max_length)
     dev_s = _dataset(stok, dev, labels, cfg.data.max_length)
     n = cfg.eval.latency_samples
-    speed_t = measure_speed(teacher, dev_t.student[:n], pad_id(ttok), cfg.eval.latency_repeats)
-    speed_s = measure_speed(student, dev_s.student[:n], pad_id(stok), cfg.eval.latency_repeats)
+    speeds = measure_speeds({"teacher": (teacher, dev_t.student[:n], pad_id(ttok)), "student": (student, dev_s.student[:n], pad_id(stok))},
+                            cfg.eval.latency_repeats)  # timed in turns  # fmt: skip
+    speed_t, speed_s = speeds["teacher"], speeds["student"]
     online, cached = statistics.median(rates["online"]), statistics.median(rates["cached"])
     s_online, s_cached = statistics.median(steady["online"]), statistics.median(steady["cached"])
     return {

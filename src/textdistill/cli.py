@@ -26,6 +26,41 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more config overrides")
 
 
+def _add_quick_start(p: argparse.ArgumentParser) -> None:
+    """Options that stand in for a config (none needed: ``distill --train T --validation V --teacher M``)."""
+    g = p.add_argument_group("without a config file (the resolved config is written to the run folder)")
+    g.add_argument("--train", metavar="FILE", help="training data (.tsv/.csv/.jsonl; delimiter, header and columns detected)")
+    g.add_argument("--validation", metavar="FILE", help="validation data (picks the kept checkpoint)")
+    g.add_argument("--test", metavar="FILE", help="optional held-out test data, scored once at the end")
+    g.add_argument("--teacher", metavar="MODEL", help="teacher: a folder, a hub id or a catalogue name (default all-MiniLM-L6-v2)")
+    g.add_argument("--text-column", help="the text column (default: detected)")
+    g.add_argument("--label-column", help="the label column (default: detected)")
+    p.add_argument("--smoke", action="store_true", help="check the whole run on a few batches (64 examples, 2 steps per model, "
+                   "short timings) into OUTPUT_DIR-smoke, in about a minute")  # fmt: skip
+
+
+def quick_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The config that ``--train/--validation/--teacher`` describe, or None when a config file is given."""
+    given = {k: getattr(args, k, None) for k in ("train", "validation", "test", "teacher", "text_column", "label_column")}
+    if args.config is not None:
+        if any(v is not None for v in given.values()):
+            named = ", ".join("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
+            raise TextDistillError(f"{named}: give either --config or these options (or their config keys as overrides, e.g. "
+                                   "data.train_file=...)")  # fmt: skip
+        return None
+    if given["train"] is None or given["validation"] is None:
+        raise TextDistillError(f"{args.command}: give --config run.yaml, or --train FILE and --validation FILE (and --teacher MODEL)")
+    data: dict[str, Any] = {"train_file": given["train"], "validation_file": given["validation"]}
+    if given["test"] is not None:
+        data["test_file"] = given["test"]
+    for key in ("text_column", "label_column"):
+        if given[key] is not None:
+            data[key] = given[key]
+    stem = Path(given["train"]).resolve().parent.name if Path(given["train"]).stem in ("train", "training") else Path(given["train"]).stem
+    return {"output_dir": f"runs/{stem or 'run'}", "data": data,
+            "teacher": {"model": given["teacher"] or "all-MiniLM-L6-v2", "finetune": True}, "student": {"num_layers": 2}}  # fmt: skip
+
+
 def _add_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (killed, or stopped by Ctrl-C / SIGTERM) "
                    "from its last checkpoint; give the same config and overrides")  # fmt: skip
@@ -43,8 +78,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _command(sub: Any, name: str, help: str, description: str, epilog: str | None = EPILOG) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Fine-tune teacher.model on data.train_file, keep the best checkpoint on data.validation_file, "
         "and save it to OUTPUT_DIR/teacher (use it later as teacher.model with teacher.finetune: false).",
     )
-    _add_common(p)
+    _add_common(p, config_required=False)
+    _add_quick_start(p)
     _add_resume(p)
     p = _command(
         sub,
@@ -71,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Fine-tune the teacher first when teacher.finetune is true, then train the student on its "
         "temperature-scaled soft targets mixed with the hard labels (distill.loss/temperature/alpha), train the same "
         "student without distillation for comparison (distill.baseline), and write OUTPUT_DIR with teacher/, "
-        "student/, baseline/, logs/, metrics.json and report.md.",
+        "student/, baseline/, logs/, metrics.json and report.md. Without a config: "
+        "textdistill distill --train train.csv --validation dev.csv --teacher all-MiniLM-L6-v2",
     )
-    _add_common(p)
+    _add_common(p, config_required=False)
+    _add_quick_start(p)
     _add_resume(p)
     p = _command(
         sub,
@@ -84,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
+    p.add_argument("--split", choices=["validation", "test"], default="validation",
+                   help="which split to score: data.validation_file (default) or data.test_file")
     _add_common(p)
     p = _command(
         sub,
@@ -131,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Print one line per input: the predicted label (a score for regression, labels for multi-label, entity spans "
         "TYPE \"text\" start-end for a token classifier), a tab, the text. "
         "Texts come from the command line or from --file (one per line; a sentence pair as TEXT<TAB>PAIR).",
+        epilog=None,  # no config, so no overrides
     )
     p.add_argument("model", help="model folder (e.g. RUN/student)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
@@ -151,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch 32) and a scatter plot of each student's dev metric against its CPU latency, teachers marked, the "
         "Pareto-optimal students joined: which student to ship. The table is also printed (Markdown). Each run's own "
         "page is RUN/report.html.",
+        epilog=None,  # no config, so no overrides
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (OUTPUT_DIR of textdistill distill)")
     p.add_argument("--output", "-o", default="report-compare.html", help="the HTML page to write (default report-compare.html)")
@@ -165,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "multilingual-e5-small: convert the 4-bit container; SmolLM2: dequantise the GGUF file) into the cache "
         "($TEXTDISTILL_CACHE, default ~/.cache/textdistill). A config may name any of them (or an alias) as a model; "
         "one not yet prepared is prepared on first use.",
+        epilog=None,  # no config, so no overrides
     )
     p.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
     p.add_argument("names", nargs="*", metavar="NAME", help="models to prepare (prepare: default all installed ones)")
@@ -259,12 +302,17 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
 
         print(render_multitask_report(result) if result.get("kind") == "multitask" else render_report(result))
     elif command == "export":
-        print(f"{'form':<14} {'accuracy':>9} {'diff (pts)':>10} {'max |dlogit|':>12} {'size MB':>8} {'b1 ms':>7} {'b32 /s':>7} {'vs torch':>8}")
-        for form, e in result["forms"].items():
-            acc = next(iter(e["metrics"].values()))
+        from textdistill.report import markdown_table
+
+        forms = result["forms"]
+        # the metric the differences are of (a result without it: the first metric of each form, accuracy)
+        metric = result.get("metric") or next(iter(next(iter(forms.values()))["metrics"]))
+        rows = [["form", metric, "diff (pts)", "max logit diff", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)", "vs PyTorch"]]
+        for form, e in forms.items():
             size = "-" if e["size_bytes"] is None else f"{e['size_bytes'] / 1e6:.1f}"
-            print(f"{form:<14} {100 * acc:>9.2f} {e['metric_diff_points']:>+10.2f} {e['max_abs_logit_diff']:>12.2g} {size:>8} "
-                  f"{e['latency_ms_batch1']:>7.2f} {e['throughput_batch32']:>7.0f} {e['throughput_vs_pytorch']:>7.2f}x")  # fmt: skip
+            rows.append([form, f"{100 * e['metrics'][metric]:.2f}", f"{e['metric_diff_points']:+.2f}", f"{e['max_abs_logit_diff']:.2g}", size,
+                         f"{e['latency_ms_batch1']:.2f}", f"{e['throughput_batch32']:.0f}", f"{e['throughput_vs_pytorch']:.2f}x"])  # fmt: skip
+        print(markdown_table(rows))  # every column as wide as its widest cell, whatever the form's name
     elif command == "bench":
         d, t, s = result["distill_samples_per_second"], result["teacher"], result["student"]
         print(f"distillation: {d['online']:.1f} samples/s with the teacher online, {d['cached']:.1f} with cached outputs "
@@ -311,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(argv)
+        if hasattr(args, "extra"):  # KEY=VALUE after an option that follows the positionals (evaluate MODEL -c C --no-speed k=v)
+            args.extra += [r for r in rest if "=" in r and not r.startswith("-")]
+            rest = [r for r in rest if not ("=" in r and not r.startswith("-"))]
         if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
             parser.exit(2, f"error: unrecognized arguments: {' '.join(rest)} (see: textdistill {args.command} --help)\n")
     except SystemExit as exc:  # a usage error (one line, status 2), or --help (status 0)
@@ -361,10 +412,12 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
         overrides.append(f"output_dir={args.output_dir}")
     from textdistill import pipeline
 
-    if args.command == "train":
-        return pipeline.train_teacher(args.config, overrides, resume=args.resume)
-    if args.command == "distill":
-        return pipeline.distill(args.config, overrides, resume=args.resume)
+    if args.command in ("train", "distill"):
+        quick = quick_config(args)
+        config = args.config if quick is None else quick
+        if args.command == "train":
+            return pipeline.train_teacher(config, overrides, resume=args.resume, smoke=args.smoke)
+        return pipeline.distill(config, overrides, resume=args.resume, smoke=args.smoke)
     if args.command == "bench":
         from textdistill.bench import bench
 
@@ -381,4 +434,4 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
     if args.command == "export":
         output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
         return pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])
-    return pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed)
+    return pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed, split=args.split)

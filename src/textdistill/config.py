@@ -13,11 +13,12 @@ import codecs
 import copy
 import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from textdistill.errors import TextDistillError
 
@@ -28,6 +29,8 @@ DEFAULT_DATA_DIR = "../shared/data"
 class _Strict(BaseModel):
     # Unknown keys are errors; so are NaN and infinite numbers (.nan in YAML), which no setting means.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # the YAML file a run config was read from (None for a dict or objects): an output folder may not replace it
+    _config_file: str | None = PrivateAttr(default=None)
 
 
 class HFDatasetConfig(_Strict):
@@ -45,18 +48,31 @@ class DataConfig(_Strict):
     validation_file: str | None = None  # scores every evaluation and picks the kept checkpoint
     test_file: str | None = None  # optional held-out split: teacher, student and twin are scored on it once, at the end
     hf_dataset: HFDatasetConfig | None = None
-    # auto: from the extension (.tsv/.tab, .csv, .jsonl/.ndjson/.json). Files with a tag per token (token_classification;
+    # auto: from the extension (.tsv/.tab, .csv, .jsonl/.ndjson/.json; .txt, .text, .dat, .data, .label or none: a
+    # delimited file, its delimiter detected). Files with a tag per token (token_classification;
     # UTF-8, a byte-order mark is fine) come in two layouts: conll: a token per line (``token ... tag`` columns, blank
     # lines between sentences, -DOCSTART- lines skipped; e.g. CoNLL-2003, Weibo NER's .bmes); token_lines: a sentence
     # per line, its tokens, a TAB, then its tags, tokens and tags each separated by spaces (e.g. Resume NER's
     # .char.bmes); a line with more tokens than tags, or fewer, is an error naming it.
     format: Literal["auto", "tsv", "csv", "jsonl", "conll", "token_lines"] = "auto"
     encoding: str = "utf-8"
-    has_header: bool = True
-    # Column names, or 0-based column indices for header-less files.
-    text_column: str | Annotated[int, Field(ge=0)] = "text"
+    # Whether line 1 names the columns; unset: true when a column is given by name, else detected from the training
+    # file (a header names a column as the lists below do, or sits over a column of numbers or of repeating labels;
+    # a value of line 1 that recurs below it in its column, or a number in line 1, makes it data).
+    has_header: bool | None = None
+    # Column names, or 0-based column indices for header-less files. Unset: detected from the training file (the
+    # validation and test files must then be laid out alike). A header's names win: "text" and "label" as always,
+    # else one of the common names (text: sentence, sentence1, text_a, question, review, content, utterance...;
+    # label: labels, category, class, intent, sentiment, target, score...); without such a name the label column is
+    # the one whose values repeat (few distinct short values; regression: the one column of numbers) and the text
+    # column the longest text. A pair column (text_pair_column) is detected only by its name (sentence2, text_b,
+    # question2, hypothesis, or the "2" twin of the text column's "1": "#1 String" and "#2 String"), only when the
+    # text column is detected under another name than "text". A guess that is not safe (two candidates) is an error
+    # naming the setting to give. What was detected is printed ("data: FILE: ..."), unless it is the old default
+    # layout (header, "text", "label", the extension's delimiter).
+    text_column: str | Annotated[int, Field(ge=0)] | None = None
     text_pair_column: str | Annotated[int, Field(ge=0)] | None = None
-    label_column: str | Annotated[int, Field(ge=0)] = "label"
+    label_column: str | Annotated[int, Field(ge=0)] | None = None
     # classification: labels are class names; regression: labels are numbers (STS-B), one output, MSE;
     # token_classification: a tag per word (NER; format conll or token_lines); multi_label: each text has a set of
     # labels (sigmoid outputs): a JSON list in JSONL, names joined by ``label_separator`` in TSV/CSV (an empty field:
@@ -72,9 +88,51 @@ class DataConfig(_Strict):
     tag_scheme: Literal["iob1", "iob2", "bioes"] = "iob2"
     label_alignment: Literal["first", "all"] = "first"
     label_separator: str = Field(",", min_length=1)
+    # tsv and csv files: the one character between fields (e.g. ";" or "|"). Unset: with format tsv or csv, a tab or a
+    # comma; with format auto, detected per file: the extension's (tab for .tsv, comma for .csv) when it splits line 1,
+    # else the one of ",", ";", tab and "|" that splits each of the first 50 rows into as many fields (two that do
+    # are an error). Every row has as many fields as the header (or, without a header, as the first row): another
+    # count is an error naming the line. tsv fields are never quoted (a quote is text); csv fields may be quoted
+    # ("a; b", "say ""hi""").
+    delimiter: str | None = None
+    # classification, multi_label: label spellings to read as another label, applied to the train, validation and test
+    # labels before they are checked, e.g. {Pos: pos, "1.0": "1"}; a label is looked up once (no chains). Labels that
+    # differ only in case, invisible characters at their ends or numeric spelling (pos/Pos, 1/1.0) are an error that
+    # names both, unless mapped to one spelling here. Surrounding whitespace is always dropped from labels.
+    label_map: dict[str, str] | None = None
     max_length: int = Field(128, gt=0, le=8192)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError(f"must be one character, e.g. ',', ';', '|' or a tab (\"\\t\"), not {len(value)}")
+        if value in "\"\r\n":
+            raise ValueError("a quote or a line break cannot separate fields; e.g. ',', ';', '|' or a tab (\"\\t\")")
+        return value
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_names(cls, value: Any) -> Any:
+        """Keys and values as label names: YAML numbers (1: pos, 1.0: "1") become their text; whitespace is dropped."""
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, str] = {}
+        for key, name in value.items():
+            for what, v in (("key", key), ("value", name)):
+                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                    raise ValueError(f"a {what} must be a label name (text or a number), got {type(v).__name__} {str(v)[:40]!r}")
+            key, name = str(key).strip(), str(name).strip()
+            if not key or not name:
+                raise ValueError(f"an empty label name ({key!r}: {name!r}); map a label spelling to a label")
+            if key in out:
+                raise ValueError(f"{key!r} is mapped twice")
+            out[key] = name
+        return out
 
     @field_validator("encoding")
     @classmethod
@@ -102,16 +160,25 @@ class DataConfig(_Strict):
                              "column and a tag-sequence column")  # fmt: skip
         if self.task_type == "token_classification" and self.text_pair_column is not None:
             raise ValueError("text_pair_column: token_classification tags one sentence, not a pair")
+        if self.delimiter is not None and self.format not in ("auto", "tsv", "csv"):
+            raise ValueError(f"delimiter: separates the fields of tsv and csv files, not of format: {self.format}")
+        if self.label_map is not None and self.task_type not in ("classification", "multi_label"):
+            raise ValueError(f"label_map: renames classification and multi_label labels, not those of task_type: {self.task_type}")
         return self
 
 
 TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 
 
+FALLBACK_LEARNING_RATE = 1e-4
+
+
 class TrainingConfig(_Strict):
     """Optimisation settings; names follow HF ``TrainingArguments``."""
 
-    learning_rate: float = Field(5e-5, gt=0, le=1.0)
+    # None: chosen by short trials on dev (textdistill.tuning) in one-task runs; multi-task and generative runs use
+    # FALLBACK_LEARNING_RATE where none is given
+    learning_rate: float | None = Field(None, gt=0, le=1.0)
     per_device_train_batch_size: int = Field(32, gt=0, le=65536)
     per_device_eval_batch_size: int = Field(128, gt=0, le=65536)
     num_train_epochs: float = Field(3.0, gt=0, le=1000)
@@ -122,6 +189,11 @@ class TrainingConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     adam_epsilon: float = Field(1e-8, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="evaluate every N optimizer steps; None = every epoch")
+    # Stop when this many evaluations in a row are no better than the best one (the best weights are kept), so that
+    # num_train_epochs is a cap, not a guess; None: train every step.
+    early_stopping_patience: int | None = Field(2, ge=1, le=1000)
+    # Stop at the first step after this many minutes of training (the best evaluated weights are kept); None: no cap.
+    max_train_minutes: float | None = Field(None, gt=0)
     # Write a checkpoint (model, optimizer, scheduler, random states, position in the data) every N optimizer steps,
     # and after every evaluation; `--resume` continues from the last one. None: after evaluations only.
     save_steps: int | None = Field(None, gt=0)
@@ -158,9 +230,9 @@ class TrainingConfig(_Strict):
     # logits and gradients, about 40% less arithmetic for a 2-layer student. The loop's online teacher too. False: the
     # full last layer.
     first_token_only: bool = True
-    # On the CPU under Linux (glibc), malloc serves blocks up to 1 GiB from its heap and keeps freed ones, for the rest
-    # of the process (textdistill.cpu_malloc): a large tensor made at every step (a word embedding's dense gradient)
-    # then reuses memory instead of faulting in fresh pages. False: malloc as it was.
+    # On the CPU under Linux (glibc), malloc serves blocks up to 1 GiB from its heap and keeps freed ones while the loop
+    # runs, its thresholds put back after it (textdistill.cpu_malloc): a large tensor made at every step (a word
+    # embedding's dense gradient) then reuses memory instead of faulting in fresh pages. False: malloc as it was.
     reuse_cpu_memory: bool = True
 
     @model_validator(mode="after")
@@ -171,12 +243,21 @@ class TrainingConfig(_Strict):
         return self
 
 
+class TeacherTrainingConfig(TrainingConfig):
+    """The teacher's training settings: the same keys, with defaults that train it until its dev metric stops
+    improving (num_train_epochs a cap of 10, early stopping after 2 evaluations without a better one, at most 60
+    minutes), so that the teacher a student learns from is converged, whatever the size of the data."""
+
+    num_train_epochs: float = Field(10.0, gt=0, le=1000)
+    max_train_minutes: float | None = Field(60.0, gt=0)
+
+
 class TeacherConfig(_Strict):
     # A local folder, a hub id, or a catalogue name such as ``all-MiniLM-L6-v2`` (see textdistill.models).
     model: str
     # Fine-tune the model on the task first (``textdistill train``); False = it is already fine-tuned.
     finetune: bool = False
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=5e-5, num_train_epochs=2))
+    training: "TeacherTrainingConfig" = Field(default_factory=lambda: TeacherTrainingConfig())
 
 
 class StudentConfig(_Strict):
@@ -194,7 +275,7 @@ class StudentConfig(_Strict):
     # student's tokenizer and embedding rows are cut to them (textdistill.vocab); segmentation and outputs on that text
     # are unchanged. For a student made from the teacher (layers, num_layers, config_overrides).
     prune_vocabulary: bool = False
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(learning_rate=1e-4, num_train_epochs=3))
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @model_validator(mode="after")
     def _one_recipe(self) -> "StudentConfig":
@@ -339,8 +420,15 @@ class DistillConfig(CacheSettings):
     # the teacher's tokenizer); pseudo_labels = sequence-level KD: the teacher tags the training words and the student
     # learns those tags (any tokenizer; the gold tags are not used).
     token_targets: Literal["logits", "pseudo_labels"] = "logits"
-    # Also train the same student, same init and budget, on hard labels only, for the report.
+    # Also train the same student, same init and budget, on hard labels only, for the report: what the KD loss adds.
     baseline: bool = True
+    # And a second twin cut from the teacher's pretrained checkpoint (before fine-tuning), labels only: what the whole
+    # teacher adds. auto: when the teacher is fine-tuned here and the student is cut from its layers (same cost as the
+    # twin).
+    pretrained_twin: Literal["auto", True, False] = "auto"
+    # Before distilling, check that the teacher beats what the labels alone give the student (a short labels-only
+    # run); a teacher fine-tuned here that does not is trained further once. Classification tasks.
+    guard: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> "DistillConfig":
@@ -434,7 +522,10 @@ class TransferConfig(_Strict):
     neighbours_k: int = Field(10, ge=1, le=1000)
     pos_model: str = "en_core_web_sm"
     unlabeled_file: str | None = None
-    max_unlabeled: int | None = Field(None, gt=0)
+    # lines: one text per line (TEXT<TAB>PAIR for pairs); data: a .tsv/.csv/.jsonl file read like data.train_file
+    # (same settings and detection), its text column(s) only, labels ignored
+    unlabeled_format: Literal["lines", "data"] = "lines"
+    max_unlabeled: int | None = Field(None, gt=0)  # at most this many of its texts (after those in the training set)
     include_train: bool = True
     # More fine-tuned teachers (folders, hub ids) that label with the run's teacher, as an ensemble fused by
     # ``fusion`` (mean_probs | mean_logits | confidence); ``min_agreement``: the fraction of them that must agree.
@@ -471,6 +562,12 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _metric_fits_the_task(self) -> "RunConfig":
         self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
+        if self.distill.pretrained_twin is True and not (
+            self.teacher is not None and self.teacher.finetune and self.student is not None
+            and (self.student.layers is not None or self.student.num_layers is not None) and self.distill.baseline
+        ):  # fmt: skip
+            raise ValueError("distill.pretrained_twin: needs the twin (distill.baseline), a teacher fine-tuned here "
+                             "(teacher.finetune: true) and a student cut from its layers (student.layers or num_layers)")  # fmt: skip
         t = self.transfer
         if t is not None and self.data.task_type == "token_classification":
             extra = [k for k in ("variants", "extra_teachers", "min_agreement", "min_confidence", "max_entropy", "topk")
@@ -819,15 +916,89 @@ class _SafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_CONFIG_VALUES = 100_000  # a config holds hundreds; a "billion laughs" document, aliases of aliases, billions
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds once every alias is expanded, counted without expanding (each shared node's
+    size is computed once); stops counting past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if not isinstance(v, (dict, list)):
+            return 1
+        if id(v) in sizes:
+            return sizes[id(v)]
+        sizes[id(v)] = limit + 1  # a node met again while being counted: a cycle, never a config
+        items = [x for kv in v.items() for x in kv] if isinstance(v, dict) else v
+        total = 1
+        for x in items:
+            total += size(x)
+            if total > limit:
+                break
+        sizes[id(v)] = min(total, limit + 1)
+        return sizes[id(v)]
+
+    return size(value)
+
+
 def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` with every way it fails as a :class:`_YAMLProblem`."""
+    """``yaml.safe_load`` with every way it fails as a :class:`_YAMLProblem`; a document whose aliases expand to more
+    than :data:`MAX_CONFIG_VALUES` values is refused before anything walks it (PyYAML shares aliased nodes, so it
+    loads small, but validating or printing it would expand it)."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no tags that build Python objects
+        out = yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no tags that build Python objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise _YAMLProblem(str(getattr(exc, "problem", None) or exc), mark.line + 1 if mark is not None else None) from None
     except RecursionError:
         raise _YAMLProblem("nested too deeply", None) from None
+    try:
+        too_big = _expanded_size(out, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES
+    except RecursionError:
+        raise _YAMLProblem("nested too deeply", None) from None
+    if too_big:
+        raise _YAMLProblem(f"its aliases expand to more than {MAX_CONFIG_VALUES:,} values (aliases of aliases, or a value "
+                           "that contains itself); "
+                           "write the values out", None)  # fmt: skip
+    return out
+
+
+SMOKE_EXAMPLES = 64
+
+
+def smoke_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """The config of a smoke run: every step of ``raw``'s run on a few batches (the data cut to a few examples, each
+    model trained 2 steps, short timings), into ``<output_dir>-smoke``, so that a config is checked end to end in a
+    minute and never replaces the real run. Works on any run kind: each section is changed where it appears."""
+    out = copy.deepcopy(raw)
+    speed = {"speed_prompts": 2, "speed_new_tokens": 4, "speed_repeats": 1} if "generative" in out else \
+        {"latency_repeats": 1, "latency_samples": 8}  # fmt: skip
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if key == "data" and isinstance(value, dict):
+                for k in ("max_train_samples", "max_eval_samples"):
+                    value[k] = min(value.get(k) or SMOKE_EXAMPLES, SMOKE_EXAMPLES)
+            elif key == "training" and isinstance(value, dict):
+                value.update(max_steps=2, eval_steps=None, save_steps=None)
+            elif key == "eval" and isinstance(value, dict):
+                value.update(speed)
+            elif key == "transfer" and isinstance(value, dict):
+                value.update(max_unlabeled=SMOKE_EXAMPLES, variants=min(int(value.get("variants") or 0), 1))
+            visit(value)
+
+    visit(out)
+    if "eval" not in out:
+        out["eval"] = dict(speed)
+    out["output_dir"] = f"{out.get('output_dir') or RunConfig.model_fields['output_dir'].default}-smoke"
+    out["overwrite_output_dir"] = True  # the last smoke run's folder (a run folder: nothing else is ever replaced)
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -879,6 +1050,10 @@ def _is_type_tag(part: Any) -> bool:
     return isinstance(part, str) and (part[:1].isupper() or part in {"float", "int", "str", "bool"} or "[" in part or "-" in part)
 
 
+_SHORT = reprlib.Repr()  # a value shown in a message: cut at every level, so a huge value costs no time to show
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     problems = []
     by_loc: dict[str, list[Any]] = {}
@@ -896,7 +1071,7 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
             problems.append(f"{loc}: required key is missing")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = repr(err.get("input")) if not isinstance(err.get("input"), dict) else ""
+            shown = _SHORT.repr(err.get("input")) if not isinstance(err.get("input"), dict) else ""  # bounded work
             shown = shown if len(shown) <= 80 else shown[:77] + "..."
             problems.append(f"{loc}: {msg}" + (f" (got {shown})" if shown else ""))
     return f"{source}: invalid config: " + "; ".join(problems)
@@ -907,6 +1082,9 @@ def config_from_dict(raw: Any, source: str = "<config>") -> AnyRunConfig:
     :class:`GenerativeRunConfig` when it has ``generative``."""
     if not isinstance(raw, dict):
         raise TextDistillError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    if _expanded_size(raw, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:  # a dict from Python may share its parts too
+        raise TextDistillError(f"{source}: the config holds more than {MAX_CONFIG_VALUES:,} values (shared parts counted "
+                               "each time they appear, or a value that contains itself)")  # fmt: skip
     kind = GenerativeRunConfig if "generative" in raw else MultiTaskRunConfig if "tasks" in raw else RunConfig
     try:
         return kind.model_validate(raw)
@@ -939,4 +1117,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         base = p.resolve().parent
     raw = apply_overrides(raw, overrides or [])
     _resolve_relative(raw, base)
-    return config_from_dict(raw, source)
+    cfg = config_from_dict(raw, source)
+    cfg._config_file = None if path is None else os.path.abspath(path)
+    return cfg

@@ -33,6 +33,7 @@ from textdistill.data import Collator, DistillDataset, TextData, tokenize
 from textdistill.ensemble import fuse_soft_targets, teacher_weights
 from textdistill.errors import TextDistillError
 from textdistill.metrics import predict_logits
+from textdistill.models import fit_max_length
 from textdistill.progress import progress
 
 FORMAT = "textdistill-distilled/1"
@@ -144,7 +145,7 @@ def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], s
     data = TextData([c.text for c in shard], [names[0]] * len(shard), [c.pair for c in shard] if shard[0].pair is not None else None)
     outputs = []
     for t in teachers:
-        ds = DistillDataset(tokenize(t.tokenizer, data, max_length), [0] * len(shard))
+        ds = DistillDataset(tokenize(t.tokenizer, data, fit_max_length(t.tokenizer, max_length)), [0] * len(shard))
         pad = t.tokenizer.pad_token_id if t.tokenizer.pad_token_id is not None else 0
         logits = predict_logits(t.model, ds, Collator(pad), batch_size)
         outputs.append(logits if t.columns is None else logits[:, t.columns])
@@ -205,11 +206,13 @@ def label_dataset(
     done = _finished(final, job)
     if done is not None:
         return done  # the same job was labelled before: reuse it
+    check_dataset_folder(final)
     state = process_state()
     with state.main_process_first():
         if state.is_main_process:
             old = json.loads((work / "job.json").read_text()) if (work / "job.json").is_file() else None
             if old != job and work.exists():
+                check_dataset_folder(final)
                 shutil.rmtree(work)  # another job's shards: start over
             work.mkdir(parents=True, exist_ok=True)
             (work / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
@@ -235,6 +238,20 @@ def label_dataset(
         _assemble(work, final, job, len(shards))
     state.wait_for_everyone()  # every process (a multi-process distill trains on it) sees the finished dataset
     return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def check_dataset_folder(folder: str | os.PathLike, partial: bool = True) -> None:
+    """Refuse, before labelling, a dataset folder (or, with ``partial``, its ``.partial``) that holds anything but a
+    distilled dataset (its ``manifest.json``) or labelling shards (their ``job.json``): relabelling replaces it."""
+    final = Path(folder)
+    checks = [(final, "manifest.json")] + ([(final.with_name(final.name + ".partial"), "job.json")] if partial else [])
+    for path, mark in checks:
+        if path.is_symlink() or path.is_file():
+            raise TextDistillError(f"{path}: is a {'link' if path.is_symlink() else 'file'}, not a distilled dataset folder; "
+                                   "choose another transfer.output")  # fmt: skip
+        if path.is_dir() and not (path / mark).is_file() and any(path.iterdir()):
+            raise TextDistillError(f"{path}: exists and is not a distilled dataset (no {mark}); refusing to replace it: "
+                                   "choose another transfer.output")  # fmt: skip
 
 
 def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -274,7 +291,8 @@ def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> 
         (work / f"shard-{s:05d}.jsonl").unlink()
     (work / "job.json").unlink()
     (work / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    if final.exists():
+    if os.path.lexists(final):
+        check_dataset_folder(final, partial=False)  # (the .partial is ours: it holds the shards just assembled)
         shutil.rmtree(final)
     work.replace(final)
 

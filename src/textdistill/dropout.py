@@ -13,13 +13,19 @@ mask); the masks differ from torch's own.
 :class:`FastDropout` and moves an encoder that uses ``sdpa`` attention to :data:`FAST_SDPA` (the attention dropout of
 fused attention is drawn by torch's ``bernoulli_`` as well); on leaving, both go back as they were. Off the CPU, and
 outside the context, everything is torch's own dropout.
+
+textdistill is a guest in its user's process: its attention functions are in transformers' registries
+(``AttentionInterface`` / ``AttentionMaskInterface``) only while something uses them. :func:`attention_function`
+registers one for the length of a block (nested and concurrent blocks share one registration, counted) and on
+leaving the last block puts the registries back as they were; importing textdistill registers nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -136,8 +142,52 @@ def sdpa_fast_dropout(
     return attend(query, key, value, attention_mask, scaling, dropout, training=True)[0], None
 
 
-AttentionInterface.register(FAST_SDPA, sdpa_fast_dropout)
-AttentionMaskInterface.register(FAST_SDPA, sdpa_mask)
+_MISSING = object()
+_REGISTRY_LOCK = threading.Lock()
+# name -> [blocks holding it, the attention function and the mask function that name had before (or _MISSING)]
+_HELD: dict[str, list[Any]] = {}
+
+
+def hold_attention_function(name: str, attention: Callable[..., Any], mask: Callable[..., Any]) -> None:
+    """Register ``attention`` (and its ``mask`` function) under ``name`` with transformers, or count one more holder
+    of it; :func:`release_attention_function` undoes it."""
+    with _REGISTRY_LOCK:
+        held = _HELD.get(name)
+        if held is None:
+            _HELD[name] = [1, AttentionInterface._global_mapping.get(name, _MISSING),
+                           AttentionMaskInterface._global_mapping.get(name, _MISSING)]  # fmt: skip
+            AttentionInterface.register(name, attention)
+            AttentionMaskInterface.register(name, mask)
+        else:
+            held[0] += 1
+
+
+def release_attention_function(name: str) -> None:
+    """One holder of ``name`` less; the last one puts transformers' registries back as they were before the first."""
+    with _REGISTRY_LOCK:
+        held = _HELD.get(name)
+        if held is None:
+            return
+        held[0] -= 1
+        if held[0] > 0:
+            return
+        del _HELD[name]
+        for registry, before in ((AttentionInterface._global_mapping, held[1]), (AttentionMaskInterface._global_mapping, held[2])):
+            if before is _MISSING:
+                registry.pop(name, None)
+            else:
+                registry[name] = before
+
+
+@contextlib.contextmanager
+def attention_function(name: str, attention: Callable[..., Any], mask: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, ``name`` is an attention implementation transformers knows (models may be switched to it);
+    on leaving, the registries are as they were (once no other block holds it)."""
+    hold_attention_function(name, attention, mask)
+    try:
+        yield
+    finally:
+        release_attention_function(name)
 
 
 @contextlib.contextmanager
@@ -149,6 +199,7 @@ def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
         return
     swapped = [m for m in model.modules() if type(m) is nn.Dropout]
     moved: list[nn.Module] = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
+    hold_attention_function(FAST_SDPA, sdpa_fast_dropout, sdpa_mask)  # registered while the block runs
     token = _ACTIVE.set(True)
     try:  # (a failure half-way through the switch puts back what was switched)
         # the modules stay the same objects (their hooks, say a feature tap, stay on them): only their class changes
@@ -166,5 +217,8 @@ def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
         _ACTIVE.reset(token)
         for module in swapped:
             module.__class__ = nn.Dropout
-        for module in moved:
-            module.set_attn_implementation("sdpa")
+        try:
+            for module in moved:
+                module.set_attn_implementation("sdpa")
+        finally:
+            release_attention_function(FAST_SDPA)

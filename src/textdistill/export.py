@@ -8,10 +8,13 @@ Needs the optional packages ``onnx`` and ``onnxruntime`` (``pip install -e ".[ex
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import statistics
+import warnings
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,10 +23,9 @@ from torch import nn
 from textdistill.data import DistillDataset, pad_features
 from textdistill.errors import TextDistillError
 from textdistill.first_token import can_cut, first_token_only
-from textdistill.metrics import measure_speed, metrics_for
+from textdistill.metrics import SPEED_ROUNDS, in_turns, measure_speed, metrics_for, summarize_rounds
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
-SPEED_ROUNDS = 3  # each form's speed is timed this many times, the forms taking turns
 
 
 def _require_onnx() -> Any:
@@ -70,7 +72,11 @@ def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     try:
-        with torch.no_grad(), first_token_only(model):
+        # The tracer's and the legacy exporter's warnings (a tensor turned into a Python value, constant folding, the
+        # TorchScript exporter's deprecation) are silenced for this call alone: each form is checked against PyTorch on
+        # the validation examples after the export, which is what they warn about. The caller's filters are untouched.
+        with torch.no_grad(), first_token_only(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 LogitsOnly(model).eval(), tuple(sample[n] for n in names), str(tmp), input_names=names,
                 output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
@@ -88,9 +94,27 @@ def quantize_int8(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = target.with_suffix(".tmp")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    with _without_preprocessing_hint():
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
     tmp.replace(target)
     return target
+
+
+PREPROCESSING_HINT = "Please consider to run pre-processing before quantization"  # ONNX Runtime's, to the root logger
+
+
+@contextlib.contextmanager
+def _without_preprocessing_hint() -> Iterator[None]:
+    """During the quantization alone, drop ONNX Runtime's advice to pre-process the graph (a ``WARNING:root:`` line
+    at every export, aimed at shape inference of vision models; the int8 form is checked against PyTorch anyway)."""
+    hint = logging.Filter()
+    hint.filter = lambda record: PREPROCESSING_HINT not in record.getMessage()  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 def onnx_forward(path: Path, names: list[str], threads: int | None = None) -> Forward:
@@ -163,13 +187,9 @@ def export_student(
     }
     # timed side by side: the forms take turns, each round in a rotated order (so none always runs right after an
     # ONNX Runtime session, whose threads keep spinning a moment after a call); the median of the rounds
-    order = list(forwards)
-    timings: dict[str, list[dict[str, float]]] = {name: [] for name in order}
-    for r in range(SPEED_ROUNDS):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            timings[name].append(measure_speed(forwards[name][0], speed_feats, pad_token_id, repeats=repeats))
-    for name, runs in timings.items():
-        forms[name].update({k: statistics.median(run[k] for run in runs) for k in runs[0]})
+    timers = {name: partial(measure_speed, forward, speed_feats, pad_token_id, repeats=repeats) for name, (forward, _) in forwards.items()}
+    for name, runs in in_turns(timers, SPEED_ROUNDS).items():
+        forms[name].update(summarize_rounds(runs))
     base = forms["pytorch fp32"]
     for entry in forms.values():
         entry["metric_diff_points"] = 100 * (entry["metrics"][metric] - base["metrics"][metric])

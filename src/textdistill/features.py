@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.masking_utils import eager_mask
 
 from textdistill.config import LayerMapConfig, LayerMatch, MiniLMConfig, value_at
-from textdistill.dropout import attend
+from textdistill.dropout import attend, hold_attention_function, release_attention_function
 from textdistill.errors import TextDistillError
 from textdistill.losses import (
     attention_kl_loss,
@@ -47,6 +46,7 @@ VALUE_MODULES = {
 # attention dropout, so in training a student's rows no longer sum to one (about a tenth of their entries are zero,
 # the rest scaled by 1/(1-p)) and KL against the teacher's rows is dominated by the dropped entries (about 2.8 nats
 # per row at p=0.1). This one computes the same output, dropout included, and returns the distributions before it.
+# Registered with transformers only while a model uses it (use_map_attention ... IntermediateLosses.close).
 MAPS_ATTENTION = "textdistill_eager_maps"
 
 
@@ -65,17 +65,22 @@ def eager_attention_with_maps(
     return attend(query, key, value, attention_mask, scaling, dropout, module.training)
 
 
-AttentionInterface.register(MAPS_ATTENTION, eager_attention_with_maps)
-AttentionMaskInterface.register(MAPS_ATTENTION, eager_mask)
-
-
 def use_map_attention(model: nn.Module) -> bool:
     """Switch ``model`` to :data:`MAPS_ATTENTION`; models that do not take an attention function (MPNet, for one)
-    get HF's eager attention instead, and False is returned: their maps include attention dropout in training."""
-    model.set_attn_implementation(MAPS_ATTENTION)  # type: ignore[operator]
-    if model.config._attn_implementation == MAPS_ATTENTION:
-        return True
-    model.set_attn_implementation("eager")  # type: ignore[operator]
+    get HF's eager attention instead, and False is returned: their maps include attention dropout in training.
+
+    When True, :data:`MAPS_ATTENTION` stays registered with transformers until the caller, having switched the model
+    back, calls :func:`textdistill.dropout.release_attention_function` (:meth:`IntermediateLosses.close` does)."""
+    hold_attention_function(MAPS_ATTENTION, eager_attention_with_maps, eager_mask)
+    try:
+        model.set_attn_implementation(MAPS_ATTENTION)  # type: ignore[operator]
+        if model.config._attn_implementation == MAPS_ATTENTION:
+            return True
+        model.set_attn_implementation("eager")  # type: ignore[operator]
+    except BaseException:
+        release_attention_function(MAPS_ATTENTION)
+        raise
+    release_attention_function(MAPS_ATTENTION)
     return False
 
 
@@ -206,25 +211,37 @@ class IntermediateLosses(nn.Module):
         self.student_taps = FeatureTaps(student, [p for p in s_paths if p], "student")
         self.teacher_taps = FeatureTaps(teacher, [p for p in t_paths if p], "teacher")
         self.relation_heads = (minilm.relation_heads if minilm else None) or getattr(teacher.config, "num_attention_heads", 1)
-        self._restore: list[tuple[nn.Module, str]] = []
-        for model in (student, teacher):
-            if self.need_attentions and hasattr(model, "set_attn_implementation"):
-                self._restore.append((model, model.config._attn_implementation))
-                # fused attention kernels do not return the maps
-                if not use_map_attention(model) and model is student and (p := _attention_dropout(model)) > 0:
-                    warnings.warn(
-                        f"student {type(model).__name__} takes no custom attention function: its attention maps in "
-                        f"training include attention dropout (p={p}); set its attention_probs_dropout_prob to 0 to "
-                        "distill clean maps"
-                    )
+        self._restore: list[tuple[nn.Module, str, bool]] = []  # (model, its implementation, whether it holds MAPS_ATTENTION)
+        try:
+            for model in (student, teacher):
+                if self.need_attentions and hasattr(model, "set_attn_implementation"):
+                    impl = model.config._attn_implementation
+                    # fused attention kernels do not return the maps
+                    maps = use_map_attention(model)
+                    self._restore.append((model, impl, maps))
+                    if not maps and model is student and (p := _attention_dropout(model)) > 0:
+                        warnings.warn(
+                            f"student {type(model).__name__} takes no custom attention function: its attention maps in "
+                            f"training include attention dropout (p={p}); set its attention_probs_dropout_prob to 0 to "
+                            "distill clean maps"
+                        )
+        except BaseException:  # (a warning turned into an error, say): the models and registries as they were
+            self.close()
+            raise
 
     def close(self) -> None:
-        """Remove the hooks and give both models back their attention implementation (for speed measurements)."""
+        """Remove the hooks, give both models back their attention implementation (for speed measurements) and
+        take :data:`MAPS_ATTENTION` out of transformers' registries (once nothing else holds it)."""
         self.student_taps.close()
         self.teacher_taps.close()
-        for model, impl in self._restore:
-            model.set_attn_implementation(impl)
-        self._restore.clear()
+        restore, self._restore = self._restore, []
+        try:
+            for model, impl, _ in restore:
+                model.set_attn_implementation(impl)
+        finally:
+            for _, _, maps in restore:
+                if maps:
+                    release_attention_function(MAPS_ATTENTION)
 
     def features(self, model: nn.Module, inputs: dict[str, torch.Tensor], side: str) -> Features:
         taps = self.student_taps if side == "student" else self.teacher_taps

@@ -40,6 +40,7 @@ from textdistill.config import GenerativeDistillConfig, GenerativeRunConfig, Gen
 from textdistill.data import Collator, DistillDataset, bad_byte, collate_labels, json_lines, pad_features, read_bytes
 from textdistill.errors import TextDistillError
 from textdistill.lm_losses import IGNORE_INDEX, chunked_token_loss, completion_mask
+from textdistill.outdir import releases_locks
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data
@@ -706,6 +707,7 @@ def sequence_kd_set(
     return out, info
 
 
+@releases_locks
 def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[str, Any]:
     """``textdistill distill`` of a ``generative:`` config: the teacher, the student (and its twin) trained by the
     one training loop, the report. Everything is read and checked (data, models, vocabularies) before training."""
@@ -717,7 +719,7 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     from textdistill.train import process_state, train_loop
 
     g, args = cfg.generative, cfg.student.training
-    run = RunFolder(cfg, resume)
+    run = RunFolder(cfg, resume, kind="generative")
     train_data = read_lm_jsonl(cfg.data.train_file, cfg.data.max_train_samples)
     dev_data = read_lm_jsonl(cfg.data.validation_file, cfg.data.max_eval_samples)
     if g.sequence_kd and train_data.text_rows():

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from textdistill.errors import TextDistillError
-from textdistill.report import display_name, markdown_table, render_generative_report, render_multitask_report, render_report
+from textdistill.report import display_name, markdown_table, render_generative_report, render_multitask_report, render_report, speed_note
 
 DPI = 100
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "twin": "#8c8c8c", "deploy": "#55a868"}
@@ -570,16 +570,18 @@ PAGES: dict[str | None, tuple[str, Callable[[dict[str, Any]], str]]] = {
 def _bars_figure(report: dict[str, Any]) -> str:
     """The teacher-vs-student figure of the run's kind."""
     kind = report.get("kind")
+    note = speed_note(report)  # the bars of latency and throughput are drawn; their ratio is not to be read off them
+    busy = f" Latency and throughput: {note}." if note else ""
     if kind == "multitask":
         return _img(multitask_bars_png(report), "bars: teacher vs student per task", "bars",
-                    "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs the one student.")  # fmt: skip
+                    "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs the one student." + busy)  # fmt: skip
     if kind == "generative":
         return _img(generative_bars_png(report), "bars: teacher vs student", "bars",
                     "Perplexity of the validation completions (lower is better); agreement: how often the model's most probable "
                     "next token is the teacher's; tokens/s: greedy generation at batch 1. The twin is the student trained "
                     "without distillation.")  # fmt: skip
     return _img(bars_png(report), "bars: teacher vs student", "bars",
-                "The twin (the student trained without distillation) has the student's architecture: same parameters, size and speed.")  # fmt: skip
+                "The twin (the student trained without distillation) has the student's architecture: same parameters, size and speed." + busy)  # fmt: skip
 
 
 def render_html(run_folder: str | os.PathLike) -> str:
@@ -703,9 +705,28 @@ def run_summary(run: str, report: dict[str, Any]) -> dict[str, Any]:
         "run": display_name(os.path.abspath(run)) if os.path.isabs(run) else os.path.normpath(run),
         "recipe": _recipe(report), "metric": metric, "score": score, "retained": retained,
         "params": s.get("params"), "size": s.get("size_bytes"), "latency": latency, "throughput": throughput,
-        "teacher": teacher, "generative": generative,
+        "teacher": teacher, "twin": twin_summary(report, metric, latency, throughput), "generative": generative,
         "machine": f"{machine.get('processor', '?')}, {machine.get('torch_threads', '?')} threads",
     }  # fmt: skip
+
+
+def twin_summary(report: dict[str, Any], metric: str, latency: float | None, throughput: float | None) -> dict[str, Any] | None:
+    """The run's twin (the student trained without distillation, ``report["baseline"]``): its score and retained
+    share; it has the student's architecture, so the student's size and speed (a generative twin's own generation
+    speed where it was timed). None when the run trained no twin."""
+    b = report.get("baseline")
+    if not isinstance(b, dict):
+        return None
+    if report.get("kind") == "multitask":
+        a = report.get("average", {})
+        if a.get("baseline") is None:
+            return None
+        return {"score": a.get("baseline"), "retained": a.get("baseline_retained_pct"), "latency": latency, "throughput": throughput}
+    if report.get("kind") == "generative":
+        own = ms_per_token(b)
+        return {"score": b.get("agreement"), "retained": None, "latency": own if own is not None else latency,
+                "throughput": b.get("tokens_per_second", throughput)}  # fmt: skip
+    return {"score": b.get("metrics", {}).get(metric), "retained": b.get("retained_pct"), "latency": latency, "throughput": throughput}
 
 
 def pareto(summaries: list[dict[str, Any]]) -> set[int]:
@@ -726,12 +747,17 @@ def compare_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
     def num(x: Any, fmt: str, scale: float = 1.0) -> str:
         return "-" if not isinstance(x, (int, float)) else format(x * scale, fmt)
 
+    def row(run: str, recipe: str, r: dict[str, Any], metric: str, optimal: str) -> list[str]:
+        score = num(r["score"], ".2f", 100)
+        return [run, recipe, score if same else f"{metric} {score}", num(r["retained"], ".1f"), num(r.get("params"), ".1f", 1e-6),
+                num(r.get("size"), ".1f", 1e-6), num(r["latency"], ".2f"), num(r["throughput"], ".0f")] + ([optimal] if same else [])  # fmt: skip
+
     rows = [head]
     for i, r in enumerate(summaries):
-        score = num(r["score"], ".2f", 100)
-        rows.append([r["run"], r["recipe"], score if same else f"{r['metric']} {score}", num(r["retained"], ".1f"),
-                     num(r["params"], ".1f", 1e-6), num(r["size"], ".1f", 1e-6), num(r["latency"], ".2f"),
-                     num(r["throughput"], ".0f")] + (["yes" if i in front else "-"] if same else []))  # fmt: skip
+        rows.append(row(r["run"], r["recipe"], r, r["metric"], "yes" if i in front else "-"))
+        if r.get("twin"):  # the same student on the labels alone: same size and speed, the score without distillation
+            twin = {**r["twin"], "params": r["params"], "size": r["size"]}
+            rows.append(row(f"{r['run']} (twin)", "same student, no distillation", twin, r["metric"], "-"))
     return rows
 
 
@@ -819,7 +845,8 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
     palette = [f"C{i}" for i in range(10)] if len(summaries) <= 10 else [f"tab20:{i}" for i in range(20)]
     names = short_names([r["run"] for r in summaries])
     labels: list[tuple[float, float, str, Any]] = []
-    teachers: dict[tuple[str, float], list[float]] = {}
+    teachers: dict[tuple[str, float], list[tuple[str, float]]] = {}  # (model, score) -> (run, latency) of each run
+    twins = False
     for i, r in enumerate(summaries):
         color = palette[i % len(palette)]
         if color.startswith("tab20:"):
@@ -829,15 +856,24 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
         if r["score"] is not None and r["latency"] is not None:
             ax.scatter([r["latency"]], [100 * r["score"]], s=60, color=color, zorder=3, edgecolor="white", linewidth=0.5)
             labels.append((r["latency"], 100 * r["score"], names[i], _darker(color)))
+        w = r.get("twin") or {}
+        if w.get("score") is not None and w.get("latency") is not None:  # the twin: a hollow triangle in the run's colour
+            twins = True
+            ax.scatter([w["latency"]], [100 * w["score"]], s=55, marker="v", facecolor="white", edgecolor=color, linewidth=1.5, zorder=3)
+            if r["score"] is not None and r["latency"] is not None:  # what distillation bought: student to twin, dotted
+                ax.plot([r["latency"], w["latency"]], [100 * r["score"], 100 * w["score"]], linestyle=":", color=color, linewidth=1, zorder=2)
+            labels.append((w["latency"], 100 * w["score"], f"{names[i]}: twin", _darker(color)))
         t = r["teacher"]
         if t["score"] is not None and t["latency"] is not None:  # the same teacher, measured again in each run
-            teachers.setdefault((t["name"], round(t["score"], 6)), []).append(t["latency"])
+            teachers.setdefault((t["name"], round(t["score"], 6)), []).append((names[i], t["latency"]))
     xs = [x for x, _, _, _ in labels]
-    for (name, score), latencies in teachers.items():
+    for (name, score), measured in teachers.items():
+        runs, latencies = [m[0] for m in measured], [m[1] for m in measured]
         mid = statistics.median(latencies)
         spread = [[mid - min(latencies)], [max(latencies) - mid]] if len(latencies) > 1 else None
         ax.errorbar([mid], [100 * score], xerr=spread, fmt="s", markersize=8, color="#555", ecolor="#aaa", capsize=3, zorder=3)
-        labels.append((mid, 100 * score, f"teacher: {name}" + (f" ({len(latencies)} runs)" if len(latencies) > 1 else ""), "#555"))
+        who = ", ".join(runs) if len(runs) <= 3 else f"{', '.join(runs[:2])} and {len(runs) - 2} more runs"
+        labels.append((mid, 100 * score, f"{who}: teacher ({name})", "#555"))
         xs += latencies
     metrics = sorted({r["metric"] for r in summaries})
     if len(metrics) == 1:
@@ -850,7 +886,8 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
         ax.set_xscale("log")
     ax.set_xlabel(LATENCY_AXIS[frozenset(r["generative"] for r in summaries)])
     ax.set_ylabel(f"{' / '.join(metrics)} x100 (dev)")
-    ax.set_title("students (circles) and teachers (squares): up and to the left is better", fontsize=11)
+    ax.set_title(f"students (circles){', their twins without distillation (triangles)' if twins else ''} and teachers (squares): "
+                 "up and to the left is better", fontsize=11)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.margins(x=0.25, y=0.12)
     _label_points(fig, ax, labels)
@@ -877,10 +914,14 @@ def compare_runs(runs: Sequence[str]) -> tuple[str, str]:
         notes.append("Generative runs: the score is the student's next-token agreement with the teacher (the teacher's own is "
                      "100%); latency: ms per generated token and throughput: tokens/s, both of greedy generation at batch 1 "
                      f"(median of the passes{'' if len(machines) > 1 else ' on ' + machines[0]}).")  # fmt: skip
+    if any(r.get("twin") for r in summaries):
+        notes.append("Twin rows: the run's student architecture trained on the labels alone, without distillation: what "
+                     "distillation added is the gap to the row above. The Pareto front is drawn over the distilled students.")  # fmt: skip
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     body.append("<h2>Metric against latency</h2>")
     body.append(_img(scatter_png(summaries), "scatter: student metric against latency", "scatter",
-                     "Each run's student (circle, labelled by run) and its teacher (square); "
+                     "Each run's student (circle, labelled by run), its twin trained without distillation (hollow triangle, "
+                     "dotted to its student) and its teacher (square, labelled by the runs it taught); "
                      "Pareto-optimal students: no other is both faster and better."))  # fmt: skip
     page = _page("Run comparison", f"{len(summaries)} runs", body)
     return page, table

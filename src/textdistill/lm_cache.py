@@ -28,6 +28,7 @@ from torch import nn
 from textdistill.cache import TeacherCache, fingerprint_inputs, fingerprint_model
 from textdistill.config import GenerativeCacheConfig
 from textdistill.data import Collator, DistillDataset
+from textdistill.errors import TextDistillError
 from textdistill.lm_losses import completion_mask, topk_teacher
 from textdistill.progress import progress
 
@@ -146,20 +147,23 @@ def cached_topk_targets(
     """The training set's top-k teacher targets from the teacher-output cache, computed and stored on a miss; and
     what it took (``status`` hit / miss / rebuilt, ``seconds``, ``path``, ``tokens``, ``bytes_per_token``)."""
     started = time.perf_counter()
-    cache = TeacherCache(cfg.dir)
+    cache = TeacherCache(cfg.dir, key="generative.teacher_cache.dir")
+    cache.check()
     teacher_fp = fingerprint_model(teacher)
     spec = f"lm-topk|{teacher_fp}|{fingerprint_inputs(dataset.student)}|{fingerprint_labels(dataset)}|k={cfg.top_k}|T={temperature!r}"
     key = "lm-" + hashlib.sha256(spec.encode()).hexdigest()[:32]
     expect = {"kind": "lm_topk", "count": len(dataset), "top_k": cfg.top_k}
-    existed = (cache.root / key).exists()
-    arrays = cache.load_arrays(key, expect)
+    existed = (cache.root / key).exists() or (cache.root / key).is_symlink()
+    names = {"indices", "logprobs", "offsets"}
+    arrays = cache.load_arrays(key, expect, names)
     status = "hit"
     if arrays is None:
         computed = compute_topk_targets(teacher, dataset, collator, batch_size, cfg.top_k, temperature, chunk_size)
         manifest = {**expect, "temperature": temperature, "tokens": computed.tokens, "teacher": name, "teacher_fingerprint": teacher_fp}
         cache.store_arrays(key, {"indices": computed.indices, "logprobs": computed.logprobs, "offsets": computed.offsets}, manifest)
-        arrays = cache.load_arrays(key, expect)  # what later runs read
-        assert arrays is not None
+        arrays = cache.load_arrays(key, expect, names)  # what later runs read
+        if arrays is None:
+            raise TextDistillError(f"generative.teacher_cache.dir: the entry {cache.root / key} could not be read back once written")
         status = "rebuilt" if existed else "miss"
     targets = TopKTargets(arrays["indices"], arrays["logprobs"], arrays["offsets"])
     entry = cache.root / key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -91,10 +92,20 @@ def regression_metrics(predictions: torch.Tensor, targets: torch.Tensor) -> dict
 
 
 def matthews_corrcoef(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Matthews correlation of the argmax predictions (GLUE CoLA's metric; multi-class as scikit-learn defines it)."""
-    from sklearn.metrics import matthews_corrcoef as mcc
-
-    return float(mcc(labels.cpu().numpy(), logits.argmax(dim=-1).cpu().numpy()))
+    """Matthews correlation of the argmax predictions (GLUE CoLA's metric; multi-class as scikit-learn defines it,
+    0 where it is undefined). Computed here: importing scikit-learn would set environment variables
+    (``KMP_DUPLICATE_LIB_OK``, ``KMP_INIT_AT_FORK``) in the user's process."""
+    gold = labels.detach().cpu().long().reshape(-1)
+    pred = logits.detach().argmax(dim=-1).cpu().long().reshape(-1)
+    if gold.numel() == 0:
+        return 0.0
+    low = int(min(gold.min(), pred.min()))
+    k = int(max(gold.max(), pred.max())) - low + 1
+    confusion = torch.bincount((gold - low) * k + (pred - low), minlength=k * k).view(k, k).double()
+    true, predicted, n = confusion.sum(1), confusion.sum(0), confusion.sum()
+    cov_tp = float(confusion.trace() * n - true @ predicted)
+    cov_pp, cov_tt = float(n * n - predicted @ predicted), float(n * n - true @ true)
+    return cov_tp / math.sqrt(cov_tt * cov_pp) if cov_pp * cov_tt else 0.0
 
 
 def task_metrics(outputs: torch.Tensor, labels: torch.Tensor, task_type: str = "classification") -> dict[str, float]:
@@ -186,6 +197,7 @@ def measure_speed(
     repeats: int = 20,
     batch_size: int = 32,
     first_token: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """CPU latency at batch 1 (median ms) and throughput at ``batch_size`` (samples/s from the median batch time).
 
@@ -193,7 +205,8 @@ def measure_speed(
     sequence classifier's last layer for ``[CLS]`` alone where it can be cut, as :func:`predict_logits` and the ONNX
     export compute it) or any forward function over padded inputs (an ONNX Runtime session). Inputs are real examples
     in their natural order (not length-sorted), tokenization excluded; ``torch.get_num_threads()`` threads; two
-    warm-up calls precede each measurement.
+    warm-up calls precede each measurement. One model alone, at one time: to compare models, time them in turns
+    (:func:`measure_speeds`).
     """
     module = model if isinstance(model, nn.Module) else None
     if module is not None:
@@ -205,9 +218,9 @@ def measure_speed(
 
     def timed(chunk: list[dict[str, list[int]]]) -> float:
         inputs = pad_features(chunk, pad_token_id)
-        start = time.perf_counter()
+        start = clock()
         forward(inputs)
-        return time.perf_counter() - start
+        return clock() - start
 
     n = len(features)
     with first_token_only(module, enabled=first_token):  # (module is None for a forward function: nothing cut)
@@ -222,4 +235,79 @@ def measure_speed(
         "latency_ms_batch1": 1000 * statistics.median(single),
         f"throughput_batch{batch_size}": batch_size / statistics.median(batched),
         "threads": torch.get_num_threads(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Several models' speeds, side by side
+
+SPEED_ROUNDS = 3  # each model's speed is timed this many times, the models taking turns
+# Timings of one model that vary between rounds by more than this (max - min, % of the median) make a ratio of two
+# models' speeds a figure the machine's load made up: the report says so instead of printing it.
+SPREAD_LIMIT_PCT = 25.0
+
+
+def in_turns(timers: dict[str, Callable[[], dict[str, float]]], rounds: int = SPEED_ROUNDS) -> dict[str, list[dict[str, float]]]:
+    """Each of ``timers`` called once per round, the rounds in a rotated order (the first round in the given
+    order, the next from the second timer on, and so on: none always runs right after the same one, say an ONNX
+    Runtime session whose threads keep spinning a moment after a call). Returns each timer's results, one per
+    round. A machine whose load changes meanwhile slows every model in turn, not one of them."""
+    order = list(timers)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in order}
+    for r in range(rounds):
+        shift = r % len(order) if order else 0
+        for name in order[shift:] + order[:shift]:
+            results[name].append(timers[name]())
+    return results
+
+
+def spread_pct(values: Sequence[float]) -> float:
+    """How much ``values`` vary: (max - min) as a % of their median (0 for one value)."""
+    middle = statistics.median(values)
+    return 100.0 * (max(values) - min(values)) / middle if middle else 0.0
+
+
+def summarize_rounds(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One model's speed over its rounds: the median of each figure, and the spread of the latency and throughput
+    between rounds (``<key>_spread_pct``), with ``speed_rounds``."""
+    out: dict[str, float] = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+    for key in runs[0]:
+        if key.startswith(("latency_", "throughput_")):
+            out[f"{key}_spread_pct"] = spread_pct([run[key] for run in runs])
+    out["speed_rounds"] = len(runs)
+    return out
+
+
+def measure_speeds(
+    models: dict[str, tuple[nn.Module | Callable[[dict[str, torch.Tensor]], Any], list[dict[str, list[int]]], int]],
+    repeats: int = 20,
+    rounds: int = SPEED_ROUNDS,
+    batch_size: int = 32,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, dict[str, float]]:
+    """:func:`measure_speed` of several models (name -> (model, features, pad id)) side by side: ``rounds`` rounds
+    in which they take turns (:func:`in_turns`), each a full measurement of ``repeats`` calls per batch size. Each
+    model's figures are the medians of its rounds, with their spread (:func:`summarize_rounds`); compare two with
+    :func:`speedups`."""
+    timers = {
+        name: (lambda m=model, f=feats, p=pad: measure_speed(m, f, p, repeats=repeats, batch_size=batch_size, clock=clock))
+        for name, (model, feats, pad) in models.items()
+    }
+    return {name: summarize_rounds(runs) for name, runs in in_turns(timers, rounds).items()}
+
+
+def speedups(teacher: dict[str, Any], student: dict[str, Any], batch_size: int = 32) -> dict[str, Any]:
+    """The student's speed-up over the teacher at batch 1 (latency) and ``batch_size`` (throughput), with
+    ``speed_spread_pct`` (the widest spread between rounds of the four timings, when they were measured in rounds)
+    and ``speed_reliable``: False when that spread is over :data:`SPREAD_LIMIT_PCT` (the machine's load moved the
+    timings more than the ratio can be trusted; the report then gives no ratio)."""
+    throughput = f"throughput_batch{batch_size}"
+    spreads = [e[k] for e in (teacher, student) for k in ("latency_ms_batch1_spread_pct", f"{throughput}_spread_pct") if e.get(k) is not None]
+    widest = max(spreads) if spreads else None
+    return {
+        "speedup_batch1": teacher["latency_ms_batch1"] / student["latency_ms_batch1"],
+        f"speedup_batch{batch_size}": student[throughput] / teacher[throughput],
+        "speed_spread_pct": widest,
+        "speed_spread_limit_pct": SPREAD_LIMIT_PCT,
+        "speed_reliable": widest is None or widest <= SPREAD_LIMIT_PCT,
     }

@@ -10,6 +10,9 @@ import copy
 import json
 import os
 import contextvars
+import pickle
+import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +62,8 @@ PICKLED = (".bin", ".pt", ".pth", ".ckpt")
 
 def loading_kwargs(path: str, role: str) -> dict[str, Any]:
     """``from_pretrained`` arguments under the current policy: safetensors only unless pickles are allowed (a local
-    folder holding only pickled weights is refused, naming the setting), remote code only when trusted."""
+    folder holding only pickled weights is refused, naming the setting), remote code only when trusted. The weight
+    files of a local folder are checked first (:func:`check_weight_files`): a truncated one is an error naming it."""
     policy = _POLICY.get()
     kwargs: dict[str, Any] = {"trust_remote_code": policy.trust_remote_code}
     if not policy.allow_pickle:
@@ -71,20 +75,225 @@ def loading_kwargs(path: str, role: str) -> dict[str, Any]:
                                        "set loading.allow_pickle: true (textdistill predict: --allow-pickle) to read them (tensors only, weights_only=True), or "
                                        "convert them to safetensors")  # fmt: skip
         kwargs["use_safetensors"] = True
+    check_weight_files(path, role)
     return kwargs
 
 
-def load_tokenizer(path: str, role: str) -> Any:
-    from transformers import AutoTokenizer
+# --------------------------------------------------------------------------------------------------------------------
+# A model folder's files: weights whole, a tokenizer present; one-line errors of a failed load
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on a header
+
+
+def short(text: Any, limit: int = 160) -> str:
+    """``text`` on one line, cut to ``limit`` characters (what a message quotes of an exception or a value)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_safetensors(path: Path, role: str) -> None:
+    """Raise unless ``path`` is a whole safetensors file: its header is read and the byte ranges of its tensors are
+    checked against the file's size (a download or copy cut short fails here, naming the file)."""
+
+    def bad(why: str) -> TextDistillError:
+        return TextDistillError(f"{role}: {path} is truncated or corrupt ({why}); copy or download the model again")
 
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise TextDistillError(f"{role}: cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise bad(f"{size} bytes: not even the 8-byte header length of a safetensors file")
+            n = int.from_bytes(head, "little")
+            if n > MAX_HEADER:
+                raise bad(f"not a safetensors file: its header length reads {n:,} bytes")
+            if 8 + n > size:
+                raise bad(f"{size:,} bytes; its header alone needs {8 + n:,}")
+            raw = f.read(n)
+    except IsADirectoryError:
+        raise TextDistillError(f"{role}: {path} is a folder, not a weight file") from None
+    except OSError as exc:
+        raise TextDistillError(f"{role}: cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        ends = [int(meta["data_offsets"][1]) for key, meta in header.items() if key != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise bad("its header is not a safetensors header") from None
+    expected = 8 + n + max(ends, default=0)
+    if size < expected:
+        raise bad(f"{size:,} of its {expected:,} bytes")
+    if size > expected:
+        raise bad(f"{size:,} bytes where its header accounts for {expected:,}")
+
+
+def check_weight_files(path: str, role: str) -> None:
+    """The safetensors weights of a local model folder are whole: ``model.safetensors``, or every shard its index
+    lists (each must exist). Hub ids, and folders without safetensors weights, are left to ``from_pretrained``."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            shards = sorted({str(s) for s in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise TextDistillError(f"{role}: {index} is corrupt (not a safetensors index with a weight_map)") from None
+        for shard in shards:
+            file = folder / shard
+            if not file.is_file():
+                raise TextDistillError(f"{role}: {file} is missing ({SAFETENSORS_INDEX} lists it); copy or download the model again")
+            check_safetensors(file, role)
+    elif (folder / "model.safetensors").exists():
+        check_safetensors(folder / "model.safetensors", role)
+
+
+# One of these lets AutoTokenizer read a folder's vocabulary: a fast tokenizer's tokenizer.json, a WordPiece
+# vocab.txt, a BPE vocab.json, a sentencepiece model; or tokenizer_config.json (byte-level tokenizers such as ByT5
+# need no vocabulary file; one that does is caught after loading).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")  # fmt: skip
+
+
+def check_tokenizer_files(path: str, role: str) -> None:
+    """A local model folder must hold its tokenizer: without one, transformers makes one with an empty vocabulary
+    from config.json and every word becomes [UNK] (a model that loads, trains and scores, wrongly)."""
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES) and not any(folder.glob("*.model")):
+        raise TextDistillError(f"{role}: {path} holds no tokenizer (expected {', '.join(TOKENIZER_FILES[:3])} or another "
+                               "tokenizer file beside config.json); copy the tokenizer files of the model it was made from into it")  # fmt: skip
+
+
+def load_tokenizer(path: str, role: str) -> Any:
+    """The tokenizer of a model folder, hub id or catalogue folder; a local folder without a tokenizer, or whose
+    tokenizer has no vocabulary beyond its special tokens, is an error naming the folder."""
+    from transformers import AutoTokenizer
+
+    check_tokenizer_files(path, role)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise TextDistillError(f"{role}: cannot load a tokenizer from {path}: {short(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, 300)}") from None
+    if os.path.isdir(path) and not (Path(path) / "tokenizer.json").is_file():  # a tokenizer.json is taken as it is
+        vocab, specials = tokenizer.get_vocab(), set(tokenizer.all_special_tokens)
+        if len(vocab) <= len(specials):
+            raise TextDistillError(f"{role}: {path}: its tokenizer has no vocabulary (only its {len(vocab)} special tokens); "
+                                   f"{type(tokenizer).__name__} needs its vocabulary file (e.g. vocab.txt) or a tokenizer.json there")  # fmt: skip
+    return tokenizer
+
+
+def _weight_files(path: str) -> str:
+    """The weight files of a local folder, for a message (else the path itself)."""
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(f.name for f in folder.iterdir() if f.name.endswith((".safetensors",) + PICKLED))
+        if files:
+            return ", ".join(str(folder / f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+    return path
+
+
+def pickle_globals(path: str | os.PathLike, limit: int = 64 * 2**20) -> list[str]:
+    """The code and classes a pickle (or a torch zip checkpoint's ``data.pkl``) names, read with ``pickletools``
+    (which parses opcodes and runs nothing); best effort: what was found before anything unreadable."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name)[:limit] if name else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit)
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError):
+        return []
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if isinstance(arg, str) and "UNICODE" in op.name or op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+                strings.append(str(arg))
+            elif op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # noqa: BLE001  (a stream pickletools cannot follow: what was found so far)
+        pass
+    return found
+
+
+def pickle_refusal(exc: BaseException, path: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """What a failed ``torch.load(weights_only=True)`` of ``path`` means, in a few words that never repeat torch's
+    advice to turn the check off: (True, "its pickle calls posix.system") when the pickle names code or a class
+    beyond torch's tensors (unsafe: loading it for real could run that code), else (False, why the file cannot be
+    read: not a pickle of tensors, cut short, corrupt)."""
+    import re
+
+    text = " ".join(str(exc).split())
+    named = re.search(r"GLOBAL ([\w.]+)|globals\(\[([\w.]+)", text)
+    if named:
+        return True, f"its pickle calls or builds {named.group(1) or named.group(2)}"
+    if path is not None and (isinstance(exc, pickle.UnpicklingError) or "weights_only" in text):
+        foreign = [g for g in pickle_globals(path) if not g.startswith(("torch.", "collections.OrderedDict"))]
+        if foreign:
+            return True, f"its pickle calls or builds {foreign[0]}"
+    if isinstance(exc, EOFError) or not text:
+        return False, "empty or cut short"
+    if any(s in text for s in ("PytorchStreamReader", "zip archive", "central directory", "miniz")):
+        return False, "a zip archive cut short or corrupt"
+    return False, "not a pickle of tensors, numbers and strings"  # never torch's text: it may advise weights_only=False
+
+
+# what a failed from_pretrained raises on bad files (anything else is a bug and stays an internal error)
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError)
+
+
+def load_error(exc: BaseException, role: str, name: str, path: str, what: str) -> TextDistillError:
+    """The one-line error of a failed ``from_pretrained`` (``what``: e.g. "a sequence classifier"). A pickle that
+    weights-only loading refused is named as unsafe, and torch's advice to turn that check off is never repeated."""
+    from safetensors import SafetensorError
+
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, (pickle.UnpicklingError, EOFError)) or "weights_only" in str(exc):
+        folder = Path(path)
+        pickles = sorted(f for f in folder.iterdir() if f.name.endswith(PICKLED)) if folder.is_dir() else []
+        verdicts = [(str(f), *pickle_refusal(exc, f)) for f in pickles] or [(_weight_files(path), *pickle_refusal(exc))]
+        file, unsafe, why = next((v for v in verdicts if v[1]), verdicts[0])
+        if unsafe:
+            return TextDistillError(f"{role}: {file} refused as unsafe: {why}, and loading it could run code (only tensors are "
+                                    "read from pickles); use safetensors weights from a trusted source")  # fmt: skip
+        return TextDistillError(f"{role}: {file} is truncated or corrupt ({why}); copy or download the model again")
+    if isinstance(exc, SafetensorError) or any(s in text for s in ("PytorchStreamReader", "magic number")):
+        return TextDistillError(f"{role}: {_weight_files(path)} is truncated or corrupt ({short(text)}); copy or download the model again")
+    return TextDistillError(f"{role}: cannot load {name} as {what}: {short(text, 300)}")
 
 
 def _head_missing(info: dict[str, Any]) -> bool:
     return bool(info.get("missing_keys"))
+
+
+# parts of a parameter's name that mark a task head or pooler: made fresh (or missing, as e5's pooler) by design
+HEAD_PARTS = frozenset({"classifier", "pre_classifier", "score", "pooler", "qa_outputs"})
+
+
+def check_loaded_weights(model: nn.Module, info: dict[str, Any], role: str, name: str, path: str) -> None:
+    """The weights read must cover the model's body: transformers fills what a file lacks (or holds in another shape,
+    with ``ignore_mismatched_sizes``) with random values, and a model from an empty or foreign weight file would load,
+    train and score, wrongly. Missing or resized head and pooler weights are left to the caller."""
+    body = lambda key: not HEAD_PARTS & set(key.split("."))  # noqa: E731
+    missing = sorted(k for k in info.get("missing_keys") or () if body(k))
+    resized = sorted(m for m in info.get("mismatched_keys") or () if body(m[0]))
+    total = len(model.state_dict())
+    if missing:
+        raise TextDistillError(f"{role}: {_weight_files(path)} lacks {len(missing)} of the {total} weights of the model "
+                               f"config.json describes (e.g. {missing[0]}); the weights belong to another model or are incomplete")  # fmt: skip
+    if resized:
+        key, have, want = (list(resized[0]) + [None, None])[:3]
+        raise TextDistillError(f"{role}: {_weight_files(path)} holds {key} in shape {tuple(have) if have else '?'}, config.json "
+                               f"describes {tuple(want) if want else 'another'} ({len(resized)} such); the weights belong to another model")  # fmt: skip
 
 
 PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
@@ -102,7 +311,9 @@ def _quiet_loading(errors_only: bool = True) -> Iterator[None]:
         hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():  # torch's note on a pickle's protocol: the weights-only check decides, not it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bar:
@@ -125,26 +336,25 @@ def load_classifier(
 
     ``require_trained_head``: the checkpoint must already carry a classification head for exactly these labels
     (a fine-tuned teacher); its own label order is kept and returned. Otherwise a fresh head is made for ``labels``.
+    The tokenizer's ``model_max_length`` is lowered to what the model's position embeddings hold
+    (:func:`fit_max_length` cuts ``data.max_length`` to it).
     """
-    from transformers import AutoConfig
-
     path = resolve_model_path(name, role)
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise TextDistillError(f"{role}: {name} is not a model ({str(exc).splitlines()[0]}){catalogue.hint(name)}") from None
-    load_kwargs = loading_kwargs(path, role)
+    config = _load_config(path, name, role)
     if require_trained_head:
         own = LabelSet.from_model_config(config)
         if own is not None and own.task_type != labels.task_type:
             raise TextDistillError(f"{role}: {name} is a {own.task_type} model but the task is {labels.task_type} (data.task_type)")
         if config.num_labels != len(labels):
             raise TextDistillError(
-                f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {list(labels.names)}"
+                f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {short(list(labels.names), 200)}"
             )
         if own is not None and set(own.names) != set(labels.names):
-            raise TextDistillError(f"{role}: {name} has labels {list(own.names)} but the data has {list(labels.names)}")
+            raise TextDistillError(f"{role}: {name} has labels {short(list(own.names), 200)} but the data has {short(list(labels.names), 200)}")
         labels = own or labels
+    tokenizer = load_tokenizer(path, role)  # before the weights: a folder without one fails fast
+    load_kwargs = loading_kwargs(path, role)
+    kind = "token" if labels.task_type == "token_classification" else "sequence"
     try:
         with _quiet_loading():  # a fresh head is expected here; missing keys are checked below instead
             model, info = auto_class(labels.task_type).from_pretrained(
@@ -157,15 +367,83 @@ def load_classifier(
                 output_loading_info=True,
                 **load_kwargs,
             )
-    except (OSError, ValueError, KeyError) as exc:
-        kind = "token" if labels.task_type == "token_classification" else "sequence"
-        raise TextDistillError(f"{role}: cannot load {name} as a {kind} classifier: {str(exc).splitlines()[0]}") from None
+    except LOAD_ERRORS as exc:
+        raise load_error(exc, role, name, path, f"a {kind} classifier") from None
+    check_loaded_weights(model, info, role, name, path)
     if require_trained_head and _head_missing(info):
         raise TextDistillError(
             f"{role}: {name} has no trained classification head (missing {sorted(info['missing_keys'])[:3]}); "
             "fine-tune it first (teacher.finetune: true)"
         )
-    return model, load_tokenizer(path, role), labels
+    limit_positions(model, tokenizer)
+    return model, tokenizer, labels
+
+
+def _load_config(path: str, name: str, role: str) -> Any:
+    """A model's config; a config.json transformers cannot read (not JSON, no model_type, a field of the wrong type)
+    is an error naming the model."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
+    except TextDistillError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any failure to read the file is bad input: the file is the user's)
+        raise TextDistillError(f"{role}: {name} is not a model ({short(str(exc) or type(exc).__name__, 300)}){catalogue.hint(name)}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sequence length: what the model's position embeddings hold
+
+MIN_MAX_LENGTH = 4  # [CLS] + a token + [SEP], and one more for a pair's second [SEP]: less holds no text
+_LIMITS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # tokenizer -> why its length is cut
+_WARNED: "weakref.WeakKeyDictionary[Any, set[int]]" = weakref.WeakKeyDictionary()
+
+
+def position_limit(model: nn.Module) -> tuple[int, str] | None:
+    """The most tokens ``model`` reads, from its learnt absolute position embeddings (``config.max_position_embeddings``
+    less the offset RoBERTa / MPNet-style models start counting from: their padding index + 1), and how that was
+    found; None for a model without them (rotary or relative positions, an LSTM)."""
+    for qualified, module in model.named_modules():
+        if qualified.rpartition(".")[2] in ("position_embeddings", "wpe", "embed_positions") and isinstance(module, nn.Embedding):
+            size = module.num_embeddings
+            offset = getattr(module, "offset", None)
+            if not isinstance(offset, int):
+                offset = module.padding_idx + 1 if module.padding_idx is not None else 0
+            why = f"its {size} position embeddings" + (f" less the offset of {offset} its positions start from" if offset else "")
+            return size - offset, why
+    return None
+
+
+def limit_positions(model: nn.Module, tokenizer: Any) -> None:
+    """Record on ``tokenizer`` (its ``model_max_length``) the most tokens ``model`` reads, when less than it says."""
+    found = position_limit(model)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if found is None or tokenizer is None:
+        return
+    limit, why = found
+    if not isinstance(declared, int) or declared >= limit:
+        tokenizer.model_max_length = limit
+        _LIMITS[tokenizer] = why
+
+
+def fit_max_length(tokenizer: Any, max_length: int, where: str = "data.max_length", role: str = "the model") -> int:
+    """``max_length`` for ``tokenizer``'s model: at least :data:`MIN_MAX_LENGTH` (else an error), cut to the most
+    tokens the model reads (its tokenizer's ``model_max_length``, lowered to its position embeddings when loaded) with
+    one warning that says so."""
+    if max_length < MIN_MAX_LENGTH:
+        raise TextDistillError(f"{where}: {max_length} is too small: a text with its special tokens ([CLS] ... [SEP]) needs at "
+                               f"least {MIN_MAX_LENGTH} tokens (e.g. 128)")  # fmt: skip
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or not MIN_MAX_LENGTH <= limit < max_length:
+        return max_length
+    warned = _WARNED.setdefault(tokenizer, set())
+    if max_length not in warned:
+        warned.add(max_length)
+        why = _LIMITS.get(tokenizer, "its tokenizer's model_max_length")
+        warnings.warn(f"{where}: {max_length} is more than {role} reads ({limit} tokens: {why}); texts are cut at {limit} tokens",
+                      stacklevel=2)  # fmt: skip
+    return limit
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,13 +514,32 @@ def build_student(
         return student, teacher_tokenizer, {"recipe": "teacher layers", "layers": layers}
     if student_cfg.config_overrides is not None:
         config = changed_config(teacher.config, student_cfg.config_overrides)
+        vocab_size, words = student_cfg.config_overrides.get("vocab_size"), len(teacher_tokenizer)
+        if isinstance(vocab_size, int) and vocab_size < words:  # a token id beyond the embeddings: IndexError mid-training
+            raise TextDistillError(f"student.config_overrides.vocab_size: {vocab_size} is less than the {words:,} tokens of the "
+                                   f"tokenizer the student reads (the teacher's); leave it out or make it at least {words}")  # fmt: skip
         try:
             model = auto_class(labels.task_type).from_config(config)
         except (ValueError, TypeError, RuntimeError) as exc:
-            raise TextDistillError(f"student.config_overrides: invalid model config: {str(exc).splitlines()[0]}") from None
+            raise TextDistillError(f"student.config_overrides: invalid model config: {short(str(exc).splitlines()[0], 300)}") from None
         return model, teacher_tokenizer, {"recipe": "random init", "config_overrides": student_cfg.config_overrides}
     model, tokenizer, _ = load_classifier(student_cfg.model, labels, "student.model", require_trained_head=False)
     return model, tokenizer, {"recipe": "checkpoint", "model": student_cfg.model}
+
+
+def check_student_length(student: nn.Module, tokenizer: Any, recipe: dict[str, Any], max_length: int) -> None:
+    """A student built with ``config_overrides`` must read ``max_length`` tokens (the teacher's tokenizer cuts texts
+    at that length for both): fewer position embeddings than that is an error naming the override. A student loaded
+    from its own folder gets ``max_length`` cut to what it reads, as a teacher does (:func:`fit_max_length`)."""
+    overrides = recipe.get("config_overrides") or {}
+    found = position_limit(student)
+    if found is not None and found[0] < max_length and "max_position_embeddings" in overrides:
+        limit, why = found
+        raise TextDistillError(f"student.config_overrides.max_position_embeddings: {overrides['max_position_embeddings']} gives the "
+                               f"student {limit} positions ({why}) but data.max_length is {max_length}; make it at least "
+                               f"{overrides['max_position_embeddings'] - limit + max_length} or lower data.max_length")  # fmt: skip
+    if recipe.get("recipe") == "checkpoint":
+        fit_max_length(tokenizer, max_length, role="student.model")
 
 
 def changed_config(config: Any, changes: dict[str, Any], where: str = "student.config_overrides") -> Any:
@@ -295,17 +592,19 @@ def save_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extr
 
 def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, Any, LabelSet]:
     """Load a fine-tuned classifier folder (sequence or token classifier) with its tokenizer and label names."""
-    from transformers import AutoConfig
-
     import textdistill.students  # noqa: F401  (registers the BiLSTM / TextCNN / MLP students with the Auto classes)
     from textdistill.data import model_task_type
 
     path = resolve_model_path(folder, role)
+    config = _load_config(path, folder, role)
+    tokenizer = load_tokenizer(path, role)
+    task_type = model_task_type(config)
     try:
         with _quiet_loading(errors_only=False):
-            config = AutoConfig.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
-            model = auto_class(model_task_type(config)).from_pretrained(path, **loading_kwargs(path, role))
-    except (OSError, ValueError) as exc:
-        raise TextDistillError(f"{role}: cannot load {folder}: {str(exc).splitlines()[0]}") from None
-    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), model_task_type(model.config))
-    return model, load_tokenizer(path, role), labels
+            model, info = auto_class(task_type).from_pretrained(path, output_loading_info=True, **loading_kwargs(path, role))
+    except LOAD_ERRORS as exc:
+        raise load_error(exc, role, folder, path, "a classifier") from None
+    check_loaded_weights(model, info, role, folder, path)
+    limit_positions(model, tokenizer)
+    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), task_type)
+    return model, tokenizer, labels

@@ -35,7 +35,7 @@ from textdistill.ensemble import (
 )
 from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
-from textdistill.models import load_saved_classifier, loading_kwargs, resolve_model_path
+from textdistill.models import fit_max_length, load_saved_classifier, loading_kwargs, resolve_model_path
 from textdistill.ner import predict_entities
 from textdistill.train import model_inputs
 
@@ -322,6 +322,7 @@ def predict(
     if pairs is not None and len(pairs) != len(texts):
         raise ValueError(f"predict: {len(texts)} texts but {len(pairs)} pairs")
     kind = "classification" if isinstance(model, MultiTaskModel) else model_task_type(model.config)
+    max_length = fit_max_length(tokenizer, max_length, "--max-length")
     if kind == "token_classification":
         output_names(model, task)  # a task name given to a one-task model is an error here too
         return predict_entities(model, tokenizer, texts, batch_size, max_length)  # type: ignore[return-value]

@@ -122,11 +122,11 @@ def _check_iob2(tag: str, prev: str | None, where: str) -> None:
 def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[Path, str]:
     """A tagged file as text in ``encoding`` (data.encoding; UTF-8: a leading byte-order mark is dropped); bad bytes
     are an error naming the line."""
-    from textdistill.data import bad_byte, read_bytes
+    from textdistill.data import bad_byte, is_utf8, read_bytes
 
     p = Path(path)
     raw = read_bytes(p)
-    utf8 = encoding.replace("_", "-").lower() in {"utf-8", "utf8"}
+    utf8 = is_utf8(encoding)  # any spelling: utf8, u8, UTF-8-sig
     try:
         return p, raw.decode("utf-8-sig" if utf8 else encoding)
     except LookupError:

@@ -7,6 +7,7 @@ interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import json
@@ -36,16 +37,19 @@ from textdistill.config import (
     apply_overrides,
     config_from_dict,
     load_config,
+    smoke_config,
 )
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, read_corpus_lines, tokenize, tokenize_words
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
 from textdistill.html_report import confusion_matrix
-from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, predict_logits, word_predictions
+from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, measure_speeds, predict_logits, speedups, word_predictions
 from textdistill.models import (
     build_student,
+    check_student_length,
     count_parameters,
+    fit_max_length,
     folder_size_bytes,
     load_classifier,
     load_saved_classifier,
@@ -53,24 +57,41 @@ from textdistill.models import (
     save_model,
     set_loading_policy,
 )
+from textdistill.outdir import (
+    MARKER,
+    FolderLock,
+    check_output,
+    check_replaceable,
+    protected_paths,
+    release_lock_of,
+    releases_locks,
+    shown,
+    write_marker,
+)
 from textdistill.report import model_card, render_report
 from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
 from textdistill.vocab import check_prunable, prune_vocabulary, source_features, used_token_ids
 
 
-def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> AnyRunConfig:
+def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False) -> AnyRunConfig:
     """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI); the config's ``loading``
-    policy holds for the models the command loads."""
+    policy holds for the models the command loads. ``smoke``: the run on a few batches (:func:`smoke_config`)."""
+    config_file = None
     if isinstance(cfg, (RunConfig, MultiTaskRunConfig, GenerativeRunConfig)):
+        config_file = cfg._config_file
         cfg = cfg.model_dump(mode="json")
     out = config_from_dict(apply_overrides(cfg, overrides or [])) if isinstance(cfg, dict) else load_config(cfg, overrides)
+    config_file = config_file or out._config_file
+    if smoke:
+        out = config_from_dict(smoke_config(out.model_dump(mode="json")), "--smoke")
+    out._config_file = config_file
     set_loading_policy(out.loading.allow_pickle, out.loading.trust_remote_code)
     return out
 
 
-def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False) -> RunConfig:
     """:func:`as_any_config` for the commands that take one task (train, evaluate, export, bench)."""
-    out = as_any_config(cfg, overrides)
+    out = as_any_config(cfg, overrides, smoke)
     if isinstance(out, MultiTaskRunConfig):
         raise TextDistillError("this command takes a one-task config (data:, teacher:); a config with tasks: runs with "
                                "`textdistill distill` (teachers with finetune: true are fine-tuned there)")  # fmt: skip
@@ -84,18 +105,37 @@ def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str]
 # Run folder
 
 
+def guard_output(cfg: AnyRunConfig, output: str | os.PathLike, what: str, is_folder: bool = True,
+                 inputs: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+    """Refuse, before any work, an output that is (or, for a folder, contains or lies above) an input of ``cfg``,
+    its config file, the working folder or a cache (:func:`textdistill.outdir.check_output`)."""
+    protected = protected_paths(cfg.model_dump(mode="json"), cfg._config_file, inputs or [])
+    check_output(output, protected, what, is_folder=is_folder)
+
+
 class RunFolder:
     """``<output_dir>.partial`` while the run works; renamed to ``output_dir`` by :meth:`commit`.
 
-    In a multi-process run (``accelerate launch``) only the main process writes.
+    Before any work it refuses an output folder that would replace something that is not a run folder (see
+    :mod:`textdistill.outdir`: inputs, the config, the working folder, caches, a user's folder) and takes the run's
+    lock, so that a second process given the same folder is refused at once. In a multi-process run
+    (``accelerate launch``) only the main process writes, and locks.
     """
 
-    def __init__(self, cfg: AnyRunConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: AnyRunConfig, resume: bool = False, kind: str = "distill") -> None:
         self.final = Path(cfg.output_dir)
+        if self.final.name in ("", ".", ".."):
+            raise TextDistillError(f"output_dir: {shown(cfg.output_dir)} names no folder of its own; give the run a folder (e.g. runs/name)")
         self.path = self.final.with_name(self.final.name + ".partial")
         self.cfg = cfg
         self.resume = resume
+        self.kind = kind
         self.main = process_state().is_main_process
+        self._exists(self.final)  # a name the file system refuses, a parent that is a file: one line, now
+        for target in (self.final, self.path):
+            guard_output(cfg, target, "output_dir")
+        if self.main:
+            FolderLock(self.final.with_name(self.final.name + ".partial.lock"), "output_dir").acquire()
         if resume:
             written = self.path / "config.yaml"
             if not written.is_file():
@@ -103,34 +143,43 @@ class RunFolder:
             if written.read_text(encoding="utf-8") != cfg.to_yaml():
                 raise TextDistillError(f"--resume: the config differs from the interrupted run's ({written}); resume with the same "
                                        "config and overrides")  # fmt: skip
-        elif self._exists(self.final) and not cfg.overwrite_output_dir:
-            raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
+        else:
+            if self._exists(self.final):
+                if not cfg.overwrite_output_dir:
+                    raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
+                check_replaceable(self.final, "output_dir", "overwrite_output_dir replaces run folders only; delete it yourself "
+                                  "or choose another output_dir")  # fmt: skip
+            check_replaceable(self.path, "output_dir", "a run starts its .partial folder afresh; move it away, or --resume "
+                              "the run it holds")  # fmt: skip
 
     @staticmethod
     def _exists(path: Path) -> bool:
         """Whether ``path`` exists; a name the file system refuses (too long, a file where a folder must be) is a
         config error, not a crash halfway through the run."""
-        shown = str(path) if len(str(path)) <= 120 else str(path)[:120] + "..."
         try:
             path.with_name(path.name + ".partial").exists()  # the longer name, written first
             exists = path.exists()
         except OSError as exc:
             limit = f"; names of at most {os.pathconf('/', 'PC_NAME_MAX')} characters" if exc.errno == errno.ENAMETOOLONG else ""
-            raise TextDistillError(f"output_dir: {shown}: cannot be used ({exc.strerror or exc}{limit})") from None
+            raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc.strerror or exc}{limit})") from None
+        except ValueError as exc:  # an embedded NUL
+            raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc})") from None
         if not exists:  # the run will create it: its nearest existing ancestor must be a folder it may write in
             ancestor = next(a for a in path.absolute().parents if a.exists())
             if not ancestor.is_dir():
-                raise TextDistillError(f"output_dir: {shown}: cannot be used (Not a directory: {ancestor} is a file)")
+                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Not a directory: {ancestor} is a file)")
             if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise TextDistillError(f"output_dir: {shown}: cannot be used (Permission denied: cannot write in {ancestor})")
+                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Permission denied: cannot write in {ancestor})")
         return exists
 
     def open(self) -> "RunFolder":
         """Start the run's ``.partial`` folder afresh, or, resuming, keep it with its checkpoints."""
         if self.main and not self.resume:
             if self.path.exists():
+                check_replaceable(self.path, "output_dir", "it changed since the run began")
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True)
+            write_marker(self.path, self.kind)  # first, so that the folder is known as a run folder from the start
             (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
         return self
 
@@ -172,9 +221,14 @@ class RunFolder:
     def commit(self) -> Path:
         if self.main:
             shutil.rmtree(self.path / "checkpoints", ignore_errors=True)  # the trained models are saved on their own
-            if self.final.exists():
+            if not (self.path / MARKER).is_file():  # a run resumed from a .partial of a version before the marker
+                write_marker(self.path, self.kind)
+            if os.path.lexists(self.final):
+                check_replaceable(self.final, "output_dir", "it appeared while the run worked; the finished run stays in "
+                                  f"{self.path}")  # fmt: skip
                 shutil.rmtree(self.final)
             self.path.replace(self.final)
+            release_lock_of(self.final.with_name(self.final.name + ".partial.lock"))
         return self.final
 
 
@@ -214,6 +268,7 @@ def _prepare(cfg: RunConfig) -> Prepared:
     teacher, tokenizer, labels = load_classifier(
         teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
     )
+    fit_max_length(tokenizer, cfg.data.max_length, role="teacher.model")  # under 4: an error; beyond the model: a warning
     test = load_test(cfg.data)
     for split in (train, dev, test):  # a dev or test label the training labels lack fails here, before any training
         if split is not None:
@@ -238,18 +293,19 @@ def _dataset(
     Token classification: words tokenized with their tags aligned to the pieces (``alignment``: first | all; dev sets
     use first, so scores read one position per word); the teacher must share the tokenizer (token positions must line
     up for token-level KD), or the student's must be the teacher's pruned to this text's pieces
-    (``student.prune_vocabulary``: the same pieces, renumbered; the teacher reads them in its own ids)."""
+    (``student.prune_vocabulary``: the same pieces, renumbered; the teacher reads them in its own ids). Each tokenizer
+    cuts texts at ``max_length`` or at what its model reads, if less (:func:`textdistill.models.fit_max_length`)."""
     other = teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer)
     if labels.task_type == "token_classification":
-        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, max_length, alignment)
+        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, fit_max_length(tokenizer, max_length), alignment)
         teacher_feats = source_features(tokenizer, teacher_tokenizer, words.features) if other else None
         if other and teacher_feats is None:
             raise TextDistillError("token-level distillation needs the student to tokenize like the teacher (the token positions "
                                    "must line up); this student has another tokenizer. Make the student from the teacher "
                                    "(student.layers / num_layers / config_overrides) or take one with the same tokenizer")  # fmt: skip
         return DistillDataset(words.features, words.labels, teacher_feats, label_names=labels.names, dropped=words.dropped)
-    teacher_feats = tokenize(teacher_tokenizer, data, max_length) if other else None
-    return DistillDataset(tokenize(tokenizer, data, max_length), labels.encode(data), teacher_feats)
+    teacher_feats = tokenize(teacher_tokenizer, data, fit_max_length(teacher_tokenizer, max_length)) if other else None
+    return DistillDataset(tokenize(tokenizer, data, fit_max_length(tokenizer, max_length)), labels.encode(data), teacher_feats)
 
 
 def fit(
@@ -266,24 +322,38 @@ def fit(
     teacher: nn.Module | None = None,
     keep_best: bool = True,
 ) -> LoopResult:
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        return evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size)
+    def evaluate(m: nn.Module, on: DistillDataset = dev_set) -> dict[str, float]:
+        return evaluate_model(m, on, collator, args.per_device_eval_batch_size)
 
-    return train_loop(
+    chosen = None
+    if args.learning_rate is None:  # chosen by short trials on dev (textdistill.tuning), kept in logs/
+        from textdistill.tuning import choose_learning_rate
+
+        chosen = choose_learning_rate(name, model, train_set, dev_set, collator, args, objective, evaluate, metric, seed,
+                                      run.path / "logs", teacher)  # fmt: skip
+        args = args.model_copy(update={"learning_rate": chosen["learning_rate"]})
+    result = train_loop(
         model, train_set, collator, args, objective, evaluate, metric, seed,
         run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher, keep_best=keep_best,
         checkpoint_dir=run.checkpoints(name), resume=run.resume,
     )  # fmt: skip
+    result.training = {"learning_rate": args.learning_rate, "learning_rate_from": chosen["how"] if chosen else "the config",
+                       **({"learning_rate_trials": chosen["trials"]} if chosen else {}),
+                       "epochs": round(result.steps / max(1, result.steps_per_epoch), 2), "stopped": result.stopped or "end of schedule",
+                       "best_step": result.best_step}  # fmt: skip
+    return result
 
 
-def profile(model: nn.Module, folder: Path | None, dev_set: DistillDataset, pad: int, ev: EvalConfig, metrics: dict) -> dict:
-    """Metrics, size and CPU speed of a saved model, on the first ``latency_samples`` dev examples."""
+def profile(model: nn.Module, folder: Path | None, dev_set: DistillDataset, pad: int, ev: EvalConfig, metrics: dict,
+            speed: dict | None = None) -> dict:
+    """Metrics, size and CPU speed of a saved model, on the first ``latency_samples`` dev examples (``speed``: as
+    measured already, side by side with another model by :func:`measure_speeds`)."""
     feats = dev_set.student[: ev.latency_samples]
     return {
         "metrics": metrics,
         "params": count_parameters(model),
         "size_bytes": folder_size_bytes(folder) if folder is not None else None,
-        **measure_speed(model, feats, pad, repeats=ev.latency_repeats),
+        **(speed if speed is not None else measure_speed(model, feats, pad, repeats=ev.latency_repeats)),
     }
 
 
@@ -297,7 +367,7 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     result = fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective,
                   cfg.eval.metric, cfg.seed, run)
     run.save("teacher", prep.teacher, tok, {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
-    return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps}
+    return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps, "training": result.training}
 
 
 def soft_targets(
@@ -367,6 +437,9 @@ def _check_student(cfg: RunConfig, prep: Prepared) -> None:
     if cfg.student.prune_vocabulary:
         check_prunable(prep.teacher_tokenizer)
     student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
+    check_student_length(student, stok, recipe, cfg.data.max_length)
+    if cfg.distill.teacher_cache:  # a cache folder that cannot be one fails now, not after the teacher is trained
+        TeacherCache(cfg.distill.cache_dir).check()
     intermediate = _intermediate_losses(cfg, prep.teacher, student, recipe)
     if intermediate is None:
         return
@@ -414,13 +487,15 @@ def machine_info() -> dict[str, Any]:
 # Commands
 
 
-def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+@releases_locks
+def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False,
+                  smoke: bool = False) -> dict[str, Any]:  # fmt: skip
     """``textdistill train``: fine-tune the teacher on the task; the run folder gets ``teacher/`` and metrics.
-    ``resume``: continue an interrupted run (same config) from its last checkpoint."""
-    cfg = as_config(cfg, overrides)
+    ``resume``: continue an interrupted run (same config) from its last checkpoint; ``smoke``: a few batches only."""
+    cfg = as_config(cfg, overrides, smoke)
     teacher_cfg = _teacher_cfg(cfg)
     teacher_cfg.finetune = True
-    run = RunFolder(cfg, resume)
+    run = RunFolder(cfg, resume, kind="train")
     prep = _prepare(cfg)
     run.open()
     dev_set, collator, info = _fine_tune_teacher(cfg, prep, run)
@@ -434,14 +509,17 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
     return result
 
 
-def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+@releases_locks
+def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False,
+            smoke: bool = False) -> dict[str, Any]:  # fmt: skip
     """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report.
 
     ``resume``: continue an interrupted run (same config): finished stages are not trained again, the interrupted one
     continues from its last checkpoint. A config with ``tasks:`` distills one multi-task student from every task's
     teachers (:func:`textdistill.task_distill.distill_tasks`), resumable the same way; one with ``generative:`` a
-    causal-LM teacher into a causal student (:func:`textdistill.generative.distill_generative`)."""
-    cfg = as_any_config(cfg, overrides)
+    causal-LM teacher into a causal student (:func:`textdistill.generative.distill_generative`). ``smoke``: every
+    step on a few batches, into ``<output_dir>-smoke`` (:func:`textdistill.config.smoke_config`)."""
+    cfg = as_any_config(cfg, overrides, smoke)
     if isinstance(cfg, GenerativeRunConfig):
         from textdistill.generative import distill_generative
 
@@ -463,9 +541,11 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     run.open()
     started = time.perf_counter()
     teacher_info: dict[str, Any] = {"model": teacher_cfg.model}
+    pretrained = _pretrained_state(cfg, prep)  # the teacher before fine-tuning, for the second twin
     if teacher_cfg.finetune:
         _, _, info = _fine_tune_teacher(cfg, prep, run)
         teacher_info.update(info)
+    guard = _guard_teacher(cfg, prep, run, teacher_info)
     teacher = prep.teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -547,6 +627,18 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
                     cfg.eval.metric, cfg.seed, run)
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
+    pre_twin = None
+    if pretrained is not None:  # the second twin: the same layers of the pretrained checkpoint, labels only
+        source = copy.deepcopy(teacher)
+        source.load_state_dict(pretrained)
+        pre_twin, _, _ = _make_student(cfg, source, ttok, prep.labels, vocab_texts, keep_ids)
+        del source
+        labelled = train_set if cfg.transfer is None and not pseudo else \
+            _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)  # fmt: skip
+        pre = fit("baseline-pretrained", pre_twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
+                  cfg.eval.metric, cfg.seed, run)  # fmt: skip
+        pre_metrics = evaluate_model(pre_twin, dev_set, collator, eval_bs)
+        run.save("baseline-pretrained", pre_twin, stok, {"trained_without_distillation": True, "from_pretrained": teacher_cfg.model, **recipe})
 
     if not run.main:  # the other processes of a multi-process run are done: the main process reports
         return {"output_dir": str(run.final), "main_process": False}
@@ -554,6 +646,9 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     teacher_dir = run.path / "teacher"
     if not teacher_dir.exists():
         run.save("teacher", teacher, ttok, {"copied_from": teacher_cfg.model})
+    n = cfg.eval.latency_samples  # teacher and student timed in turns: a machine whose load changes slows both
+    speed = measure_speeds({"teacher": (teacher, teacher_dev_set.student[:n], pad_id(ttok)),
+                            "student": (student, dev_set.student[:n], pad_id(stok))}, cfg.eval.latency_repeats)  # fmt: skip
     report: dict[str, Any] = {
         "metric": cfg.eval.metric,
         "data": {
@@ -563,13 +658,19 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
             **({"transfer": transfer_info} if transfer_info else {}),
         },
         "distill": cfg.distill.model_dump(),
-        "teacher": {**teacher_info, **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics)},
-        "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds,
+        **({"guard": guard} if guard else {}),
+        "teacher": {**teacher_info, **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics, speed["teacher"])},
+        "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds, "training": result.training,
                     "train_samples_per_second": result.samples_per_second,
-                    **profile(student, run.path / "student", dev_set, pad_id(stok), cfg.eval, student_metrics)},
+                    **profile(student, run.path / "student", dev_set, pad_id(stok), cfg.eval, student_metrics, speed["student"])},
     }  # fmt: skip
+    init = f"layers {recipe['layers']} of " if "layers" in recipe else ""
+    if pre_twin is not None:
+        report["baseline_pretrained"] = {"init": f"{init}the pretrained {teacher_cfg.model}, before fine-tuning", "best_step": pre.best_step,
+                                         "train_seconds": pre.seconds, "training": pre.training, "metrics": pre_metrics}  # fmt: skip
     if baseline_metrics is not None:
-        report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds,
+        report["baseline"] = {"init": f"{init}the {'fine-tuned ' if teacher_cfg.finetune else ''}teacher, as the student",
+                              "best_step": base.best_step, "train_seconds": base.seconds, "training": base.training,
                               "train_samples_per_second": base.samples_per_second, "metrics": baseline_metrics}  # fmt: skip
     if prep.test is not None:  # the held-out split: each model scored once, after every choice was made on dev
         test_set = _dataset(stok, prep.test, prep.labels, max_len, paired_tok)
@@ -578,6 +679,8 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
         report["student"]["test_metrics"] = evaluate_model(student, test_set, collator, eval_bs)
         if baseline_metrics is not None:
             report["baseline"]["test_metrics"] = evaluate_model(twin, test_set, collator, eval_bs)
+        if pre_twin is not None:
+            report["baseline_pretrained"]["test_metrics"] = evaluate_model(pre_twin, test_set, collator, eval_bs)
     if cfg.eval.export_onnx:
         report["student"]["deploy"] = export_student(
             student, dev_set, pad_id(stok), run.path / "student-onnx", cfg.eval.metric, cfg.eval.latency_repeats
@@ -585,25 +688,108 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     confusion = confusion_matrix(student_logits, dev_set.labels, prep.labels.names)  # None: regression, multi-label
     if confusion is not None:
         report["student"]["confusion"] = confusion
+        report["teacher"]["confusion"] = confusion_matrix(predict_logits(teacher, teacher_dev_set, teacher_collator, eval_bs), teacher_dev_set.labels, prep.labels.names)  # fmt: skip
+        if baseline_metrics is not None:
+            report["baseline"]["confusion"] = confusion_matrix(predict_logits(twin, dev_set, collator, eval_bs), dev_set.labels, prep.labels.names)
     _add_ratios(report, cfg.eval.metric)
     return run.finish(report, render_report, started, {"student/README.md": model_card})
 
 
+def _pretrained_state(cfg: RunConfig, prep: Prepared) -> dict[str, torch.Tensor] | None:
+    """The teacher's weights before fine-tuning, when the second twin is to be trained (``distill.pretrained_twin``):
+    it needs the teacher fine-tuned here, a student cut from its layers, and the first twin."""
+    assert cfg.student is not None and cfg.teacher is not None
+    cut = cfg.student.layers is not None or cfg.student.num_layers is not None
+    if cfg.distill.pretrained_twin is False or not (cfg.distill.baseline and cfg.teacher.finetune and cut):
+        return None  # (pretrained_twin: true without what it needs is a config error)
+    return {k: v.detach().clone() for k, v in prep.teacher.state_dict().items()}
+
+
+GUARD_MARGIN = 0.01  # a teacher must beat what the labels alone give by a point (metrics are fractions) to teach
+
+
+def _guard_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder, teacher_info: dict[str, Any]) -> dict[str, Any] | None:
+    """Before distilling: is the teacher clearly better than what the labels alone give the student? The estimate is
+    the student trained on the labels for a short budget (a third of an epoch, 30 to 150 steps: a lower bound on its
+    twin). A teacher that is not is reported at once with the likely cause and the setting to change; one fine-tuned
+    here is trained further once (early stopping again). Returns what the report shows (None: ``distill.guard`` off
+    or a task it does not cover)."""
+    from textdistill.tuning import candidate_rates, trial_steps
+
+    assert cfg.student is not None and cfg.teacher is not None
+    if not cfg.distill.guard or prep.labels.task_type != "classification":
+        return None
+    metric = cfg.eval.metric
+    ttok = prep.teacher_tokenizer
+    teacher_dev = _dataset(ttok, prep.dev, prep.labels, cfg.data.max_length)
+    tcol = Collator(pad_id(ttok))
+    teacher_score = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[metric]
+    probe, stok, _ = _make_student(cfg, prep.teacher, ttok, prep.labels, _texts(prep.train), None)
+    train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length)
+    dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length)
+    args = cfg.student.training
+    rate = args.learning_rate or candidate_rates(probe)[len(candidate_rates(probe)) // 2]
+    steps = trial_steps(len(train_set), args)
+    short = args.model_copy(update={"learning_rate": rate, "max_steps": steps, "eval_steps": steps, "save_steps": None,
+                                    "early_stopping_patience": None, "max_train_minutes": None, "report_to": []})  # fmt: skip
+    collator = Collator(pad_id(stok))
+    log = run.path / "logs" / "guard-labels-only.jsonl"
+    log.unlink(missing_ok=True)  # a throwaway run (no checkpoints): run again in full when a run resumes
+    train_loop(probe, train_set, collator, short, hard_label_objective,
+               lambda m: evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size), metric, cfg.seed, log,
+               desc="guard-labels-only", keep_best=False)  # fmt: skip
+    estimate = evaluate_model(probe, dev_set, collator, args.per_device_eval_batch_size)[metric]
+    del probe
+    out: dict[str, Any] = {"teacher": teacher_score, "labels_only_estimate": estimate, "estimate_steps": steps,
+                           "margin": GUARD_MARGIN, "weak": teacher_score < estimate + GUARD_MARGIN}  # fmt: skip
+    if not out["weak"]:
+        return out
+    trained = teacher_info.get("training", {})
+    how = (f"it trained {trained.get('epochs')} epoch(s) at learning rate {trained.get('learning_rate'):g}, "
+           f"stopped by {trained.get('stopped')}") if trained else "it was given already fine-tuned (teacher.finetune: false)"  # fmt: skip
+    warn = (f"the teacher ({100 * teacher_score:.2f} {metric} on dev) is not clearly better than the student trained on the "
+            f"labels alone for {steps} steps ({100 * estimate:.2f}): distilling from it would teach the student its mistakes; "
+            f"{how}")  # fmt: skip
+    if not cfg.teacher.finetune:
+        print(f"warning: {warn}. Fine-tune it here (teacher.finetune: true) or give a better one.", file=sys.stderr)
+        out["action"] = "warned: the teacher was given fine-tuned; fine-tune it here (teacher.finetune: true) or give a better one"
+        return out
+    print(f"warning: {warn}. Training it further (teacher.training: num_train_epochs, learning_rate).", file=sys.stderr)
+    more = cfg.teacher.training.model_copy(update={"learning_rate": trained.get("learning_rate") or cfg.teacher.training.learning_rate,
+                                                   "num_train_epochs": max(3.0, cfg.teacher.training.num_train_epochs)})  # fmt: skip
+    tok = ttok
+    t_train = _dataset(tok, prep.train, prep.labels, cfg.data.max_length, alignment=cfg.data.label_alignment)
+    result = fit("teacher-further", prep.teacher, t_train, teacher_dev, tcol, more, hard_label_objective, metric, cfg.seed, run)
+    run.save("teacher", prep.teacher, tok, {"fine_tuned_from": cfg.teacher.model, "best_step": result.best_step, "trained_further": True})
+    after = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[metric]
+    out.update(teacher_after=after, further=result.training, weak=after < estimate + GUARD_MARGIN)
+    teacher_info["trained_further"] = result.training
+    out["action"] = f"trained further: {100 * teacher_score:.2f} -> {100 * after:.2f}"
+    if out["weak"]:
+        print(f"warning: the teacher is still not clearly better ({100 * after:.2f} vs {100 * estimate:.2f}); distilling anyway: "
+              "the report says what it cost. Give a stronger teacher (a larger model, more data, teacher.training settings).",
+              file=sys.stderr)  # fmt: skip
+    return out
+
+
 def _add_ratios(report: dict[str, Any], metric: str) -> None:
     t = report["teacher"]
-    for side in ("student", "baseline"):
+    for side in ("student", "baseline", "baseline_pretrained"):
         for key, pct in (("metrics", "retained_pct"), ("test_metrics", "test_retained_pct")):
             if side in report and key in t:
                 teacher_score = t[key][metric]
                 report[side][pct] = 100.0 * report[side][key][metric] / teacher_score if teacher_score else None
-    s = report["student"]
-    report["speedup_batch1"] = t["latency_ms_batch1"] / s["latency_ms_batch1"]
-    report["speedup_batch32"] = s["throughput_batch32"] / t["throughput_batch32"]
+    report.update(speedups(t, report["student"]))  # the ratios, and whether the timings' spread lets them mean much
 
 
-def _saved_model_and_dev(model: str, cfg: RunConfig) -> tuple[nn.Module, Any, TextData, DistillDataset]:
+def _saved_model_and_dev(model: str, cfg: RunConfig, split: str = "validation") -> tuple[nn.Module, Any, TextData, DistillDataset]:
     net, tokenizer, labels = load_saved_classifier(model, "model")
     _, dev = load_splits(cfg.data)
+    if split == "test":
+        test = load_test(cfg.data)
+        if test is None:
+            raise TextDistillError("--split test: the config has no test split (set data.test_file, or hf_dataset.test_split)")
+        dev = test
     return net, tokenizer, dev, _dataset(tokenizer, dev, labels, cfg.data.max_length)
 
 
@@ -613,22 +799,25 @@ def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, o
     cfg = as_config(cfg, overrides)
     if cfg.data.task_type != "classification":
         raise TextDistillError(f"export: ONNX export covers sentence classifiers; not a {cfg.data.task_type} task (data.task_type)")
+    guard_output(cfg, output, "export output", inputs=[("model", model)])
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
     forms = export_student(net, dev_set, pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
     tokenizer.save_pretrained(output)
-    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "forms": forms,
+    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "metric": cfg.eval.metric, "forms": forms,
             "machine": machine_info()}  # fmt: skip
 
 
 def evaluate(
-    model: str, cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, speed: bool = True
+    model: str, cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, speed: bool = True,
+    split: str = "validation",
 ) -> dict[str, Any]:
-    """``textdistill evaluate``: a saved classifier on the config's validation split (metrics, and speed)."""
+    """``textdistill evaluate``: a saved classifier on the config's validation (or ``split="test"``) split: metrics,
+    and speed."""
     cfg = as_config(cfg, overrides)
-    net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
+    net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg, split)
     collator = Collator(pad_id(tokenizer))
     metrics = evaluate_model(net, dev_set, collator, 128)
-    out: dict[str, Any] = {"model": model, "validation": dev.source, "examples": len(dev), "metrics": metrics}
+    out: dict[str, Any] = {"model": model, "split": split, "validation": dev.source, "examples": len(dev), "metrics": metrics}
     if speed:
         out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], pad_id(tokenizer), cfg.eval.latency_repeats))
         out["params"] = count_parameters(net)
@@ -650,6 +839,7 @@ def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: l
     assert cfg.transfer is not None
     if not cfg.transfer.variants:
         raise TextDistillError("transfer.variants: set how many augmented variants to make per example (e.g. 10)")
+    guard_output(cfg, output, "augment output", is_folder=False)
     prep = _prepare(cfg)
     aug = augmenter(cfg.transfer, prep.teacher, prep.teacher_tokenizer, _texts(prep.train), cfg.seed)
     variants = aug(prep.train.texts, prep.train.pairs)
@@ -667,9 +857,10 @@ def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: l
 def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """``textdistill label``: the fine-tuned teacher labels the transfer set (training examples, augmented variants,
     unlabeled corpus) into a distilled dataset folder (resumable); returns its manifest and the labelling speed."""
-    from textdistill.transfer import transfer_set
+    from textdistill.transfer import check_transfer_output, transfer_set
 
     cfg = _transfer_cfg(as_config(cfg, overrides), output, "label")
+    check_transfer_output(cfg)
     if cfg.data.task_type != "classification":
         raise TextDistillError(f"label: distilled datasets hold sentence labels; a {cfg.data.task_type} run tags its transfer "
                                "sentences inside `textdistill distill`")  # fmt: skip

@@ -24,21 +24,78 @@ def display_name(model: str) -> str:
     return rel if not rel.startswith("..") else os.path.join(*Path(model).parts[-2:])
 
 
+SPREAD_LIMIT_PCT = 25.0  # as textdistill.metrics.SPREAD_LIMIT_PCT, for reports that do not name their limit
+
+
+def speed_note(report: dict[str, Any]) -> str | None:
+    """None when the report's speed-ups can be read as they are; else why not: the teacher's and the student's
+    timings varied between rounds by more than the limit (``speed_reliable`` false in metrics.json)."""
+    if report.get("speed_reliable", True):
+        return None
+    limit = report.get("speed_spread_limit_pct", SPREAD_LIMIT_PCT)
+    return (f"timings varied by more than {limit:.0f}% between rounds (up to {report['speed_spread_pct']:.0f}%): "
+            "the machine was busy; speed-ups are unreliable")  # fmt: skip
+
+
+def _form_unreliable(report: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """An exported form's throughput against PyTorch's, timed in turns by the export, spread too wide to compare."""
+    limit = report.get("speed_spread_limit_pct", SPREAD_LIMIT_PCT)
+    base = report["student"].get("deploy", {}).get("pytorch fp32", {})
+    return any((e.get("throughput_batch32_spread_pct") or 0.0) > limit for e in (entry, base))
+
+
+def speed_lines(report: dict[str, Any]) -> list[str]:
+    """The sentence under the table: the speed-ups, or why they are not given."""
+    note = speed_note(report)
+    if note is not None:
+        return [f"Speed-up at batch 1 and 32: not given: {note}. Measure again on a quiet machine.", ""]
+    return [f"Speed-up at batch 1: {report['speedup_batch1']:.2f}x; at batch 32: {report['speedup_batch32']:.2f}x.", ""]
+
+
+def spread_text(report: dict[str, Any], first: str = "teacher", second: str = "student") -> str:
+    """How the two models' timings were made and how much they varied, as a clause for the report's notes ("" for a
+    report made before speeds were timed in rounds). ``first`` / ``second``: their keys in the report."""
+    a, b = report.get(first, {}), report.get(second, {})
+    if "speed_rounds" not in a or "speed_rounds" not in b:
+        return ""
+
+    def pct(e: dict[str, Any], key: str) -> str:
+        return _num(e.get(f"{key}_spread_pct"), ".0f") + "%"
+
+    name = first.removesuffix("s")  # "teachers" in a multi-task report: the one whose speed was measured
+    return (f"{name} and {second} timed in {a['speed_rounds']} alternating rounds, each figure the median of its rounds; "
+            f"spread between rounds (max - min, % of the median): {name} {pct(a, 'latency_ms_batch1')} at batch 1, "
+            f"{pct(a, 'throughput_batch32')} at batch 32; {second} {pct(b, 'latency_ms_batch1')}, {pct(b, 'throughput_batch32')}")  # fmt: skip
+
+
+def macro_f1_beside(report: dict[str, Any]) -> bool:
+    """Whether the table shows macro-F1 beside the main metric: sentence classification with more than two classes
+    whose main metric is another (accuracy alone hides a class the student stopped predicting)."""
+    d = report.get("data", {})
+    return (d.get("task_type", "classification") == "classification" and len(d.get("labels") or []) > 2
+            and report["metric"] != "macro_f1" and "macro_f1" in report["teacher"].get("metrics", {}))  # fmt: skip
+
+
 def report_rows(report: dict[str, Any]) -> list[list[str]]:
     metric = report["metric"]
     t, s = report["teacher"], report["student"]
-    rows = [["model", metric, "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)", "speed-up b32"]]
+    macro = macro_f1_beside(report)
+    rows = [["model", metric, *(["macro-F1"] if macro else []), "% of teacher", "params (M)", "size (MB)", "latency b1 (ms)",
+             "throughput b32 (/s)", "speed-up b32"]]  # fmt: skip
+    reliable = speed_note(report) is None  # else no speed-up: the machine's load made them up
 
-    def row(name: str, entry: dict[str, Any], speed: dict[str, Any] | None, retained: float | None) -> None:
+    def row(name: str, entry: dict[str, Any], speed: dict[str, Any] | None, retained: float | None, ratio: float | None = None) -> None:
+        ratio = speed["throughput_batch32"] / t["throughput_batch32"] if speed and ratio is None else ratio
         rows.append([
             name,
             f"{100 * entry['metrics'][metric]:.2f}",
+            *([_num(100 * entry["metrics"]["macro_f1"] if "macro_f1" in entry["metrics"] else None, ".2f")] if macro else []),
             _num(retained, ".1f"),
             _num(speed["params"] / 1e6 if speed else None, ".1f"),
             _mb(speed["size_bytes"] if speed else None),
             _num(speed["latency_ms_batch1"] if speed else None, ".2f"),
             _num(speed["throughput_batch32"] if speed else None, ".0f"),
-            _num(speed["throughput_batch32"] / t["throughput_batch32"] if speed else None, ".2f") + ("x" if speed else ""),
+            _num(ratio if speed and reliable else None, ".2f") + ("x" if speed and reliable and ratio is not None else ""),
         ])  # fmt: skip
 
     row(f"teacher ({display_name(t['model'])})", t, t, 100.0)
@@ -46,11 +103,17 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
     if "baseline" in report:
         # the twin has the student's architecture: same size and speed
         row("student (no distillation)", report["baseline"], s, report["baseline"].get("retained_pct"))
+    if "baseline_pretrained" in report:
+        row("student (no distillation, pretrained init)", report["baseline_pretrained"], s, report["baseline_pretrained"].get("retained_pct"))
     teacher_score = t["metrics"][metric]
     for form, entry in s.get("deploy", {}).items():
         if form != "pytorch fp32":
             speed = {**entry, "params": s["params"]}
-            row(f"student ({form})", entry, speed, 100 * entry["metrics"][metric] / teacher_score if teacher_score else None)
+            # against the teacher through two ratios each timed in turns: the form vs PyTorch (the export's rounds),
+            # PyTorch vs the teacher (the report's rounds); not the form's timing against the teacher's, made apart
+            ratio = (None if _form_unreliable(report, entry) else entry["throughput_vs_pytorch"] * s["throughput_batch32"] / t["throughput_batch32"]) \
+                if "throughput_vs_pytorch" in entry else None  # fmt: skip
+            row(f"student ({form})", entry, speed, 100 * entry["metrics"][metric] / teacher_score if teacher_score else None, ratio)
     return rows
 
 
@@ -94,16 +157,46 @@ def loss_text(k: dict[str, Any], task_type: str, ce: str = "CE") -> str:
     return f"alpha={k['alpha']} * T^2 * KL(teacher_T || student_T) + (1-alpha) * {ce}{where}, T={k['temperature']}"
 
 
+def _class_f1s(conf: Any, labels: list[str] | None = None) -> tuple[list[str], list[int], list[float]] | None:
+    """A confusion matrix's classes, support (gold count) and F1 per class (0 where a class is neither predicted nor
+    gold, as :func:`textdistill.metrics.classification_metrics` counts it); None when malformed or over other labels."""
+    if not isinstance(conf, dict):
+        return None
+    names, matrix = conf.get("labels"), conf.get("matrix")
+    n = len(names) if isinstance(names, list) else 0
+    if not n or not isinstance(matrix, list) or len(matrix) != n or any(not isinstance(r, list) or len(r) != n for r in matrix):
+        return None
+    if labels is not None and [str(x) for x in names] != labels:
+        return None
+    support = [int(sum(r)) for r in matrix]
+    predicted = [sum(r[j] for r in matrix) for j in range(n)]
+    f1 = [2 * matrix[i][i] / (support[i] + predicted[i]) if support[i] + predicted[i] else 0.0 for i in range(n)]
+    return [str(x) for x in names], support, f1
+
+
 def per_type_table(report: dict[str, Any]) -> list[str]:
-    """Token classification: entity F1 per type for the teacher, the student and its twin (empty otherwise)."""
-    kinds = sorted(k[3:] for k in report["teacher"]["metrics"] if k.startswith("f1_"))
-    if not kinds:
+    """F1 per class, one row per class (the table reads top to bottom for any number of classes): token
+    classification's entity types (``f1_<TYPE>`` in each model's metrics), or a sentence classifier's classes when it
+    has more than two, from the confusion matrices in metrics.json (``report[side]["confusion"]``), with each class's
+    support (its gold examples). Columns: the teacher, the student and its twin, those that have the figures. Empty
+    otherwise."""
+    sides = [(name, report[key]) for key, name in (("teacher", "teacher"), ("student", "student"), ("baseline", "twin"))
+             if isinstance(report.get(key), dict)]  # fmt: skip
+    kinds = sorted(k[3:] for k in report["teacher"].get("metrics", {}) if k.startswith("f1_"))
+    if kinds:
+        rows = [["type", *(f"{name} F1" for name, _ in sides)]]
+        rows += [[k, *(f"{100 * e.get('metrics', {}).get('f1_' + k, 0.0):.2f}" for _, e in sides)] for k in kinds]
+        return ["Entity F1 per type:", "", markdown_table(rows), ""]
+    if report.get("data", {}).get("task_type", "classification") != "classification":
         return []
-    sides = [("teacher", report["teacher"]), ("student (distilled)", report["student"])]
-    if "baseline" in report:
-        sides.append(("student (no distillation)", report["baseline"]))
-    rows = [["model", *kinds]] + [[name, *(f"{100 * e['metrics'].get('f1_' + k, 0.0):.2f}" for k in kinds)] for name, e in sides]
-    return ["Entity F1 per type:", "", markdown_table(rows), ""]
+    first = next((f for f in (_class_f1s(e.get("confusion")) for _, e in sides) if f is not None), None)
+    if first is None or len(first[0]) <= 2:
+        return []
+    names, support = first[0], first[1]
+    scored = [(name, f[2]) for name, e in sides if (f := _class_f1s(e.get("confusion"), names)) is not None]
+    rows = [["class", "support", *(f"{name} F1" for name, _ in scored)]]
+    rows += [[c, str(support[i]), *(f"{100 * f1[i]:.2f}" for _, f1 in scored)] for i, c in enumerate(names)]
+    return ["F1 per class (dev set):", "", markdown_table(rows), ""]
 
 
 def test_lines(report: dict[str, Any]) -> list[str]:
@@ -119,6 +212,61 @@ def test_lines(report: dict[str, Any]) -> list[str]:
             + "; ".join(parts) + ".", ""]  # fmt: skip
 
 
+def headline(report: dict[str, Any]) -> str:
+    """One sentence on what distillation bought: points over the twin, % of the teacher kept, the speed-up; where it
+    hurt or added nothing, why (weak teacher, little data, small student) and the setting to change."""
+    metric = report["metric"]
+    t, s, b = report["teacher"], report["student"], report.get("baseline")
+    ts, ss = 100 * t["metrics"][metric], 100 * s["metrics"][metric]
+    kept = s.get("retained_pct")
+    speed = f", at {report['speedup_batch32']:.1f}x the teacher's throughput" if speed_note(report) is None and report.get("speedup_batch32") else ""
+    kept_text = f"keeps {kept:.1f}% of the teacher's {metric} ({ss:.2f} vs {ts:.2f}){speed}" if kept is not None else f"scores {ss:.2f}{speed}"
+    if b is None:
+        return f"The distilled student {kept_text} (no twin was trained: distill.baseline: false)."
+    bs = 100 * b["metrics"][metric]
+    gain = ss - bs
+    pre = report.get("baseline_pretrained")
+    whole = "" if pre is None else (f" Against the same layers of the pretrained checkpoint trained on the labels alone "
+                                    f"({100 * pre['metrics'][metric]:.2f}), the whole teacher (fine-tuned weights and soft targets) "
+                                    f"adds {ss - 100 * pre['metrics'][metric]:+.2f} points.")  # fmt: skip
+    if gain >= 0.5:
+        return f"Distillation paid: the student {kept_text} and beats its twin trained on the labels alone by {gain:.2f} points.{whole}"
+    n = report["data"].get("train_examples", 0)
+    if ts <= bs + 0.5:
+        why = (f"the teacher ({ts:.2f}) is no better than the student trained on the labels alone ({bs:.2f}): it has little to "
+               "teach. Train a stronger teacher (a larger model; teacher.training: more epochs or another learning rate)")  # fmt: skip
+    elif "transfer" not in report["data"]:
+        why = (f"the teacher is better ({ts:.2f}), but on {n:,} labelled examples the twin, which starts from the same teacher "
+               "layers, learns nearly as much from the labels; let the teacher label more text (transfer: unlabeled_file or "
+               "variants), or distill a smaller student, where the teacher's soft targets carry more")  # fmt: skip
+    else:
+        why = (f"the teacher is better ({ts:.2f}) and labelled {report['data']['transfer'].get('kept', 0):,} texts, yet the student "
+               "did not gain; try intermediate-layer losses (distill.layer_map), a higher distill.temperature or more epochs")  # fmt: skip
+    verb = "cost" if gain < -0.5 else "added nothing"
+    return f"Distillation {verb} here ({gain:+.2f} points against the twin): the student {kept_text}, because {why}.{whole}"
+
+
+def training_lines(report: dict[str, Any]) -> list[str]:
+    """How each model was trained: learning rate and where it came from, epochs, why it stopped; the teacher guard."""
+    parts = []
+    for key, name in (("teacher", "teacher"), ("student", "student"), ("baseline", "twin")):
+        tr = report.get(key, {}).get("training")
+        if tr:
+            source = "chosen by search" if tr.get("learning_rate_from", "").startswith("search") else "from the config"
+            parts.append(f"{name} lr {tr['learning_rate']:g} ({source}), {tr['epochs']:g} epochs, stopped by {tr['stopped']}")
+    lines = [f"- training: {'; '.join(parts)}"] if parts else []
+    twins = [f"{name}: {report[key]['init']}" for key, name in (("baseline", "no distillation"), ("baseline_pretrained", "pretrained init"))
+             if "init" in report.get(key, {})]  # fmt: skip
+    if twins:
+        lines.append(f"- twins (labels only, the student's shape and budget): {'; '.join(twins)}")
+    g = report.get("guard")
+    if g:
+        state = "weak" if g["weak"] else "clearly better"
+        lines.append(f"- teacher check: teacher {100 * g['teacher']:.2f} vs {100 * g['labels_only_estimate']:.2f} for the student "
+                     f"trained {g['estimate_steps']} steps on the labels alone: {state}" + (f"; {g['action']}" if g.get("action") else ""))  # fmt: skip
+    return lines
+
+
 def render_report(report: dict[str, Any]) -> str:
     if report.get("kind") == "generative":
         return render_generative_report(report)
@@ -128,17 +276,19 @@ def render_report(report: dict[str, Any]) -> str:
     lines = [
         "# Distillation report",
         "",
+        headline(report),
+        "",
         f"- data: {d['train']} ({d['train_examples']} examples) -> {d['validation']} ({d['validation_examples']})",
         *([_transfer_line(d["transfer"])] if "transfer" in d else []),
         f"- student: {recipe}; loss: {loss}",
+        *training_lines(report),
         *vocabulary_lines(s),
         f"- latency: median of single-example forward passes; throughput: median batch of 32, CPU, "
-        f"{report['machine']['torch_threads']} threads, tokenization excluded",
+        f"{report['machine']['torch_threads']} threads, tokenization excluded" + (f"; {spread_text(report)}" if spread_text(report) else ""),
         "",
         markdown_table(report_rows(report)),
         "",
-        f"Speed-up at batch 1: {report['speedup_batch1']:.2f}x; at batch 32: {report['speedup_batch32']:.2f}x.",
-        "",
+        *speed_lines(report),
         *test_lines(report),
         *per_type_table(report),
     ]
@@ -199,7 +349,9 @@ def render_multitask_report(report: dict[str, Any]) -> str:
         f"Speed (CPU, {report['machine']['torch_threads']} threads, first task's dev examples, tokenization excluded): "
         f"teacher ({display_name(t['speed_of'])}) {t['latency_ms_batch1']:.2f} ms at batch 1, {t['throughput_batch32']:.0f}/s at "
         f"batch 32; student {s['latency_ms_batch1']:.2f} ms, {s['throughput_batch32']:.0f}/s "
-        f"({report['speedup_batch1']:.2f}x / {report['speedup_batch32']:.2f}x).",
+        + (f"({report['speedup_batch1']:.2f}x / {report['speedup_batch32']:.2f}x)." if speed_note(report) is None else
+           f"(speed-ups not given: {speed_note(report)}).")
+        + (f" The {spread_text(report, 'teachers')}." if spread_text(report, "teachers") else ""),
         "",
     ]
     return "\n".join(lines)
@@ -242,8 +394,9 @@ def model_card(report: dict[str, Any]) -> str:
         f"- student: {recipe}, {s['params'] / 1e6:.1f} M parameters (teacher {t['params'] / 1e6:.1f} M)",
         f"- loss: {loss}", *extra, "",
         markdown_table(report_rows(report)), "", *test_lines(report), *per_type_table(report),
-        f"Speed-up over the teacher on CPU ({report['machine']['torch_threads']} threads): {report['speedup_batch1']:.2f}x at "
-        f"batch 1, {report['speedup_batch32']:.2f}x at batch 32; measured {report['machine']['date']}.", "",
+        (f"Speed-up over the teacher on CPU ({report['machine']['torch_threads']} threads): {report['speedup_batch1']:.2f}x at "
+         f"batch 1, {report['speedup_batch32']:.2f}x at batch 32; measured {report['machine']['date']}." if speed_note(report) is None else
+         f"Speed-up over the teacher on CPU: not given: {speed_note(report)} (measured {report['machine']['date']})."), "",
         "```python",
         f"from transformers import {auto}, AutoTokenizer",
         f"model = {auto}.from_pretrained(PATH)",

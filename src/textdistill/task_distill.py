@@ -29,9 +29,10 @@ from textdistill.config import MultiTaskRunConfig, TaskConfig, TeacherConfig
 from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, tokenize
 from textdistill.ensemble import fuse_regression, fuse_soft_targets, teacher_weights
 from textdistill.errors import TextDistillError
-from textdistill.metrics import evaluate_model, metrics_for, predict_logits
-from textdistill.models import build_student, load_classifier, resolve_model_path
+from textdistill.metrics import evaluate_model, measure_speeds, metrics_for, predict_logits, speedups
+from textdistill.models import build_student, fit_max_length, load_classifier, resolve_model_path
 from textdistill.multitask import MultiTaskDataset, MultiTaskModel, MultiTaskObjective, TaskSpec, multitask_from_encoder
+from textdistill.outdir import releases_locks
 from textdistill.pipeline import RunFolder, pad_id, profile, soft_targets
 from textdistill.report import multitask_model_card, render_multitask_report
 from textdistill.train import hard_label_objective, train_loop
@@ -123,7 +124,8 @@ def _build_student(cfg: MultiTaskRunConfig, source: nn.Module, source_tok: Any, 
 
 
 def _examples(tokenizer: Any, task: Task, data: TextData) -> DistillDataset:
-    return DistillDataset(tokenize(tokenizer, data, task.cfg.data.max_length), task.labels.encode(data))
+    max_length = fit_max_length(tokenizer, task.cfg.data.max_length, f"tasks.{task.name}.data.max_length")
+    return DistillDataset(tokenize(tokenizer, data, max_length), task.labels.encode(data))
 
 
 def _fine_tune(cfg: MultiTaskRunConfig, task: Task, j: int, teacher: Teacher, run: RunFolder) -> None:
@@ -207,9 +209,10 @@ def _per_task(scores: dict[str, float], task: Task) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in scores.items() if k.startswith(prefix)}
 
 
+@releases_locks
 def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, Any]:
     """Distill one multi-task student from every task's teachers (see the module's text); returns the report."""
-    run = RunFolder(cfg, resume)
+    run = RunFolder(cfg, resume, kind="tasks")
     tasks = [_load_task(i, t, cfg.seed) for i, t in enumerate(cfg.tasks)]
     source, source_tok, source_name = _student_source(cfg, tasks)
     _build_student(cfg, source, source_tok, tasks)  # a bad recipe fails now, before any training
@@ -288,8 +291,11 @@ def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, An
     # Size and speed side by side, on the first task's dev examples: one teacher vs the student.
     first, first_teacher = tasks[0], tasks[0].teachers[0]
     teacher_dev = _examples(first_teacher.tokenizer, first, first.dev)
-    teacher_profile = profile(first_teacher.model, first_teacher.folder, teacher_dev, pad_id(first_teacher.tokenizer), cfg.eval, {})
-    student_profile = profile(OneTask(student, first.name), student_dir, dev_sets[0], pad_id(stok), cfg.eval, {})
+    n, one_task = cfg.eval.latency_samples, OneTask(student, first.name)  # timed in turns, as distill's teacher and student
+    speed = measure_speeds({"teacher": (first_teacher.model, teacher_dev.student[:n], pad_id(first_teacher.tokenizer)),
+                            "student": (one_task, dev_sets[0].student[:n], pad_id(stok))}, cfg.eval.latency_repeats)  # fmt: skip
+    teacher_profile = profile(first_teacher.model, first_teacher.folder, teacher_dev, pad_id(first_teacher.tokenizer), cfg.eval, {}, speed["teacher"])
+    student_profile = profile(one_task, student_dir, dev_sets[0], pad_id(stok), cfg.eval, {}, speed["student"])
     report: dict[str, Any] = {
         "kind": "multitask",
         "tasks": report_tasks,
@@ -305,6 +311,5 @@ def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, An
     report["teachers"].pop("metrics")
     if baseline_scores:
         report["baseline"] = {"best_step": base.best_step, "train_seconds": base.seconds}
-    report["speedup_batch1"] = teacher_profile["latency_ms_batch1"] / student_profile["latency_ms_batch1"]
-    report["speedup_batch32"] = student_profile["throughput_batch32"] / teacher_profile["throughput_batch32"]
+    report.update(speedups(teacher_profile, student_profile))
     return run.finish(report, render_multitask_report, started, {"student/README.md": multitask_model_card})

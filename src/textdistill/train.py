@@ -8,13 +8,18 @@ processes come from HF accelerate.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import json
 import math
 import os
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from textdistill.config import DistillConfig, TrainingConfig, value_at
+from textdistill.config import FALLBACK_LEARNING_RATE, DistillConfig, TrainingConfig, value_at
 from textdistill.cpu_malloc import reuse_freed_memory
 from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.dropout import fast_cpu_dropout
@@ -179,6 +184,11 @@ class LoopResult:
     # the same after the first WARMUP_STEPS steps (start-up, loader workers, compilation and autotuning excluded)
     steady_samples: int = 0
     steady_seconds: float = 0.0
+    # why training ended before its last step: "patience" (no better evaluation in early_stopping_patience ones),
+    # "time" (max_train_minutes), or None (it ran its steps)
+    stopped: str | None = None
+    steps_per_epoch: int = 0
+    training: dict[str, Any] = field(default_factory=dict)  # how it was trained, for the report (filled by its caller)
 
     @property
     def samples_per_second(self) -> float:
@@ -240,6 +250,67 @@ def process_state() -> Any:
     return PartialState(cpu=use_cpu())
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# A guest in the user's process: what a call changes in process-wide state is put back when it returns
+
+
+def _accelerate_states(partial: bool) -> list[dict[str, Any]]:
+    """accelerate's process-wide settings: each class shares one dict among all its instances (a user's Accelerator
+    reads its settings there too); with ``partial``, the process state (device, process group) as well."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    return [AcceleratorState._shared_state, GradientState._shared_state] + ([PartialState._shared_state] if partial else [])
+
+
+@contextlib.contextmanager
+def kept_accelerate_state(partial: bool = False) -> Iterator[None]:
+    """Within the block accelerate's settings may change (a loop resets them for its own precision and plugins); on
+    leaving, its shared dicts hold again what they held before, in place. ``partial``: the process state too, unless
+    a process group was started meanwhile (it stays, with the state that knows it)."""
+    import torch.distributed as dist
+
+    shared = _accelerate_states(partial)
+    before = [dict(d) for d in shared]
+    grouped = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        started = not grouped and dist.is_available() and dist.is_initialized()
+        for d, saved in zip(shared, before):
+            if partial and started and d is shared[-1]:
+                continue
+            d.clear()
+            d.update(saved)
+
+
+@contextlib.contextmanager
+def kept_process_state() -> Iterator[None]:
+    """Around a call of the Python API (``textdistill.distill`` and the rest): on leaving, Python's, NumPy's and
+    torch's random states (runs seed them) and accelerate's settings and process state are as they were before."""
+    states = random_states()
+    try:
+        with kept_accelerate_state(partial=True):
+            yield
+    finally:
+        set_random_states(states)
+
+
+def within(context: Callable[[], contextlib.AbstractContextManager[Any]], command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command``, each call run within a fresh ``context()``."""
+
+    @functools.wraps(command)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with context():
+            return command(*args, **kwargs)
+
+    return call
+
+
+def as_guest(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` run within :func:`kept_process_state` (what ``import textdistill`` hands out as its API)."""
+    return within(kept_process_state, command)
+
+
 def _average_gradients(params: list[nn.Parameter]) -> None:
     import torch.distributed as dist
 
@@ -281,7 +352,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 class Checkpoints:
     """A loop's checkpoints in ``folder``: ``checkpoint.pt`` (the latest, replaced atomically: a temporary file, then
     a rename) while training, ``final.pt`` (the trained weights and the loop's result) once it is done. Read back with
-    ``torch.load(weights_only=True)``: tensors, numbers and strings only, never pickled code."""
+    ``torch.load(weights_only=True)``: tensors, numbers and strings only, never pickled code. A file that is not a
+    checkpoint of ours (unreadable, a pickle of anything else, other keys) or whose tensors do not fit the model is an
+    error naming it; a failed write (a full disk) removes its temporary file and names the last good checkpoint."""
+
+    KEYS = {
+        "checkpoint.pt": frozenset({"step", "epoch", "batches", "model", "optimizer", "scheduler", "objective", "best_metric",
+                                    "best_step", "best_state", "evals", "sums", "count", "samples", "elapsed", "eval_seconds",
+                                    "log_bytes", "random"}),
+        "final.pt": frozenset({"model", "result"}),
+    }  # fmt: skip
 
     def __init__(self, folder: Path | None, main: bool) -> None:
         self.folder, self.main = folder, main
@@ -295,17 +375,93 @@ class Checkpoints:
             self.folder.mkdir(parents=True, exist_ok=True)
             torch.save(state, tmp)
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            # torch.save reports a failed write (ENOSPC, EIO) as a RuntimeError from its zip writer, not an OSError
+            text = " ".join(str(exc).split())
+            if isinstance(exc, RuntimeError) and not any(m in text for m in ("PytorchStreamWriter", "inline_container", "unexpected pos", "write")):
+                tmp.unlink(missing_ok=True)
+                raise
             tmp.unlink(missing_ok=True)
+            why = (exc.strerror or text) if isinstance(exc, OSError) else f"torch.save: {text[:120]}; is the disk full?"
+            raise TextDistillError(f"checkpoint: cannot write {path} ({why}); {self._last_good()}") from None
+
+    def _last_good(self) -> str:
+        """What a failed write leaves: the last checkpoint, named with its step, or none."""
+        try:
             last = self.load("checkpoint.pt")
-            kept = f"the last good checkpoint (step {last['step']}) is intact" if last else "no earlier checkpoint exists"
-            raise TextDistillError(f"checkpoint: cannot write {path} ({exc.strerror or exc}); {kept}") from None
+        except TextDistillError:
+            last = None
+        assert self.folder is not None
+        return f"the last good checkpoint {self.folder / 'checkpoint.pt'} (step {last['step']}) is intact" if last else "no earlier checkpoint exists"
 
     def load(self, name: str) -> dict[str, Any] | None:
+        """A checkpoint of ours, or None when there is none; anything else in its place is an error naming it."""
         path = self.folder / name if self.folder is not None else None
-        if path is None or not path.is_file():
+        if path is None or not (path.exists() or path.is_symlink()):
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        not_ours = f"--resume: {path} is not a textdistill checkpoint"
+        with warnings.catch_warnings():  # torch's note on a pickle's protocol: the weights-only check decides, not it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001  (whatever is in the file, it is not a checkpoint this loop wrote)
+                from textdistill.models import pickle_refusal
+
+                unsafe, why = pickle_refusal(exc, path)  # never torch's own text: it advises turning the weights-only check off
+                if isinstance(exc, OSError) and exc.strerror:
+                    why = exc.strerror
+                if unsafe:
+                    raise TextDistillError(f"{not_ours}: refused as unsafe ({why}, and loading it could run code); remove it, or the "
+                                           "run's .partial folder to start over") from None  # fmt: skip
+                raise TextDistillError(f"{not_ours} (unreadable: {why}); remove it, or the run's .partial folder to start over") from None
+        missing = sorted(self.KEYS.get(name, frozenset()) - set(state)) if isinstance(state, dict) else ["a dict"]
+        if missing:
+            raise TextDistillError(f"{not_ours} (it lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); remove it, "
+                                   "or the run's .partial folder to start over")  # fmt: skip
+        return state
+
+    def restore_weights(self, model: nn.Module, weights: Any, name: str) -> None:
+        """Load a checkpoint's weights into ``model``; tensors that do not fit it (another model wrote them) are an
+        error naming the checkpoint and the first tensor that differs."""
+        path = self.folder / name if self.folder is not None else Path(name)
+        own = model.state_dict()
+        if not isinstance(weights, dict):
+            raise TextDistillError(f"--resume: {path} is not a textdistill checkpoint (its model weights are not a state dict)")
+        resized = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in weights.items()
+                   if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+        missing, unexpected = [k for k in own if k not in weights], [k for k in weights if k not in own]
+        fix = "; it was written for another model (did teacher.model's files change?); remove the run's .partial folder to start over"
+        if resized:
+            key, there, here = resized[0]
+            raise TextDistillError(f"--resume: {path} does not fit the model: {key} has shape {list(there)} there, {list(here)} in the model "
+                                   f"({len(resized)} such tensors){fix}")  # fmt: skip
+        if missing or unexpected:
+            first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+            raise TextDistillError(f"--resume: {path} does not fit the model: {len(missing)} tensors missing, {len(unexpected)} unexpected "
+                                   f"(e.g. {first}){fix}")  # fmt: skip
+        model.load_state_dict(weights)
+
+    def restore(self, saved: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, objective: nn.Module | None) -> None:
+        """The model, optimizer, scheduler (and trainable objective) as ``checkpoint.pt`` holds them."""
+        self.restore_weights(model, saved["model"], "checkpoint.pt")
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if objective is not None:
+                objective.load_state_dict(saved["objective"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            path = self.folder / "checkpoint.pt" if self.folder is not None else "checkpoint.pt"
+            raise TextDistillError(f"--resume: {path} does not fit this run (optimizer or objective state: "
+                                   f"{' '.join(str(exc).split())[:120]}); remove the run's .partial folder to start over") from None  # fmt: skip
+
+    def restore_final(self, model: nn.Module, done: dict[str, Any]) -> "LoopResult":
+        """The weights and result ``final.pt`` holds (a loop that finished before the run was interrupted)."""
+        self.restore_weights(model, done["model"], "final.pt")
+        try:
+            return LoopResult(**json.loads(done["result"]))
+        except (TypeError, ValueError) as exc:
+            path = self.folder / "final.pt" if self.folder is not None else "final.pt"
+            raise TextDistillError(f"--resume: {path} is not a textdistill checkpoint (its result: {' '.join(str(exc).split())[:120]})") from None
 
     def save(self, state: dict[str, Any]) -> None:
         self._write("checkpoint.pt", state)
@@ -370,6 +526,7 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+@functools.partial(within, kept_accelerate_state)  # accelerate's settings as they were before the loop
 def train_loop(
     model: nn.Module,
     train_set: DistillDataset,  # or any dataset with a loader() method (MultiTaskDataset)
@@ -409,9 +566,9 @@ def train_loop(
     ckpt = Checkpoints(checkpoint_dir, state.is_main_process)
     done = ckpt.load("final.pt") if resume else None
     if done is not None:  # this loop finished before the interruption: its weights and result as they were
-        model.load_state_dict(done["model"])
+        result = ckpt.restore_final(model, done)
         model.eval()
-        return LoopResult(**json.loads(done["result"]))
+        return result
     saved = ckpt.load("checkpoint.pt") if resume else None
     trackers = list(args.report_to)  # installed: checked with the config
     compile_mode = None if args.torch_compile_mode == "default" else args.torch_compile_mode
@@ -476,7 +633,10 @@ def train_loop(
     # One fused kernel for the whole update, on GPU and CPU alike: on the CPU the per-tensor loop of the default AdamW
     # costs as much as the backward pass of a small student (its embedding matrix dominates); fused is ~5x faster.
     fused = accelerator.device.type in ("cuda", "cpu")
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=fused)
+    if args.learning_rate is None:  # (one-task runs choose it before they get here: textdistill.tuning)
+        print(f"[{desc}] learning rate not given: {FALLBACK_LEARNING_RATE:g}", file=sys.stderr)
+    lr = args.learning_rate if args.learning_rate is not None else FALLBACK_LEARNING_RATE
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=args.adam_epsilon, fused=fused)
     # accelerate steps a prepared scheduler once per process at each optimizer step, so the schedule is laid out over
     # the single-process step count; the loop itself counts steps on its own shard of the data.
     n_proc = accelerator.num_processes
@@ -502,11 +662,7 @@ def train_loop(
     if main:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     if saved is not None:
-        unwrap().load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if isinstance(objective, nn.Module):
-            objective.load_state_dict(saved["objective"])
+        ckpt.restore(saved, unwrap(), optimizer, scheduler, objective if isinstance(objective, nn.Module) else None)
         step, epoch, skip = saved["step"], saved["epoch"], saved["batches"]
         best_metric, best_step, best_state = saved["best_metric"], saved["best_step"], saved["best_state"]
         evals, sums, count = json.loads(saved["evals"]), json.loads(saved["sums"]), saved["count"]
@@ -515,6 +671,11 @@ def train_loop(
             with open(log_path, "r+b") as f:
                 f.truncate(saved["log_bytes"])
     started = time.perf_counter() - elapsed
+    # early stopping reads the dev metric; a stage that does not train the prediction layer (keep_best off) runs on
+    patience = args.early_stopping_patience if keep_best else None
+    stopped: str | None = None
+    if patience is not None and evals and sum(e["step"] > best_step for e in evals) >= patience:
+        stopped = "patience"  # resumed from the checkpoint written right after the early stop
 
     def checkpoint(batches: int) -> None:
         log.flush()
@@ -536,7 +697,7 @@ def train_loop(
     warm: tuple[float, float, int] | None = None  # (time, eval seconds, samples) when WARMUP_STEPS steps were done
 
     def run_eval(at_epoch: float) -> None:
-        nonlocal best_metric, best_step, best_state, eval_seconds
+        nonlocal best_metric, best_step, best_state, eval_seconds, stopped
         sync()
         eval_started = time.perf_counter()
         metrics = evaluate(unwrap())
@@ -551,6 +712,11 @@ def train_loop(
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap().state_dict().items()}
         bar.write(f"[{desc}] step {step} epoch {at_epoch:.2f}: {metric}={metrics[metric]:.4f} (best {best_metric:.4f})")
         eval_seconds += time.perf_counter() - eval_started
+        # (counted from the log of evaluations, so a resumed run stops where the uninterrupted one would)
+        if patience is not None and sum(e["step"] > best_step for e in evals) >= patience and step < total_steps:
+            stopped = "patience"
+            bar.write(f"[{desc}] early stop at step {step}: no better {metric} in {patience} evaluations; "
+                      f"keeping step {best_step} ({best_metric:.4f})")  # fmt: skip
 
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
     try:
@@ -566,7 +732,7 @@ def train_loop(
                 reuse_freed_memory(args.reuse_cpu_memory and accelerator.device.type == "cpu"):  # fmt: skip
             bar.update(step)
             model.train()
-            while step < total_steps:
+            while step < total_steps and not stopped:
                 start_epoch(epoch)
                 for i, batch in enumerate(loader):
                     if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
@@ -612,7 +778,12 @@ def train_loop(
                     evaluated = args.eval_steps is not None and step % args.eval_steps == 0
                     if evaluated:
                         run_eval(step / steps_per_epoch)
-                    if step >= total_steps:
+                    if args.max_train_minutes is not None and time.perf_counter() - started > 60 * args.max_train_minutes \
+                            and step < total_steps:  # fmt: skip
+                        stopped = "time"
+                        bar.write(f"[{desc}] stopped at step {step} of {total_steps}: training.max_train_minutes "
+                                  f"({args.max_train_minutes:g}) reached")  # fmt: skip
+                    if step >= total_steps or stopped:
                         break
                     if evaluated or (args.save_steps is not None and step % args.save_steps == 0) or stop.requested:
                         checkpoint(i + 1)
@@ -623,6 +794,9 @@ def train_loop(
                     if args.eval_steps is None and step < total_steps:
                         run_eval(step / steps_per_epoch)
                         checkpoint(0)
+                    if not stopped:
+                        continue
+                break  # stopped early (patience or time): out of the epochs too
             if not evals or evals[-1]["step"] != step:
                 run_eval(step / steps_per_epoch)
     finally:
@@ -636,7 +810,8 @@ def train_loop(
         unwrapped.load_state_dict(best_state)
     unwrapped.eval()
     seconds = time.perf_counter() - started
-    result = LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds)
+    result = LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds, stopped=stopped,
+                        steps_per_epoch=steps_per_epoch)
     if warm is not None:
         result.steady_samples = samples - warm[2]
         result.steady_seconds = (started + seconds - warm[0]) - (eval_seconds - warm[1])

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from textdistill.augment import Augmenter, EmbeddingNeighbours, PosReplacer, normalise, spacy_tagger
-from textdistill.config import RunConfig, TransferConfig
-from textdistill.data import LabelSet, TextData, read_corpus
+from textdistill.config import DataConfig, RunConfig, TransferConfig
+from textdistill.data import LabelSet, TextData, read_corpus, read_texts
+from textdistill.distilled import Candidate, Filters, LabelTeacher, check_dataset_folder, label_dataset, read_distilled
+from textdistill.errors import TextDistillError
 from textdistill.models import load_classifier
-from textdistill.distilled import Candidate, Filters, LabelTeacher, label_dataset, read_distilled
+from textdistill.outdir import check_output, protected_paths
 
 
 def augmenter(t: TransferConfig, teacher: nn.Module, tokenizer: Any, texts: list[str], seed: int) -> Augmenter:
@@ -25,9 +27,23 @@ def augmenter(t: TransferConfig, teacher: nn.Module, tokenizer: Any, texts: list
                      neighbours=neighbours, pos_replacer=pos)  # fmt: skip
 
 
-def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer: Any, seed: int) -> list[Candidate]:
+def unlabeled_texts(t: TransferConfig, data: DataConfig, paired: bool, limit: int | None) -> tuple[list[str], list[str] | None]:
+    """The texts of ``transfer.unlabeled_file``: one per line (``unlabeled_format: lines``), or the text column(s) of
+    a .tsv/.csv/.jsonl data file read like the data files, its labels ignored (``data``)."""
+    assert t.unlabeled_file is not None
+    if t.unlabeled_format == "lines":
+        return read_corpus(t.unlabeled_file, paired, limit)
+    texts, pairs, _ = read_texts(t.unlabeled_file, data, limit=limit)
+    if (pairs is not None) != paired:
+        raise TextDistillError(f"{t.unlabeled_file}: {'a second text column was found' if pairs is not None else 'no second text column'}"
+                               f" but the task {'has' if paired else 'has no'} sentence pairs; set data.text_pair_column")  # fmt: skip
+    return texts, pairs
+
+
+def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer: Any, seed: int, data: DataConfig) -> list[Candidate]:
     """The texts to label, in a fixed order: training examples (with their gold labels), augmented variants, the
-    unlabeled corpus (lines that repeat a training text are left out)."""
+    unlabeled corpus (texts that repeat a training text are left out, then ``max_unlabeled`` of the rest kept: the
+    training file itself, read as text, gives the texts beyond the labelled slice)."""
     out: list[Candidate] = []
     if t.include_train:
         out += [Candidate(x, train.pairs[i] if train.pairs else None, "train", train.labels[i]) for i, x in enumerate(train.texts)]
@@ -35,9 +51,10 @@ def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer
         aug = augmenter(t, teacher, tokenizer, train.texts + (train.pairs or []), seed)
         out += [Candidate(v.text, v.pair, f"augment:{v.ops}") for v in aug(train.texts, train.pairs)]
     if t.unlabeled_file:
-        texts, pairs = read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
+        texts, pairs = unlabeled_texts(t, data, train.pairs is not None, None)
         known = {normalise(x) for x in train.texts}
-        out += [Candidate(x, pairs[i] if pairs else None, "pool") for i, x in enumerate(texts) if normalise(x) not in known]
+        pool = [Candidate(x, pairs[i] if pairs else None, "pool") for i, x in enumerate(texts) if normalise(x) not in known]
+        out += pool[: t.max_unlabeled]
     return out
 
 
@@ -50,12 +67,26 @@ def extra_teachers(t: TransferConfig, labels: LabelSet) -> list[LabelTeacher]:
     return out
 
 
+def transfer_folder(cfg: RunConfig) -> str:
+    """Where the distilled dataset of ``cfg``'s transfer set is written."""
+    assert cfg.transfer is not None
+    return cfg.transfer.output or f"{cfg.output_dir}.distilled"
+
+
+def check_transfer_output(cfg: RunConfig) -> None:
+    """The distilled dataset's folder may replace only a distilled dataset, and no input, config or cache."""
+    folder = transfer_folder(cfg)
+    check_output(folder, protected_paths(cfg.model_dump(mode="json"), cfg._config_file), "transfer.output")
+    check_dataset_folder(folder)
+
+
 def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: TextData, labels: LabelSet) -> None:
     """Fail now, before any training, on an unreadable corpus or augmentation settings that cannot work."""
     t = cfg.transfer
     assert t is not None
+    check_transfer_output(cfg)
     if t.unlabeled_file:
-        read_corpus(t.unlabeled_file, train.pairs is not None, t.max_unlabeled)
+        unlabeled_texts(t, cfg.data, train.pairs is not None, t.max_unlabeled)
     if t.variants:
         augmenter(t, teacher, tokenizer, train.texts[:200], cfg.seed)
     extra_teachers(t, labels)  # loads each one: a missing model or other labels fail here
@@ -67,9 +98,9 @@ def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: Lab
     hard labels, the teacher's probabilities ``[N, C]`` and what the report shows."""
     assert cfg.transfer is not None and cfg.teacher is not None
     t = cfg.transfer
-    folder = t.output or f"{cfg.output_dir}.distilled"
+    folder = transfer_folder(cfg)
     started = time.perf_counter()
-    cands = candidates(t, train, teacher, tokenizer, cfg.seed)
+    cands = candidates(t, train, teacher, tokenizer, cfg.seed, cfg.data)
     teachers = [LabelTeacher(cfg.teacher.model, teacher, tokenizer)] + extra_teachers(t, labels)
     manifest = label_dataset(teachers, cands, labels.names, folder, fusion=t.fusion, temperature=1.0,
                              filters=Filters(t.min_confidence, t.min_agreement, t.max_entropy), topk=t.topk,

@@ -1,0 +1,119 @@
+"""The learning rate, chosen when the config gives none: a few short runs of the real loop, scored on dev.
+
+Each candidate rate trains the model for the same short budget (a third of an epoch, 30 to 150 optimizer steps) from
+the same starting weights and random state, and is scored on (up to 1,000 examples of) the dev set; the best score
+wins, a tie goes to the smaller rate. The trials run on the model itself, whose weights (and the objective's, such as
+intermediate-layer projections) are put back after each, so forward hooks and feature taps see the model they were
+made for. Short runs favour large rates a little, so the grids stop where fine-tuning practice does.
+
+The choice is written to ``logs/<name>-learning-rate.json`` in the run folder (how it was chosen, every trial's
+score), and a resumed run reads it back instead of searching again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from textdistill.config import TrainingConfig
+from textdistill.data import Collator, DistillDataset
+from textdistill.train import Objective, train_loop
+
+# Pretrained transformers (teachers, students cut from them) fine-tune at 1e-5 .. 3e-4; word-level students
+# (BiLSTM, TextCNN, MLP) trained from scratch or from copied embeddings want 1e-3 and more.
+TRANSFORMER_RATES = (3e-5, 1e-4, 3e-4)
+CLASSIC_RATES = (3e-4, 1e-3, 3e-3)
+MIN_TRIAL_STEPS, MAX_TRIAL_STEPS = 30, 150
+MAX_TRIAL_DEV = 1000
+
+
+def candidate_rates(model: nn.Module) -> tuple[float, ...]:
+    from textdistill.students import ClassicStudent
+
+    return CLASSIC_RATES if isinstance(model, ClassicStudent) else TRANSFORMER_RATES
+
+
+def trial_steps(train_examples: int, args: TrainingConfig) -> int:
+    """A third of an epoch, 30 to 150 steps; never more than the run itself takes (``max_steps``)."""
+    per_epoch = math.ceil(train_examples / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
+    steps = max(MIN_TRIAL_STEPS, min(MAX_TRIAL_STEPS, math.ceil(per_epoch / 3)))
+    return min(steps, args.max_steps) if args.max_steps else steps
+
+
+def choose_learning_rate(
+    name: str,
+    model: nn.Module,
+    train_set: DistillDataset,
+    dev_set: DistillDataset,
+    collator: Collator,
+    args: TrainingConfig,
+    objective: Objective,
+    evaluate: Callable[[nn.Module, DistillDataset], dict[str, float]],
+    metric: str,
+    seed: int,
+    log_dir: Path,
+    teacher: nn.Module | None = None,
+) -> dict[str, Any]:
+    """The learning rate for ``model`` (see the module's text); returns ``{"learning_rate", "how", "trials", ...}``."""
+    record = log_dir / f"{name}-learning-rate.json"
+    if record.is_file():  # a resumed run: the search was done before the interruption
+        return json.loads(record.read_text(encoding="utf-8"))
+    steps = trial_steps(len(train_set), args)
+    dev = dev_set if len(dev_set) <= MAX_TRIAL_DEV else _head(dev_set, MAX_TRIAL_DEV)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start_objective = {k: v.detach().clone() for k, v in objective.state_dict().items()} if isinstance(objective, nn.Module) else None
+    trials = []
+    try:
+        for rate in candidate_rates(model):
+            trial = args.model_copy(update={"learning_rate": rate, "max_steps": steps, "eval_steps": steps, "save_steps": None,
+                                            "early_stopping_patience": None, "max_train_minutes": None, "report_to": []})  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="textdistill-lr-") as tmp:
+                result = train_loop(model, train_set, collator, trial, objective, lambda m: evaluate(m, dev), metric, seed,
+                                    Path(tmp) / "log.jsonl", desc=f"{name} lr {rate:g}", teacher=teacher, keep_best=False)  # fmt: skip
+            score = result.evals[-1][f"eval_{metric}"]
+            trials.append({"learning_rate": rate, metric: score if math.isfinite(score) else None})
+            model.load_state_dict(start)
+            if start_objective is not None:
+                _restore(objective, start_objective)  # type: ignore[arg-type]
+    finally:
+        model.load_state_dict(start)
+        if start_objective is not None:
+            _restore(objective, start_objective)  # type: ignore[arg-type]
+        model.train()
+    scored = [t for t in trials if t[metric] is not None]
+    best = max(scored, key=lambda t: (t[metric], -t["learning_rate"])) if scored else {"learning_rate": min(candidate_rates(model))}
+    out = {"learning_rate": best["learning_rate"], "how": f"search: {len(trials)} rates, {steps} steps each, scored on "
+           f"{len(dev)} dev examples", "metric": metric, "trials": trials, "trial_steps": steps}  # fmt: skip
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tmp_record = record.with_name(record.name + ".tmp")
+    tmp_record.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    tmp_record.replace(record)
+    shown = ", ".join(f"{t['learning_rate']:g}: {t[metric]:.4f}" if t[metric] is not None else f"{t['learning_rate']:g}: diverged"
+                      for t in trials)  # fmt: skip
+    print(f"[{name}] learning rate {out['learning_rate']:g} chosen by {steps}-step trials on dev ({metric}: {shown})", file=sys.stderr)
+    return out
+
+
+def _restore(objective: nn.Module, start: dict[str, torch.Tensor]) -> None:
+    """The objective's weights as they were before a trial; those it made during the trial (projections are made
+    from the first batch's shapes) are drawn afresh, so no trial's training leaks into the next or into the run."""
+    made = [k for k in objective.state_dict() if k not in start]
+    objective.load_state_dict(start, strict=False)
+    for name, module in objective.named_modules():
+        if name and any(k.startswith(name + ".") and "." not in k[len(name) + 1 :] for k in made) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+def _head(dataset: DistillDataset, n: int) -> DistillDataset:
+    """The first ``n`` examples of ``dataset`` (dev order is fixed, so every trial scores the same ones)."""
+    logits = dataset.teacher_logits[:n] if isinstance(dataset.teacher_logits, torch.Tensor) else None
+    dropped = dataset.dropped[:n] if dataset.dropped is not None else None
+    teacher = dataset.teacher[:n] if dataset.teacher is not None else None
+    return DistillDataset(dataset.student[:n], dataset.labels[:n], teacher, logits, dataset.label_names, dropped)
