@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import platform
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,7 @@ from textdistill.cpu_malloc import (
     reuse_freed_memory,
     thresholds_after,
 )
-
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-PROBE_BYTES = 256 << 20  # above glibc's largest dynamic mmap threshold (32 MiB), below KEEP_BYTES
+from test_guest import GLIBC, PROBE_BYTES, observable, served_by_mmap  # (test_guest imports no textdistill: it is the one home)
 
 
 class FakeLibc:
@@ -39,33 +35,6 @@ class FakeLibc:
     def malloc_trim(self, pad: int) -> int:
         self.calls.append(("malloc_trim", pad))
         return 1
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
-
-
-def served_by_mmap(nbytes: int = PROBE_BYTES) -> bool:
-    """Whether glibc's malloc serves a block of ``nbytes`` with fresh pages (mmap) rather than from its heap: what
-    the process can observe of its mmap threshold (``mallinfo2().hblkhd``, the bytes in mmapped blocks, grows).
-    Nothing is written to the block: no page is touched."""
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = _MallInfo2
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    before = libc.mallinfo2().hblkhd
-    block = libc.malloc(nbytes)
-    assert block, "malloc failed"
-    try:
-        return libc.mallinfo2().hblkhd >= before + nbytes
-    finally:
-        libc.free(block)
-
-
-def observable() -> bool:
-    return GLIBC and hasattr(ctypes.CDLL(None), "mallinfo2")  # glibc 2.33 and later
 
 
 @pytest.fixture
