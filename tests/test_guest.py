@@ -226,6 +226,9 @@ def test_distill_leaves_the_process_as_it_found_it(tiny_bert, sst2_dir, tmp_path
         mp.setattr(train, "fast_cpu_dropout", spy)
         report = textdistill.distill(guest_config(tiny_bert, sst2_dir, tmp_path / "run"))
     after = snapshot()
+    key = "malloc: a 256 MiB block from fresh pages"
+    if before.get(key) is False:  # something earlier in this test process raised the thresholds itself: a mallopt
+        before.pop(key), after.pop(key)  # no one can read back; the put-back is checked in a fresh process (test_cpu_malloc)
     assert differences(before, after) == {}
     assert torch.equal(torch.rand(3), expected)
     # the run did switch on what it then put back
