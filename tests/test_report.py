@@ -97,16 +97,32 @@ def test_a_busy_round_shows_as_spread_and_the_report_gives_no_ratio() -> None:
     assert ratios["speedup_batch1"] == pytest.approx(3.0) and ratios["speed_reliable"] is False
     assert ratios["speed_spread_pct"] == pytest.approx(3900.0)
     report = _report()
-    report["teacher"].update(t, throughput_batch32=t["throughput_batch4"], throughput_batch32_spread_pct=t["throughput_batch4_spread_pct"])
-    report["student"].update(s, throughput_batch32=s["throughput_batch4"], throughput_batch32_spread_pct=s["throughput_batch4_spread_pct"])
+    report["teacher"].update(t, throughput_batch32=t["throughput_batch4"], throughput_batch32_spread_pct=t["throughput_batch4_spread_pct"],
+                           throughput_batch32_rounds=t["throughput_batch4_rounds"])
+    report["student"].update(s, throughput_batch32=s["throughput_batch4"], throughput_batch32_spread_pct=s["throughput_batch4_spread_pct"],
+                           throughput_batch32_rounds=s["throughput_batch4_rounds"])
     report.update(speedups(report["teacher"], report["student"]))
     text = render_report(report)
-    assert ("Speed-up at batch 1 and 32: not given: timings varied by more than 25% between rounds (up to 3900%): the "
-            "machine was busy; speed-ups are unreliable." in text)  # fmt: skip
+    assert ("Speed-up at batch 1 and 32: not given: the teacher/student speed ratio varied by more than 25% between rounds "
+            "(up to 3900%): the machine was busy; speed-ups are unreliable." in text)  # fmt: skip
     assert "x faster" not in text and "3.00x" not in text
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| ")}
     assert rows["student (distilled)"][-1] == "-" and rows["student (distilled)"][4] == "3.00"  # the median is shown
     assert "teacher and student timed in 3 alternating rounds" in text and "teacher 3900% at batch 1" in " ".join(text.split())
+
+
+def test_a_load_that_slows_both_models_alike_leaves_the_ratio_trusted() -> None:
+    """Each round twice as slow as the one before (another job ramping up): each model's own timings spread by 200%,
+    but both models of a round are timed moments apart, so each round's ratio is 3.0 and the speed-up is given."""
+    from textdistill.metrics import speedups
+
+    per_round = 2 * (2 * 2 + 2 * 2)  # both models: two warm-ups and two timed calls at each of two batch sizes
+    machine = FakeMachine({"teacher": 9.0, "student": 3.0}, lambda call: 2.0 ** (call // per_round))
+    speed = _timed(machine)
+    assert speed["teacher"]["latency_ms_batch1_spread_pct"] == pytest.approx(100 * (36 - 9) / 18)
+    ratios = speedups(speed["teacher"], speed["student"], batch_size=4)
+    assert ratios["speedup_batch1"] == pytest.approx(3.0) and ratios["speedup_batch4"] == pytest.approx(3.0)
+    assert ratios["speed_reliable"] is True and ratios["speed_spread_pct"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_quiet_machine_gets_its_ratio_with_the_spread() -> None:

@@ -270,10 +270,11 @@ def spread_pct(values: Sequence[float]) -> float:
 def summarize_rounds(runs: list[dict[str, float]]) -> dict[str, float]:
     """One model's speed over its rounds: the median of each figure, and the spread of the latency and throughput
     between rounds (``<key>_spread_pct``), with ``speed_rounds``."""
-    out: dict[str, float] = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+    out: dict[str, Any] = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
     for key in runs[0]:
         if key.startswith(("latency_", "throughput_")):
             out[f"{key}_spread_pct"] = spread_pct([run[key] for run in runs])
+            out[f"{key}_rounds"] = [run[key] for run in runs]  # for ratios paired round by round (speedups)
     out["speed_rounds"] = len(runs)
     return out
 
@@ -298,15 +299,27 @@ def measure_speeds(
 
 def speedups(teacher: dict[str, Any], student: dict[str, Any], batch_size: int = 32) -> dict[str, Any]:
     """The student's speed-up over the teacher at batch 1 (latency) and ``batch_size`` (throughput), with
-    ``speed_spread_pct`` (the widest spread between rounds of the four timings, when they were measured in rounds)
-    and ``speed_reliable``: False when that spread is over :data:`SPREAD_LIMIT_PCT` (the machine's load moved the
-    timings more than the ratio can be trusted; the report then gives no ratio)."""
+    ``speed_spread_pct`` and ``speed_reliable``: timed in rounds (:func:`measure_speeds`), each speed-up is the median
+    of the per-round ratios and the spread is that of those ratios (the wider of the two); False when it is over
+    :data:`SPREAD_LIMIT_PCT` (the machine's load moved the timings more than the ratio can be trusted; the report then
+    gives no ratio)."""
     throughput = f"throughput_batch{batch_size}"
-    spreads = [e[k] for e in (teacher, student) for k in ("latency_ms_batch1_spread_pct", f"{throughput}_spread_pct") if e.get(k) is not None]
+    latency = "latency_ms_batch1"
+    b1 = teacher[latency] / student[latency]
+    bn = student[throughput] / teacher[throughput]
+    if f"{latency}_rounds" in teacher and f"{latency}_rounds" in student:
+        # timed in turns: the ratio of each round (both models timed moments apart) cancels what slowed the whole
+        # machine; the speed-up is the median of those ratios and its spread says whether it can be trusted
+        r1 = [t / s for t, s in zip(teacher[f"{latency}_rounds"], student[f"{latency}_rounds"])]
+        rn = [s / t for t, s in zip(teacher[f"{throughput}_rounds"], student[f"{throughput}_rounds"])]
+        b1, bn = statistics.median(r1), statistics.median(rn)
+        spreads = [spread_pct(r1), spread_pct(rn)]
+    else:  # a report made before paired rounds: each model's own spread
+        spreads = [e[k] for e in (teacher, student) for k in (f"{latency}_spread_pct", f"{throughput}_spread_pct") if e.get(k) is not None]
     widest = max(spreads) if spreads else None
     return {
-        "speedup_batch1": teacher["latency_ms_batch1"] / student["latency_ms_batch1"],
-        f"speedup_batch{batch_size}": student[throughput] / teacher[throughput],
+        "speedup_batch1": b1,
+        f"speedup_batch{batch_size}": bn,
         "speed_spread_pct": widest,
         "speed_spread_limit_pct": SPREAD_LIMIT_PCT,
         "speed_reliable": widest is None or widest <= SPREAD_LIMIT_PCT,

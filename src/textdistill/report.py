@@ -33,8 +33,8 @@ def speed_note(report: dict[str, Any]) -> str | None:
     if report.get("speed_reliable", True):
         return None
     limit = report.get("speed_spread_limit_pct", SPREAD_LIMIT_PCT)
-    return (f"timings varied by more than {limit:.0f}% between rounds (up to {report['speed_spread_pct']:.0f}%): "
-            "the machine was busy; speed-ups are unreliable")  # fmt: skip
+    return (f"the teacher/student speed ratio varied by more than {limit:.0f}% between rounds (up to "
+            f"{report['speed_spread_pct']:.0f}%): the machine was busy; speed-ups are unreliable")  # fmt: skip
 
 
 def _form_unreliable(report: dict[str, Any], entry: dict[str, Any]) -> bool:
