@@ -65,7 +65,8 @@ def spread_text(report: dict[str, Any], first: str = "teacher", second: str = "s
     name = first.removesuffix("s")  # "teachers" in a multi-task report: the one whose speed was measured
     return (f"{name} and {second} timed in {a['speed_rounds']} alternating rounds, each figure the median of its rounds; "
             f"spread between rounds (max - min, % of the median): {name} {pct(a, 'latency_ms_batch1')} at batch 1, "
-            f"{pct(a, 'throughput_batch32')} at batch 32; {second} {pct(b, 'latency_ms_batch1')}, {pct(b, 'throughput_batch32')}")  # fmt: skip
+            f"{pct(a, 'throughput_batch32')} at batch 32; {second} {pct(b, 'latency_ms_batch1')}, {pct(b, 'throughput_batch32')}"
+            + ("; each speed-up is the median of the rounds' own ratios" if "throughput_batch32_rounds" in a else ""))  # fmt: skip
 
 
 def macro_f1_beside(report: dict[str, Any]) -> bool:
@@ -98,20 +99,21 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
             _num(ratio if speed and reliable else None, ".2f") + ("x" if speed and reliable and ratio is not None else ""),
         ])  # fmt: skip
 
+    paired = report.get("speedup_batch32")  # the median of the per-round ratios (metrics.speedups), as the headline says
     row(f"teacher ({display_name(t['model'])})", t, t, 100.0)
-    row("student (distilled)", s, s, s.get("retained_pct"))
+    row("student (distilled)", s, s, s.get("retained_pct"), paired)
     if "baseline" in report:
         # the twin has the student's architecture: same size and speed
-        row("student (no distillation)", report["baseline"], s, report["baseline"].get("retained_pct"))
+        row("student (no distillation)", report["baseline"], s, report["baseline"].get("retained_pct"), paired)
     if "baseline_pretrained" in report:
-        row("student (no distillation, pretrained init)", report["baseline_pretrained"], s, report["baseline_pretrained"].get("retained_pct"))
+        row("student (no distillation, pretrained init)", report["baseline_pretrained"], s, report["baseline_pretrained"].get("retained_pct"), paired)
     teacher_score = t["metrics"][metric]
     for form, entry in s.get("deploy", {}).items():
         if form != "pytorch fp32":
             speed = {**entry, "params": s["params"]}
             # against the teacher through two ratios each timed in turns: the form vs PyTorch (the export's rounds),
             # PyTorch vs the teacher (the report's rounds); not the form's timing against the teacher's, made apart
-            ratio = (None if _form_unreliable(report, entry) else entry["throughput_vs_pytorch"] * s["throughput_batch32"] / t["throughput_batch32"]) \
+            ratio = (None if _form_unreliable(report, entry) else entry["throughput_vs_pytorch"] * (paired or s["throughput_batch32"] / t["throughput_batch32"])) \
                 if "throughput_vs_pytorch" in entry else None  # fmt: skip
             row(f"student ({form})", entry, speed, 100 * entry["metrics"][metric] / teacher_score if teacher_score else None, ratio)
     return rows
