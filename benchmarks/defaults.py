@@ -38,7 +38,7 @@ def run(name: str, cap: int, minutes: float, out: Path) -> dict:
     train, dev, teacher, extra, shape = SETS[name]
     folder = out / name
     cmd = [sys.executable, "-m", "textdistill", "distill", "--train", str(DATA / train), "--validation", str(DATA / dev),
-           "--teacher", teacher, "-o", str(folder), "overwrite_output_dir=true", f"data.max_train_samples={cap}",
+           "--teacher", teacher, "-o", str(folder), "overwrite_output_dir=true", *([f"data.max_train_samples={cap}"] if cap else []),
            f"teacher.training.max_train_minutes={minutes}", f"student.training.max_train_minutes={minutes}", *extra]  # fmt: skip
     started = time.time()
     log = out / f"{name}.log"
@@ -79,7 +79,7 @@ def table(rows: list[dict], cap: int, minutes: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--train-cap", type=int, default=4000)
+    p.add_argument("--train-cap", type=int, default=4000, help="the first N training rows (0: all; a file sorted by label needs all)")
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--out", default="runs/defaults")
     args = p.parse_args()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 
 from textdistill.config import TrainingConfig
 from textdistill.data import Collator, DistillDataset
-from textdistill.train import Objective, train_loop
+from textdistill.train import Objective, process_state, train_loop
 
 # Pretrained transformers (teachers, students cut from them) fine-tune at 1e-5 .. 3e-4; word-level students
 # (BiLSTM, TextCNN, MLP) trained from scratch or from copied embeddings want 1e-3 and more.
@@ -91,13 +92,15 @@ def choose_learning_rate(
     best = max(scored, key=lambda t: (t[metric], -t["learning_rate"])) if scored else {"learning_rate": min(candidate_rates(model))}
     out = {"learning_rate": best["learning_rate"], "how": f"search: {len(trials)} rates, {steps} steps each, scored on "
            f"{len(dev)} dev examples", "metric": metric, "trials": trials, "trial_steps": steps}  # fmt: skip
-    log_dir.mkdir(parents=True, exist_ok=True)
-    tmp_record = record.with_name(record.name + ".tmp")
-    tmp_record.write_text(json.dumps(out, indent=1), encoding="utf-8")
-    tmp_record.replace(record)
+    if process_state().is_main_process:  # every process ran the same trials (together, under DDP): one writes
+        log_dir.mkdir(parents=True, exist_ok=True)
+        tmp_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+        tmp_record.write_text(json.dumps(out, indent=1), encoding="utf-8")
+        tmp_record.replace(record)
     shown = ", ".join(f"{t['learning_rate']:g}: {t[metric]:.4f}" if t[metric] is not None else f"{t['learning_rate']:g}: diverged"
                       for t in trials)  # fmt: skip
-    print(f"[{name}] learning rate {out['learning_rate']:g} chosen by {steps}-step trials on dev ({metric}: {shown})", file=sys.stderr)
+    if process_state().is_main_process:
+        print(f"[{name}] learning rate {out['learning_rate']:g} chosen by {steps}-step trials on dev ({metric}: {shown})", file=sys.stderr)
     return out
 
 
