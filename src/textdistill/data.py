@@ -1236,6 +1236,11 @@ def _sort_key(name: str) -> tuple[int, Any]:
         return (1, name)
 
 
+# the HF config's problem_type of each task type (models and students both set it: it lives below them)
+PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
+                 "multi_label": "multi_label_classification", "token_classification": None}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LabelSet:
     """A task's label names (ids in this order) and its type (``DataConfig.task_type``): classification, regression

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from torch import nn
 
 from textdistill import catalogue
-from textdistill.data import LabelSet
+from textdistill.data import PROBLEM_TYPES, LabelSet
 from textdistill.errors import TextDistillError
 
 
@@ -296,8 +296,6 @@ def check_loaded_weights(model: nn.Module, info: dict[str, Any], role: str, name
                                f"describes {tuple(want) if want else 'another'} ({len(resized)} such); the weights belong to another model")  # fmt: skip
 
 
-PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
-                 "multi_label": "multi_label_classification", "token_classification": None}  # fmt: skip
 
 
 @contextmanager

@@ -38,10 +38,9 @@ from transformers import (
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from textdistill.data import LabelSet
+from textdistill.data import PROBLEM_TYPES, LabelSet
 from textdistill.errors import TextDistillError
 from textdistill.losses import hard_label_loss
-from textdistill.models import PROBLEM_TYPES
 
 POOLINGS = ("max", "mean")
 SPEC_KEY = "student.architecture"  # where the spec sits in the run config; error messages name keys under it
