@@ -79,7 +79,7 @@ def table(rows: list[dict], cap: int, minutes: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--train-cap", type=int, default=4000, help="the first N training rows (0: all; a file sorted by label needs all)")
+    p.add_argument("--train-cap", type=int, default=4000, help="N training rows (0: all): the first N, or N drawn at random where the first N lack classes")
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--out", default="runs/defaults")
     args = p.parse_args()
@@ -91,8 +91,8 @@ def main() -> None:
     for name in args.sets.split(","):
         rows.append(run(name, args.train_cap, args.minutes, out))
         print(json.dumps(rows[-1]), flush=True)
-    text = table(rows, args.train_cap, args.minutes)
-    (out / "defaults.md").write_text(text + "\n", encoding="utf-8")
+        text = table(rows, args.train_cap, args.minutes)  # after each set: a long run stopped early keeps its rows
+        (out / "defaults.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

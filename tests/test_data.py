@@ -121,6 +121,20 @@ def test_max_samples_cut(write):
     tr = write("t.tsv", "text\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10)))
     train, dev = load_splits(DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=4, max_eval_samples=3))
     assert (len(train), len(dev)) == (4, 3)
+    assert train.texts == ["s0", "s1", "s2", "s3"]  # the head, as run_glue takes it, where it holds every class
+
+
+def test_max_samples_on_a_file_sorted_by_label_keeps_every_class(write, capsys):
+    rows = "".join(f"s{i}\t{c}\n" for c in "abcde" for i in range(20))  # 100 rows, sorted: the first 30 hold a and b only
+    tr = write("t.tsv", "text\tlabel\n" + rows)
+    train, _ = load_splits(DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=30))
+    assert len(train) == 30 and set(train.labels) == set("abcde")
+    assert train.rows == sorted(train.rows) and len(set(train.rows)) == 30  # file order, no row twice
+    assert all(train.texts[i] == f"s{(r - 2) % 20}" for i, r in enumerate(train.rows))  # rows still name their lines
+    err = capsys.readouterr().err
+    assert "its first 30 rows hold 2 of its 5 classes" in err and "drawn at random" in err
+    again, _ = load_splits(DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=30))
+    assert again.rows == train.rows  # a fixed seed: the same rows every run (the cache and resume rely on it)
 
 
 def test_hf_dataset_object_and_saved_folder(tmp_path):

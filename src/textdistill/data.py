@@ -55,8 +55,31 @@ class TextData:
     def head(self, n: int | None) -> "TextData":
         if n is None or n >= len(self):
             return self
-        return TextData(self.texts[:n], self.labels[:n], self.pairs[:n] if self.pairs else None, self.source, self.rows[:n],
-                        self.words[:n] if self.words is not None else None, self.word_per_line)  # fmt: skip
+        return self.select(range(n))
+
+    def select(self, index: Sequence[int]) -> "TextData":
+        """The rows at ``index``, in that order."""
+        pick = list(index)
+        return TextData([self.texts[i] for i in pick], [self.labels[i] for i in pick],
+                        [self.pairs[i] for i in pick] if self.pairs else None, self.source, [self.rows[i] for i in pick] if self.rows else [],
+                        [self.words[i] for i in pick] if self.words is not None else None, self.word_per_line)  # fmt: skip
+
+    def cap(self, n: int | None, setting: str, classes: bool = True, seed: int = 0) -> "TextData":
+        """At most ``n`` rows: the first ``n`` (as HF's run_glue takes them), unless those lack classes the split has
+        (a file sorted by label): then ``n`` rows drawn at random with a fixed seed, kept in file order, and one line
+        on stderr saying so. A cap must shrink the data, never silently drop whole classes."""
+        if n is None or n >= len(self):
+            return self
+        if not classes or not all(isinstance(label, str) for label in self.labels):
+            return self.head(n)  # multi-label, tags, scores: no classes to lose, the head as asked
+        classes, kept = set(self.labels), set(self.labels[:n])
+        if kept == classes:
+            return self.head(n)
+        pick = sorted(np.random.default_rng(seed).choice(len(self), size=n, replace=False).tolist())
+        drawn = self.select(pick)
+        print(f"data: {self.source}: its first {n:,} rows hold {len(kept)} of its {len(classes)} classes (sorted by label?); "
+              f"{setting} takes {n:,} rows drawn at random instead ({len(set(drawn.labels))} classes)", file=sys.stderr)  # fmt: skip
+        return drawn
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1207,7 +1230,9 @@ def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
         normalise_labels(splits, cfg, all_splits=True)
         _announce(read, cfg.task_type)  # only once every split is read and checked: an error stays the one line
     train, dev = splits[:2]
-    return train.head(cfg.max_train_samples), dev.head(cfg.max_eval_samples)
+    single = cfg.task_type == "classification"
+    return (train.cap(cfg.max_train_samples, "data.max_train_samples", single),
+            dev.cap(cfg.max_eval_samples, "data.max_eval_samples", single))  # fmt: skip
 
 
 def load_test(cfg: DataConfig) -> TextData | None:
