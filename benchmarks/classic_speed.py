@@ -25,10 +25,17 @@ from pathlib import Path
 
 import torch
 
-from textdistill.export import _input_names, export_onnx, onnx_forward, predict, torch_forward
+from textdistill.export import (
+    _input_names,
+    export_onnx,
+    onnx_forward,
+    predict,
+    torch_forward,
+)
 from textdistill.metrics import measure_speed, metrics_for
-from textdistill.models import count_parameters
-from textdistill.pipeline import _saved_model_and_dev, as_config, machine_info, pad_id
+from textdistill.models import count_parameters, pad_id
+from textdistill.pipeline import _saved_model_and_dev, as_config
+from textdistill.runfolder import machine_info
 
 FORMS = ("pytorch", "onnx")
 

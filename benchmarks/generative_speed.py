@@ -24,8 +24,14 @@ import yaml
 
 from textdistill.config import config_from_dict
 from textdistill.data import Collator
-from textdistill.generative import generation_speed, load_causal_lm, pad_id_of, read_lm_jsonl, speed_prompts, tokenize_lm
-from textdistill.pipeline import machine_info
+from textdistill.generative import (
+    generation_speed,
+    read_lm_jsonl,
+    speed_prompts,
+    tokenize_lm,
+)
+from textdistill.lm_models import load_causal_lm, pad_id_of
+from textdistill.runfolder import machine_info
 
 
 def main() -> None:

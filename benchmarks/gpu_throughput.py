@@ -36,7 +36,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from textdistill.config import DistillConfig, TrainingConfig
 from textdistill.data import Collator, DistillDataset
 from textdistill.metrics import predict_logits
-from textdistill.train import DistillationObjective, train_loop
+from textdistill.objective import DistillationObjective
+from textdistill.train import train_loop
 
 
 def make_data(n: int, seq: int, vocab: int) -> DistillDataset:

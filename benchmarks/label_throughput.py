@@ -20,7 +20,9 @@ import torch
 from textdistill.data import Collator, DistillDataset, TextData, tokenize
 from textdistill.distilled import LabelTeacher, label_dataset
 from textdistill.metrics import predict_logits
-from textdistill.pipeline import _prepare, as_config, machine_info, pad_id
+from textdistill.models import pad_id
+from textdistill.pipeline import _prepare, as_config
+from textdistill.runfolder import machine_info
 from textdistill.transfer import candidates
 
 

@@ -19,16 +19,21 @@ import tempfile
 from pathlib import Path
 
 import torch
+from first_token_speed import (
+    side_by_side,  # (benchmarks/, the script's folder, is on the path)
+)
 
 from textdistill.config import MultiTaskRunConfig, load_config
 from textdistill.data import Collator, DistillDataset, LabelSet, load_splits, tokenize
-from textdistill.models import build_student, load_classifier
-from textdistill.multitask import MultiTaskDataset, MultiTaskObjective, TaskSpec, multitask_from_encoder
-from textdistill.pipeline import pad_id
+from textdistill.models import build_student, load_classifier, pad_id
+from textdistill.multitask import (
+    MultiTaskDataset,
+    MultiTaskObjective,
+    TaskSpec,
+    multitask_from_encoder,
+)
 from textdistill.task_distill import Task
 from textdistill.train import WARMUP_STEPS, train_loop
-
-from first_token_speed import side_by_side  # (benchmarks/, the script's folder, is on the path)
 
 CONFIG = Path(__file__).resolve().parent / "glue" / "multitask.yaml"
 

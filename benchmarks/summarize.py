@@ -1,6 +1,10 @@
 """Write the results of finished runs into docs/RESULTS.md (between markers named after the benchmark).
 
-Usage: python benchmarks/summarize.py RUN_DIR [RUN_DIR ...] [--name sst2-full] [--command "bash benchmarks/sst2_full.sh"]
+Usage:
+
+    python benchmarks/summarize.py RUN_DIR [RUN_DIR ...] [--name sst2-full] \
+        [--command "bash benchmarks/sst2_full.sh"]
+
 Every number comes from the runs' metrics.json; nothing is typed by hand.
 """
 

@@ -1,4 +1,5 @@
-"""textdistill's training loop against TextBrewer's GeneralDistiller, side by side in one process (issue: speed and scale).
+"""textdistill's training loop against TextBrewer's GeneralDistiller, side by side in one process (issue: speed and
+scale).
 
 Same teacher, same student (the same initial weights), same data, same objective, same optimizer settings:
 
@@ -42,9 +43,10 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from textdistill.data import Collator, LabelSet, load_splits, train_loader
 from textdistill.metrics import evaluate_model, predict_logits
-from textdistill.models import build_student, load_classifier
-from textdistill.pipeline import _dataset, pad_id, _texts, as_config
-from textdistill.train import DistillationObjective, adamw_param_groups, train_loop
+from textdistill.models import build_student, load_classifier, pad_id
+from textdistill.pipeline import _dataset, _texts, as_config
+from textdistill.objective import DistillationObjective
+from textdistill.train import adamw_param_groups, train_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize import write_section  # noqa: E402

@@ -147,7 +147,8 @@ def test_conll_reads_bioes_and_tolerates_a_byte_order_mark(write) -> None:
 
 
 def test_token_lines_read_sentences_and_line_numbers(write) -> None:
-    path = write("r.char.bmes", "\ufeff张 三 在 北 京\tB-NAME E-NAME O S-LOC O\n\n \n高 级 工 程 师\tB-TITLE M-TITLE M-TITLE M-TITLE E-TITLE\r\n")
+    path = write("r.char.bmes", "\ufeff张 三 在 北 京\tB-NAME E-NAME O S-LOC O\n\n \n"
+                 "高 级 工 程 师\tB-TITLE M-TITLE M-TITLE M-TITLE E-TITLE\r\n")
     data = read_token_lines(path, "bioes")
     assert [(s.tokens, s.tags, s.line) for s in data.sentences] == [
         (["张", "三", "在", "北", "京"], ["B-NAME", "I-NAME", "O", "B-LOC", "O"], 1),

@@ -11,6 +11,7 @@ import pytest
 from textdistill import cpu_malloc
 from textdistill import train as train_module
 from textdistill.config import DistillConfig, TrainingConfig
+from textdistill.objective import DistillationObjective
 from textdistill.cpu_malloc import (
     DYNAMIC_CEILING,
     FIXED_DEFAULT,
@@ -144,7 +145,7 @@ def test_the_loop_asks_for_it_on_the_cpu_unless_switched_off(tmp_path: Path, mon
     teacher = bert(2).eval()
     examples = DistillDataset([{"input_ids": [1, 5 + i % 40, 7, 2]} for i in range(16)], [i % 2 for i in range(16)])
     for flag in (True, False):
-        objective = train_module.DistillationObjective(DistillConfig(), teacher)
+        objective = DistillationObjective(DistillConfig(), teacher)
         train_module.train_loop(bert(1), examples, train_module.Collator(0), args.model_copy(update={"reuse_cpu_memory": flag}),
                                 objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp_path / f"{flag}.jsonl",
                                 teacher=teacher, keep_best=False)  # fmt: skip

@@ -210,7 +210,8 @@ def test_augment_and_label_commands(tiny_bert: str, sst2_dir: Path, tmp_path: Pa
 
 
 def ensemble_setup(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> tuple[torch.nn.Module, Path, dict]:
-    """A second teacher (the tiny one with a noisy head, saved to tmp_path/other), a two-line pool and the run config."""
+    """A second teacher (the tiny one with a noisy head, saved to tmp_path/other), a two-line pool and the run
+    config."""
     torch.manual_seed(3)
     other = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     with torch.no_grad():
@@ -252,20 +253,20 @@ def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(t
                                                                                monkeypatch) -> None:
     """With intermediate layers the run's teacher runs online for its hidden states; the KD term on the logits still
     learns the labelled set's targets (here two teachers' averaged probabilities), not the run's teacher alone."""
-    from textdistill import train as train_module
+    from textdistill import objective as objective_module
     from textdistill.pipeline import distill
 
     _, pool, cfg = ensemble_setup(tiny_bert, sst2_dir, tmp_path)
     cfg["transfer"] = {"unlabeled_file": str(pool), "extra_teachers": [str(tmp_path / "other")]}
     cfg["distill"] = {"layer_map": [{"strategy": "last", "feature": "hidden", "loss": "mse"}], "baseline": False}
     seen: list[torch.Tensor] = []
-    real = train_module.distillation_loss
+    real = objective_module.distillation_loss
 
     def spy(student_logits, teacher_logits, *args, **kwargs):
         seen.append(teacher_logits.detach().float().softmax(-1))
         return real(student_logits, teacher_logits, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "distillation_loss", spy)
+    monkeypatch.setattr(objective_module, "distillation_loss", spy)
     report = distill(cfg)
     assert report["distill"]["layer_map"] and seen
     data = read_distilled(tmp_path / "run.distilled")
@@ -298,7 +299,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from textdistill.distilled import Candidate, LabelTeacher, label_dataset
 lines = open({str(sst2_dir / "train.tsv")!r}, encoding="utf-8").read().splitlines()[1:6001]
 cands = [Candidate(line.split("\\t")[0]) for line in lines]
-t = LabelTeacher("t", AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}).eval(), AutoTokenizer.from_pretrained({tiny_bert!r}))
+model = AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}).eval()
+t = LabelTeacher("t", model, AutoTokenizer.from_pretrained({tiny_bert!r}))
 label_dataset([t], cands, ["0", "1"], sys.argv[1], shard_size=100, batch_size=50)
 """)
     run = lambda out: subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E731

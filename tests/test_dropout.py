@@ -24,7 +24,8 @@ from textdistill.dropout import (
     keep_values,
     sdpa_fast_dropout,
 )
-from textdistill.train import DistillationObjective, train_loop
+from textdistill.objective import DistillationObjective
+from textdistill.train import train_loop
 
 
 def bert(seed: int = 0, **config: float) -> BertForSequenceClassification:

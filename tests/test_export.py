@@ -52,7 +52,8 @@ def test_textcnn_student_exports(sst2_dir, tmp_path):
 
 def test_bilstm_student_on_a_bert_tokenizer_exports(dev_slice, tmp_path):
     """A BiLSTM never reads token_type_ids, so the exporter drops that input: the ONNX session must be fed only the
-    graph's own inputs (this raised "Invalid input name: token_type_ids" before). Padded batches take the packed path."""
+    graph's own inputs (this raised "Invalid input name: token_type_ids" before). Padded batches take the packed
+    path."""
     from textdistill.students import BiLSTMConfig, BiLSTMForSequenceClassification
 
     _, tok, plain = dev_slice

@@ -28,7 +28,8 @@ from textdistill.dropout import attention_function, fast_cpu_dropout
 from textdistill.features import MAPS_ATTENTION, IntermediateLosses, eager_attention_with_maps
 from textdistill.first_token import can_cut, first_token_only
 from textdistill.metrics import measure_speed, predict_logits
-from textdistill.train import DistillationObjective, hard_label_objective, reads_logits_only, train_loop
+from textdistill.objective import DistillationObjective, hard_label_objective
+from textdistill.train import reads_logits_only, train_loop
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 SMALL = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,

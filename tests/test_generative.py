@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import textdistill
 from textdistill import generative as gen
+from textdistill import lm_models
 from textdistill.config import GenerativeDistillConfig, GenerativeStudentConfig, load_config
 from textdistill.data import Collator
 from textdistill.errors import TextDistillError
@@ -94,7 +95,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def teacher(files):
-    model, tokenizer = gen.load_causal_lm(files["teacher"], "teacher.model")
+    model, tokenizer = lm_models.load_causal_lm(files["teacher"], "teacher.model")
     return model.eval().requires_grad_(False), tokenizer
 
 
@@ -104,7 +105,7 @@ def lm_data(rows: list[dict], source: str = "<rows>") -> gen.LMData:
 
 def batch_of(tokenizer, rows: list[dict], max_length: int = 64) -> dict:
     ds = gen.tokenize_lm(tokenizer, lm_data(rows), max_length)
-    return Collator(gen.pad_id_of(tokenizer))([ds[i] for i in range(len(ds))])
+    return Collator(lm_models.pad_id_of(tokenizer))([ds[i] for i in range(len(ds))])
 
 
 ROWS = [{"prompt": "a funny", "completion": " film with a good story"}, {"text": "the movie is bad"},
@@ -174,7 +175,7 @@ def test_reading_keeps_lines_and_limits(write) -> None:
 
 def test_student_keeps_the_teachers_layers_and_generates(teacher) -> None:
     model, tok = teacher
-    student = gen.causal_student_from_teacher(model, [0, 3])
+    student = lm_models.causal_student_from_teacher(model, [0, 3])
     assert student.config.num_hidden_layers == 2 and len(student.model.layers) == 2
     assert [layer.self_attn.layer_idx for layer in student.model.layers] == [0, 1]
     for kept, source in zip(student.model.layers, [0, 3]):
@@ -192,20 +193,20 @@ def test_student_keeps_the_teachers_layers_and_generates(teacher) -> None:
 
 def test_num_layers_spreads_and_layer_types_follow(teacher) -> None:
     model, tok = teacher
-    student, stok, recipe = gen.build_causal_student(GenerativeStudentConfig(num_layers=3), model, tok)
+    student, stok, recipe = lm_models.build_causal_student(GenerativeStudentConfig(num_layers=3), model, tok)
     assert recipe == {"recipe": "teacher layers", "layers": [0, 2, 3]} and stok is tok
     typed = copy.deepcopy(model)
     typed.config.layer_types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
-    assert gen.causal_student_from_teacher(typed, [1, 2]).config.layer_types == ["sliding_attention", "full_attention"]
+    assert lm_models.causal_student_from_teacher(typed, [1, 2]).config.layer_types == ["sliding_attention", "full_attention"]
 
 
 def test_a_smaller_config_of_the_teachers_architecture(teacher) -> None:
     model, tok = teacher
     changes = {"num_hidden_layers": 2, "intermediate_size": 32}
-    student, stok, recipe = gen.build_causal_student(GenerativeStudentConfig(config_overrides=changes), model, tok)
+    student, stok, recipe = lm_models.build_causal_student(GenerativeStudentConfig(config_overrides=changes), model, tok)
     assert recipe == {"recipe": "random init", "config_overrides": changes} and stok is tok
     assert student.config.num_hidden_layers == 2 and student.training and type(student) is type(model)
-    assert gen.vocabulary_mismatch(model, tok, student, tok) is None  # token-level losses apply
+    assert lm_models.vocabulary_mismatch(model, tok, student, tok) is None  # token-level losses apply
     # the width is the teacher's: its word embeddings (and the tied head) are copied; the layers are random
     torch.testing.assert_close(student.get_input_embeddings().weight, model.get_input_embeddings().weight)
     assert student.get_output_embeddings().weight.data_ptr() == student.get_input_embeddings().weight.data_ptr()
@@ -217,24 +218,24 @@ def test_a_smaller_config_of_the_teachers_architecture(teacher) -> None:
     typed.layer_types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
     assert changed_config(typed, {"num_hidden_layers": 2}).layer_types == ["full_attention", "sliding_attention"]
     assert model.config.head_dim == 16
-    narrow = gen.causal_student_from_config(model, {"hidden_size": 16, "num_hidden_layers": 2})
+    narrow = lm_models.causal_student_from_config(model, {"hidden_size": 16, "num_hidden_layers": 2})
     assert narrow.config.head_dim == 8 and narrow.get_input_embeddings().weight.shape == (len(tok), 16)
     x = batch_of(tok, ROWS)["student"]
     assert narrow(**x).logits.shape[-1] == len(tok)
     with pytest.raises(TextDistillError, match=r"student.config_overrides.hidden_sise: not a field of LlamaConfig"):
-        gen.causal_student_from_config(model, {"hidden_sise": 16})
+        lm_models.causal_student_from_config(model, {"hidden_sise": 16})
     with pytest.raises(TextDistillError, match=r"student.config_overrides.vocab_size: the vocabulary is the teacher's"):
-        gen.causal_student_from_config(model, {"vocab_size": 100})
+        lm_models.causal_student_from_config(model, {"vocab_size": 100})
     with pytest.raises(ValueError, match="give exactly one of layers, num_layers, config_overrides, model"):
         GenerativeStudentConfig(config_overrides=changes, num_layers=2)
 
 
 def test_another_vocabulary_refuses_token_level_losses_but_not_sequence_kd(files, teacher) -> None:
     model, tok = teacher
-    other, otok = gen.load_causal_lm(files["other"], "student.model")
-    why = gen.vocabulary_mismatch(model, tok, other, otok)
+    other, otok = lm_models.load_causal_lm(files["other"], "student.model")
+    why = lm_models.vocabulary_mismatch(model, tok, other, otok)
     assert why is not None and f"teacher: {len(tok):,} tokens, student: {len(otok):,} tokens" in why
-    assert gen.vocabulary_mismatch(model, tok, gen.causal_student_from_teacher(model, [1]), tok) is None
+    assert lm_models.vocabulary_mismatch(model, tok, lm_models.causal_student_from_teacher(model, [1]), tok) is None
     with pytest.raises(TextDistillError, match=r"token-level distillation needs the student to share the teacher's vocabulary "
                                                r"\(teacher: .*\); use generative.sequence_kd: true"):  # fmt: skip
         gen.check_token_level(GenerativeDistillConfig(), why)
@@ -247,12 +248,12 @@ def test_another_vocabulary_refuses_token_level_losses_but_not_sequence_kd(files
 
 def test_a_head_that_is_not_hidden_times_weight_is_refused(teacher) -> None:
     model, tok = teacher
-    student = gen.causal_student_from_teacher(model, [0])
+    student = lm_models.causal_student_from_teacher(model, [0])
     batch = batch_of(tok, ROWS)["student"]
-    gen.check_lm_head(student, batch, "student")  # a plain head: fine
+    lm_models.check_lm_head(student, batch, "student")  # a plain head: fine
     student.lm_head.register_forward_hook(lambda module, args, out: 30.0 * torch.tanh(out / 30.0))  # soft-capping
     with pytest.raises(TextDistillError, match=r"student: the logits of LlamaForCausalLM are not its last hidden state times its LM head"):
-        gen.check_lm_head(student, batch, "student")
+        lm_models.check_lm_head(student, batch, "student")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def hand_terms(student, teacher_model, batch, cfg: GenerativeDistillConfig) -> t
 def test_objective_is_alpha_mix_of_lm_losses_terms(teacher, divergence: str) -> None:
     model, tok = teacher
     cfg = GenerativeDistillConfig(divergence=divergence, temperature=2.0, alpha=0.3, beta=0.3, skew_alpha=0.2, chunk_size=4)
-    student = gen.causal_student_from_teacher(model, [0, 2])
+    student = lm_models.causal_student_from_teacher(model, [0, 2])
     batch = batch_of(tok, ROWS)
     terms = gen.GenerativeObjective(cfg, model, 0, 3)(student, batch)
     kd, ce = hand_terms(student, model, batch, cfg)
@@ -301,7 +302,7 @@ def test_objective_is_alpha_mix_of_lm_losses_terms(teacher, divergence: str) -> 
 def test_a_term_of_weight_zero_is_logged_but_not_trained(teacher, alpha: float) -> None:
     model, tok = teacher
     cfg = GenerativeDistillConfig(alpha=alpha)
-    student = gen.causal_student_from_teacher(model, [2])
+    student = lm_models.causal_student_from_teacher(model, [2])
     batch = batch_of(tok, ROWS)
     terms = gen.GenerativeObjective(cfg, model, 0, 3)(student, batch)
     kd, ce = hand_terms(student, model, batch, cfg)
@@ -313,7 +314,7 @@ def test_a_term_of_weight_zero_is_logged_but_not_trained(teacher, alpha: float) 
 
 def test_chunked_equals_unchunked_with_the_same_gradients(teacher) -> None:
     model, tok = teacher
-    student = gen.causal_student_from_teacher(model, [1, 3])
+    student = lm_models.causal_student_from_teacher(model, [1, 3])
     batch = batch_of(tok, ROWS)
     values, grads = [], []
     for chunk in (3, 10_000):
@@ -328,16 +329,16 @@ def test_chunked_equals_unchunked_with_the_same_gradients(teacher) -> None:
 def test_lm_loss_is_the_cross_entropy_of_the_completion(teacher) -> None:
     model, tok = teacher
     batch = batch_of(tok, ROWS)
-    hidden = gen.final_hidden(model, batch["student"])
+    hidden = lm_models.final_hidden(model, batch["student"])
     logits = full_logits(model, batch["student"])
     ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
                          reduction="sum")  # fmt: skip
-    assert num(gen.lm_loss(hidden, *gen.output_head(model), batch["labels"], 5, reduction="sum")) == pytest.approx(float(ce), rel=1e-5)
+    assert num(gen.lm_loss(hidden, *lm_models.output_head(model), batch["labels"], 5, reduction="sum")) == pytest.approx(float(ce), rel=1e-5)
 
 
 def test_on_policy_batches_score_the_students_own_samples(teacher, monkeypatch: pytest.MonkeyPatch) -> None:
     model, tok = teacher
-    student = gen.causal_student_from_teacher(model, [0, 1])
+    student = lm_models.causal_student_from_teacher(model, [0, 1])
     batch = batch_of(tok, ROWS)
     calls = []
     real = gen.generate_completions
@@ -407,9 +408,9 @@ def test_agreement_with_the_teacher(teacher) -> None:
     model, tok = teacher
     ds = gen.tokenize_lm(tok, gen.LMData(["", "it is"], ["the movie is bad", " a good movie"], [1, 2], "<rows>"), 64)
     assert gen.next_token_agreement(model, model, ds, Collator(0), 1) == 1.0
-    assert gen.next_token_agreement(gen.causal_student_from_teacher(model, [0, 1, 2, 3]), model, ds, Collator(0), 2) == 1.0
+    assert gen.next_token_agreement(lm_models.causal_student_from_teacher(model, [0, 1, 2, 3]), model, ds, Collator(0), 2) == 1.0
     assert gen.divergence_to_teacher(model, model, ds, Collator(0), 2, GenerativeDistillConfig()) == pytest.approx(0.0, abs=1e-6)
-    partial = gen.next_token_agreement(gen.causal_student_from_teacher(model, [3]), model, ds, Collator(0), 2)
+    partial = gen.next_token_agreement(lm_models.causal_student_from_teacher(model, [3]), model, ds, Collator(0), 2)
     assert 0.0 <= partial < 1.0
 
 

@@ -13,6 +13,7 @@ from test_generative import ROWS, batch_of, files, lm_data, run_config, teacher 
 
 import textdistill
 from textdistill import generative as gen
+from textdistill import lm_models
 from textdistill import lm_cache
 from textdistill.config import GenerativeCacheConfig, GenerativeDistillConfig, config_from_dict
 from textdistill.data import Collator
@@ -27,7 +28,7 @@ def dataset_of(tokenizer, rows=ROWS):
 def test_targets_are_the_teachers_topk_on_completion_tokens(teacher) -> None:  # noqa: F811
     model, tok = teacher
     ds = dataset_of(tok)
-    col = Collator(gen.pad_id_of(tok))
+    col = Collator(lm_models.pad_id_of(tok))
     targets = lm_cache.compute_topk_targets(model, ds, col, batch_size=2, k=5, temperature=2.0, chunk_size=3)
     batch = col([ds[i] for i in range(len(ds))])
     mask = completion_mask(batch["labels"])
@@ -46,14 +47,14 @@ def test_targets_are_the_teachers_topk_on_completion_tokens(teacher) -> None:  #
 def test_collator_places_rows_at_completion_positions_and_loss_matches_online_topk(teacher) -> None:  # noqa: F811
     model, tok = teacher
     ds = dataset_of(tok)
-    pad = gen.pad_id_of(tok)
+    pad = lm_models.pad_id_of(tok)
     targets = lm_cache.compute_topk_targets(model, ds, Collator(pad), 3, k=8, temperature=1.0, chunk_size=64)
     batch = lm_cache.TopKCollator(pad)([ds.with_teacher_logits(targets)[i] for i in (2, 0, 1)])  # any order
     idx, lp = batch["teacher_topk"]
     mask = completion_mask(batch["labels"])
     assert idx.shape == (*mask.shape, 8) and not idx[~mask].any() and not lp[~mask].any()
     # the objective with the cached batch equals forward_kl_topk of the student's logits against the teacher's top-8
-    student = gen.causal_student_from_teacher(model, [0, 2])
+    student = lm_models.causal_student_from_teacher(model, [0, 2])
     cfg = GenerativeDistillConfig(alpha=1.0, teacher_cache=GenerativeCacheConfig(top_k=8), chunk_size=5)
     terms = gen.GenerativeObjective(cfg, None, pad, tok.eos_token_id)(student, batch)  # no teacher: it is not run
     s = student(**batch["student"]).logits
@@ -74,7 +75,7 @@ def test_a_row_count_that_does_not_match_the_example_is_an_error(teacher) -> Non
 
 def test_the_cache_entry_is_reused_and_a_damaged_one_rebuilt(teacher, tmp_path, capsys) -> None:  # noqa: F811
     model, tok = teacher
-    ds, col = dataset_of(tok), Collator(gen.pad_id_of(tok))
+    ds, col = dataset_of(tok), Collator(lm_models.pad_id_of(tok))
     cfg = GenerativeCacheConfig(top_k=4, dir=str(tmp_path))
     first, info = lm_cache.cached_topk_targets(cfg, model, "tiny", ds, col, 2, 1.0, 64)
     assert info["status"] == "miss" and info["bytes_per_token"] == 16 and info["tokens"] == first.tokens

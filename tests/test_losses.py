@@ -111,3 +111,34 @@ def test_mse_kind_ignores_temperature():
     assert a.item() == pytest.approx(b.item()) == pytest.approx(logits_mse_loss(s, t).item())
     with pytest.raises(ValueError, match="unknown distillation loss"):
         distillation_loss(s, t, y, kind="cosine")
+
+
+def test_each_loss_family_is_one_table_and_the_config_offers_exactly_its_names():
+    """Adding a loss is one function and one table entry; the config's choices may not drift from the tables."""
+    from typing import get_args
+
+    from textdistill.config import _LOSSES_FOR, DistillConfig, GenerativeDistillConfig
+    from textdistill.lm_losses import TOKEN_DIVERGENCES
+    from textdistill.losses import ATTENTION_LOSSES, FEATURE_LOSSES, LOGIT_LOSSES
+
+    def choices(model, field):
+        return set(get_args(model.model_fields[field].annotation))
+
+    assert choices(DistillConfig, "loss") == set(LOGIT_LOSSES) - {"binary_kl"}  # binary_kl: chosen for multi-hot labels
+    assert set(_LOSSES_FOR["attention"]) == set(ATTENTION_LOSSES)
+    assert set(_LOSSES_FOR["hidden"]) == set(_LOSSES_FOR["module"]) == set(FEATURE_LOSSES)
+    assert choices(GenerativeDistillConfig, "divergence") == set(TOKEN_DIVERGENCES)
+
+
+def test_table_entries_share_one_signature_and_match_their_closed_forms():
+    from textdistill.losses import FEATURE_LOSSES, LOGIT_LOSSES, patient_loss
+
+    torch.manual_seed(0)
+    s, t = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    assert torch.allclose(FEATURE_LOSSES["pkd"](s, t, None), patient_loss(s[:, 0], t[:, 0]))  # the first position
+    assert torch.allclose(FEATURE_LOSSES["pkd"](s[:, 0], t[:, 0], None), patient_loss(s[:, 0], t[:, 0]))
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    for temperature in (1.0, 4.0):  # raw-logit MSE: the temperature does not enter
+        assert torch.allclose(LOGIT_LOSSES["mse"](a, b, temperature, None), ((a - b) ** 2).mean())
+    with pytest.raises(ValueError, match="expected one of: kl, mse, binary_kl"):
+        distillation_loss(a, b, torch.tensor([0, 1, 2, 0]), kind="cosine")

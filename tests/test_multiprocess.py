@@ -18,7 +18,8 @@ def test_two_process_distill(tiny_bert, sst2_dir, tmp_path):
     cfg["distill"]["layer_map"] = [{"strategy": "uniform", "feature": "hidden"}]  # a projection, trained on both
     cfg["distill"]["baseline"] = False
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    # accelerate launch --multi_gpu hands over to torchrun; without a GPU textdistill runs the processes on the CPU (gloo)
+    # accelerate launch --multi_gpu hands over to torchrun; without a GPU textdistill runs the processes on the CPU
+    # (gloo)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "textdistill", "distill", "-c", str(tmp_path / "c.yaml")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -16,7 +16,8 @@ from textdistill.config import DistillConfig, LayerMatch, TrainingConfig
 from textdistill.data import Collator, DistillDataset
 from textdistill.features import IntermediateLosses
 from textdistill import train as train_module
-from textdistill.train import DistillationObjective, clip_in_step, held_teacher_dtype, train_loop
+from textdistill.objective import DistillationObjective, hard_label_objective
+from textdistill.train import clip_in_step, held_teacher_dtype, train_loop
 
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -241,5 +242,5 @@ def test_unpadded_batches_run_without_a_mask_on_the_gpu() -> None:
     batch = Collator(0)([{"student": {"input_ids": [2, 7, 8, 9, 3]}, "labels": i % 2} for i in range(4)])
     batch = train_module._to_device(batch, torch.device("cuda"))
     full = student(**batch["student"]).logits
-    terms = train_module.hard_label_objective(student, batch)
+    terms = hard_label_objective(student, batch)
     assert seen[-1] is None and torch.allclose(terms["ce"], torch.nn.functional.cross_entropy(full, batch["labels"]), atol=1e-5)

@@ -16,7 +16,8 @@ from textdistill.cli import main
 from textdistill.config import TrainingConfig
 from textdistill.data import Collator, DistillDataset
 from textdistill.report import headline
-from textdistill.train import hard_label_objective, train_loop
+from textdistill.objective import hard_label_objective
+from textdistill.train import train_loop
 from textdistill.tuning import CLASSIC_RATES, TRANSFORMER_RATES, choose_learning_rate, trial_steps
 
 
@@ -95,8 +96,9 @@ def test_the_learning_rate_search_picks_the_best_trial_and_restores_the_model(tm
     data, collator = _toy()
     model = Linear()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    # the score of a trial is how far its weights moved: the largest rate moves them most
-    evaluate = lambda m, on: {"accuracy": float(sum((p.detach() - before[k]).abs().sum() for k, p in m.named_parameters()))}  # noqa: E731
+    # the score of a trial is how far its weights moved: the largest rate moves them most (scaled beyond 1, where the
+    # noise margin of pick_rate is 0, so the best trial wins outright)
+    evaluate = lambda m, on: {"accuracy": 100 * float(sum((p.detach() - before[k]).abs().sum() for k, p in m.named_parameters()))}  # noqa: E731
     args = TrainingConfig(per_device_train_batch_size=16, report_to=[])
     out = choose_learning_rate("student", model, data, data, collator, args, hard_label_objective, evaluate, "accuracy", 0, tmp_path)
     assert [t["learning_rate"] for t in out["trials"]] == list(TRANSFORMER_RATES)
@@ -281,3 +283,21 @@ def test_the_second_twin_starts_from_the_pretrained_checkpoint(tiny_bert: str, s
 
     with pytest.raises(TextDistillError, match="distill.pretrained_twin: needs the twin"):
         config_from_dict({**cfg, "teacher": {"model": tiny_bert, "finetune": False}, "distill": {"pretrained_twin": True}})
+
+
+@pytest.mark.parametrize("scores,n,chosen", [
+    ((0.5161, 0.7649, 0.7798), 872, 1e-4),  # SST-2's teacher trials: 1e-4 is within noise of 3e-4 after 42 steps
+    ((0.5161, 0.7000, 0.7798), 872, 3e-4),  # a gap noise does not make: the best rate
+    ((0.5161, 0.7649, 0.7798), 100_000, 3e-4),  # the same gap on far more examples is real
+    ((0.80, None, 0.80), 500, 3e-5),  # a tie: the smaller; a diverged trial is never chosen
+    ((None, None, None), 500, 3e-5),  # all diverged: the smallest
+])  # fmt: skip
+def test_the_smallest_rate_within_noise_of_the_best_is_chosen(scores, n, chosen) -> None:
+    from textdistill.tuning import pick_rate
+
+    trials = [{"learning_rate": r, "accuracy": s} for r, s in zip(TRANSFORMER_RATES, scores)]
+    rate, margin = pick_rate(trials, "accuracy", n, min(TRANSFORMER_RATES))
+    assert rate == chosen
+    best = max((s for s in scores if s is not None), default=None)
+    if best is not None:
+        assert margin == pytest.approx(math.sqrt(2 * best * (1 - best) / n))

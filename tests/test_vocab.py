@@ -51,7 +51,8 @@ def _wordpiece_tokenizer(tmp_path: Path) -> Any:
 
 
 def _model(kind: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
-    """A tiny BERT classifier, BERT MLM (tied output embedding) or XLM-R classifier (position ids count from the pad id)."""
+    """A tiny BERT classifier, BERT MLM (tied output embedding) or XLM-R classifier (position ids count from the pad
+    id)."""
     from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, XLMRobertaConfig,
                               XLMRobertaForSequenceClassification)  # fmt: skip
 

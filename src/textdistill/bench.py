@@ -22,7 +22,7 @@ from textdistill.config import RunConfig
 from textdistill.data import Collator, LabelSet, load_splits
 from textdistill.errors import TextDistillError
 from textdistill.metrics import measure_speeds, predict_logits
-from textdistill.models import count_parameters, load_classifier
+from textdistill.models import count_parameters, load_classifier, pad_id
 from textdistill.pipeline import (
     _dataset,
     _make_student,
@@ -30,10 +30,10 @@ from textdistill.pipeline import (
     _texts,
     _used_ids,
     as_config,
-    machine_info,
-    pad_id,
 )
-from textdistill.train import DistillationObjective, resolve_mixed_precision, train_loop
+from textdistill.runfolder import machine_info
+from textdistill.objective import DistillationObjective
+from textdistill.train import resolve_mixed_precision, train_loop
 from textdistill.vocab import check_prunable
 
 

@@ -1,4 +1,5 @@
-"""``textdistill train | distill | evaluate | export | bench | predict``: the command line over :mod:`textdistill.pipeline`."""
+"""``textdistill train | distill | evaluate | export | bench | predict``: the command line over
+:mod:`textdistill.pipeline`."""
 
 from __future__ import annotations
 
@@ -242,7 +243,7 @@ def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[st
         if not texts:
             raise TextDistillError("predict: give texts on the command line or --file")
         return texts, None
-    from textdistill.data import bad_byte, read_bytes
+    from textdistill.files import bad_byte, read_bytes
 
     raw = read_bytes(file)
     try:

@@ -213,7 +213,8 @@ class TrainingConfig(_Strict):
     logging_steps: int = Field(20, gt=0)
     group_by_length: bool = True
     # auto: under `accelerate launch`, the precision it was given (--mixed_precision or accelerate's config; its own
-    # default is no); else bf16 on a CUDA GPU that has it, and none on the CPU (bf16 gained little there: docs/RESULTS.md)
+    # default is no); else bf16 on a CUDA GPU that has it, and none on the CPU (bf16 gained little there:
+    # docs/RESULTS.md)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     dataloader_num_workers: int = Field(0, ge=0, le=64)
     # torch.compile the trained model (through accelerate's dynamo plugin); the backend is torch's name for it.

@@ -28,7 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from textdistill.config import DataConfig
 from textdistill.errors import TextDistillError
+from textdistill.files import bad_byte, read_bytes
 from textdistill.losses import IGNORE_INDEX
+from textdistill.ner import TAGGED_FORMATS, align_labels, blank_ids, read_tagged, sentence_tags, tag_order
 
 
 @dataclass
@@ -104,26 +106,6 @@ def _detect_format(path: Path, fmt: str) -> str:
     raise TextDistillError(f"{path}: cannot tell the format from the extension {suffix!r}; set data.format to tsv, csv or jsonl")
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes; a missing, unreadable or not-a-file path is an error naming it."""
-    path = Path(path)
-    # os.path (not Path) checks: they answer False for a name the OS rejects (too long, a NUL byte) instead of raising
-    if not os.path.exists(path):
-        hint = "" if os.path.exists(path.parent) else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
-        raise TextDistillError(f"{path}: file not found{hint}")
-    if not os.path.isfile(path):
-        raise TextDistillError(f"{path}: not a file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:  # no permission, an I/O error
-        raise TextDistillError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-
-
-def bad_byte(raw: bytes, exc: UnicodeDecodeError) -> tuple[int, str]:
-    """Where a decoding failed: the file line (1-based) and the offending byte as ``0x..``."""
-    return raw[: exc.start].count(b"\n") + 1, f"0x{raw[exc.start]:02x}"
-
-
 def _shown(value: str, n: int = 60) -> str:
     """``repr(value)``, of at most its first ``n`` characters (then ``...``): a value named in a one-line message."""
     return repr(value) if len(value) <= n else repr(value[:n]) + "..."
@@ -139,15 +121,6 @@ def _names(names: Sequence[str], n: int = 20) -> str:
 def _printable(text: str) -> str:
     """``text`` on one line: characters that do not print (a line break in a quoted header) escaped as repr does."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def is_utf8(encoding: str) -> bool:
-    """Whether an encoding name means UTF-8, in any spelling (``utf8``, ``u8``, ``UTF-8-sig``): such files may begin
-    with a byte-order mark, which is dropped."""
-    try:
-        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
-    except LookupError:
-        return False
 
 
 _BOMS = ((codecs.BOM_UTF8, "UTF-8", "utf-8"), (codecs.BOM_UTF16_LE, "UTF-16", "utf-16"), (codecs.BOM_UTF16_BE, "UTF-16", "utf-16"))
@@ -787,7 +760,8 @@ def _detect_layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tup
 
 
 def _layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tuple[Any, Any, Any], need_label: bool = True) -> Layout:
-    """:func:`_detect_layout`; where it fails on a file whose rows the delimiter splits unevenly, that row is the error."""
+    """:func:`_detect_layout`; where it fails on a file whose rows the delimiter splits unevenly, that row is the
+    error."""
     try:
         return _detect_layout(path, text, cfg, kind, given, need_label)
     except TextDistillError as exc:
@@ -891,7 +865,6 @@ def _train_layout(cfg: DataConfig) -> Layout | None:
         key = None
     if key is not None and key in _LAYOUTS:
         return _LAYOUTS[key]
-    from textdistill.ner import TAGGED_FORMATS
 
     kind = _detect_format(p, cfg.format)
     if kind in TAGGED_FORMATS:
@@ -950,7 +923,6 @@ def _announce(read: list[tuple[TextData, Layout | None]], task_type: str) -> Non
 
 def _read_tagged(path: Path, fmt: str, cfg: DataConfig) -> TextData:
     """A file with a tag per token (conll or token_lines; :func:`textdistill.ner.read_tagged`), tags in IOB2."""
-    from textdistill.ner import read_tagged
 
     tagged = read_tagged(path, fmt, cfg.tag_scheme, cfg.encoding)
     sents = tagged.sentences
@@ -962,7 +934,6 @@ def _read_split(path: str | os.PathLike, cfg: DataConfig, train: Layout | None =
     """One split as the file spells it (before data.label_map and the label spelling check), and the layout it was
     read with (None: a tagged file). ``train``: the training file's layout, which this file must follow; None: the
     layout is detected on this file."""
-    from textdistill.ner import TAGGED_FORMATS
 
     p = Path(path)
     kind = _detect_format(p, cfg.format)
@@ -999,7 +970,6 @@ def read_texts(
     ``text_column`` / ``pair_column``: default data.text_column / data.text_pair_column; where those are unset too,
     detected (a pair only by its name: sentence2, text_b, ...; compare ``pairs is None`` with the task's). ``limit``:
     at most that many texts."""
-    from textdistill.ner import TAGGED_FORMATS
 
     p = Path(path)
     kind = _detect_format(p, cfg.format)
@@ -1115,7 +1085,6 @@ def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
 
 def _from_hf(ds: Any, cfg: DataConfig, source: str) -> TextData:
     """:func:`from_hf_dataset` before data.label_map and the spelling check."""
-    from textdistill.ner import sentence_tags
 
     # an HF dataset's columns are "text" and "label" unless the config names others
     cfg = cfg.model_copy(update={"text_column": "text" if cfg.text_column is None else cfg.text_column,
@@ -1287,7 +1256,6 @@ class LabelSet:
         if task_type == "regression":
             return cls.for_regression()
         if task_type == "token_classification":
-            from textdistill.ner import tag_order
 
             return cls(tuple(tag_order({t for tags in data.labels for t in tags})), task_type)
         if task_type == "multi_label":
@@ -1448,7 +1416,6 @@ def tokenize_words(
     ``▁`` + the character). A last word of which truncation kept only such a bare piece counts as cut."""
     import warnings
 
-    from textdistill.ner import align_labels, blank_ids
 
     assert data.words is not None
     if not getattr(tokenizer, "is_fast", False):
@@ -1598,3 +1565,10 @@ def train_loader(
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra)
     loader.epoch_generator = generator  # type: ignore[attr-defined]  (the loop seeds it per epoch: resumable order)
     return loader
+
+
+def ordered_batches(dataset: DistillDataset, collator: Collator, batch_size: int, device: torch.device) -> Iterator[dict[str, Any]]:
+    """The dataset's examples in order, as padded batches on ``device``."""
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        yield {"student": {k: v.to(device) for k, v in batch["student"].items()}, "labels": batch["labels"].to(device)}

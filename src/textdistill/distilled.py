@@ -9,8 +9,8 @@ A distilled dataset is a folder::
     manifest.json   written last: teachers (name and weight fingerprint), fusion, weights, temperature, filters, label
                     names, counts (candidates, kept, dropped by each filter), the sha256 and row count of data.jsonl
 
-Labelling works in shards of ``shard_size`` candidates (taken in order of length) under ``<folder>.partial/`` (each shard written to a temporary
-name and renamed); killed half-way, the same call skips the shards that are complete and ends with the same dataset as
+Labelling works in shards of ``shard_size`` candidates (taken in order of length) under ``<folder>.partial/`` (each
+shard written to a temporary name and renamed); killed half-way, the same call skips the shards that are complete and ends with the same dataset as
 an uninterrupted run. Shards are spread over the processes of ``accelerate launch`` / ``torchrun``.
 :func:`read_distilled` refuses a folder whose manifest is missing or does not match its data.
 """

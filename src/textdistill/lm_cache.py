@@ -27,9 +27,10 @@ from torch import nn
 
 from textdistill.cache import TeacherCache, fingerprint_inputs, fingerprint_model
 from textdistill.config import GenerativeCacheConfig
-from textdistill.data import Collator, DistillDataset
+from textdistill.data import Collator, DistillDataset, ordered_batches
 from textdistill.errors import TextDistillError
 from textdistill.lm_losses import completion_mask, topk_teacher
+from textdistill.lm_models import final_hidden, output_head
 from textdistill.progress import progress
 
 VALUE_DTYPE = np.float16
@@ -99,7 +100,6 @@ def compute_topk_targets(
 ) -> TopKTargets:
     """The teacher's top-k log-probabilities (temperature ``temperature``) on every completion token of ``dataset``,
     its LM head applied ``chunk_size`` positions at a time (no ``[B, L, V]`` logits)."""
-    from textdistill.generative import final_hidden, ordered_batches, output_head
 
     was = teacher.training
     teacher.eval()
@@ -150,7 +150,8 @@ def cached_topk_targets(
     cache = TeacherCache(cfg.dir, key="generative.teacher_cache.dir")
     cache.check()
     teacher_fp = fingerprint_model(teacher)
-    spec = f"lm-topk|{teacher_fp}|{fingerprint_inputs(dataset.student)}|{fingerprint_labels(dataset)}|k={cfg.top_k}|T={temperature!r}"
+    inputs, labels = fingerprint_inputs(dataset.student), fingerprint_labels(dataset)
+    spec = f"lm-topk|{teacher_fp}|{inputs}|{labels}|k={cfg.top_k}|T={temperature!r}"
     key = "lm-" + hashlib.sha256(spec.encode()).hexdigest()[:32]
     expect = {"kind": "lm_topk", "count": len(dataset), "top_k": cfg.top_k}
     existed = (cache.root / key).exists() or (cache.root / key).is_symlink()

@@ -13,6 +13,8 @@ changes (Hinton et al. 2015, section 2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -68,6 +70,13 @@ def logits_mse_loss(
     """Mean squared error between raw logits (Tang et al. 2019), mean over classes and (masked) positions."""
     se = (student_logits.float() - teacher_logits.float()).pow(2).mean(dim=-1)
     return _masked_mean(se, mask)
+
+
+def logits_mse_at(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`logits_mse_loss` in the soft-target signature (raw logits: ``temperature`` does not apply)."""
+    return logits_mse_loss(student_logits, teacher_logits, mask)
 
 
 def is_multi_label(student_logits: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -133,14 +142,9 @@ def distillation_loss(
         kind = "binary_kl" if kind == "kl" else kind
     elif labels.is_floating_point():
         kind = "mse"
-    if kind == "binary_kl":
-        soft = binary_kd_loss(student_logits, teacher_logits, temperature, mask)
-    elif kind == "kl":
-        soft = kd_kl_loss(student_logits, teacher_logits, temperature, mask)
-    elif kind == "mse":
-        soft = logits_mse_loss(student_logits, teacher_logits, mask)
-    else:
-        raise ValueError(f"unknown distillation loss {kind!r}; expected 'kl' or 'mse'")
+    if kind not in LOGIT_LOSSES:
+        raise ValueError(f"unknown distillation loss {kind!r}; expected one of: {', '.join(LOGIT_LOSSES)}")
+    soft = LOGIT_LOSSES[kind](student_logits, teacher_logits, temperature, mask)
     terms = {"kd": soft}
     total = alpha * soft
     if alpha < 1.0:
@@ -170,6 +174,12 @@ def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.
     s = F.normalize(student_cls.float(), dim=-1)
     t = F.normalize(teacher_cls.float(), dim=-1)
     return (s - t).pow(2).sum(dim=-1).mean()
+
+
+def pkd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`patient_loss` on the first position of hidden states ``[B, L, D]`` (or on ``[B, D]`` as they are); the
+    feature-loss signature (``mask`` unused: one vector per example)."""
+    return patient_loss(student[:, 0] if student.dim() == 3 else student, teacher[:, 0] if teacher.dim() == 3 else teacher)
 
 
 def _row_kl(target: torch.Tensor, log_pred: torch.Tensor) -> torch.Tensor:
@@ -235,3 +245,26 @@ def value_relation_loss(
     log_s = relation(student_values, heads, mask)
     kl = _row_kl(log_t.exp(), log_s)
     return _masked_mean(kl, _query_mask(mask, heads))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One table per family: a loss is added by writing its function above and naming it here. The config's choices
+# (distill.loss, intermediate[].loss) are checked against these names by tests/test_losses.py.
+
+SoftLoss = Callable[[torch.Tensor, torch.Tensor, float, "torch.Tensor | None"], torch.Tensor]
+FeatureLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+LOGIT_LOSSES: dict[str, SoftLoss] = {
+    "kl": kd_kl_loss,  # (student, teacher, T, mask): the soft term of distillation_loss
+    "mse": logits_mse_at,
+    "binary_kl": binary_kd_loss,  # multi-label ("kl" becomes this where the labels are multi-hot)
+}
+FEATURE_LOSSES: dict[str, FeatureLoss] = {  # (student, teacher, mask): hidden states and tapped modules
+    "mse": hidden_mse_loss,
+    "cosine": hidden_cosine_loss,
+    "pkd": pkd_loss,
+}
+ATTENTION_LOSSES: dict[str, FeatureLoss] = {  # (student, teacher, mask): attention maps [B, H, L, L]
+    "kl": attention_kl_loss,
+    "mse": attention_mse_loss,
+}

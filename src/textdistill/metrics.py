@@ -117,7 +117,8 @@ def task_metrics(outputs: torch.Tensor, labels: torch.Tensor, task_type: str = "
 
 def multi_label_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """Multi-label scores at threshold 0.5 (logit > 0): micro F1 (over every (example, label) decision), macro F1 (mean
-    of per-label F1; a label never predicted nor present scores 0), subset accuracy (every label of an example right)."""
+    of per-label F1; a label never predicted nor present scores 0), subset accuracy (every label of an example
+    right)."""
     pred = logits > 0
     gold = targets > 0.5
     tp = (pred & gold).sum(0).float()

@@ -23,6 +23,7 @@ from torch import nn
 from textdistill import catalogue
 from textdistill.data import PROBLEM_TYPES, LabelSet
 from textdistill.errors import TextDistillError
+from textdistill.files import pickle_refusal
 
 
 def resolve_model_path(name: str, role: str = "model") -> str:
@@ -193,60 +194,6 @@ def _weight_files(path: str) -> str:
     return path
 
 
-def pickle_globals(path: str | os.PathLike, limit: int = 64 * 2**20) -> list[str]:
-    """The code and classes a pickle (or a torch zip checkpoint's ``data.pkl``) names, read with ``pickletools``
-    (which parses opcodes and runs nothing); best effort: what was found before anything unreadable."""
-    import io
-    import pickletools
-    import zipfile
-
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-                data = z.read(name)[:limit] if name else b""
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit)
-    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError):
-        return []
-    found: list[str] = []
-    strings: list[str] = []
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if isinstance(arg, str) and "UNICODE" in op.name or op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
-                strings.append(str(arg))
-            elif op.name in ("GLOBAL", "INST") and isinstance(arg, str):
-                found.append(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # noqa: BLE001  (a stream pickletools cannot follow: what was found so far)
-        pass
-    return found
-
-
-def pickle_refusal(exc: BaseException, path: str | os.PathLike | None = None) -> tuple[bool, str]:
-    """What a failed ``torch.load(weights_only=True)`` of ``path`` means, in a few words that never repeat torch's
-    advice to turn the check off: (True, "its pickle calls posix.system") when the pickle names code or a class
-    beyond torch's tensors (unsafe: loading it for real could run that code), else (False, why the file cannot be
-    read: not a pickle of tensors, cut short, corrupt)."""
-    import re
-
-    text = " ".join(str(exc).split())
-    named = re.search(r"GLOBAL ([\w.]+)|globals\(\[([\w.]+)", text)
-    if named:
-        return True, f"its pickle calls or builds {named.group(1) or named.group(2)}"
-    if path is not None and (isinstance(exc, pickle.UnpicklingError) or "weights_only" in text):
-        foreign = [g for g in pickle_globals(path) if not g.startswith(("torch.", "collections.OrderedDict"))]
-        if foreign:
-            return True, f"its pickle calls or builds {foreign[0]}"
-    if isinstance(exc, EOFError) or not text:
-        return False, "empty or cut short"
-    if any(s in text for s in ("PytorchStreamReader", "zip archive", "central directory", "miniz")):
-        return False, "a zip archive cut short or corrupt"
-    return False, "not a pickle of tensors, numbers and strings"  # never torch's text: it may advise weights_only=False
-
-
 # what a failed from_pretrained raises on bad files (anything else is a bug and stays an internal error)
 LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError)
 
@@ -294,8 +241,6 @@ def check_loaded_weights(model: nn.Module, info: dict[str, Any], role: str, name
         key, have, want = (list(resized[0]) + [None, None])[:3]
         raise TextDistillError(f"{role}: {_weight_files(path)} holds {key} in shape {tuple(have) if have else '?'}, config.json "
                                f"describes {tuple(want) if want else 'another'} ({len(resized)} such); the weights belong to another model")  # fmt: skip
-
-
 
 
 @contextmanager
@@ -470,7 +415,8 @@ def find_layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList, s
 
 
 def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
-    """A copy of ``teacher`` that keeps only ``layers`` (in that order), initialised from them, as DistilBERT was made."""
+    """A copy of ``teacher`` that keeps only ``layers`` (in that order), initialised from them, as DistilBERT was
+    made."""
     n = teacher.config.num_hidden_layers
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
@@ -606,3 +552,7 @@ def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, 
     limit_positions(model, tokenizer)
     labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), task_type)
     return model, tokenizer, labels
+
+
+def pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

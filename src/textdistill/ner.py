@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from textdistill.errors import TextDistillError
+from textdistill.files import bad_byte, is_utf8, read_bytes
 from textdistill.losses import IGNORE_INDEX
 
 IGNORE = IGNORE_INDEX  # the label of positions no loss or metric looks at (HF convention)
@@ -122,8 +123,6 @@ def _check_iob2(tag: str, prev: str | None, where: str) -> None:
 def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[Path, str]:
     """A tagged file as text in ``encoding`` (data.encoding; UTF-8: a leading byte-order mark is dropped); bad bytes
     are an error naming the line."""
-    from textdistill.data import bad_byte, is_utf8, read_bytes
-
     p = Path(path)
     raw = read_bytes(p)
     utf8 = is_utf8(encoding)  # any spelling: utf8, u8, UTF-8-sig

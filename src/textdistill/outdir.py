@@ -42,7 +42,7 @@ def _real(path: str | os.PathLike) -> Path:
 
 def write_marker(folder: Path, kind: str) -> None:
     """Mark ``folder`` as a run folder of textdistill (the only kind of folder a later run may replace)."""
-    from textdistill import __version__
+    from textdistill.version import __version__
 
     info = {"textdistill": __version__, "kind": kind, "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "pid": os.getpid()}
     tmp = folder / (MARKER + ".tmp")

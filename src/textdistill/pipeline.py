@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
-import json
 import os
-import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +22,6 @@ from torch import nn
 from textdistill.cache import TeacherCache
 from textdistill.config import (
     AnyRunConfig,
-    CacheSettings,
-    EvalConfig,
     GenerativeRunConfig,
     MultiTaskRunConfig,
     RunConfig,
@@ -50,26 +43,18 @@ from textdistill.models import (
     check_student_length,
     count_parameters,
     fit_max_length,
-    folder_size_bytes,
     load_classifier,
     load_saved_classifier,
+    pad_id,
     same_tokenizer,
-    save_model,
     set_loading_policy,
 )
-from textdistill.outdir import (
-    MARKER,
-    FolderLock,
-    check_output,
-    check_replaceable,
-    protected_paths,
-    release_lock_of,
-    releases_locks,
-    shown,
-    write_marker,
-)
+from textdistill.outdir import releases_locks
 from textdistill.report import model_card, render_report
-from textdistill.train import DistillationObjective, LoopResult, hard_label_objective, process_state, train_loop
+from textdistill.runfolder import RunFolder, guard_output, machine_info, profile
+from textdistill.teacher_outputs import soft_targets
+from textdistill.objective import DistillationObjective, hard_label_objective
+from textdistill.train import LoopResult, process_state, train_loop
 from textdistill.vocab import check_prunable, prune_vocabulary, source_features, used_token_ids
 
 
@@ -99,137 +84,6 @@ def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str]
         raise TextDistillError("this command takes a classification config (data:, teacher:); a generative: config (causal "
                                "language models) runs with `textdistill distill`")  # fmt: skip
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Run folder
-
-
-def guard_output(cfg: AnyRunConfig, output: str | os.PathLike, what: str, is_folder: bool = True,
-                 inputs: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
-    """Refuse, before any work, an output that is (or, for a folder, contains or lies above) an input of ``cfg``,
-    its config file, the working folder or a cache (:func:`textdistill.outdir.check_output`)."""
-    protected = protected_paths(cfg.model_dump(mode="json"), cfg._config_file, inputs or [])
-    check_output(output, protected, what, is_folder=is_folder)
-
-
-class RunFolder:
-    """``<output_dir>.partial`` while the run works; renamed to ``output_dir`` by :meth:`commit`.
-
-    Before any work it refuses an output folder that would replace something that is not a run folder (see
-    :mod:`textdistill.outdir`: inputs, the config, the working folder, caches, a user's folder) and takes the run's
-    lock, so that a second process given the same folder is refused at once. In a multi-process run
-    (``accelerate launch``) only the main process writes, and locks.
-    """
-
-    def __init__(self, cfg: AnyRunConfig, resume: bool = False, kind: str = "distill") -> None:
-        self.final = Path(cfg.output_dir)
-        if self.final.name in ("", ".", ".."):
-            raise TextDistillError(f"output_dir: {shown(cfg.output_dir)} names no folder of its own; give the run a folder (e.g. runs/name)")
-        self.path = self.final.with_name(self.final.name + ".partial")
-        self.cfg = cfg
-        self.resume = resume
-        self.kind = kind
-        self.main = process_state().is_main_process
-        self._exists(self.final)  # a name the file system refuses, a parent that is a file: one line, now
-        for target in (self.final, self.path):
-            guard_output(cfg, target, "output_dir")
-        if self.main:
-            FolderLock(self.final.with_name(self.final.name + ".partial.lock"), "output_dir").acquire()
-        if resume:
-            written = self.path / "config.yaml"
-            if not written.is_file():
-                raise TextDistillError(f"--resume: no interrupted run to resume at {self.path} (nothing was checkpointed there)")
-            if written.read_text(encoding="utf-8") != cfg.to_yaml():
-                raise TextDistillError(f"--resume: the config differs from the interrupted run's ({written}); resume with the same "
-                                       "config and overrides")  # fmt: skip
-        else:
-            if self._exists(self.final):
-                if not cfg.overwrite_output_dir:
-                    raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
-                check_replaceable(self.final, "output_dir", "overwrite_output_dir replaces run folders only; delete it yourself "
-                                  "or choose another output_dir")  # fmt: skip
-            check_replaceable(self.path, "output_dir", "a run starts its .partial folder afresh; move it away, or --resume "
-                              "the run it holds")  # fmt: skip
-
-    @staticmethod
-    def _exists(path: Path) -> bool:
-        """Whether ``path`` exists; a name the file system refuses (too long, a file where a folder must be) is a
-        config error, not a crash halfway through the run."""
-        try:
-            path.with_name(path.name + ".partial").exists()  # the longer name, written first
-            exists = path.exists()
-        except OSError as exc:
-            limit = f"; names of at most {os.pathconf('/', 'PC_NAME_MAX')} characters" if exc.errno == errno.ENAMETOOLONG else ""
-            raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc.strerror or exc}{limit})") from None
-        except ValueError as exc:  # an embedded NUL
-            raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc})") from None
-        if not exists:  # the run will create it: its nearest existing ancestor must be a folder it may write in
-            ancestor = next(a for a in path.absolute().parents if a.exists())
-            if not ancestor.is_dir():
-                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Not a directory: {ancestor} is a file)")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Permission denied: cannot write in {ancestor})")
-        return exists
-
-    def open(self) -> "RunFolder":
-        """Start the run's ``.partial`` folder afresh, or, resuming, keep it with its checkpoints."""
-        if self.main and not self.resume:
-            if self.path.exists():
-                check_replaceable(self.path, "output_dir", "it changed since the run began")
-                shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
-            write_marker(self.path, self.kind)  # first, so that the folder is known as a run folder from the start
-            (self.path / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
-        return self
-
-    def checkpoints(self, name: str) -> Path:
-        """Where the training loop of ``name`` keeps its checkpoints (removed when the run is committed)."""
-        return self.path / "checkpoints" / name
-
-    def save(self, name: str, model: nn.Module, tokenizer: Any, extra: dict[str, Any]) -> Path:
-        if self.main:
-            save_model(model, tokenizer, self.path / name, extra)
-        return self.path / name
-
-    def write_json(self, name: str, obj: Any) -> None:
-        if not self.main:
-            return
-        tmp = self.path / (name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.path / name)
-
-    def finish(
-        self, report: dict[str, Any], render: Any, started: float, extra: dict[str, Any] | None = None, html: bool = True
-    ) -> dict[str, Any]:
-        """Add the run's time and machine to ``report``, write ``metrics.json``, ``report.md`` (``render(report)``),
-        ``report.html`` (``html``) and each ``extra`` file (path in the run -> its renderer), commit the folder;
-        returns the report with its ``output_dir``."""
-        report["total_seconds"] = time.perf_counter() - started
-        report["machine"] = machine_info()
-        self.write_json("metrics.json", report)
-        (self.path / "report.md").write_text(render(report), encoding="utf-8")
-        if html:
-            from textdistill.html_report import write_html_or_warn
-
-            write_html_or_warn(self.path)  # report.html, the plots; a failure to draw only warns
-        for name, make in (extra or {}).items():
-            (self.path / name).write_text(make(report), encoding="utf-8")
-        report["output_dir"] = str(self.commit())
-        return report
-
-    def commit(self) -> Path:
-        if self.main:
-            shutil.rmtree(self.path / "checkpoints", ignore_errors=True)  # the trained models are saved on their own
-            if not (self.path / MARKER).is_file():  # a run resumed from a .partial of a version before the marker
-                write_marker(self.path, self.kind)
-            if os.path.lexists(self.final):
-                check_replaceable(self.final, "output_dir", "it appeared while the run worked; the finished run stays in "
-                                  f"{self.path}")  # fmt: skip
-                shutil.rmtree(self.final)
-            self.path.replace(self.final)
-            release_lock_of(self.final.with_name(self.final.name + ".partial.lock"))
-        return self.final
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -279,10 +133,6 @@ def _prepare(cfg: RunConfig) -> Prepared:
 def _texts(data: TextData) -> list[str]:
     """All the text a word vocabulary should cover: the texts and their pairs."""
     return data.texts + (data.pairs or [])
-
-
-def pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _dataset(
@@ -344,19 +194,6 @@ def fit(
     return result
 
 
-def profile(model: nn.Module, folder: Path | None, dev_set: DistillDataset, pad: int, ev: EvalConfig, metrics: dict,
-            speed: dict | None = None) -> dict:
-    """Metrics, size and CPU speed of a saved model, on the first ``latency_samples`` dev examples (``speed``: as
-    measured already, side by side with another model by :func:`measure_speeds`)."""
-    feats = dev_set.student[: ev.latency_samples]
-    return {
-        "metrics": metrics,
-        "params": count_parameters(model),
-        "size_bytes": folder_size_bytes(folder) if folder is not None else None,
-        **(speed if speed is not None else measure_speed(model, feats, pad, repeats=ev.latency_repeats)),
-    }
-
-
 def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[DistillDataset, Collator, dict]:
     """Fine-tune the teacher in place and save it to ``<run>/teacher``; returns its dev set, collator, info."""
     teacher_cfg = _teacher_cfg(cfg)
@@ -368,29 +205,6 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
                   cfg.eval.metric, cfg.seed, run)
     run.save("teacher", prep.teacher, tok, {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps, "training": result.training}
-
-
-def soft_targets(
-    d: CacheSettings, name: str, teacher: nn.Module, train_set: DistillDataset, collator: Collator, batch_size: int, info: dict
-) -> torch.Tensor:
-    """Teacher logits over the training set, once: from the teacher-output cache when it holds them (``d``: the
-    cache settings; ``name``: the teacher as the config names it, kept with the cache entry)."""
-
-    def compute() -> torch.Tensor:
-        return predict_logits(teacher, train_set, collator, batch_size, "teacher", "soft targets")
-
-    started = time.perf_counter()
-    if not d.teacher_cache:
-        logits = compute()
-        info["soft_targets"] = {"cache": "off", "seconds": time.perf_counter() - started}
-        return logits
-    cache = TeacherCache(d.cache_dir, d.cache_dtype, d.cache_topk)
-    features = train_set.teacher or train_set.student
-    with process_state().main_process_first():  # the main process fills the cache; the others then read it
-        result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": name})
-    info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
-    print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
-    return result.logits
 
 
 def _teacher_tags(
@@ -470,17 +284,6 @@ def _make_student(cfg: RunConfig, teacher: nn.Module, ttok: Any, labels: LabelSe
     if keep_ids is not None:
         student, stok, recipe["vocabulary"] = prune_vocabulary(student, stok, keep_ids)
     return student, stok, recipe
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 # --------------------------------------------------------------------------------------------------------------------

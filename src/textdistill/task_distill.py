@@ -30,12 +30,14 @@ from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_
 from textdistill.ensemble import fuse_regression, fuse_soft_targets, teacher_weights
 from textdistill.errors import TextDistillError
 from textdistill.metrics import evaluate_model, measure_speeds, metrics_for, predict_logits, speedups
-from textdistill.models import build_student, fit_max_length, load_classifier, resolve_model_path
+from textdistill.models import build_student, fit_max_length, load_classifier, pad_id, resolve_model_path
 from textdistill.multitask import MultiTaskDataset, MultiTaskModel, MultiTaskObjective, TaskSpec, multitask_from_encoder
 from textdistill.outdir import releases_locks
-from textdistill.pipeline import RunFolder, pad_id, profile, soft_targets
+from textdistill.runfolder import RunFolder, profile
+from textdistill.teacher_outputs import soft_targets
 from textdistill.report import multitask_model_card, render_multitask_report
-from textdistill.train import hard_label_objective, train_loop
+from textdistill.objective import hard_label_objective
+from textdistill.train import train_loop
 
 
 @dataclass

@@ -28,14 +28,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from textdistill.config import FALLBACK_LEARNING_RATE, DistillConfig, TrainingConfig, value_at
+from textdistill.config import FALLBACK_LEARNING_RATE, TrainingConfig
 from textdistill.cpu_malloc import reuse_freed_memory
 from textdistill.data import Collator, DistillDataset, train_loader
 from textdistill.dropout import fast_cpu_dropout
 from textdistill.errors import TextDistillError
-from textdistill.features import Features, IntermediateLosses
+from textdistill.files import pickle_refusal
 from textdistill.first_token import first_token_only
-from textdistill.losses import distillation_loss, hard_label_loss
 from textdistill.progress import progress
 
 
@@ -67,109 +66,11 @@ def model_inputs(model: nn.Module, batch: dict[str, Any], side: str = "student")
     return inputs
 
 
-def hard_label_objective(model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
-    """Plain fine-tuning: cross-entropy with the gold labels."""
-    logits = model(**model_inputs(model, batch)).logits
-    ce = hard_label_loss(logits, batch["labels"])
-    return {"loss": ce, "ce": ce}
-
-
-class DistillationObjective(nn.Module):
-    """``alpha * soft + (1 - alpha) * CE`` (+ the weighted intermediate terms) against teacher logits that come with
-    the batch (precomputed) or from an online teacher forward pass (eval mode, no gradients).
-
-    ``use_logits=False`` trains the intermediate terms alone (TinyBERT's first stage).
-    """
-
-    def __init__(
-        self,
-        cfg: DistillConfig,
-        teacher: nn.Module | None = None,
-        intermediate: IntermediateLosses | None = None,
-        use_logits: bool = True,
-    ) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self._teacher = [teacher]  # in a list: not a submodule, so never trained, saved or moved by the loop
-        self.intermediate = intermediate
-        self.use_logits = use_logits
-        if teacher is None and intermediate is not None:
-            raise ValueError("intermediate losses need the teacher online")
-
-    @property
-    def teacher(self) -> nn.Module | None:
-        return self._teacher[0]
-
-    @property
-    def reads_logits_only(self) -> bool:
-        """No intermediate losses: only the models' logits are read."""
-        return self.intermediate is None
-
-    def hold_teacher(self, teacher: nn.Module) -> None:
-        """Use ``teacher`` (e.g. a bf16 copy of the same model) from now on."""
-        self._teacher[0] = teacher
-
-    def _teacher_features(self, batch: dict[str, Any]) -> Features | None:
-        if self.teacher is None:
-            return None
-        side = "teacher" if "teacher" in batch else "student"
-        inputs = batch[side]
-        with torch.inference_mode():
-            if self.intermediate is not None:
-                feats = self.intermediate.features(self.teacher, inputs, "teacher")
-            else:
-                logits = self.teacher(**model_inputs(self.teacher, batch, side)).logits
-                feats = Features(logits=logits, mask=inputs["attention_mask"].bool())
-        # leave inference mode: clone what the student's graph will touch
-        return Features(
-            logits=feats.logits.float().clone(),
-            mask=feats.mask.clone(),
-            hidden=tuple(h.clone() for h in feats.hidden),
-            attentions=tuple(a.clone() for a in feats.attentions),
-            modules={k: v.clone() for k, v in feats.modules.items()},
-        )
-
-    def setup(self, model: nn.Module, batch: dict[str, Any]) -> None:
-        """Check the intermediate matches on one real batch and create their projections (before the optimizer)."""
-        if self.intermediate is None:
-            return
-        with torch.no_grad():
-            s = self.intermediate.features(model, batch["student"], "student")
-            t = self._teacher_features(batch)
-        assert t is not None
-        self.intermediate.setup(s, t)
-
-    def forward(self, model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
-        t = self._teacher_features(batch)
-        if self.intermediate is not None:
-            s = self.intermediate.features(model, batch["student"], "student")
-        else:
-            s = Features(logits=model(**model_inputs(model, batch)).logits, mask=batch["student"]["attention_mask"].bool())
-        terms: dict[str, torch.Tensor] = {}
-        total = s.logits.new_zeros((), dtype=torch.float32)
-        if self.use_logits:
-            teacher_logits = batch["teacher_logits"] if "teacher_logits" in batch else t.logits  # type: ignore[union-attr]
-            terms = distillation_loss(
-                s.logits,
-                teacher_logits,
-                batch["labels"],
-                kind=self.cfg.loss,
-                temperature=value_at(self.cfg.temperature, progress),
-                alpha=value_at(self.cfg.alpha, progress),
-            )
-            total = terms["loss"]
-        if self.intermediate is not None:
-            inter = self.intermediate(s, t, progress)
-            total = total + inter["intermediate"]
-            terms.update(inter)
-        terms["loss"] = total
-        return terms
-
-
 def reads_logits_only(objective: Objective) -> bool:
     """Whether ``objective`` reads nothing of its models but their logits (so their last layer may be cut to the first
-    token: :mod:`textdistill.first_token`): plain fine-tuning, and any objective whose ``reads_logits_only`` says so."""
-    return objective is hard_label_objective or getattr(objective, "reads_logits_only", False) is True
+    token: :mod:`textdistill.first_token`): any objective whose ``reads_logits_only`` says so (plain fine-tuning
+    does)."""
+    return getattr(objective, "reads_logits_only", False) is True
 
 
 @dataclass
@@ -405,7 +306,6 @@ class Checkpoints:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001  (whatever is in the file, it is not a checkpoint this loop wrote)
-                from textdistill.models import pickle_refusal
 
                 unsafe, why = pickle_refusal(exc, path)  # never torch's own text: it advises turning the weights-only check off
                 if isinstance(exc, OSError) and exc.strerror:
@@ -608,16 +508,18 @@ def train_loop(
         if hasattr(epoch_sampler, "set_epoch"):
             epoch_sampler.set_epoch(epoch)
 
+    ours = False
     if teacher is not None:  # on the device before the objective's setup runs it there
         teacher.to(accelerator.device).eval()
         held = held_teacher_dtype(precision, accelerator.device)
         cast = held is not None and next(teacher.parameters()).dtype != held
-        ours = isinstance(objective, DistillationObjective) and objective.teacher is teacher
+        # an objective that runs this teacher itself and lets the loop swap it (hold_teacher): the classic one
+        ours = getattr(objective, "teacher", None) is teacher and hasattr(objective, "hold_teacher")
         if cast and ours:
             # the teacher only runs forward: the loop holds a half-precision copy (no weight casts at every step);
             # the caller's teacher stays as it was
             objective.hold_teacher(copy.deepcopy(teacher).to(held))
-        if args.torch_compile and ours and objective.intermediate is None:
+        if args.torch_compile and ours and reads_logits_only(objective):
             # compiled like the student (its forward is as launch-bound); not when features are tapped from it
             objective.hold_teacher(torch.compile(objective.teacher, backend=args.torch_compile_backend, mode=compile_mode))
     if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
@@ -803,7 +705,7 @@ def train_loop(
         for tracker in accelerator.trackers:  # (not accelerator.end_training(): it ends the process group too)
             tracker.finish()
 
-    if teacher is not None and isinstance(objective, DistillationObjective):
+    if ours:  # the caller's teacher back in the objective
         objective.hold_teacher(teacher)
     unwrapped = unwrap()
     if best_state is not None:
