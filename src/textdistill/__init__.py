@@ -1,9 +1,11 @@
 """textdistill: knowledge distillation for NLP models.
 
-The Python API mirrors the CLI::
+The Python API takes what the CLI takes, and objects too (:mod:`textdistill.api`)::
 
     import textdistill
-    report = textdistill.distill("examples/sst2.yaml", overrides=["student.num_layers=3"])
+    result = textdistill.distill("examples/sst2.yaml", overrides=["student.num_layers=3"])
+    result = textdistill.distill(teacher=model, tokenizer=tok, train=df_train, validation=df_dev, text_column="review")
+    result.student("a fine film"); result.save("my-student")  # the report dict, and the student ready to call
     textdistill.train_teacher(cfg)           # textdistill train
     textdistill.evaluate("runs/x/student", cfg)  # textdistill evaluate
 
@@ -20,15 +22,15 @@ from typing import Any
 
 from textdistill.config import RunConfig, load_config
 from textdistill.errors import TextDistillError
+from textdistill.version import __version__
 
-__all__ = ["RunConfig", "TextDistillError", "distill", "evaluate", "load_config", "train_teacher"]
-__version__ = "0.1.0"
+__all__ = ["RunConfig", "TextDistillError", "__version__", "distill", "evaluate", "load_config", "train_teacher"]
 
 
 def __getattr__(name: str) -> Any:  # the commands import torch and transformers: load them on first use
     if name in {"distill", "evaluate", "train_teacher"}:
-        from textdistill import pipeline
+        from textdistill import api
         from textdistill.train import as_guest
 
-        return as_guest(getattr(pipeline, name))  # (looked up at each access: not cached here)
+        return as_guest(getattr(api, name))  # (looked up at each access: not cached here)
     raise AttributeError(name)
