@@ -63,32 +63,58 @@ def main() -> None:
         forwards = {"pytorch": torch_forward(net), "onnx": onnx_forward(path, _input_names(dev_set.student))}
         logits = {form: predict(f, dev_set, pad) for form, f in forwards.items()}
         models[name] = {
-            "dir": folder, "params": count_parameters(net), "pad": pad, "features": dev_set.student[: a.samples],
-            "forwards": forwards, "accuracy": {form: metrics_for(x, dev_set.labels)["accuracy"] for form, x in logits.items()},
+            "dir": folder,
+            "params": count_parameters(net),
+            "pad": pad,
+            "features": dev_set.student[: a.samples],
+            "forwards": forwards,
+            "accuracy": {form: metrics_for(x, dev_set.labels)["accuracy"] for form, x in logits.items()},
             "max_abs_logit_diff": float((logits["onnx"] - logits["pytorch"]).abs().max()),
-            "latency": {form: [] for form in FORMS}, "throughput": {form: [] for form in FORMS},
-        }  # fmt: skip
-        print(f"{name}: exported, ONNX vs PyTorch max logit difference {models[name]['max_abs_logit_diff']:.2e}", file=sys.stderr)
+            "latency": {form: [] for form in FORMS},
+            "throughput": {form: [] for form in FORMS},
+        }
+        print(
+            f"{name}: exported, ONNX vs PyTorch max logit difference {models[name]['max_abs_logit_diff']:.2e}",
+            file=sys.stderr,
+        )
     for r in range(a.rounds):
         for m in models.values():
             for form in FORMS:
                 speed = measure_speed(m["forwards"][form], m["features"], m["pad"], repeats=a.repeats)
                 m["latency"][form].append(speed["latency_ms_batch1"])
                 m["throughput"][form].append(speed["throughput_batch32"])
-        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} {m['latency']['pytorch'][-1]:.2f}/{m['latency']['onnx'][-1]:.2f} ms"
-                                                       for n, m in models.items()), file=sys.stderr)  # fmt: skip
+        print(
+            f"round {r + 1}/{a.rounds}: "
+            + ", ".join(
+                f"{n} {m['latency']['pytorch'][-1]:.2f}/{m['latency']['onnx'][-1]:.2f} ms" for n, m in models.items()
+            ),
+            file=sys.stderr,
+        )
     teacher = next(iter(models.values()))
-    out: dict = {"config": a.config, "rounds": a.rounds, "repeats": a.repeats, "threads": torch.get_num_threads(), "models": {}}
+    out: dict = {
+        "config": a.config,
+        "rounds": a.rounds,
+        "repeats": a.repeats,
+        "threads": torch.get_num_threads(),
+        "models": {},
+    }
     for name, m in models.items():
-        entry: dict = {"dir": m["dir"], "params": m["params"], "accuracy": m["accuracy"], "max_abs_logit_diff": m["max_abs_logit_diff"]}
+        entry: dict = {
+            "dir": m["dir"],
+            "params": m["params"],
+            "accuracy": m["accuracy"],
+            "max_abs_logit_diff": m["max_abs_logit_diff"],
+        }
         for form in FORMS:
             lat, thr = m["latency"][form], m["throughput"][form]
             entry[form] = {
-                "latency_ms_batch1": statistics.median(lat), "throughput_batch32": statistics.median(thr),
+                "latency_ms_batch1": statistics.median(lat),
+                "throughput_batch32": statistics.median(thr),
                 "speedup_batch1": statistics.median(t / x for x, t in zip(lat, teacher["latency"][form])),
                 "speedup_batch32": statistics.median(x / t for x, t in zip(thr, teacher["throughput"][form])),
-                "latency_runs": lat, "throughput_runs": thr,
-            }  # fmt: skip
+                "latency_runs": lat,
+                "throughput_runs": thr,
+            }
         out["models"][name] = entry
     out["machine"] = machine_info()
     print(json.dumps(out, indent=2))
@@ -103,7 +129,8 @@ def write_results(a: argparse.Namespace, out: dict) -> None:
     m = out["machine"]
     lines = [
         f"<!-- begin {a.name} -->",
-        f"Command: `python benchmarks/classic_speed.py -c {a.config} {' '.join(a.models)} --rounds {a.rounds} --repeats {a.repeats} --results "
+        f"Command: `python benchmarks/classic_speed.py -c {a.config} {' '.join(a.models)} --rounds {a.rounds} "
+        f"--repeats {a.repeats} --results "
         f"--name {a.name}`  ",
         f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
         f"({out['threads']} threads; ONNX Runtime as many).",
@@ -112,14 +139,16 @@ def write_results(a: argparse.Namespace, out: dict) -> None:
         f"{a.rounds} rounds of {a.repeats} timed calls per measurement. Speed-up: the median of the rounds' ratios to "
         "the teacher in the same runtime.",
         "",
-        "| model | params (M) | accuracy | ONNX max logit diff | PyTorch b1 (ms) | ONNX b1 (ms) | speed-up b1 PyTorch | "
+        "| model | params (M) | accuracy | ONNX max logit diff | PyTorch b1 (ms) | ONNX b1 (ms) | speed-up b1 "
+        "PyTorch | "
         "speed-up b1 ONNX | speed-up b32 PyTorch | speed-up b32 ONNX |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in out["models"].items():
         pt, ox = e["pytorch"], e["onnx"]
         lines.append(
-            f"| {name} | {e['params'] / 1e6:.1f} | {100 * e['accuracy']['pytorch']:.2f} | {e['max_abs_logit_diff']:.1e} | "
+            f"| {name} | {e['params'] / 1e6:.1f} | {100 * e['accuracy']['pytorch']:.2f} | "
+            f"{e['max_abs_logit_diff']:.1e} | "
             f"{pt['latency_ms_batch1']:.2f} | {ox['latency_ms_batch1']:.2f} | {pt['speedup_batch1']:.1f}x | "
             f"{ox['speedup_batch1']:.1f}x | {pt['speedup_batch32']:.1f}x | {ox['speedup_batch32']:.1f}x |"
         )

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from textdistill.config import data_dir
 
-TOKEN = re.compile(r"(?:'s|'re|'ve|'ll|'d|n't)\b|[A-Za-z0-9]+(?:[-'.&/][A-Za-z0-9]+)*\.?(?<=[A-Z]\.)|[A-Za-z0-9]+(?:[-'&/.][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
+TOKEN = re.compile(
+    r"(?:'s|'re|'ve|'ll|'d|n't)\b|[A-Za-z0-9]+(?:[-'.&/][A-Za-z0-9]+)*\.?(?<=[A-Z]\.)|[A-Za-z0-9]+(?:[-'&/.][A-Za-z0-9]+)*|[^\sA-Za-z0-9]"
+)
 
 
 CLITIC = re.compile(r"(?<=\w)('s|'re|'ve|'ll|'d|n't)\b", re.I)

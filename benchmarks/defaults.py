@@ -28,58 +28,116 @@ SETS = {
     "banking77": ("banking77/train.csv", "banking77/test.csv", "all-MiniLM-L6-v2", [], "77 classes, 10k, English"),
     "mrpc": ("glue_mrpc/train.tsv", "glue_mrpc/dev.tsv", "all-MiniLM-L6-v2", [], "pairs, 3.7k, English"),
     "rte": ("glue_rte/train.tsv", "glue_rte/dev.tsv", "all-MiniLM-L6-v2", [], "pairs, 2.5k, English"),
-    "cola": ("glue_cola/in_domain_train.tsv", "glue_cola/in_domain_dev.tsv", "all-MiniLM-L6-v2", ["data.label_column=1", "data.text_column=3"],
-             "binary, 8.5k, English, no header"),
-    "chnsenticorp": ("chnsenticorp/train.tsv", "chnsenticorp/dev.tsv", "multilingual-e5-small", [], "binary, 9.6k, Chinese"),
+    "cola": (
+        "glue_cola/in_domain_train.tsv",
+        "glue_cola/in_domain_dev.tsv",
+        "all-MiniLM-L6-v2",
+        ["data.label_column=1", "data.text_column=3"],
+        "binary, 8.5k, English, no header",
+    ),
+    "chnsenticorp": (
+        "chnsenticorp/train.tsv",
+        "chnsenticorp/dev.tsv",
+        "multilingual-e5-small",
+        [],
+        "binary, 9.6k, Chinese",
+    ),
 }
 
 
 def run(name: str, cap: int, minutes: float, out: Path) -> dict:
     train, dev, teacher, extra, shape = SETS[name]
     folder = out / name
-    cmd = [sys.executable, "-m", "textdistill", "distill", "--train", str(DATA / train), "--validation", str(DATA / dev),
-           "--teacher", teacher, "-o", str(folder), "overwrite_output_dir=true", *([f"data.max_train_samples={cap}"] if cap else []),
-           f"teacher.training.max_train_minutes={minutes}", f"student.training.max_train_minutes={minutes}", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "textdistill",
+        "distill",
+        "--train",
+        str(DATA / train),
+        "--validation",
+        str(DATA / dev),
+        "--teacher",
+        teacher,
+        "-o",
+        str(folder),
+        "overwrite_output_dir=true",
+        *([f"data.max_train_samples={cap}"] if cap else []),
+        f"teacher.training.max_train_minutes={minutes}",
+        f"student.training.max_train_minutes={minutes}",
+        *extra,
+    ]
     started = time.time()
     log = out / f"{name}.log"
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    row = {"set": name, "shape": shape, "teacher": teacher, "minutes": (time.time() - started) / 60, "rc": proc.returncode}
+    row = {
+        "set": name,
+        "shape": shape,
+        "teacher": teacher,
+        "minutes": (time.time() - started) / 60,
+        "rc": proc.returncode,
+    }
     if proc.returncode != 0:
         row["error"] = log.read_text().strip().splitlines()[-1][:200]
         return row
     m = json.loads((folder / "metrics.json").read_text())
     metric = m["metric"]
-    row.update(metric=metric, teacher_score=100 * m["teacher"]["metrics"][metric], student=100 * m["student"]["metrics"][metric],
-               twin=100 * m["baseline"]["metrics"][metric], retained=m["student"]["retained_pct"],
-               twin_retained=m["baseline"]["retained_pct"],
-               pretrained_twin=100 * m["baseline_pretrained"]["metrics"][metric] if "baseline_pretrained" in m else None,
-               teacher_lr=m["teacher"]["training"]["learning_rate"], student_lr=m["student"]["training"]["learning_rate"],
-               teacher_epochs=m["teacher"]["training"]["epochs"], guard="weak" if m.get("guard", {}).get("weak") else "ok")  # fmt: skip
+    row.update(
+        metric=metric,
+        teacher_score=100 * m["teacher"]["metrics"][metric],
+        student=100 * m["student"]["metrics"][metric],
+        twin=100 * m["baseline"]["metrics"][metric],
+        retained=m["student"]["retained_pct"],
+        twin_retained=m["baseline"]["retained_pct"],
+        pretrained_twin=100 * m["baseline_pretrained"]["metrics"][metric] if "baseline_pretrained" in m else None,
+        teacher_lr=m["teacher"]["training"]["learning_rate"],
+        student_lr=m["student"]["training"]["learning_rate"],
+        teacher_epochs=m["teacher"]["training"]["epochs"],
+        guard="weak" if m.get("guard", {}).get("weak") else "ok",
+    )
     return row
 
 
 def table(rows: list[dict], cap: int, minutes: float) -> str:
-    head = "| data set | shape | metric | teacher | student | twin | pretrained twin | % kept | student - twin | teacher lr / epochs | min |"
+    head = (
+        "| data set | shape | metric | teacher | student | twin | pretrained twin | % kept | student - twin | "
+        "teacher lr / epochs | min |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["rc"] != 0:
-            lines.append(f"| {r['set']} | {r['shape']} | failed: {r.get('error', '')} | | | | | | | | {r['minutes']:.1f} |")
+            lines.append(
+                f"| {r['set']} | {r['shape']} | failed: {r.get('error', '')} | | | | | | | | {r['minutes']:.1f} |"
+            )
             continue
         pre = f"{r['pretrained_twin']:.2f}" if r["pretrained_twin"] is not None else "-"
-        lines.append(f"| {r['set']} | {r['shape']} | {r['metric']} | {r['teacher_score']:.2f} | {r['student']:.2f} | {r['twin']:.2f} | "
-                     f"{pre} | {r['retained']:.1f} | {r['student'] - r['twin']:+.2f} | {r['teacher_lr']:g} / {r['teacher_epochs']:g} | "
-                     f"{r['minutes']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r['set']} | {r['shape']} | {r['metric']} | {r['teacher_score']:.2f} | {r['student']:.2f} | "
+            f"{r['twin']:.2f} | "
+            f"{pre} | {r['retained']:.1f} | {r['student'] - r['twin']:+.2f} | {r['teacher_lr']:g} / "
+            f"{r['teacher_epochs']:g} | "
+            f"{r['minutes']:.1f} |"
+        )
     lines.append("")
-    lines.append(f"Caps for a 2-core CPU: data.max_train_samples={cap}, max_train_minutes={minutes:g} per model; everything else "
-                 "the defaults (learning rates chosen by search, early stopping, guard, 2-layer student cut from the teacher).")  # fmt: skip
+    lines.append(
+        f"Caps for a 2-core CPU: data.max_train_samples={cap}, max_train_minutes={minutes:g} per model; "
+        f"everything else "
+        "the defaults (learning rates chosen by search, early stopping, guard, 2-layer student cut from the "
+        "teacher)."
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--train-cap", type=int, default=4000, help="N training rows (0: all): the first N, or N drawn at random where the first N lack classes")
+    p.add_argument(
+        "--train-cap",
+        type=int,
+        default=4000,
+        help="N training rows (0: all): the first N, or N drawn at random where the first N lack classes",
+    )
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--out", default="runs/defaults")
     args = p.parse_args()

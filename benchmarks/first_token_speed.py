@@ -38,7 +38,9 @@ def side_by_side(measure: Callable[[bool], float], rounds: int) -> dict[str, Any
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="all-MiniLM-L6-v2", help="a catalogue name, hub id or local folder")
-    ap.add_argument("--data", default=os.path.join(os.environ.get("TEXTDISTILL_DATA", "../shared/data"), "sst2", "dev.tsv"))
+    ap.add_argument(
+        "--data", default=os.path.join(os.environ.get("TEXTDISTILL_DATA", "../shared/data"), "sst2", "dev.tsv")
+    )
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=10, help="measure_speed's repeats in each round")
     args = ap.parse_args()
@@ -46,10 +48,23 @@ def main() -> None:
     if not can_cut(model):
         raise SystemExit(f"{args.model}: {type(model).__name__} has no last layer that textdistill.first_token can cut")
     feats = tokenize(tok, read_file(Path(args.data), DataConfig(train_file="x", validation_file="x")), 64)[:256]
-    res = side_by_side(lambda cut: measure_speed(model, feats, tok.pad_token_id, repeats=args.repeats, first_token=cut)["throughput_batch32"],
-                       args.rounds)  # fmt: skip
-    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "throughput_batch32": {"full": res["full"], "cut": res["cut"]},
-                      "speedup": res["speedup"], "runs": res["runs"]}))  # fmt: skip
+    res = side_by_side(
+        lambda cut: measure_speed(model, feats, tok.pad_token_id, repeats=args.repeats, first_token=cut)[
+            "throughput_batch32"
+        ],
+        args.rounds,
+    )
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "threads": torch.get_num_threads(),
+                "throughput_batch32": {"full": res["full"], "cut": res["cut"]},
+                "speedup": res["speedup"],
+                "runs": res["runs"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,17 @@ import re
 import sys
 from pathlib import Path
 
-PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "``": '"', "''": '"', "`": "'"}
+PTB = {
+    "-LRB-": "(",
+    "-RRB-": ")",
+    "-LSB-": "[",
+    "-RSB-": "]",
+    "-LCB-": "{",
+    "-RCB-": "}",
+    "``": '"',
+    "''": '"',
+    "`": "'",
+}
 
 
 def detokenize(sentence: str) -> str:
@@ -38,7 +48,9 @@ def detokenize(sentence: str) -> str:
     open_quote = False
     glue_next = False
     for w in words:
-        attach = w in {",", ".", "!", "?", ";", ":", "%", ")", "]", "}", "..."} or re.fullmatch(r"'(s|re|ve|d|ll|m)|n't", w, re.I)
+        attach = w in {",", ".", "!", "?", ";", ":", "%", ")", "]", "}", "..."} or re.fullmatch(
+            r"'(s|re|ve|d|ll|m)|n't", w, re.I
+        )
         if w == '"':
             attach = open_quote
             open_quote = not open_quote
@@ -65,8 +77,11 @@ def paraphrase(first: str, second: str) -> dict[str, str]:
 
 def _need(path: Path) -> Path:
     if not path.is_file():
-        sys.exit(f"error: {path} not found; the benchmark reads the shared datasets (../shared/data, see its README.md); "
-                 "pass --data DIR")  # fmt: skip
+        sys.exit(
+            f"error: {path} not found; the benchmark reads the shared datasets (../shared/data, see its "
+            f"README.md); "
+            "pass --data DIR"
+        )
     return path
 
 
@@ -86,7 +101,9 @@ def sst2_dev(path: Path) -> list[str]:
 
 
 def build(data: Path, prefix: float, seed: int) -> dict[str, list[dict[str, str]]]:
-    pool = _need(data / "unlabeled_movie_pool" / "sst_train_split_sentences.txt").read_text(encoding="utf-8").splitlines()
+    pool = (
+        _need(data / "unlabeled_movie_pool" / "sst_train_split_sentences.txt").read_text(encoding="utf-8").splitlines()
+    )
     reviews = {
         "train": [detokenize(s) for s in pool if s.strip()],
         "dev": sst2_dev(data / "sst2" / "dev.tsv"),

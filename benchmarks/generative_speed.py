@@ -57,11 +57,18 @@ def main() -> None:
             rates[name].append(generation_speed(model, prompts, a.new_tokens, 1, pad_id_of(t))["tokens_per_second"])
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in rates.items()), file=sys.stderr)
     out = {
-        "run": str(a.run), "rounds": a.rounds, "prompts": len(prompts), "new_tokens": a.new_tokens, "threads": torch.get_num_threads(),
+        "run": str(a.run),
+        "rounds": a.rounds,
+        "prompts": len(prompts),
+        "new_tokens": a.new_tokens,
+        "threads": torch.get_num_threads(),
         "tokens_per_second": {n: statistics.median(v) for n, v in rates.items()},
-        "speedup": {n: statistics.median(x / t for x, t in zip(v, rates["teacher"])) for n, v in rates.items() if n != "teacher"},
-        "runs": rates, "machine": machine_info(),
-    }  # fmt: skip
+        "speedup": {
+            n: statistics.median(x / t for x, t in zip(v, rates["teacher"])) for n, v in rates.items() if n != "teacher"
+        },
+        "runs": rates,
+        "machine": machine_info(),
+    }
     print(json.dumps(out, indent=2))
     if a.results:
         sys.path.insert(0, str(Path(__file__).parent))
@@ -71,10 +78,13 @@ def main() -> None:
         lines = [
             f"<!-- begin {a.name} -->",
             f"Command: `python benchmarks/generative_speed.py {a.run} --rounds {a.rounds} --results"
-            + (f" --name {a.name}" if a.name != "generative-speed" else "") + "`  ",
-            f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({out['threads']} threads).",
+            + (f" --name {a.name}" if a.name != "generative-speed" else "")
+            + "`  ",
+            f"Date: {m['date']}; machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+            f"({out['threads']} threads).",
             "",
-            f"Greedy generation at batch 1, {a.new_tokens} new tokens after each of {len(prompts)} validation prompts; the "
+            f"Greedy generation at batch 1, {a.new_tokens} new tokens after each of {len(prompts)} validation "
+            f"prompts; the "
             f"models take turns for {a.rounds} rounds.",
             "",
             "| model | params (M) | tokens/s (median) | per round | speed-up (median of the rounds' ratios) |",

@@ -96,13 +96,19 @@ class StepProfile:
         return {
             "profiled_steps": n,
             "wall_ms_per_step": round((self.times[-1] - self.times[0]) * 1000 / n, 3) if len(self.times) == 2 else None,
-            "device_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / 1000 / n, 3) if self.cuda else None,
+            "device_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / 1000 / n, 3)
+            if self.cuda
+            else None,
             "kernels_per_step": round(sum(e.count for e in kernels) / n, 1) if self.cuda else None,
             "host_reads_per_step": {e.key: round(e.count / n, 2) for e in host if e.key in SYNCS},
             # the host's side of the launches (CUDA runtime and driver calls), against the wall time above
-            "launch_ms_per_step": round(sum(e.self_cpu_time_total for e in launches) / 1000 / n, 3) if self.cuda else None,
+            "launch_ms_per_step": round(sum(e.self_cpu_time_total for e in launches) / 1000 / n, 3)
+            if self.cuda
+            else None,
             "top_kernels_ms_per_step_and_count": top(kernels, lambda e: e.self_device_time_total),
-            "top_host_ops_ms_per_step_and_count": top([e for e in host if not e.key.startswith(("cuda", "ProfilerStep"))], lambda e: e.self_cpu_time_total),
+            "top_host_ops_ms_per_step_and_count": top(
+                [e for e in host if not e.key.startswith(("cuda", "ProfilerStep"))], lambda e: e.self_cpu_time_total
+            ),
         }
 
 
@@ -114,7 +120,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the student (training.torch_compile)")
     ap.add_argument("--compile-mode", default="default", help="training.torch_compile_mode (e.g. reduce-overhead)")
     ap.add_argument("--students", default=None, help="comma-separated subset of the students (6x768, 4x312)")
-    ap.add_argument("--modes", default="online,cached", help="comma-separated subset of the teacher outputs (online, cached)")
+    ap.add_argument(
+        "--modes", default="online,cached", help="comma-separated subset of the teacher outputs (online, cached)"
+    )
     ap.add_argument("--profile", action="store_true", help="record each run with torch.profiler and summarize it")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -126,8 +134,14 @@ def main() -> None:
         students = {k: v for k, v in students.items() if k in args.students.split(",")}
 
     def bert(layers: int, hidden: int, heads: int) -> BertForSequenceClassification:
-        cfg = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                         intermediate_size=4 * hidden, num_labels=2, attn_implementation="sdpa")  # fmt: skip
+        cfg = BertConfig(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            num_labels=2,
+            attn_implementation="sdpa",
+        )
         return BertForSequenceClassification(cfg)
 
     device = torch.device("cuda" if cuda else "cpu")
@@ -136,10 +150,16 @@ def main() -> None:
         teacher = teacher.to(torch.bfloat16)  # for the cache build; the loop holds an online teacher in bf16 anyway
     data = make_data(batch * args.steps, seq, 30522)
     collator = Collator(0)
-    train_args = TrainingConfig(per_device_train_batch_size=batch, max_steps=args.steps, logging_steps=args.steps,
-                                mixed_precision="bf16" if cuda else "no", group_by_length=False,
-                                dataloader_num_workers=4 if cuda else 0, torch_compile=args.compile,
-                                torch_compile_mode=args.compile_mode)  # fmt: skip
+    train_args = TrainingConfig(
+        per_device_train_batch_size=batch,
+        max_steps=args.steps,
+        logging_steps=args.steps,
+        mixed_precision="bf16" if cuda else "no",
+        group_by_length=False,
+        dataloader_num_workers=4 if cuda else 0,
+        torch_compile=args.compile,
+        torch_compile_mode=args.compile_mode,
+    )
     logits = predict_logits(teacher, data, collator, 512).float()
     cached = data.with_teacher_logits(logits)
     kd = DistillConfig(temperature=2.0, alpha=0.9)
@@ -150,20 +170,43 @@ def main() -> None:
                 student = bert(*shape).to(device)
                 recorder = StepProfile(args.steps, cuda) if args.profile else contextlib.nullcontext()
                 with tempfile.TemporaryDirectory() as tmp, recorder as prof:
-                    res = train_loop(student, data if mode == "online" else cached, collator, train_args,
-                                     DistillationObjective(kd, teacher if mode == "online" else None),
-                                     lambda m: {"accuracy": 0.0}, "accuracy", r, Path(tmp) / "log.jsonl",
-                                     desc=f"{name} {mode}", teacher=teacher if mode == "online" else None)  # fmt: skip
+                    res = train_loop(
+                        student,
+                        data if mode == "online" else cached,
+                        collator,
+                        train_args,
+                        DistillationObjective(kd, teacher if mode == "online" else None),
+                        lambda m: {"accuracy": 0.0},
+                        "accuracy",
+                        r,
+                        Path(tmp) / "log.jsonl",
+                        desc=f"{name} {mode}",
+                        teacher=teacher if mode == "online" else None,
+                    )
                 rates.append(res.steady_samples_per_second)
                 ends.append(res.samples_per_second)
                 if args.profile:
                     profiles.append(prof.summary())
-            print(json.dumps({"student": name, "teacher_outputs": mode, "samples_per_second": statistics.median(rates),
-                              "runs": rates, "end_to_end_samples_per_second": statistics.median(ends), "end_to_end_runs": ends,
-                              "compile": args.compile_mode if args.compile else None,
-                              "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-                              "batch": batch, "seq": seq, "steps": args.steps,
-                              **({"profile": profiles} if args.profile else {})}), flush=True)  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "student": name,
+                        "teacher_outputs": mode,
+                        "samples_per_second": statistics.median(rates),
+                        "runs": rates,
+                        "end_to_end_samples_per_second": statistics.median(ends),
+                        "end_to_end_runs": ends,
+                        "compile": args.compile_mode if args.compile else None,
+                        "device": torch.cuda.get_device_name() if cuda else "cpu",
+                        "torch": torch.__version__,
+                        "batch": batch,
+                        "seq": seq,
+                        "steps": args.steps,
+                        **({"profile": profiles} if args.profile else {}),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

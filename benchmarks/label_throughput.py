@@ -47,8 +47,15 @@ def main() -> None:
 
     def labelled() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            label_dataset([LabelTeacher(cfg.teacher.model, teacher, tok)], cands, prep.labels.names, Path(tmp) / "ds",
-                          batch_size=args.batch_size, max_length=cfg.data.max_length, shard_size=cfg.transfer.shard_size)  # fmt: skip
+            label_dataset(
+                [LabelTeacher(cfg.teacher.model, teacher, tok)],
+                cands,
+                prep.labels.names,
+                Path(tmp) / "ds",
+                batch_size=args.batch_size,
+                max_length=cfg.data.max_length,
+                shard_size=cfg.transfer.shard_size,
+            )
 
     times: dict[str, list[float]] = {"bare inference": [], "label_dataset": []}
     bare()  # warm-up
@@ -57,15 +64,23 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    result = {"texts": n, "batch_size": args.batch_size, "repeats": args.repeats, "seconds": times,
-              "texts_per_second": {k: n / statistics.median(v) for k, v in times.items()}, "machine": machine_info()}  # fmt: skip
+    result = {
+        "texts": n,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "seconds": times,
+        "texts_per_second": {k: n / statistics.median(v) for k, v in times.items()},
+        "machine": machine_info(),
+    }
     result["ratio"] = result["texts_per_second"]["label_dataset"] / result["texts_per_second"]["bare inference"]
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         tps = result["texts_per_second"]
-        print(f"{n} texts: bare inference {tps['bare inference']:.0f}/s, label_dataset {tps['label_dataset']:.0f}/s "
-              f"({100 * result['ratio']:.1f}%)")  # fmt: skip
+        print(
+            f"{n} texts: bare inference {tps['bare inference']:.0f}/s, label_dataset {tps['label_dataset']:.0f}/s "
+            f"({100 * result['ratio']:.1f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def main() -> None:
         raise SystemExit(f"--steps must be above the loop's {WARMUP_STEPS} warm-up steps")
     cfg = load_config(CONFIG)
     assert isinstance(cfg, MultiTaskRunConfig)
-    source, source_tok, _ = load_classifier(cfg.student_from, LabelSet(("0", "1")), "student_from", require_trained_head=False)
+    source, source_tok, _ = load_classifier(
+        cfg.student_from, LabelSet(("0", "1")), "student_from", require_trained_head=False
+    )
     tasks = []
     for task_cfg in cfg.tasks:
         train, dev = load_splits(task_cfg.data)
@@ -63,25 +65,49 @@ def main() -> None:
         labels = task.labels.encode(task.train)[: len(feats)]
         sets.append(DistillDataset(feats, labels, teacher_logits=torch.randn(len(feats), 1, width, generator=g)))
     data = MultiTaskDataset(sets, cfg.distill.sampling, cfg.distill.tau)
-    objective = MultiTaskObjective([TaskSpec(t.name, t.labels.regression, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
-                                    for t in tasks])  # fmt: skip
+    objective = MultiTaskObjective(
+        [
+            TaskSpec(t.name, t.labels.regression, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
+            for t in tasks
+        ]
+    )
     runs = iter(range(2 * args.rounds))
 
     def train_once(cut: bool) -> float:
         r = next(runs)
         torch.manual_seed(r // 2)
         student = multitask_from_encoder(single.base_model, [t.spec() for t in tasks])
-        train_args = cfg.student.training.model_copy(update={"max_steps": args.steps, "logging_steps": args.steps,
-                                                             "first_token_only": cut, "report_to": []})  # fmt: skip
+        train_args = cfg.student.training.model_copy(
+            update={"max_steps": args.steps, "logging_steps": args.steps, "first_token_only": cut, "report_to": []}
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            res = train_loop(student, data, Collator(pad_id(tok)), train_args, objective, lambda m: {"average": 0.0},
-                             "average", cfg.seed, Path(tmp) / "log.jsonl", desc=f"run {r + 1} {'cut' if cut else 'full'}")  # fmt: skip
+            res = train_loop(
+                student,
+                data,
+                Collator(pad_id(tok)),
+                train_args,
+                objective,
+                lambda m: {"average": 0.0},
+                "average",
+                cfg.seed,
+                Path(tmp) / "log.jsonl",
+                desc=f"run {r + 1} {'cut' if cut else 'full'}",
+            )
         return res.steady_samples_per_second
 
     res = side_by_side(train_once, args.rounds)
-    print(json.dumps({"student": f"multi-task, {len(tasks)} tasks, all-MiniLM-L6-v2 layers {cfg.student.layers}",
-                      "threads": torch.get_num_threads(), "steps": args.steps, "samples_per_second": {"full": res["full"], "cut": res["cut"]},
-                      "speedup": res["speedup"], "runs": res["runs"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "student": f"multi-task, {len(tasks)} tasks, all-MiniLM-L6-v2 layers {cfg.student.layers}",
+                "threads": torch.get_num_threads(),
+                "steps": args.steps,
+                "samples_per_second": {"full": res["full"], "cut": res["cut"]},
+                "speedup": res["speedup"],
+                "runs": res["runs"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

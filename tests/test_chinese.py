@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_bert
 
 import textdistill
 from textdistill.config import data_dir
 from textdistill.html_report import _drawable, confusion_png, tick_names
-
-from conftest import make_tiny_bert
 
 CN = Path(data_dir()) / "chnsenticorp"
 NAMES = {"0": "负面", "1": "正面"}  # negative, positive
@@ -40,18 +39,36 @@ def chinese_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train, dev = _rows(CN / "train.tsv", 320), _rows(CN / "dev.tsv", 96)
     for name, rows in (("train.tsv", train), ("dev.tsv", dev)):
         (tmp / name).write_text("评论\t情感\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
-    teacher = make_tiny_bert(tmp / "tiny_zh", [t for t, _ in train], vocab_size=1500)  # BERT's normaliser: one piece per character
+    teacher = make_tiny_bert(
+        tmp / "tiny_zh", [t for t, _ in train], vocab_size=1500
+    )  # BERT's normaliser: one piece per character
     fast = {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1e-3, "logging_steps": 5}
-    textdistill.distill({
-        "output_dir": str(tmp / "run"), "seed": 3,
-        "data": {"train_file": str(tmp / "train.tsv"), "validation_file": str(tmp / "dev.tsv"), "text_column": "评论",
-                 "label_column": "情感", "max_length": 96},
-        "teacher": {"model": teacher, "finetune": True, "training": fast},
-        "student": {"architecture": {"type": "bilstm", "tokenizer": "words", "vocab_size": 1200, "embedding_dim": 32, "hidden_size": 32},
-                    "training": fast},
-        "distill": {"loss": "mse", "alpha": 0.5},
-        "eval": {"latency_repeats": 2, "latency_samples": 16},
-    })  # fmt: skip
+    textdistill.distill(
+        {
+            "output_dir": str(tmp / "run"),
+            "seed": 3,
+            "data": {
+                "train_file": str(tmp / "train.tsv"),
+                "validation_file": str(tmp / "dev.tsv"),
+                "text_column": "评论",
+                "label_column": "情感",
+                "max_length": 96,
+            },
+            "teacher": {"model": teacher, "finetune": True, "training": fast},
+            "student": {
+                "architecture": {
+                    "type": "bilstm",
+                    "tokenizer": "words",
+                    "vocab_size": 1200,
+                    "embedding_dim": 32,
+                    "hidden_size": 32,
+                },
+                "training": fast,
+            },
+            "distill": {"loss": "mse", "alpha": 0.5},
+            "eval": {"latency_repeats": 2, "latency_samples": 16},
+        }
+    )
     return tmp / "run"
 
 
@@ -61,7 +78,9 @@ def _c_locale() -> dict[str, str]:
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "textdistill", *args], cwd=cwd, capture_output=True, env=_c_locale(), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "textdistill", *args], cwd=cwd, capture_output=True, env=_c_locale(), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")[-2000:]
     return proc
 
@@ -89,7 +108,11 @@ def test_plots_never_draw_missing_glyphs() -> None:
         warnings.simplefilter("always")
         png = confusion_png("测试 dev", ["正面", "负面", "neutral"], [[3, 1, 0], [0, 2, 1], [1, 0, 4]])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [w for w in caught if "missing from font" in str(w.message) and "测" not in str(w.message) and "试" not in str(w.message)]
+    assert not [
+        w
+        for w in caught
+        if "missing from font" in str(w.message) and "测" not in str(w.message) and "试" not in str(w.message)
+    ]
     assert tick_names(["B-PER", "O"]) == (["B-PER", "O"], "")
 
 
@@ -101,7 +124,9 @@ def test_predict_prints_chinese_in_a_c_locale(chinese_run: Path, tmp_path: Path)
     assert {line.split("\t")[0] for line in lines} <= {"正面", "负面"}
     # the same from a UTF-8 file with a byte-order mark, and as JSON (not \\u escapes)
     (tmp_path / "in.txt").write_text("\ufeff" + "\n".join(texts) + "\n", encoding="utf-8")
-    as_json = _cli(["predict", str(chinese_run / "student"), "--file", "in.txt", "--json"], tmp_path).stdout.decode("utf-8")
+    as_json = _cli(["predict", str(chinese_run / "student"), "--file", "in.txt", "--json"], tmp_path).stdout.decode(
+        "utf-8"
+    )
     assert "这家酒店" in as_json and "\\u" not in as_json
     assert [r["text"] for r in json.loads(as_json)] == texts
     assert [r["prediction"] for r in json.loads(as_json)] == [line.split("\t")[0] for line in lines]

@@ -10,15 +10,22 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_bert
 
 import textdistill
 from textdistill.config import DataConfig, data_dir
 from textdistill.data import LabelSet, TextData, read_file, tokenize_words
 from textdistill.errors import TextDistillError
 from textdistill.losses import IGNORE_INDEX
-from textdistill.ner import bioes_to_iob2, entities, predict_entities, read_conll, read_tagged, read_token_lines, split_words
-
-from conftest import make_tiny_bert
+from textdistill.ner import (
+    bioes_to_iob2,
+    entities,
+    predict_entities,
+    read_conll,
+    read_tagged,
+    read_token_lines,
+    split_words,
+)
 
 CHINESE_NER = Path(data_dir()) / "chinese_ner"
 WEIBO = {"train.all.bmes": 1350, "dev.all.bmes": 270, "test.all.bmes": 270}
@@ -26,7 +33,10 @@ RESUME = {"train.char.bmes": 3821, "dev.char.bmes": 463, "test.char.bmes": 477}
 
 
 def require_chinese_ner() -> Path:
-    if not (CHINESE_NER / "weibo" / "train.all.bmes").is_file() or not (CHINESE_NER / "resume" / "train.char.bmes").is_file():
+    if (
+        not (CHINESE_NER / "weibo" / "train.all.bmes").is_file()
+        or not (CHINESE_NER / "resume" / "train.char.bmes").is_file()
+    ):
         pytest.skip(f"shared Chinese NER data (Weibo, Resume) not found at {CHINESE_NER}")
     return CHINESE_NER
 
@@ -69,21 +79,29 @@ def seqeval_spans(tags: list[str]) -> set[tuple[str, int, int]]:
     "raw, iob2",
     [
         # BMES (Resume): M- inside, E- closing, S- a one-character entity
-        (["B-NAME", "E-NAME", "O", "B-CONT", "M-CONT", "M-CONT", "E-CONT", "S-NAME", "O"],
-         ["B-NAME", "I-NAME", "O", "B-CONT", "I-CONT", "I-CONT", "I-CONT", "B-NAME", "O"]),
+        (
+            ["B-NAME", "E-NAME", "O", "B-CONT", "M-CONT", "M-CONT", "E-CONT", "S-NAME", "O"],
+            ["B-NAME", "I-NAME", "O", "B-CONT", "I-CONT", "I-CONT", "I-CONT", "B-NAME", "O"],
+        ),
         # BIOES proper
         (["S-PER", "B-LOC", "I-LOC", "E-LOC", "O"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "O"]),
         # BIO with S- for single-character entities (the Weibo label list's scheme), dotted types
-        (["B-PER.NAM", "I-PER.NAM", "S-GPE.NAM", "O", "S-PER.NOM"], ["B-PER.NAM", "I-PER.NAM", "B-GPE.NAM", "O", "B-PER.NOM"]),
+        (
+            ["B-PER.NAM", "I-PER.NAM", "S-GPE.NAM", "O", "S-PER.NOM"],
+            ["B-PER.NAM", "I-PER.NAM", "B-GPE.NAM", "O", "B-PER.NOM"],
+        ),
         # adjacent entities of one type: each opens with B-
-        (["S-LOC", "S-LOC", "B-LOC", "E-LOC", "B-LOC", "E-LOC", "S-LOC"], ["B-LOC", "B-LOC", "B-LOC", "I-LOC", "B-LOC", "I-LOC", "B-LOC"]),
+        (
+            ["S-LOC", "S-LOC", "B-LOC", "E-LOC", "B-LOC", "E-LOC", "S-LOC"],
+            ["B-LOC", "B-LOC", "B-LOC", "I-LOC", "B-LOC", "I-LOC", "B-LOC"],
+        ),
         (["B-ORG", "M-ORG", "E-ORG", "B-ORG", "E-ORG"], ["B-ORG", "I-ORG", "I-ORG", "B-ORG", "I-ORG"]),
         # adjacent entities of two types
         (["B-ORG", "E-ORG", "B-TITLE", "E-TITLE", "S-ORG"], ["B-ORG", "I-ORG", "B-TITLE", "I-TITLE", "B-ORG"]),
         (["O", "O"], ["O", "O"]),
         ([], []),
     ],
-)  # fmt: skip
+)
 def test_bioes_converts_to_iob2(raw: list[str], iob2: list[str]) -> None:
     assert bioes_to_iob2(raw) == iob2
     assert entities(iob2) == strict_spans(raw)
@@ -92,12 +110,18 @@ def test_bioes_converts_to_iob2(raw: list[str], iob2: list[str]) -> None:
 @pytest.mark.parametrize(
     "raw, iob2",
     [
-        (["O", "M-PER.NOM", "E-PER.NOM", "O"], ["O", "B-PER.NOM", "I-PER.NOM", "O"]),  # Weibo: an entity that opens with M-
-        (["B-PER.NAM", "M-PER.NAM", "M-PER.NOM", "E-PER.NOM"], ["B-PER.NAM", "I-PER.NAM", "B-PER.NOM", "I-PER.NOM"]),  # type changes
+        (
+            ["O", "M-PER.NOM", "E-PER.NOM", "O"],
+            ["O", "B-PER.NOM", "I-PER.NOM", "O"],
+        ),  # Weibo: an entity that opens with M-
+        (
+            ["B-PER.NAM", "M-PER.NAM", "M-PER.NOM", "E-PER.NOM"],
+            ["B-PER.NAM", "I-PER.NAM", "B-PER.NOM", "I-PER.NOM"],
+        ),  # type changes
         (["B-ORG", "M-ORG"], ["B-ORG", "I-ORG"]),  # Resume: a sentence that ends inside an entity
         (["E-X", "I-X", "S-X", "M-X", "E-X", "E-X"], ["B-X", "B-X", "B-X", "B-X", "I-X", "B-X"]),  # E- and S- close
     ],
-)  # fmt: skip
+)
 def test_ill_formed_bioes_reads_as_seqeval_reads_it(raw: list[str], iob2: list[str]) -> None:
     assert bioes_to_iob2(raw) == iob2
     assert entities(iob2) == seqeval_spans(raw)
@@ -141,18 +165,24 @@ def test_conll_reads_bioes_and_tolerates_a_byte_order_mark(write) -> None:
     path = write("w.bmes", "\ufeff张 B-PER.NAM\n三 E-PER.NAM\n在 O\n\n北 S-GPE.NAM\n京 O\n")
     data = read_conll(path, "bioes")
     assert [(s.tokens, s.tags, s.line) for s in data.sentences] == [
-        (["张", "三", "在"], ["B-PER.NAM", "I-PER.NAM", "O"], 1), (["北", "京"], ["B-GPE.NAM", "O"], 5)]  # fmt: skip
+        (["张", "三", "在"], ["B-PER.NAM", "I-PER.NAM", "O"], 1),
+        (["北", "京"], ["B-GPE.NAM", "O"], 5),
+    ]
     assert data.tag_names == ["O", "B-GPE.NAM", "B-PER.NAM", "I-PER.NAM"] and data.word_per_line
     assert read_tagged(path, "conll", "bioes") == data
 
 
 def test_token_lines_read_sentences_and_line_numbers(write) -> None:
-    path = write("r.char.bmes", "\ufeff张 三 在 北 京\tB-NAME E-NAME O S-LOC O\n\n \n"
-                 "高 级 工 程 师\tB-TITLE M-TITLE M-TITLE M-TITLE E-TITLE\r\n")
+    path = write(
+        "r.char.bmes",
+        "\ufeff张 三 在 北 京\tB-NAME E-NAME O S-LOC O\n\n \n"
+        "高 级 工 程 师\tB-TITLE M-TITLE M-TITLE M-TITLE E-TITLE\r\n",
+    )
     data = read_token_lines(path, "bioes")
     assert [(s.tokens, s.tags, s.line) for s in data.sentences] == [
         (["张", "三", "在", "北", "京"], ["B-NAME", "I-NAME", "O", "B-LOC", "O"], 1),
-        (["高", "级", "工", "程", "师"], ["B-TITLE", "I-TITLE", "I-TITLE", "I-TITLE", "I-TITLE"], 4)]  # fmt: skip
+        (["高", "级", "工", "程", "师"], ["B-TITLE", "I-TITLE", "I-TITLE", "I-TITLE", "I-TITLE"], 4),
+    ]
     assert not data.word_per_line
     assert read_tagged(path, "token_lines", "bioes") == data
     # IOB2 files read as they are
@@ -164,21 +194,38 @@ def test_token_lines_read_sentences_and_line_numbers(write) -> None:
 @pytest.mark.parametrize(
     "content, scheme, message",
     [
-        ("张 三\tB-NAME E-NAME\n张 三 在 北 京 工 作 了 十 二 年 。\tO O O O O O O O O O O\n", "bioes", r"x\.txt:2: 12 tokens but 11 tags$"),
+        (
+            "张 三\tB-NAME E-NAME\n张 三 在 北 京 工 作 了 十 二 年 。\tO O O O O O O O O O O\n",
+            "bioes",
+            r"x\.txt:2: 12 tokens but 11 tags$",
+        ),
         ("张\tS-NAME S-NAME\n", "bioes", r"x\.txt:1: 1 token but 2 tags$"),
         ("\tO\n", "bioes", r"x\.txt:1: 0 tokens but 1 tag$"),
-        ("张 三\tB-NAME E-NAME\n张 B-NAME\n", "bioes", r"x\.txt:2: expected tokens, a TAB, then tags; got no TAB \(is the file CoNLL"),
+        (
+            "张 三\tB-NAME E-NAME\n张 B-NAME\n",
+            "bioes",
+            r"x\.txt:2: expected tokens, a TAB, then tags; got no TAB \(is the file CoNLL",
+        ),
         ("张\tO\tO\n", "bioes", r"x\.txt:1: expected tokens, a TAB, then tags; got 2 TABs"),
-        ("张 三 在\tB-NAME X-NAME O\n", "bioes",
-         r"x\.txt:1: tag 'X-NAME' \(word 2\) is not O, B-TYPE, I-TYPE, M-TYPE, E-TYPE or S-TYPE \(tag scheme bioes\)"),
+        (
+            "张 三 在\tB-NAME X-NAME O\n",
+            "bioes",
+            r"x\.txt:1: tag 'X-NAME' \(word 2\) is not O, B-TYPE, I-TYPE, M-TYPE, E-TYPE or S-TYPE "
+            r"\(tag scheme bioes\)",
+        ),
         ("张 三\tB-NAME NAME\n", "bioes", r"x\.txt:1: tag 'NAME' \(word 2\) is not O, B-TYPE"),
-        ("张 三\tS-NAME O\n", "iob2", r"x\.txt:1: tag 'S-NAME' \(word 1\) is not O, B-TYPE or I-TYPE \(tag scheme iob2; BIOES or BMES tags\? "
-                                     r"set data.tag_scheme: bioes\)"),
+        (
+            "张 三\tS-NAME O\n",
+            "iob2",
+            r"x\.txt:1: tag 'S-NAME' \(word 1\) is not O, B-TYPE or I-TYPE \(tag scheme "
+            r"iob2; BIOES or BMES tags\? "
+            r"set data.tag_scheme: bioes\)",
+        ),
         ("张 三\tO I-NAME\n", "iob2", r"x\.txt:1: I-NAME follows O: not valid IOB2"),
         ("\n \n", "bioes", r"x\.txt: no sentences \(empty file\)"),
         (b"a\tO\n\xe5\xbc\tO\n", "bioes", r"x\.txt:2: not valid UTF-8 \(byte 0xe5\)"),
     ],
-)  # fmt: skip
+)
 def test_bad_token_lines(write, content: str | bytes, scheme: str, message: str) -> None:
     path = write("x.txt", content)
     with pytest.raises(TextDistillError, match=message):
@@ -187,9 +234,17 @@ def test_bad_token_lines(write, content: str | bytes, scheme: str, message: str)
 
 def test_unknown_prefix_in_conll_names_the_scheme(write) -> None:
     path = write("x.conll", "张 B-PER\n三 Q-PER\n")
-    with pytest.raises(TextDistillError, match=r"x\.conll:2: tag 'Q-PER' is not O, B-TYPE, I-TYPE, M-TYPE, E-TYPE or S-TYPE \(tag scheme bioes\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"x\.conll:2: tag 'Q-PER' is not O, B-TYPE, I-TYPE, M-TYPE, E-TYPE or "
+        r"S-TYPE \(tag scheme bioes\)",
+    ):
         read_conll(path, "bioes")
-    with pytest.raises(TextDistillError, match=r"y\.conll:1: tag 'E-PER' is not O, B-TYPE or I-TYPE \(tag scheme iob1; .*set data.tag_scheme: bioes"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"y\.conll:1: tag 'E-PER' is not O, B-TYPE or I-TYPE \(tag scheme "
+        r"iob1; .*set data.tag_scheme: bioes",
+    ):
         read_conll(write("y.conll", "张 E-PER\n"), "iob1")
     with pytest.raises(TextDistillError, match="scheme: iob1, iob2 or bioes, got 'bmes'"):
         read_conll(path, "bmes")
@@ -200,9 +255,17 @@ def test_unknown_prefix_in_conll_names_the_scheme(write) -> None:
 def test_token_lines_through_the_data_config(write) -> None:
     train = write("train.txt", "张 三 在 北 京\tB-NAME E-NAME O S-LOC O\n李 四\tB-NAME E-NAME\n")
     dev = write("dev.txt", "北 京\tB-LOC E-LOC\n\n王 五 是 博 士\tB-NAME E-NAME O B-EDU E-EDU\n")
-    cfg = DataConfig(task_type="token_classification", format="token_lines", tag_scheme="bioes", train_file=str(train), validation_file=str(dev))
+    cfg = DataConfig(
+        task_type="token_classification",
+        format="token_lines",
+        tag_scheme="bioes",
+        train_file=str(train),
+        validation_file=str(dev),
+    )
     data = read_file(train, cfg)
-    assert data.words == [["张", "三", "在", "北", "京"], ["李", "四"]] and data.rows == [1, 2] and not data.word_per_line
+    assert (
+        data.words == [["张", "三", "在", "北", "京"], ["李", "四"]] and data.rows == [1, 2] and not data.word_per_line
+    )
     assert data.texts[0] == "张 三 在 北 京" and data.labels[1] == ["B-NAME", "I-NAME"]
     labels = LabelSet.from_data(data, "token_classification")
     assert labels.names == ("O", "B-LOC", "B-NAME", "I-NAME")
@@ -210,12 +273,20 @@ def test_token_lines_through_the_data_config(write) -> None:
     with pytest.raises(TextDistillError, match=r"dev\.txt:1: tag 'I-LOC' \(word 2\) is not among the training tags"):
         labels.encode(read_file(dev, cfg))
     assert read_file(dev, cfg).head(1).word_per_line is False
-    with pytest.raises(ValueError, match="format: token_lines files hold a tag per token: set task_type: token_classification"):
+    with pytest.raises(
+        ValueError, match="format: token_lines files hold a tag per token: set task_type: token_classification"
+    ):
         DataConfig(format="token_lines", train_file="a", validation_file="b")
     with pytest.raises(ValueError, match=r"reads CoNLL files: set format: conll \(a token per line\), or token_lines"):
         DataConfig(task_type="token_classification", train_file="a", validation_file="b")
     with pytest.raises(ValueError, match="tag_scheme"):
-        DataConfig(task_type="token_classification", format="token_lines", tag_scheme="bmes", train_file="a", validation_file="b")
+        DataConfig(
+            task_type="token_classification",
+            format="token_lines",
+            tag_scheme="bmes",
+            train_file="a",
+            validation_file="b",
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -255,11 +326,19 @@ def test_real_files_read_with_their_entity_spans_unchanged(corpus: str, layout: 
         assert {t[2:] for t in data.tag_names if t != "O"} <= {t[2:] for _, tags in raw for t in tags if t != "O"}
     # the data loader reads them the same way
     split = next(iter(counts))
-    cfg = DataConfig(task_type="token_classification", format=layout, tag_scheme="bioes", train_file=str(folder / split), validation_file=str(folder / split))  # type: ignore[arg-type]
+    cfg = DataConfig(
+        task_type="token_classification",
+        format=layout,
+        tag_scheme="bioes",
+        train_file=str(folder / split),
+        validation_file=str(folder / split),
+    )  # type: ignore[arg-type]
     data = read_file(folder / split, cfg)
     assert len(data) == counts[split] and data.word_per_line == (layout == "conll")
-    kinds = {"weibo": {"GPE.NAM", "GPE.NOM", "LOC.NAM", "LOC.NOM", "ORG.NAM", "ORG.NOM", "PER.NAM", "PER.NOM"},
-             "resume": {"CONT", "EDU", "LOC", "NAME", "ORG", "PRO", "RACE", "TITLE"}}[corpus]  # fmt: skip
+    kinds = {
+        "weibo": {"GPE.NAM", "GPE.NOM", "LOC.NAM", "LOC.NOM", "ORG.NAM", "ORG.NOM", "PER.NAM", "PER.NOM"},
+        "resume": {"CONT", "EDU", "LOC", "NAME", "ORG", "PRO", "RACE", "TITLE"},
+    }[corpus]
     assert {t[2:] for t in LabelSet.from_data(data, "token_classification").names if t != "O"} == kinds
 
 
@@ -273,23 +352,47 @@ def _sentencepiece_tokenizer():
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁张", -1.5), ("▁在", -1.5), ("▁北京", -1.0)]
+    vocab = [
+        ("<s>", 0.0),
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("▁", -2.0),
+        ("▁张", -1.5),
+        ("▁在", -1.5),
+        ("▁北京", -1.0),
+    ]
     vocab += [(c, -3.0) for c in "张三在北京工作李四年"]
     tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\u200b", "")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-                                                       special_tokens=[("<s>", 0), ("</s>", 2)])  # fmt: skip
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                   cls_token="<s>", sep_token="</s>")  # fmt: skip
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
 
 
 NAMES = ("O", "B-LOC", "I-LOC", "B-NAME", "I-NAME")
 
 
 def _words_data(words: list[list[str]], tags: list[list[str]]) -> tuple[TextData, list[list[int]]]:
-    data = TextData([" ".join(w) for w in words], tags, source="r.txt", rows=list(range(1, len(words) + 1)), words=words, word_per_line=False)
+    data = TextData(
+        [" ".join(w) for w in words],
+        tags,
+        source="r.txt",
+        rows=list(range(1, len(words) + 1)),
+        words=words,
+        word_per_line=False,
+    )
     return data, LabelSet(NAMES, "token_classification").encode(data)
 
 
@@ -305,9 +408,28 @@ def test_sentencepiece_alignment_tags_the_character_not_the_bare_marker() -> Non
     tags = [["B-NAME", "I-NAME", "O", "B-LOC", "I-LOC", "O", "O"], ["B-NAME", "I-NAME", "O", "O", "B-LOC", "I-LOC"]]
     data, ids = _words_data(words, tags)
     enc = tok(words[0], is_split_into_words=True)
-    assert tok.convert_ids_to_tokens(enc["input_ids"]) == ["<s>", "▁张", "▁", "三", "▁在", "▁", "北", "▁", "京", "▁", "工", "▁", "作", "</s>"]
-    with pytest.warns(UserWarning, match=r"r\.txt: 1 distinct words give the tokenizer no piece \(the first: '\\u200b' at r\.txt:2 \(word 3\)\); "
-                                         r"each is read as <unk>"):  # fmt: skip
+    assert tok.convert_ids_to_tokens(enc["input_ids"]) == [
+        "<s>",
+        "▁张",
+        "▁",
+        "三",
+        "▁在",
+        "▁",
+        "北",
+        "▁",
+        "京",
+        "▁",
+        "工",
+        "▁",
+        "作",
+        "</s>",
+    ]
+    with pytest.warns(
+        UserWarning,
+        match=r"r\.txt: 1 distinct words give the tokenizer no piece \(the first: "
+        r"'\\u200b' at r\.txt:2 \(word 3\)\); "
+        r"each is read as <unk>",
+    ):
         out = tokenize_words(tok, data, ids, NAMES, max_length=64)
     # every word keeps its tag, in order, on a piece of its own that holds its character
     assert _labelled(out, 0, tok) == [("▁张", 3), ("三", 4), ("▁在", 0), ("北", 1), ("京", 2), ("工", 0), ("作", 0)]
@@ -318,8 +440,21 @@ def test_sentencepiece_alignment_tags_the_character_not_the_bare_marker() -> Non
     every = tokenize_words(tok, data.head(1), ids[:1], NAMES, max_length=64, alignment="all")
     pieces = tok.convert_ids_to_tokens(every.features[0]["input_ids"])
     assert [(p, t) for p, t in zip(pieces, every.labels[0])] == [
-        ("<s>", IGNORE_INDEX), ("▁张", 3), ("▁", IGNORE_INDEX), ("三", 4), ("▁在", 0), ("▁", IGNORE_INDEX), ("北", 1), ("▁", IGNORE_INDEX),
-        ("京", 2), ("▁", IGNORE_INDEX), ("工", 0), ("▁", IGNORE_INDEX), ("作", 0), ("</s>", IGNORE_INDEX)]  # fmt: skip
+        ("<s>", IGNORE_INDEX),
+        ("▁张", 3),
+        ("▁", IGNORE_INDEX),
+        ("三", 4),
+        ("▁在", 0),
+        ("▁", IGNORE_INDEX),
+        ("北", 1),
+        ("▁", IGNORE_INDEX),
+        ("京", 2),
+        ("▁", IGNORE_INDEX),
+        ("工", 0),
+        ("▁", IGNORE_INDEX),
+        ("作", 0),
+        ("</s>", IGNORE_INDEX),
+    ]
 
 
 def test_truncation_that_keeps_only_a_bare_marker_cuts_the_word() -> None:
@@ -343,7 +478,9 @@ def test_bert_reads_each_character_and_a_word_it_would_drop_as_unknown(tmp_path:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(make_tiny_bert(tmp_path / "bert", ["张三在北京工作", "李四"], 100))
-    words = [["张", "三", "\ufe0f", "在", "北", "京"]]  # Weibo holds lone variation selectors; an uncased BERT strips them
+    words = [
+        ["张", "三", "\ufe0f", "在", "北", "京"]
+    ]  # Weibo holds lone variation selectors; an uncased BERT strips them
     data, ids = _words_data(words, [["B-NAME", "I-NAME", "O", "O", "B-LOC", "I-LOC"]])
     with pytest.warns(UserWarning, match=r"the first: '\\ufe0f' at r\.txt:1 \(word 3\)\); each is read as \[UNK\]"):
         out = tokenize_words(tok, data, ids, NAMES, max_length=32)
@@ -367,12 +504,15 @@ class _CharTagger:
         pass
 
     def __call__(self, input_ids, **_):
-        import torch
         from types import SimpleNamespace
 
+        import torch
+
         logits = torch.zeros(*input_ids.shape, len(NAMES))
-        for (b, t), i in zip(torch.cartesian_prod(torch.arange(input_ids.shape[0]), torch.arange(input_ids.shape[1])).tolist(),
-                             input_ids.flatten().tolist()):  # fmt: skip
+        for (b, t), i in zip(
+            torch.cartesian_prod(torch.arange(input_ids.shape[0]), torch.arange(input_ids.shape[1])).tolist(),
+            input_ids.flatten().tolist(),
+        ):
             logits[b, t, self.ids.get(i, 0)] = 5.0
         return SimpleNamespace(logits=logits)
 
@@ -382,7 +522,9 @@ def test_predicted_entities_read_the_character_piece_and_start_at_the_character(
     text = "在 张 三 在"
     # words ▁在 | ▁ 张 -> ▁张 | ▁ 三 | ▁在: 三's first piece is the bare marker, which the tagger reads as O
     out = predict_entities(_CharTagger(tok), tok, [text])
-    assert out == [[{"type": "NAME", "text": "张 三", "start": 2, "end": 5, "score": pytest.approx(out[0][0]["score"])}]]
+    assert out == [
+        [{"type": "NAME", "text": "张 三", "start": 2, "end": 5, "score": pytest.approx(out[0][0]["score"])}]
+    ]
     assert out[0][0]["score"] > 0.9
 
 
@@ -390,9 +532,23 @@ def test_raw_chinese_text_is_split_into_characters_as_in_training() -> None:
     """Chinese text has no spaces: a sentencepiece tokenizer alone would take "在张三在" for one word and tag only its
     first piece; the words are the characters, as the corpora tag them."""
     tok = _sentencepiece_tokenizer()
-    assert ["在张三在。Li Na's"[a:b] for a, b in split_words("在张三在。Li Na's")] == ["在", "张", "三", "在", "。", "Li", "Na", "'", "s"]
+    assert ["在张三在。Li Na's"[a:b] for a, b in split_words("在张三在。Li Na's")] == [
+        "在",
+        "张",
+        "三",
+        "在",
+        "。",
+        "Li",
+        "Na",
+        "'",
+        "s",
+    ]
     out = predict_entities(_CharTagger(tok), tok, ["在张三在", "", "张三 and 张"])
-    assert [[(e["text"], e["start"], e["end"]) for e in found] for found in out] == [[("张三", 1, 3)], [], [("张三", 0, 2), ("张", 7, 8)]]
+    assert [[(e["text"], e["start"], e["end"]) for e in found] for found in out] == [
+        [("张三", 1, 3)],
+        [],
+        [("张三", 0, 2), ("张", 7, 8)],
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -408,18 +564,26 @@ def test_resume_distillation_with_token_lines(tmp_path: Path) -> None:
     assert len(dev) == 24
     (tmp_path / "train.char.bmes").write_text("\n".join(train) + "\n", encoding="utf-8")
     (tmp_path / "dev.char.bmes").write_text("\n".join(dev) + "\n", encoding="utf-8")
-    teacher = make_tiny_bert(tmp_path / "tiny_bert", [line.split("\t")[0].replace(" ", "") for line in lines[:400]], 1200)
+    teacher = make_tiny_bert(
+        tmp_path / "tiny_bert", [line.split("\t")[0].replace(" ", "") for line in lines[:400]], 1200
+    )
     fast = {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 2e-3, "logging_steps": 2}
     cfg = {
-        "output_dir": str(tmp_path / "run"), "seed": 3,
-        "data": {"task_type": "token_classification", "format": "token_lines", "tag_scheme": "bioes",
-                 "train_file": str(tmp_path / "train.char.bmes"), "validation_file": str(tmp_path / "dev.char.bmes"),
-                 "max_length": 128},
+        "output_dir": str(tmp_path / "run"),
+        "seed": 3,
+        "data": {
+            "task_type": "token_classification",
+            "format": "token_lines",
+            "tag_scheme": "bioes",
+            "train_file": str(tmp_path / "train.char.bmes"),
+            "validation_file": str(tmp_path / "dev.char.bmes"),
+            "max_length": 128,
+        },
         "teacher": {"model": teacher, "finetune": True, "training": fast},
         "student": {"layers": [0, 3], "training": fast},
         "distill": {"temperature": 2.0, "alpha": 0.8},
         "eval": {"latency_repeats": 1, "latency_samples": 8},
-    }  # fmt: skip
+    }
     report = textdistill.distill(cfg)
     assert report["metric"] == "entity_f1"
     tags = report["data"]["labels"]

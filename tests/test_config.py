@@ -54,7 +54,11 @@ def test_bad_values_name_the_key(write, extra, message):
 
 def test_student_needs_exactly_one_recipe(write):
     p = write("c.yaml", BASE.replace("num_layers: 2", "num_layers: 2\n  layers: [0, 5]"))
-    with pytest.raises(TextDistillError, match=r"student: give exactly one of layers, num_layers, model, config_overrides"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"student: give exactly one of layers, num_layers, model, "
+        r"config_overrides",
+    ):
         load_config(p)
     p = write("d.yaml", BASE.replace("num_layers: 2", "layers: [1, 1]"))
     with pytest.raises(TextDistillError, match="distinct non-negative"):

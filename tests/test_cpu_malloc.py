@@ -7,11 +7,11 @@ import platform
 from pathlib import Path
 
 import pytest
+from test_guest import GLIBC  # (test_guest imports no textdistill: the probes live there, one copy)
 
 from textdistill import cpu_malloc
 from textdistill import train as train_module
 from textdistill.config import DistillConfig, TrainingConfig
-from textdistill.objective import DistillationObjective
 from textdistill.cpu_malloc import (
     DYNAMIC_CEILING,
     FIXED_DEFAULT,
@@ -21,7 +21,7 @@ from textdistill.cpu_malloc import (
     reuse_freed_memory,
     thresholds_after,
 )
-from test_guest import GLIBC  # (test_guest imports no textdistill: the probes live there, one copy)
+from textdistill.objective import DistillationObjective
 
 
 class FakeLibc:
@@ -44,7 +44,9 @@ def no_malloc_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_thresholds_set_on_entry_then_memory_returned_and_thresholds_put_back_on_exit(monkeypatch, no_malloc_environment) -> None:
+def test_thresholds_set_on_entry_then_memory_returned_and_thresholds_put_back_on_exit(
+    monkeypatch, no_malloc_environment
+) -> None:
     libc = FakeLibc()
     monkeypatch.setattr(cpu_malloc, "_glibc", lambda: libc)
     with pytest.raises(RuntimeError, match="stop"), reuse_freed_memory() as done:
@@ -52,8 +54,11 @@ def test_thresholds_set_on_entry_then_memory_returned_and_thresholds_put_back_on
         assert libc.calls == [("mallopt", M_MMAP_THRESHOLD, KEEP_BYTES), ("mallopt", M_TRIM_THRESHOLD, KEEP_BYTES)]
         raise RuntimeError("stop")
     # even when the loop fails: what malloc kept goes back to the system, then the thresholds are put back
-    assert libc.calls[2:] == [("malloc_trim", 0), ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
-                              ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING)]  # fmt: skip
+    assert libc.calls[2:] == [
+        ("malloc_trim", 0),
+        ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
+        ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING),
+    ]
     assert KEEP_BYTES == 1 << 30 and (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) == (-3, -1)  # glibc's malloc.h values
     assert DYNAMIC_CEILING == 32 << 20 and FIXED_DEFAULT == 128 << 10  # on 64-bit Linux, as glibc's malloc.c has them
 
@@ -61,8 +66,14 @@ def test_thresholds_set_on_entry_then_memory_returned_and_thresholds_put_back_on
 def test_put_back_means_the_environments_values_else_where_dynamic_thresholds_end() -> None:
     assert thresholds_after({}) == {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
     # a threshold fixed at start-up gets its value back; the other one was fixed at glibc's default by it
-    assert thresholds_after({"MALLOC_MMAP_THRESHOLD_": "65536"}) == {M_MMAP_THRESHOLD: 65536, M_TRIM_THRESHOLD: 128 << 10}
-    tunables = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0x100000", "MALLOC_TRIM_THRESHOLD_": "7"}
+    assert thresholds_after({"MALLOC_MMAP_THRESHOLD_": "65536"}) == {
+        M_MMAP_THRESHOLD: 65536,
+        M_TRIM_THRESHOLD: 128 << 10,
+    }
+    tunables = {
+        "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0x100000",
+        "MALLOC_TRIM_THRESHOLD_": "7",
+    }
     assert thresholds_after(tunables) == {M_MMAP_THRESHOLD: 128 << 10, M_TRIM_THRESHOLD: 1 << 20}  # the tunable wins
     assert thresholds_after({"MALLOC_MMAP_THRESHOLD_": "lots", "GLIBC_TUNABLES": "nonsense"}) == thresholds_after({})
 
@@ -82,8 +93,11 @@ def test_nothing_happens_when_disabled_refused_or_off_glibc(monkeypatch, no_mall
     monkeypatch.setattr(cpu_malloc, "_glibc", lambda: half)
     with reuse_freed_memory() as done:
         assert not done
-    assert half.calls[2:] == [("malloc_trim", 0), ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
-                              ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING)]  # fmt: skip
+    assert half.calls[2:] == [
+        ("malloc_trim", 0),
+        ("mallopt", M_MMAP_THRESHOLD, DYNAMIC_CEILING),
+        ("mallopt", M_TRIM_THRESHOLD, 2 * DYNAMIC_CEILING),
+    ]
     monkeypatch.undo()
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert cpu_malloc._glibc() is None
@@ -117,7 +131,9 @@ def test_real_glibc_takes_the_thresholds_inside_the_block_only() -> None:
     import sys
 
     here = str(Path(__file__).resolve().parent)
-    out = subprocess.run([sys.executable, "-c", _REAL_GLIBC, here], capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", _REAL_GLIBC, here], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
     if out == "unobservable":
         pytest.skip("glibc without mallinfo2: the thresholds cannot be observed")
     # fresh pages above any dynamic threshold; from the heap inside the block; fresh pages again after it
@@ -130,8 +146,16 @@ def test_the_loop_asks_for_it_on_the_cpu_unless_switched_off(tmp_path: Path, mon
     from textdistill.data import DistillDataset
 
     def bert(layers: int) -> BertForSequenceClassification:
-        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                                                        intermediate_size=32, max_position_embeddings=16))  # fmt: skip
+        return BertForSequenceClassification(
+            BertConfig(
+                vocab_size=50,
+                hidden_size=16,
+                num_hidden_layers=layers,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=16,
+            )
+        )
 
     seen: list[bool] = []
     real = train_module.reuse_freed_memory
@@ -141,12 +165,24 @@ def test_the_loop_asks_for_it_on_the_cpu_unless_switched_off(tmp_path: Path, mon
         return real(enabled)
 
     monkeypatch.setattr(train_module, "reuse_freed_memory", spy)
-    args = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0)
+    args = TrainingConfig(
+        learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0
+    )
     teacher = bert(2).eval()
     examples = DistillDataset([{"input_ids": [1, 5 + i % 40, 7, 2]} for i in range(16)], [i % 2 for i in range(16)])
     for flag in (True, False):
         objective = DistillationObjective(DistillConfig(), teacher)
-        train_module.train_loop(bert(1), examples, train_module.Collator(0), args.model_copy(update={"reuse_cpu_memory": flag}),
-                                objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp_path / f"{flag}.jsonl",
-                                teacher=teacher, keep_best=False)  # fmt: skip
+        train_module.train_loop(
+            bert(1),
+            examples,
+            train_module.Collator(0),
+            args.model_copy(update={"reuse_cpu_memory": flag}),
+            objective,
+            lambda m: {"accuracy": 0.0},
+            "accuracy",
+            0,
+            tmp_path / f"{flag}.jsonl",
+            teacher=teacher,
+            keep_best=False,
+        )
     assert seen == [True, False]  # (what the block does to real glibc: the test above, in a fresh process)

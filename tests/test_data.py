@@ -31,7 +31,7 @@ def cfg(**kw) -> DataConfig:
 
 
 def test_tsv_keeps_quotes_and_rows(write):
-    p = write("a.tsv", 'text\tlabel\nit \'s "great\t1\n\nbad film\t0\n')
+    p = write("a.tsv", "text\tlabel\nit 's \"great\t1\n\nbad film\t0\n")
     d = read_file(p, cfg())
     assert d.texts == ["it 's \"great", "bad film"]
     assert d.labels == ["1", "0"]
@@ -71,7 +71,13 @@ def test_real_sst2_dev(sst2_dir):
     [
         ("m.tsv", "text\tlabel\n", {}, r"m\.tsv: no data rows"),
         ("e.tsv", "", {}, r"e\.tsv: file is empty"),
-        ("c.tsv", "sentence\tlabel\na\t1\n", {"text_column": "text"}, r"c\.tsv: column 'text' \(text_column\) not found; the header has \['sentence', 'label'\]"),
+        (
+            "c.tsv",
+            "sentence\tlabel\na\t1\n",
+            {"text_column": "text"},
+            r"c\.tsv: column 'text' \(text_column\) not "
+            r"found; the header has \['sentence', 'label'\]",
+        ),
         ("r.tsv", "text\tlabel\na\t1\nbroken row\n", {}, r"r\.tsv:3: expected at least 2 columns, got 1"),
         ("l.tsv", "text\tlabel\na\t\n", {}, r"l\.tsv:2: empty label"),
         ("j.jsonl", '{"text": "a", "label": 1}\n{"text": "b"\n', {}, r"j\.jsonl:2: not valid JSON"),
@@ -119,13 +125,17 @@ def test_label_set_from_model_config_ignores_defaults():
 
 def test_max_samples_cut(write):
     tr = write("t.tsv", "text\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10)))
-    train, dev = load_splits(DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=4, max_eval_samples=3))
+    train, dev = load_splits(
+        DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=4, max_eval_samples=3)
+    )
     assert (len(train), len(dev)) == (4, 3)
     assert train.texts == ["s0", "s1", "s2", "s3"]  # the head, as run_glue takes it, where it holds every class
 
 
 def test_max_samples_on_a_file_sorted_by_label_keeps_every_class(write, capsys):
-    rows = "".join(f"s{i}\t{c}\n" for c in "abcde" for i in range(20))  # 100 rows, sorted: the first 30 hold a and b only
+    rows = "".join(
+        f"s{i}\t{c}\n" for c in "abcde" for i in range(20)
+    )  # 100 rows, sorted: the first 30 hold a and b only
     tr = write("t.tsv", "text\tlabel\n" + rows)
     train, _ = load_splits(DataConfig(train_file=str(tr), validation_file=str(tr), max_train_samples=30))
     assert len(train) == 30 and set(train.labels) == set("abcde")
@@ -140,7 +150,9 @@ def test_max_samples_on_a_file_sorted_by_label_keeps_every_class(write, capsys):
 def test_hf_dataset_object_and_saved_folder(tmp_path):
     import datasets
 
-    feats = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    feats = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
     ds = datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=feats)
     d = from_hf_dataset(ds, cfg(text_column="sentence"), "mem")
     assert d.labels == ["pos", "neg"]
@@ -148,7 +160,9 @@ def test_hf_dataset_object_and_saved_folder(tmp_path):
     train, dev = load_splits(DataConfig(hf_dataset={"path": str(tmp_path / "saved")}, text_column="sentence"))
     assert train.texts == ["good", "bad"] and dev.labels == ["pos", "neg"]
     with pytest.raises(TextDistillError, match="has no split 'test'"):
-        load_splits(DataConfig(hf_dataset={"path": str(tmp_path / "saved"), "validation_split": "test"}, text_column="sentence"))
+        load_splits(
+            DataConfig(hf_dataset={"path": str(tmp_path / "saved"), "validation_split": "test"}, text_column="sentence")
+        )
 
 
 def test_hf_token_dataset_reads_its_tag_scheme():
@@ -157,30 +171,62 @@ def test_hf_token_dataset_reads_its_tag_scheme():
     import datasets
 
     names = ["O", "B-PER", "I-PER", "E-PER", "S-LOC", "B-LOC", "I-LOC"]
-    feats = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                               "tags": datasets.Sequence(datasets.ClassLabel(names=names))})  # fmt: skip
+    feats = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
     words = [["Ada", "Lovelace", "of", "London"], ["Paris", "now"]]
 
     def split(tags):
-        return datasets.Dataset.from_dict({"tokens": words, "tags": [[names.index(t) for t in row] for row in tags]}, features=feats)
+        return datasets.Dataset.from_dict(
+            {"tokens": words, "tags": [[names.index(t) for t in row] for row in tags]}, features=feats
+        )
 
     def read(tags, scheme):
-        c = DataConfig(hf_dataset={"path": "mem"}, text_column="tokens", label_column="tags", task_type="token_classification",
-                       tag_scheme=scheme)
+        c = DataConfig(
+            hf_dataset={"path": "mem"},
+            text_column="tokens",
+            label_column="tags",
+            task_type="token_classification",
+            tag_scheme=scheme,
+        )
         return from_hf_dataset(split(tags), c, "mem[train]").labels
 
-    assert read([["I-PER", "I-PER", "O", "I-LOC"], ["I-LOC", "O"]], "iob1") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
-    assert read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "bioes") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
-    assert read([["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]], "iob2") == [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
-    with pytest.raises(TextDistillError, match=r"^mem\[train\]: row 1: I-LOC follows a sentence start: not valid IOB2 \(is the file IOB1"):
+    assert read([["I-PER", "I-PER", "O", "I-LOC"], ["I-LOC", "O"]], "iob1") == [
+        ["B-PER", "I-PER", "O", "B-LOC"],
+        ["B-LOC", "O"],
+    ]
+    assert read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "bioes") == [
+        ["B-PER", "I-PER", "O", "B-LOC"],
+        ["B-LOC", "O"],
+    ]
+    assert read([["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]], "iob2") == [
+        ["B-PER", "I-PER", "O", "B-LOC"],
+        ["B-LOC", "O"],
+    ]
+    with pytest.raises(
+        TextDistillError,
+        match=r"^mem\[train\]: row 1: I-LOC follows a sentence start: not valid "
+        r"IOB2 \(is the file IOB1",
+    ):
         read([["B-PER", "I-PER", "O", "B-LOC"], ["I-LOC", "O"]], "iob2")
-    with pytest.raises(TextDistillError, match=r"^mem\[train\]: row 0: tag 'E-PER' \(word 2\) is not O, B-TYPE or I-TYPE "
-                                               r"\(tag scheme iob2; BIOES or BMES tags\? set data.tag_scheme: bioes\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"^mem\[train\]: row 0: tag 'E-PER' \(word 2\) is not O, B-TYPE or "
+        r"I-TYPE "
+        r"\(tag scheme iob2; BIOES or BMES tags\? set data.tag_scheme: bioes\)",
+    ):
         read([["B-PER", "E-PER", "O", "S-LOC"], ["S-LOC", "O"]], "iob2")
     # A test split without tags (HF stores -1 for each word) is named as such, not as a tag the scheme rejects.
-    unlabelled = datasets.Dataset.from_dict({"tokens": words, "tags": [[-1] * 4, [-1] * 2]},
-                                            features=datasets.Features({"tokens": feats["tokens"], "tags": datasets.Sequence(datasets.Value("int64"))}))  # fmt: skip
-    c = DataConfig(hf_dataset={"path": "mem"}, text_column="tokens", label_column="tags", task_type="token_classification")
+    unlabelled = datasets.Dataset.from_dict(
+        {"tokens": words, "tags": [[-1] * 4, [-1] * 2]},
+        features=datasets.Features({"tokens": feats["tokens"], "tags": datasets.Sequence(datasets.Value("int64"))}),
+    )
+    c = DataConfig(
+        hf_dataset={"path": "mem"}, text_column="tokens", label_column="tags", task_type="token_classification"
+    )
     with pytest.raises(TextDistillError, match=r"^mem\[test\]: row 0: word 1 has no tag \(-1; unlabelled split\?\)$"):
         from_hf_dataset(unlabelled, c, "mem[test]")
 
@@ -202,14 +248,21 @@ def test_pad_features_matches_row_by_row_padding():
     feats = []
     for _ in range(64):
         n = rng.randint(1, 40)
-        feats.append({"input_ids": [rng.randint(1, 30000) for _ in range(n)], "token_type_ids": [rng.randint(0, 1) for _ in range(n)]})
+        feats.append(
+            {
+                "input_ids": [rng.randint(1, 30000) for _ in range(n)],
+                "token_type_ids": [rng.randint(0, 1) for _ in range(n)],
+            }
+        )
     out = pad_features(feats, pad_token_id=3)
     longest = max(len(f["input_ids"]) for f in feats)
     assert list(out) == ["input_ids", "token_type_ids", "attention_mask"]
     for key, pad in (("input_ids", 3), ("token_type_ids", 0)):
         assert out[key].dtype == torch.long
         assert out[key].tolist() == [f[key] + [pad] * (longest - len(f[key])) for f in feats]
-    assert out["attention_mask"].tolist() == [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in feats]
+    assert out["attention_mask"].tolist() == [
+        [1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in feats
+    ]
 
 
 def test_length_grouped_batches_have_less_padding_and_cover_everything():
@@ -250,19 +303,73 @@ def test_jsonl_regression_scores_may_be_json_numbers(write) -> None:
     "name, content, kw, message",
     [
         # an unquoted delimiter in a text: the extra field became the label, or (label first) the text was cut
-        ("a.tsv", "text\tlabel\nok\t1\nslow\tand dull\t0\n", {},
-         r"^\S*a\.tsv:3: 3 fields where the header has 2 \(text, label\); a tab inside a text\? tsv fields are never quoted"),
-        ("b.csv", "label,text\n1,fine\n0,slow, dull, and long\n", {},
-         r"^\S*b\.csv:3: 4 fields where the header has 2 \(label, text\); an unquoted ',' inside a text\? put that text in double quotes$"),
-        ("c.tsv", "text\tlabel\tsource\nok\t1\tweb\nbad\t0\n", {}, r"c\.tsv:3: 2 fields where the header has 3 \(text, label, source\); a field missing"),
-        ("d.tsv", "s\t1\t\tok .\ns\t0\t*\tbad\t.\n", {"has_header": False, "text_column": 3, "label_column": 1},
-         r"d\.tsv:2: 5 fields where line 1 has 4 \(data\.has_header: false\)"),
-        ("e.csv", "text,text,label\na,b,1\n", {}, r"e\.csv:1: the header names column 'text' twice \(columns 1 and 2\); give each column its own name"),
-        ("f.tsv", "label\ttext\tx\tlabel\n1\ta\tb\t0\n", {}, r"f\.tsv:1: the header names column 'label' twice \(columns 1 and 4\)"),
-        ("g.csv", 'text,label\n"quoted" then not,1\n', {}, r"g\.csv:2: cannot split the row into columns \(',' expected after '\"'\); text after a closing quote"),
-        ("h.csv", 'text,label\nok,1\n"never closed,0\nx,1\n', {}, r"h\.csv:3: cannot split the row into columns \(unexpected end of data\); an unclosed quote\?"),
-        ("i.jsonl", '{"text": "a", "label": 1, "label": 2}\n', {}, r"i\.jsonl:1: the object gives the key 'label' twice"),
-        ("j.csv", "text;label\na;1\n", {"format": "csv", "text_column": "text", "label_column": "label"}, r"j\.csv: column 'text' \(text_column\) not found; the header has \['text;label'\]"),
+        (
+            "a.tsv",
+            "text\tlabel\nok\t1\nslow\tand dull\t0\n",
+            {},
+            r"^\S*a\.tsv:3: 3 fields where the header has 2 \(text, label\); a tab inside a text\? tsv fields are "
+            r"never quoted",
+        ),
+        (
+            "b.csv",
+            "label,text\n1,fine\n0,slow, dull, and long\n",
+            {},
+            r"^\S*b\.csv:3: 4 fields where the header has 2 \(label, text\); an unquoted ',' inside a text\? put that "
+            r"text in double quotes$",
+        ),
+        (
+            "c.tsv",
+            "text\tlabel\tsource\nok\t1\tweb\nbad\t0\n",
+            {},
+            r"c\.tsv:3: 2 fields where the header has 3 "
+            r"\(text, label, source\); a field missing",
+        ),
+        (
+            "d.tsv",
+            "s\t1\t\tok .\ns\t0\t*\tbad\t.\n",
+            {"has_header": False, "text_column": 3, "label_column": 1},
+            r"d\.tsv:2: 5 fields where line 1 has 4 \(data\.has_header: false\)",
+        ),
+        (
+            "e.csv",
+            "text,text,label\na,b,1\n",
+            {},
+            r"e\.csv:1: the header names column 'text' twice \(columns 1 and "
+            r"2\); give each column its own name",
+        ),
+        (
+            "f.tsv",
+            "label\ttext\tx\tlabel\n1\ta\tb\t0\n",
+            {},
+            r"f\.tsv:1: the header names column 'label' twice "
+            r"\(columns 1 and 4\)",
+        ),
+        (
+            "g.csv",
+            'text,label\n"quoted" then not,1\n',
+            {},
+            r"g\.csv:2: cannot split the row into columns \(',' expected after '\"'\); text "
+            r"after a closing quote",
+        ),
+        (
+            "h.csv",
+            'text,label\nok,1\n"never closed,0\nx,1\n',
+            {},
+            r"h\.csv:3: cannot split the row into columns \(unexpected end of data\); "
+            r"an unclosed quote\?",
+        ),
+        (
+            "i.jsonl",
+            '{"text": "a", "label": 1, "label": 2}\n',
+            {},
+            r"i\.jsonl:1: the object gives the key 'label' twice",
+        ),
+        (
+            "j.csv",
+            "text;label\na;1\n",
+            {"format": "csv", "text_column": "text", "label_column": "label"},
+            r"j\.csv: column 'text' \(text_column\) not found; the header has \['text;label'\]",
+        ),
         ("k.jsonl", '{"text": "a", "label": 1}\n', {"delimiter": ";"}, r"k\.jsonl: a JSONL file has no delimiter"),
     ],
 )
@@ -299,7 +406,9 @@ def test_data_delimiter_is_one_character_and_for_delimited_files():
     for bad in ("", ";;", '"', "\n"):
         with pytest.raises(ValidationError, match="delimiter"):
             cfg(delimiter=bad)
-    with pytest.raises(ValidationError, match="delimiter: separates the fields of tsv and csv files, not of format: jsonl"):
+    with pytest.raises(
+        ValidationError, match="delimiter: separates the fields of tsv and csv files, not of format: jsonl"
+    ):
         cfg(format="jsonl", delimiter=";")
 
 
@@ -316,10 +425,18 @@ def test_a_bom_is_dropped_for_any_spelling_of_utf8(write, encoding):
 
 def test_a_byte_order_mark_in_another_encoding_is_refused(write):
     p = write("b.tsv", b"\xef\xbb\xbftext\tlabel\nok\t1\n")
-    with pytest.raises(TextDistillError, match=r"b\.tsv:1: the file starts with a UTF-8 byte-order mark but data\.encoding is 'latin-1'; set data\.encoding: utf-8"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"b\.tsv:1: the file starts with a UTF-8 byte-order mark but "
+        r"data\.encoding is 'latin-1'; set data\.encoding: utf-8",
+    ):
         read_file(p, cfg(encoding="latin-1"))
     u = write("u.csv", "text,label\nok,1\n".encode("utf-16"))
-    with pytest.raises(TextDistillError, match=r"u\.csv:1: the file starts with a UTF-16 byte-order mark but data\.encoding is 'cp1252'"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"u\.csv:1: the file starts with a UTF-16 byte-order mark but "
+        r"data\.encoding is 'cp1252'",
+    ):
         read_file(u, cfg(encoding="cp1252"))
     assert read_file(u, cfg(encoding="utf-16")).texts == ["ok"]
     le = write("le.csv", "\ufefftext,label\nok,1\n".encode("utf-16-le"))  # the mark decodes as U+FEFF: dropped too
@@ -335,14 +452,43 @@ def test_jsonl_lines_end_at_line_breaks_only(write):
 @pytest.mark.parametrize(
     "content, kw, message",
     [
-        ("text\tlabel\na\tpos\nb\tneg\nc\tPos\n", {}, r"x\.tsv:4: label 'Pos' differs only in case/spacing from 'pos' \(line 2\); make them one spelling or map them with data\.label_map$"),
-        ("text\tlabel\na\t1\nb\t0\nc\t1.0\n", {}, r"x\.tsv:4: label '1\.0' differs only in numeric spelling from '1' \(line 2\)"),
+        (
+            "text\tlabel\na\tpos\nb\tneg\nc\tPos\n",
+            {},
+            r"x\.tsv:4: label 'Pos' differs only in case/spacing from "
+            r"'pos' \(line 2\); make them one spelling or map them with "
+            r"data\.label_map$",
+        ),
+        (
+            "text\tlabel\na\t1\nb\t0\nc\t1.0\n",
+            {},
+            r"x\.tsv:4: label '1\.0' differs only in numeric spelling from '1' "
+            r"\(line 2\)",
+        ),
         ("text\tlabel\na\t1\nb\t0\nc\t+01\n", {}, r"x\.tsv:4: label '\+01' differs only in numeric spelling from '1'"),
-        ("label\ttext\n1\ta\n0\tb\n\ufeff1\tc\n", {}, r"x\.tsv:4: label '\\ufeff1' differs only in case/spacing from '1' \(line 2\)"),
-        ("text\tlabel\na\tpos\nb\tpos\u200b\n", {}, r"x\.tsv:3: label 'pos\\u200b' differs only in case/spacing from 'pos'"),
-        ("text\tlabel\na\tx,Y\nb\ty\n", {"task_type": "multi_label"}, r"x\.tsv:3: label 'y' differs only in case/spacing from 'Y' \(line 2\)"),
-        ("text\tlabel\na\tgood\nb\tpos\n", {"label_map": {"good": "Pos"}},
-         r"x\.tsv:3: label 'pos' differs only in case/spacing from 'Pos' \(line 2, as data\.label_map spells it\)"),
+        (
+            "label\ttext\n1\ta\n0\tb\n\ufeff1\tc\n",
+            {},
+            r"x\.tsv:4: label '\\ufeff1' differs only in case/spacing from "
+            r"'1' \(line 2\)",
+        ),
+        (
+            "text\tlabel\na\tpos\nb\tpos\u200b\n",
+            {},
+            r"x\.tsv:3: label 'pos\\u200b' differs only in case/spacing from "
+            r"'pos'",
+        ),
+        (
+            "text\tlabel\na\tx,Y\nb\ty\n",
+            {"task_type": "multi_label"},
+            r"x\.tsv:3: label 'y' differs only in "
+            r"case/spacing from 'Y' \(line 2\)",
+        ),
+        (
+            "text\tlabel\na\tgood\nb\tpos\n",
+            {"label_map": {"good": "Pos"}},
+            r"x\.tsv:3: label 'pos' differs only in case/spacing from 'Pos' \(line 2, as data\.label_map spells it\)",
+        ),
     ],
 )
 def test_two_spellings_of_one_label_are_refused(write, content, kw, message):
@@ -356,19 +502,35 @@ def test_label_spellings_are_checked_across_train_dev_and_test(write):
     dev = write("dev.tsv", "text\tlabel\nc\tneg\nd\tPOS\n")
     test = write("test.tsv", "text\tlabel\ne\tNeg\n")
     ok = write("ok.tsv", "text\tlabel\nc\tneg\nd\tpos\n")
-    with pytest.raises(TextDistillError, match=r"dev\.tsv:3: label 'POS' differs only in case/spacing from 'pos' \(\S*train\.tsv:2\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"dev\.tsv:3: label 'POS' differs only in case/spacing from 'pos' "
+        r"\(\S*train\.tsv:2\)",
+    ):
         load_splits(DataConfig(train_file=str(tr), validation_file=str(dev)))
-    with pytest.raises(TextDistillError, match=r"test\.tsv:2: label 'Neg' differs only in case/spacing from 'neg' \(\S*train\.tsv:3\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"test\.tsv:2: label 'Neg' differs only in case/spacing from 'neg' "
+        r"\(\S*train\.tsv:3\)",
+    ):
         load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), test_file=str(test)))
     # data.label_map makes them one label on purpose, in every split (and load_test applies it too)
-    c = DataConfig(train_file=str(tr), validation_file=str(dev), test_file=str(test), label_map={"POS": "pos", "Neg": "neg"})
+    c = DataConfig(
+        train_file=str(tr), validation_file=str(dev), test_file=str(test), label_map={"POS": "pos", "Neg": "neg"}
+    )
     train, d = load_splits(c)
     assert set(train.labels) == {"pos", "neg"} and d.labels == ["neg", "pos"] and load_test(c).labels == ["neg"]
     # a key that is no label anywhere (a typo) is an error, naming the files
-    with pytest.raises(TextDistillError, match=r"^data\.label_map: 'Positive' is not a label of \S*train\.tsv, \S*ok\.tsv; their labels are \['neg', 'pos'\]$"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"^data\.label_map: 'Positive' is not a label of \S*train\.tsv, "
+        r"\S*ok\.tsv; their labels are \['neg', 'pos'\]$",
+    ):
         load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), label_map={"Positive": "pos"}))
     # a swap is read once, not chained
-    swapped, _ = load_splits(DataConfig(train_file=str(tr), validation_file=str(ok), label_map={"pos": "neg", "neg": "pos"}))
+    swapped, _ = load_splits(
+        DataConfig(train_file=str(tr), validation_file=str(ok), label_map={"pos": "neg", "neg": "pos"})
+    )
     assert swapped.labels == ["neg", "pos"]
 
 
@@ -390,7 +552,10 @@ def test_label_map_settings_are_checked():
         cfg(label_map={"a": " "})
     with pytest.raises(ValidationError, match="'1' is mapped twice"):
         cfg(label_map={1: "a", "1": "b"})
-    with pytest.raises(ValidationError, match="label_map: renames classification and multi_label labels, not those of task_type: regression"):
+    with pytest.raises(
+        ValidationError,
+        match="label_map: renames classification and multi_label labels, not those of task_type: regression",
+    ):
         cfg(task_type="regression", label_map={"a": "b"})
 
 
@@ -411,7 +576,11 @@ def test_surrounding_whitespace_of_labels_is_dropped_alike_in_every_reader(write
     t = write("w.csv", 'text,label\na, pos\nb,"pos "\nc,neg\n')
     assert read_file(t, cfg()).labels == ["pos", "pos", "neg"]
     ds = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [" pos", "pos", "Pos"]})
-    with pytest.raises(TextDistillError, match=r"mem:2: label 'Pos' differs only in case/spacing from 'pos' \(line 0\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"mem:2: label 'Pos' differs only in case/spacing from 'pos' "
+        r"\(line 0\)",
+    ):
         from_hf_dataset(ds, cfg(), "mem")
     assert from_hf_dataset(ds, cfg(label_map={"Pos": "pos"}), "mem").labels == ["pos", "pos", "pos"]
 
@@ -435,8 +604,16 @@ def test_huge_values_are_cut_in_messages(write):
 # --------------------------------------------------------------------------------------------------------------------
 # Zero-config reading: the delimiter, the header row and the columns detected where the config leaves them unset
 
-REVIEWS = ["a gorgeous, witty film", "dull and far too long", "the best thing this year", "i walked out after an hour",
-           "warm, funny and wise", "a mess from start to end", "sharp writing; great cast", "nothing works here"]  # fmt: skip
+REVIEWS = [
+    "a gorgeous, witty film",
+    "dull and far too long",
+    "the best thing this year",
+    "i walked out after an hour",
+    "warm, funny and wise",
+    "a mess from start to end",
+    "sharp writing; great cast",
+    "nothing works here",
+]
 VERDICTS = ["pos", "neg", "pos", "neg", "pos", "neg", "pos", "neg"]
 MORE = REVIEWS + [t + ", once more" for t in REVIEWS]  # sixteen distinct texts
 
@@ -474,8 +651,11 @@ def test_each_delimiter_is_detected(write, capsys, delimiter, ext):
     assert (layout.text_column, layout.label_column, layout.has_header) == ("review", "sentiment", True)
     err = capsys.readouterr().err.splitlines()
     sep = "tab" if delimiter == "\t" else repr(delimiter)
-    assert err == [f"data: {c.train_file}: delimiter {sep}, header row, text column 'review', label column 'sentiment' (2 classes) "
-                   "(detected; set data.delimiter / data.has_header / data.text_column / data.label_column to choose)"]  # fmt: skip
+    assert err == [
+        f"data: {c.train_file}: delimiter {sep}, header row, text column 'review', label column "
+        f"'sentiment' (2 classes) "
+        "(detected; set data.delimiter / data.has_header / data.text_column / data.label_column to choose)"
+    ]
 
 
 def test_quotes_are_respected_when_the_delimiter_is_detected(write):
@@ -486,7 +666,11 @@ def test_quotes_are_respected_when_the_delimiter_is_detected(write):
 
 
 def test_the_old_default_layout_reads_as_before_and_silently(write, capsys):
-    train, c = _two(write, "t.tsv", "text\tlabel\tsentence\tcategory\n" + "".join(f"s{i} x\t{i % 2}\tother {i}\tc{i % 3}\n" for i in range(6)))
+    train, c = _two(
+        write,
+        "t.tsv",
+        "text\tlabel\tsentence\tcategory\n" + "".join(f"s{i} x\t{i % 2}\tother {i}\tc{i % 3}\n" for i in range(6)),
+    )
     assert train.texts[0] == "s0 x" and train.labels[:2] == ["0", "1"] and train.pairs is None
     assert capsys.readouterr().err == ""
     # "text" and "label" win over other common names; a pair-named column is not read beside "text" (as before)
@@ -501,10 +685,15 @@ def test_the_old_default_layout_reads_as_before_and_silently(write, capsys):
         ("a gorgeous film\t1\ndull\t0\nfine\t1\nbad\t0\n", (["a gorgeous film", "dull", "fine", "bad"], 1, 0)),
         ("great fun,pos\nawful,neg\nsuperb,pos\nflat,neg\n", (["great fun", "awful", "superb", "flat"], 1, 0)),
         # a header without common names: over a column of numbers, or over labels that each recur
-        ("phrase|verdict|n\n" + "".join(f"{t}|{v}|{i}\n" for i, (t, v) in enumerate(zip(MORE, VERDICTS * 2))),
-         (MORE, "verdict", "phrase")),
-        ("phrase|verdict\n" + "".join(f"{t}|{v}\n" for t, v in zip(MORE + [t + " too" for t in MORE], ["yes", "no"] * 16)),
-         (MORE + [t + " too" for t in MORE], "verdict", "phrase")),
+        (
+            "phrase|verdict|n\n" + "".join(f"{t}|{v}|{i}\n" for i, (t, v) in enumerate(zip(MORE, VERDICTS * 2))),
+            (MORE, "verdict", "phrase"),
+        ),
+        (
+            "phrase|verdict\n"
+            + "".join(f"{t}|{v}\n" for t, v in zip(MORE + [t + " too" for t in MORE], ["yes", "no"] * 16)),
+            (MORE + [t + " too" for t in MORE], "verdict", "phrase"),
+        ),
     ],
 )
 def test_header_row_or_not(write, content, expected):
@@ -521,8 +710,12 @@ def test_columns_by_content_label_first_and_an_id_column(write):
     assert (train.texts, train.labels) == (MORE, VERDICTS * 2)
     assert (data_layout(c).text_column, data_layout(c).label_column, data_layout(c).has_header) == (2, 1, False)
     # in a file of fewer than ten rows, a column of numbers (all distinct) may be classes not yet recurring
-    with pytest.raises(TextDistillError, match=r"y\.csv: cannot tell the label column from columns 0 and 1 \(both could be labels: "
-                                               r"8 and 2 distinct values\); set data\.label_column$"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"y\.csv: cannot tell the label column from columns 0 and 1 \(both "
+        r"could be labels: "
+        r"8 and 2 distinct values\); set data\.label_column$",
+    ):
         _two(write, "y.csv", _table(None, rows[:8], ","))
 
 
@@ -540,14 +733,24 @@ def test_pairs_are_detected_by_name_only(write):
     quality = [[str(int(v == "pos")), a, b] for a, b, v in rows]  # MRPC's layout
     train, c = _two(write, "m.tsv", _table(["Quality", "#1 String", "#2 String"], quality, "\t", False))
     assert (train.texts, train.pairs, train.labels) == (REVIEWS, list(reversed(REVIEWS)), [q[0] for q in quality])
-    train, c = _two(write, "q.tsv", _table(["index", "question", "sentence", "label"], [[str(i)] + r for i, r in enumerate(rows)], "\t", False))
+    train, c = _two(
+        write,
+        "q.tsv",
+        _table(["index", "question", "sentence", "label"], [[str(i)] + r for i, r in enumerate(rows)], "\t", False),
+    )
     assert (train.texts, train.pairs) == (REVIEWS, list(reversed(REVIEWS)))
     # two long texts under names that say nothing: never guessed as a pair
-    with pytest.raises(TextDistillError, match=r"u\.tsv: cannot tell the text column from 'left', 'right' \(both long texts: 22 and 22 "
-                                               r"characters on average\); set data\.text_column$"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"u\.tsv: cannot tell the text column from 'left', 'right' \(both "
+        r"long texts: 22 and 22 "
+        r"characters on average\); set data\.text_column$",
+    ):
         _two(write, "u.tsv", _table(["left", "right", "label"], rows, "\t", False))
     # given the text column, no pair is detected beside it
-    train, _ = _two(write, "g.tsv", _table(["sentence1", "sentence2", "label"], rows, "\t", False), text_column="sentence1")
+    train, _ = _two(
+        write, "g.tsv", _table(["sentence1", "sentence2", "label"], rows, "\t", False), text_column="sentence1"
+    )
     assert train.pairs is None
 
 
@@ -558,11 +761,21 @@ def test_regression_takes_the_column_of_scores(write):
 
 
 def test_jsonl_keys_by_name(write):
-    p = write("j.jsonl", "".join(json.dumps({"id": i, "sentence": t, "sentiment": v}) + "\n" for i, (t, v) in enumerate(zip(REVIEWS, VERDICTS))))
+    p = write(
+        "j.jsonl",
+        "".join(
+            json.dumps({"id": i, "sentence": t, "sentiment": v}) + "\n"
+            for i, (t, v) in enumerate(zip(REVIEWS, VERDICTS))
+        ),
+    )
     d = read_file(p, cfg())
     assert (d.texts, d.labels) == (REVIEWS, VERDICTS)
     q = write("k.jsonl", '{"txt": "a", "label": 1}\n')
-    with pytest.raises(TextDistillError, match=r"k\.jsonl:1: missing key 'text' \(text_column\); keys are \['label', 'txt'\]"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"k\.jsonl:1: missing key 'text' \(text_column\); keys are \['label', "
+        r"'txt'\]",
+    ):
         read_file(q, cfg())
 
 
@@ -572,34 +785,100 @@ R = [[t, v] for t, v in zip(REVIEWS, VERDICTS)]
 @pytest.mark.parametrize(
     "name, content, kw, message",
     [
-        ("d.txt", "a,b;c\n" * 6, {}, r"d\.txt: cannot tell the delimiter \(',' and ';' both split every row evenly: ',' 2 and ';' 2 "
-                                     r"fields\); set data\.delimiter$"),
-        ("u.txt", "text;label\na;1\nb;c;0\nd;1\n", {}, r"u\.txt: cannot tell the delimiter: none of ',', ';', tab, '\|' splits the first 50 "
-                                                       r"rows evenly \(';' gives 2 to 3 fields per row\); set data\.delimiter$"),
-        ("o.csv", "text\nhello\nworld\n", {}, r"o\.csv: one column only: none of ',', ';', tab, '\|' splits line 1 into fields; a data "
-                                             r"file needs a text column and a label column \(set data\.delimiter if another character"),
+        (
+            "d.txt",
+            "a,b;c\n" * 6,
+            {},
+            r"d\.txt: cannot tell the delimiter \(',' and ';' both split every row evenly: "
+            r"',' 2 and ';' 2 "
+            r"fields\); set data\.delimiter$",
+        ),
+        (
+            "u.txt",
+            "text;label\na;1\nb;c;0\nd;1\n",
+            {},
+            r"u\.txt: cannot tell the delimiter: none of ',', ';', tab, "
+            r"'\|' splits the first 50 "
+            r"rows evenly \(';' gives 2 to 3 fields per row\); set "
+            r"data\.delimiter$",
+        ),
+        (
+            "o.csv",
+            "text\nhello\nworld\n",
+            {},
+            r"o\.csv: one column only: none of ',', ';', tab, '\|' splits line 1 "
+            r"into fields; a data "
+            r"file needs a text column and a label column \(set data\.delimiter if "
+            r"another character",
+        ),
         ("o.tsv", "text\nhello\nworld\n", {"format": "tsv"}, r"o\.tsv: one column only: tab splits no row into fields"),
-        ("l.csv", _table(None, [r + [s] for r, s in zip(R, "abababab")], ","), {},
-         r"l\.csv: cannot tell the label column from columns 1 and 2 \(both could be labels: 2 and 2 distinct values\); set data\.label_column$"),
-        ("n.csv", _table(None, [[t, str(i)] for i, (t, _) in enumerate(R)], ","), {},
-         r"n\.csv: no column whose values repeat \(a label column holds a few short values, each on many rows\); set data\.label_column$"),
+        (
+            "l.csv",
+            _table(None, [r + [s] for r, s in zip(R, "abababab")], ","),
+            {},
+            r"l\.csv: cannot tell the label column from columns 1 and 2 \(both could be labels: 2 and 2 distinct "
+            r"values\); set data\.label_column$",
+        ),
+        (
+            "n.csv",
+            _table(None, [[t, str(i)] for i, (t, _) in enumerate(R)], ","),
+            {},
+            r"n\.csv: no column whose values repeat \(a label column holds a few short values, each on many "
+            r"rows\); set data\.label_column$",
+        ),
         # where detection fails on rows that the delimiter splits unevenly, the first such row is the error
-        ("w.csv", "".join(f"{t},{v}\n" for t, v in R), {}, r"w\.csv:2: 2 fields where line 1 has 3; a field missing, or a line break "
-                                                         r"inside an unquoted text\? put that text in double quotes$"),
-        ("t.tsv", "review\tcomment\tlabel\na\tb\t1\n", {}, r"t\.tsv: cannot tell the text column from 'review', 'comment' \(both text "
-                                                         r"names\); set data\.text_column$"),
-        ("c.tsv", "text\tcategory\tintent\na\tb\t1\n", {}, r"c\.tsv: cannot tell the label column from 'category', 'intent' \(both label "
-                                                          r"names\); set data\.label_column$"),
-        ("p.tsv", "sentence1\ttext_b\thypothesis\tlabel\na\tb\tc\t1\n", {},
-         r"p\.tsv: cannot tell the pair column from 'text_b', 'hypothesis' \(both second-text names\); set data\.text_pair_column$"),
-        ("s.tsv", "text\tscore\n" + "".join(f"t{i}\t{i / 7:.3f}\n" for i in range(30)), {},
-         r"s\.tsv: the label column 'score' holds scores \(30 distinct numbers, e\.g\. '0\.143'\), not classes; set data\.task_type: "
-         r"regression \(or data\.label_column\)$"),
-        ("h.txt", "good one|yes\nbad one|no\nok one|maybe\n", {"label_column": 1},
-         r"h\.txt: cannot tell whether line 1 \(good one, yes\) is a header row; set data\.has_header$"),
+        (
+            "w.csv",
+            "".join(f"{t},{v}\n" for t, v in R),
+            {},
+            r"w\.csv:2: 2 fields where line 1 has 3; a field missing, "
+            r"or a line break "
+            r"inside an unquoted text\? put that text in double quotes$",
+        ),
+        (
+            "t.tsv",
+            "review\tcomment\tlabel\na\tb\t1\n",
+            {},
+            r"t\.tsv: cannot tell the text column from 'review', "
+            r"'comment' \(both text "
+            r"names\); set data\.text_column$",
+        ),
+        (
+            "c.tsv",
+            "text\tcategory\tintent\na\tb\t1\n",
+            {},
+            r"c\.tsv: cannot tell the label column from 'category', "
+            r"'intent' \(both label "
+            r"names\); set data\.label_column$",
+        ),
+        (
+            "p.tsv",
+            "sentence1\ttext_b\thypothesis\tlabel\na\tb\tc\t1\n",
+            {},
+            r"p\.tsv: cannot tell the pair column from 'text_b', 'hypothesis' \(both second-text names\); set "
+            r"data\.text_pair_column$",
+        ),
+        (
+            "s.tsv",
+            "text\tscore\n" + "".join(f"t{i}\t{i / 7:.3f}\n" for i in range(30)),
+            {},
+            r"s\.tsv: the label column 'score' holds scores \(30 distinct numbers, e\.g\. '0\.143'\), not classes; set "
+            r"data\.task_type: "
+            r"regression \(or data\.label_column\)$",
+        ),
+        (
+            "h.txt",
+            "good one|yes\nbad one|no\nok one|maybe\n",
+            {"label_column": 1},
+            r"h\.txt: cannot tell whether line 1 \(good one, yes\) is a header row; set data\.has_header$",
+        ),
         # names over labels that recur: a header only with twenty rows or more below it (else a class may yet recur)
-        ("k.txt", "phrase|verdict\n" + "".join(f"{t}|{v}\n" for t, v in R), {},
-         r"k\.txt: cannot tell whether line 1 \(phrase, verdict\) is a header row; set data\.has_header$"),
+        (
+            "k.txt",
+            "phrase|verdict\n" + "".join(f"{t}|{v}\n" for t, v in R),
+            {},
+            r"k\.txt: cannot tell whether line 1 \(phrase, verdict\) is a header row; set data\.has_header$",
+        ),
         ("x.xyz", "text\tlabel\n", {}, r"x\.xyz: cannot tell the format from the extension '\.xyz'; set data\.format"),
     ],
 )
@@ -613,9 +892,14 @@ def test_guesses_that_are_not_safe_are_refused(write, name, content, kw, message
 @pytest.mark.parametrize(
     "dev, message",
     [
-        ("a gorgeous film,pos\ndull,neg\n", r"dev\.csv: laid out differently from \S*train\.csv: no column 'review' \(the text column "
-                                            r"detected there\); its line 1 has \['a gorgeous film', 'pos'\]; give both files the same "
-                                            r"header \(or set data\.text_column\)$"),
+        (
+            "a gorgeous film,pos\ndull,neg\n",
+            r"dev\.csv: laid out differently from \S*train\.csv: no column 'review' \(the text "
+            r"column "
+            r"detected there\); its line 1 has \['a gorgeous film', 'pos'\]; give "
+            r"both files the same "
+            r"header \(or set data\.text_column\)$",
+        ),
         ("text,sentiment\nfine,pos\n", r"dev\.csv: laid out differently from \S*train\.csv: no column 'review'"),
     ],
 )
@@ -629,13 +913,22 @@ def test_dev_must_be_laid_out_as_train(write, dev, message):
 def test_headerless_dev_must_be_headerless_and_as_wide(write):
     t = write("train.tsv", "".join(f"src\t{v}\t{r}\n" for r, v in zip(REVIEWS, VERDICTS)))
     d = write("dev.tsv", "source\tlabel\ttext\nsrc\tpos\tfine\n")
-    with pytest.raises(TextDistillError, match=r"dev\.tsv: laid out differently from \S*train\.tsv: line 1 looks like a header row "
-                                               r"\(source, label, text\) but the training file has none; give both files a header row "
-                                               r"or neither \(or set data\.has_header\)$"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"dev\.tsv: laid out differently from \S*train\.tsv: line 1 looks "
+        r"like a header row "
+        r"\(source, label, text\) but the training file has none; give both "
+        r"files a header row "
+        r"or neither \(or set data\.has_header\)$",
+    ):
         load_splits(cfg(train_file=str(t), validation_file=str(d), label_column=1))
     d = write("dev2.tsv", "pos\tfine\nneg\tbad\n")
-    with pytest.raises(TextDistillError, match=r"dev2\.tsv: laid out differently from \S*train\.tsv: 2 fields in line 1 here, 3 there "
-                                               r"\(no header row: columns are taken by position\)"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"dev2\.tsv: laid out differently from \S*train\.tsv: 2 fields in "
+        r"line 1 here, 3 there "
+        r"\(no header row: columns are taken by position\)",
+    ):
         load_splits(cfg(train_file=str(t), validation_file=str(d), label_column=1))
 
 
@@ -647,7 +940,9 @@ def test_dev_and_test_follow_train_and_each_file_gets_a_line(write, capsys):
     train, dev = load_splits(c)
     assert dev.texts == ["fine", "bad"] and dev.labels == ["pos", "neg"]
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and err[1] == f"data: {d}: delimiter ',', header row, text column 'review', label column 'sentiment' (as {t})"
+    assert len(err) == 3 and err[1] == (
+        f"data: {d}: delimiter ',', header row, text column 'review', label column 'sentiment' (as {t})"
+    )
     assert err[2].startswith(f"data: {e}: delimiter tab, header row")
     test = load_test(c)
     assert test is not None and test.texts == ["ok"] and capsys.readouterr().err == ""
@@ -683,14 +978,25 @@ def test_read_texts_small_files(write):
     j = write("u.jsonl", '{"sentence": "a", "x": 1}\n{"sentence": "b", "x": 2}\n')
     assert read_texts(j, cfg0) == (["a", "b"], None, [1, 2])
     bad = write("bad.csv", "id,review\n1,fine\n2,slow, dull\n")
-    with pytest.raises(TextDistillError, match=r"bad\.csv:3: 3 fields where the header has 2 \(id, review\); an unquoted ','"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"bad\.csv:3: 3 fields where the header has 2 \(id, review\); an "
+        r"unquoted ','",
+    ):
         read_texts(bad, cfg0)
     with pytest.raises(TextDistillError, match=r"u\.csv: column 'nope' \(text_column\) not found"):
         read_texts(p, cfg0, text_column="nope")
     # every line split evenly by its one comma: two parts of text, neither explained as a label or an id: refused
-    halves = write("halves.txt", "".join(f"Paris, the capital of France, part {i}\n".replace(", part", " part") for i in range(60)))
-    with pytest.raises(TextDistillError, match=r"halves\.txt: cannot tell the text column from columns 0 and 1 \(both hold text\); "
-                                               r"set data\.text_column \(or data\.delimiter, for a file of one text per line\)$"):  # fmt: skip
+    halves = write(
+        "halves.txt", "".join(f"Paris, the capital of France, part {i}\n".replace(", part", " part") for i in range(60))
+    )
+    with pytest.raises(
+        TextDistillError,
+        match=r"halves\.txt: cannot tell the text column from columns 0 and 1 "
+        r"\(both hold text\); "
+        r"set data\.text_column \(or data\.delimiter, for a file of one text "
+        r"per line\)$",
+    ):
         read_texts(halves, cfg0)
     assert read_texts(halves, cfg(format="tsv"))[0][0] == "Paris, the capital of France part 0"
 

@@ -28,8 +28,7 @@ from textdistill.metrics import predict_logits
 
 def test_scores_and_filters_by_hand() -> None:
     # two teachers, three examples, two classes
-    p = torch.tensor([[[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]],
-                      [[0.7, 0.3], [0.8, 0.2], [0.5, 0.5]]])  # fmt: skip
+    p = torch.tensor([[[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]], [[0.7, 0.3], [0.8, 0.2], [0.5, 0.5]]])
     fused = p.mean(0)  # [[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]]
     s = example_scores(p, fused)
     assert torch.allclose(s["confidence"], torch.tensor([0.8, 0.6, 0.5]))
@@ -70,7 +69,9 @@ def test_stored_probabilities_keep_small_tails_to_seven_significant_digits() -> 
 
 def test_labelling_fuses_the_teachers_and_writes_a_checked_dataset(teachers, sst2_dir: Path, tmp_path: Path) -> None:
     cands = candidates(sst2_dir)
-    manifest = label_dataset(teachers, cands, ["0", "1"], tmp_path / "ds", temperature=2.0, shard_size=40, batch_size=16)
+    manifest = label_dataset(
+        teachers, cands, ["0", "1"], tmp_path / "ds", temperature=2.0, shard_size=40, batch_size=16
+    )
     assert not (tmp_path / "ds.partial").exists()
     assert manifest["counts"]["candidates"] == 150 and manifest["rows"] == 150
     data = read_distilled(tmp_path / "ds")
@@ -78,14 +79,18 @@ def test_labelling_fuses_the_teachers_and_writes_a_checked_dataset(teachers, sst
     # by hand: mean of the two teachers' softmax(logits / 2)
     tok = teachers[0].tokenizer
     ds = DistillDataset(tokenize(tok, TextData(data.texts, ["0"] * 150), 128), [0] * 150)
-    want = torch.stack([torch.softmax(predict_logits(t.model, ds, Collator(tok.pad_token_id), 64) / 2.0, -1) for t in teachers]).mean(0)
+    want = torch.stack(
+        [torch.softmax(predict_logits(t.model, ds, Collator(tok.pad_token_id), 64) / 2.0, -1) for t in teachers]
+    ).mean(0)
     assert torch.allclose(data.soft, want, atol=2e-6)
     assert data.labels == [["0", "1"][i] for i in want.argmax(-1).tolist()]
     assert manifest["counts"]["kept_by_source"] == {"pool": 100, "augment": 50}
 
 
 def test_filters_drop_and_count(teachers, sst2_dir: Path, tmp_path: Path) -> None:
-    m = label_dataset(teachers, candidates(sst2_dir), ["0", "1"], tmp_path / "ds", filters=Filters(min_agreement=1.0), shard_size=64)
+    m = label_dataset(
+        teachers, candidates(sst2_dir), ["0", "1"], tmp_path / "ds", filters=Filters(min_agreement=1.0), shard_size=64
+    )
     data = read_distilled(tmp_path / "ds")
     assert m["rows"] == len(data.texts) == 150 - m["counts"]["dropped"]["min_agreement"]
     rows = [json.loads(x) for x in (tmp_path / "ds" / "data.jsonl").read_text().splitlines()]
@@ -107,7 +112,10 @@ def test_a_crash_half_way_resumes_to_the_same_dataset(teachers, sst2_dir: Path, 
     monkeypatch.setattr(distilled, "_label_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         label_dataset(teachers, cands, ["0", "1"], tmp_path / "ds", shard_size=32)
-    assert sorted(p.name for p in (tmp_path / "ds.partial").glob("shard-*.jsonl")) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "ds.partial").glob("shard-*.jsonl")) == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+    ]
     with pytest.raises(TextDistillError, match=r"no manifest.json \(labelling did not finish"):
         read_distilled(tmp_path / "ds")
     (tmp_path / "ds.partial" / "shard-00002.jsonl.tmp").write_text("half a li")  # a shard cut off mid-write
@@ -138,21 +146,35 @@ def test_corrupt_or_bad_input_is_an_error(teachers, sst2_dir: Path, tmp_path: Pa
 
 def transfer_config(tiny_bert: str, sst2_dir: Path, tmp_path: Path, pool: Path) -> dict:
     return {
-        "output_dir": str(tmp_path / "run"), "seed": 1,
-        "data": {"train_file": str(sst2_dir / "train.tsv"), "validation_file": str(sst2_dir / "dev.tsv"),
-                 "max_train_samples": 64, "max_eval_samples": 32, "max_length": 32},
+        "output_dir": str(tmp_path / "run"),
+        "seed": 1,
+        "data": {
+            "train_file": str(sst2_dir / "train.tsv"),
+            "validation_file": str(sst2_dir / "dev.tsv"),
+            "max_train_samples": 64,
+            "max_eval_samples": 32,
+            "max_length": 32,
+        },
         "teacher": {"model": tiny_bert, "finetune": True, "training": {"learning_rate": 1e-3, "num_train_epochs": 1}},
-        "student": {"num_layers": 2, "training": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 16}},
+        "student": {
+            "num_layers": 2,
+            "training": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 16},
+        },
         "transfer": {"variants": 2, "neighbour": 0.2, "unlabeled_file": str(pool), "shard_size": 64},
         "eval": {"latency_repeats": 1, "latency_samples": 4},
-    }  # fmt: skip
+    }
 
 
 def test_data_distillation_run_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
     from textdistill.pipeline import distill
 
     pool = tmp_path / "pool.txt"
-    pool_lines = ["a wonderful , moving film", "", "the plot goes nowhere", "hide new secretions from the parental units"]
+    pool_lines = [
+        "a wonderful , moving film",
+        "",
+        "the plot goes nowhere",
+        "hide new secretions from the parental units",
+    ]
     pool.write_text("\n".join(pool_lines) + "\n", encoding="utf-8")  # a blank line; a line that repeats a training text
     report = distill(transfer_config(tiny_bert, sst2_dir, tmp_path, pool))
     t = report["data"]["transfer"]
@@ -174,8 +196,20 @@ def test_data_distillation_run_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_pa
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", r"pool.txt: no texts \(empty file\)"), (b"good film\nbad\x00film\n", r"pool.txt:2: not text \(control character U\+0000\)"),
-     (b"one\ttwo\n", r"pool.txt:1: expected one text \(no tabs\) per line, got 2"), (b"caf\xe9\n", "pool.txt:1: text is not valid utf-8")],
+    [
+        (
+            b"",
+            r"pool.txt: no texts \(empty "
+            r"file\)",
+        ),
+        (b"good film\nbad\x00film\n", r"pool.txt:2: not text \(control character U\+0000\)"),
+        (
+            b"one\ttwo\n",
+            r"pool.txt:1: expected one text \(no tabs\) per line, "
+            r"got 2",
+        ),
+        (b"caf\xe9\n", "pool.txt:1: text is not valid utf-8"),
+    ],
 )
 def test_bad_corpus(tiny_bert: str, sst2_dir: Path, tmp_path: Path, content: bytes, message: str) -> None:
     from textdistill.pipeline import distill
@@ -205,7 +239,9 @@ def test_augment_and_label_commands(tiny_bert: str, sst2_dir: Path, tmp_path: Pa
     assert "label needs a fine-tuned teacher" in capsys.readouterr().err
     assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds"), "teacher.finetune=false"]) == 0
     data = read_distilled(tmp_path / "ds")
-    assert data.sources.count("train") == 64 and data.sources.count("pool") == 2 and len(data.texts) == len(rows) - 1 + 66
+    assert (
+        data.sources.count("train") == 64 and data.sources.count("pool") == 2 and len(data.texts) == len(rows) - 1 + 66
+    )
     assert f"{len(data.texts)} of {len(data.texts)} texts labelled and kept" in capsys.readouterr().out
 
 
@@ -245,12 +281,25 @@ def test_label_command_with_an_ensemble(tiny_bert: str, sst2_dir: Path, tmp_path
     three = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, ignore_mismatched_sizes=True)
     three.save_pretrained(tmp_path / "three")
     tok.save_pretrained(tmp_path / "three")
-    assert main(["label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "ds2"), f"transfer.extra_teachers=[{tmp_path / 'three'}]"]) == 2
+    assert (
+        main(
+            [
+                "label",
+                "-c",
+                str(tmp_path / "c.yaml"),
+                "-o",
+                str(tmp_path / "ds2"),
+                f"transfer.extra_teachers=[{tmp_path / 'three'}]",
+            ]
+        )
+        == 2
+    )
     assert "transfer.extra_teachers.0: " in capsys.readouterr().err and not (tmp_path / "ds2").exists()
 
 
-def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(tiny_bert: str, sst2_dir: Path, tmp_path: Path,
-                                                                               monkeypatch) -> None:
+def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(
+    tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     """With intermediate layers the run's teacher runs online for its hidden states; the KD term on the logits still
     learns the labelled set's targets (here two teachers' averaged probabilities), not the run's teacher alone."""
     from textdistill import objective as objective_module
@@ -274,7 +323,9 @@ def test_intermediate_layers_on_a_transfer_set_keep_the_ensembles_soft_targets(t
     with torch.no_grad():
         alone = torch.softmax(AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()(**enc).logits, -1)
 
-    def found(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # each row's distance to the nearest row of table
+    def found(
+        rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:  # each row's distance to the nearest row of table
         return (rows[:, None, :] - table[None, :, :]).abs().amax(-1).amin(-1)
 
     targets = torch.cat(seen)
@@ -303,7 +354,9 @@ model = AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}).eval()
 t = LabelTeacher("t", model, AutoTokenizer.from_pretrained({tiny_bert!r}))
 label_dataset([t], cands, ["0", "1"], sys.argv[1], shard_size=100, batch_size=50)
 """)
-    run = lambda out: subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E731
+    run = lambda out: subprocess.Popen(
+        [sys.executable, str(script), str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )  # noqa: E731
     assert run(tmp_path / "whole").wait(timeout=600) == 0
     proc = run(tmp_path / "ds")
     partial = tmp_path / "ds.partial"

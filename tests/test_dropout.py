@@ -30,8 +30,16 @@ from textdistill.train import train_loop
 
 def bert(seed: int = 0, **config: float) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                     max_position_embeddings=32, num_labels=2, **config)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=2,
+        **config,
+    )
     return BertForSequenceClassification(cfg)
 
 
@@ -174,20 +182,39 @@ def test_the_context_changes_a_models_dropouts_and_attention_and_puts_them_back(
 @pytest.mark.parametrize("fast", [True, False])
 def test_the_loop_trains_with_the_fast_masks_unless_told_not_to(tmp_path: Path, fast: bool) -> None:
     g = torch.Generator().manual_seed(0)
-    feats = [{"input_ids": [1, *torch.randint(5, 100, (int(n),), generator=g).tolist(), 2]} for n in torch.randint(2, 10, (24,), generator=g)]
+    feats = [
+        {"input_ids": [1, *torch.randint(5, 100, (int(n),), generator=g).tolist(), 2]}
+        for n in torch.randint(2, 10, (24,), generator=g)
+    ]
     train_set = DistillDataset(feats, torch.randint(0, 2, (24,), generator=g).tolist())
     teacher, student = bert(0).eval(), bert(1)
     seen: list[tuple[str, str, bool]] = []
     student.register_forward_hook(
-        lambda m, i, o: seen.append((m.config._attn_implementation, type(m.dropout).__name__, m.training)))
-    args = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1,
-                          fast_dropout=fast)  # fmt: skip
+        lambda m, i, o: seen.append((m.config._attn_implementation, type(m.dropout).__name__, m.training))
+    )
+    args = TrainingConfig(
+        learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, fast_dropout=fast
+    )
     objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
-    train_loop(student, train_set, Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp_path / "log.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+    train_loop(
+        student,
+        train_set,
+        Collator(0),
+        args,
+        objective,
+        lambda m: {"accuracy": 0.0},
+        "accuracy",
+        0,
+        tmp_path / "log.jsonl",
+        teacher=teacher,
+        keep_best=False,
+    )
     training = {s[:2] for s in seen if s[2]}
     assert training == ({(FAST_SDPA, "FastDropout")} if fast else {("sdpa", "Dropout")})
     assert student.config._attn_implementation == "sdpa" and type(student.dropout) is nn.Dropout  # given back
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line
+    ]
     assert len(losses) == 3 and all(0 < x < 10 for x in losses)
 
 
@@ -222,11 +249,16 @@ def test_attention_functions_are_registered_only_while_held_and_put_back_as_they
         with fast_cpu_dropout(bert()):  # nested: one registration, counted
             assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout
         assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout  # the outer block still holds it
-    assert FAST_SDPA not in AttentionInterface._global_mapping and FAST_SDPA not in AttentionMaskInterface._global_mapping
+    assert (
+        FAST_SDPA not in AttentionInterface._global_mapping and FAST_SDPA not in AttentionMaskInterface._global_mapping
+    )
     AttentionInterface.register(FAST_SDPA, theirs)
     try:
         with fast_cpu_dropout(bert()):
             assert AttentionInterface._global_mapping[FAST_SDPA] is sdpa_fast_dropout
-        assert AttentionInterface._global_mapping[FAST_SDPA] is theirs and FAST_SDPA not in AttentionMaskInterface._global_mapping
+        assert (
+            AttentionInterface._global_mapping[FAST_SDPA] is theirs
+            and FAST_SDPA not in AttentionMaskInterface._global_mapping
+        )
     finally:
         del AttentionInterface._global_mapping[FAST_SDPA]

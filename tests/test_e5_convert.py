@@ -72,31 +72,64 @@ def write_container(path: Path) -> dict[str, np.ndarray]:
         a = rng.standard_normal(shape).astype(np.float32)
         return 0, a.tobytes(), a
 
-    t = {"emb.word": q4(VOCAB, H), "emb.pos": f32(MAXP, H), "emb.type": f32(TYPES, H), "emb.ln.w": f32(H), "emb.ln.b": f32(H)}
-    for short, (w, b) in {"q": (q4(H, H), f32(H)), "k": (q4(H, H), f32(H)), "v": (q4(H, H), f32(H)),
-                          "ao": (q4(H, H), f32(H)), "aln": (f32(H), f32(H)), "fi": (q4(FF, H), f32(FF)),
-                          "fo": (q4(H, FF), f32(H)), "oln": (f32(H), f32(H))}.items():  # fmt: skip
+    t = {
+        "emb.word": q4(VOCAB, H),
+        "emb.pos": f32(MAXP, H),
+        "emb.type": f32(TYPES, H),
+        "emb.ln.w": f32(H),
+        "emb.ln.b": f32(H),
+    }
+    for short, (w, b) in {
+        "q": (q4(H, H), f32(H)),
+        "k": (q4(H, H), f32(H)),
+        "v": (q4(H, H), f32(H)),
+        "ao": (q4(H, H), f32(H)),
+        "aln": (f32(H), f32(H)),
+        "fi": (q4(FF, H), f32(FF)),
+        "fo": (q4(H, FF), f32(H)),
+        "oln": (f32(H), f32(H)),
+    }.items():
         t[f"l0.{short}.w"], t[f"l0.{short}.b"] = w, b
     blob = "".join(PIECES).encode()
     offsets = np.cumsum([0] + [len(p.encode()) for p in PIECES]).astype("<u4")
     nm = b"".join(struct.pack("<IB", cp, len(r)) + struct.pack(f"<{len(r)}I", *map(ord, r)) for cp, r in NORM.items())
-    head = (b"E5S1" + struct.pack("<I7ifi", 1, H, 1, 2, FF, VOCAB, MAXP, TYPES, 1e-12, QK)
-            + struct.pack("<5iQ", len(PIECES), 0, 2, 1, 3, len(blob)) + offsets.tobytes()
-            + np.asarray(SCORES, "<f4").tobytes() + blob + struct.pack("<iI", len(NORM), len(nm)) + nm
-            + struct.pack("<i", len(t)))  # fmt: skip
+    head = (
+        b"E5S1"
+        + struct.pack("<I7ifi", 1, H, 1, 2, FF, VOCAB, MAXP, TYPES, 1e-12, QK)
+        + struct.pack("<5iQ", len(PIECES), 0, 2, 1, 3, len(blob))
+        + offsets.tobytes()
+        + np.asarray(SCORES, "<f4").tobytes()
+        + blob
+        + struct.pack("<iI", len(NORM), len(nm))
+        + nm
+        + struct.pack("<i", len(t))
+    )
     offset = len(head) + sum(2 + len(name) + 21 for name in t)
     directory, data = b"", b""
     for name, (dtype, raw, arr) in t.items():
-        directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, arr.size, offset, len(raw))
+        directory += (
+            struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, arr.size, offset, len(raw))
+        )
         data, offset = data + raw, offset + len(raw)
     path.write_bytes(head + directory + data)
     # the HF BertModel names, written out here independently of the converter's tables
-    expected = {"embeddings.word_embeddings.weight": t["emb.word"][2], "embeddings.position_embeddings.weight": t["emb.pos"][2],
-                "embeddings.token_type_embeddings.weight": t["emb.type"][2], "embeddings.LayerNorm.weight": t["emb.ln.w"][2],
-                "embeddings.LayerNorm.bias": t["emb.ln.b"][2]}  # fmt: skip
-    hf = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-          "ao": "attention.output.dense", "aln": "attention.output.LayerNorm", "fi": "intermediate.dense",
-          "fo": "output.dense", "oln": "output.LayerNorm"}  # fmt: skip
+    expected = {
+        "embeddings.word_embeddings.weight": t["emb.word"][2],
+        "embeddings.position_embeddings.weight": t["emb.pos"][2],
+        "embeddings.token_type_embeddings.weight": t["emb.type"][2],
+        "embeddings.LayerNorm.weight": t["emb.ln.w"][2],
+        "embeddings.LayerNorm.bias": t["emb.ln.b"][2],
+    }
+    hf = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
+    }
     for short, name in hf.items():
         expected[f"encoder.layer.0.{name}.weight"] = t[f"l0.{short}.w"][2]
         expected[f"encoder.layer.0.{name}.bias"] = t[f"l0.{short}.b"][2]
@@ -119,7 +152,12 @@ def test_tiny_container_loads_as_bert_with_every_weight_but_the_pooler(tiny):
     from transformers import AutoModel
 
     _, out, expected = tiny
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     model, info = AutoModel.from_pretrained(out, output_loading_info=True)
     assert type(model).__name__ == "BertModel"
     assert info["missing_keys"] == {"pooler.dense.weight", "pooler.dense.bias"}
@@ -128,9 +166,19 @@ def test_tiny_container_loads_as_bert_with_every_weight_but_the_pooler(tiny):
     for name, arr in expected.items():
         np.testing.assert_array_equal(state[name].numpy(), arr, err_msg=name)
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["model_type"], cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"],
-            cfg["intermediate_size"], cfg["max_position_embeddings"], cfg["type_vocab_size"], cfg["pad_token_id"],
-            cfg["layer_norm_eps"], cfg["hidden_act"]) == ("bert", VOCAB, H, 1, 2, FF, MAXP, TYPES, 1, 1e-12, "gelu")  # fmt: skip
+    assert (
+        cfg["model_type"],
+        cfg["vocab_size"],
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["num_attention_heads"],
+        cfg["intermediate_size"],
+        cfg["max_position_embeddings"],
+        cfg["type_vocab_size"],
+        cfg["pad_token_id"],
+        cfg["layer_norm_eps"],
+        cfg["hidden_act"],
+    ) == ("bert", VOCAB, H, 1, 2, FF, MAXP, TYPES, 1, 1e-12, "gelu")
     _, info = AutoModel.from_pretrained(out, output_loading_info=True, add_pooling_layer=False)
     assert not info["missing_keys"]
 
@@ -232,7 +280,9 @@ def engine_ids(real, tmp_path_factory: pytest.TempPathFactory):
     if compiler is None:
         pytest.skip("no C compiler to build the package's own tokenizer from its e5.c")
     folder = tmp_path_factory.mktemp("e5_shim")
-    (folder / "shim.c").write_text(f'#include "{real["container"].parent / "e5.c"}"\n' + r"""
+    (folder / "shim.c").write_text(
+        f'#include "{real["container"].parent / "e5.c"}"\n'
+        + r"""
 int e5_token_ids(e5_model *m, const char *text, int is_query, int *out, int cap) {
     const char *pfx = is_query ? "query: " : "passage: ";
     size_t plen = strlen(pfx), tl = strlen(text);
@@ -243,14 +293,24 @@ int e5_token_ids(e5_model *m, const char *text, int is_query, int *out, int cap)
     out[0] = m->tok.bos; out[n + 1] = m->tok.eos;
     return n + 2;
 }
-""")
-    done = subprocess.run([compiler, "-O1", "-shared", "-fPIC", str(folder / "shim.c"), "-o", str(folder / "shim.so"), "-lm"],
-                          capture_output=True, text=True)  # fmt: skip
+"""
+    )
+    done = subprocess.run(
+        [compiler, "-O1", "-shared", "-fPIC", str(folder / "shim.c"), "-o", str(folder / "shim.so"), "-lm"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         pytest.skip(f"cannot build the package's e5.c: {done.stderr[-300:]}")
     lib = ctypes.CDLL(str(folder / "shim.so"))
     lib.e5_load.restype, lib.e5_load.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-    lib.e5_token_ids.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    lib.e5_token_ids.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_int,
+    ]
     handle = lib.e5_load(str(real["container"]).encode())
     assert handle, "the package's loader refused its own container"
 
@@ -267,11 +327,26 @@ def test_real_folder_loads_every_weight_but_the_pooler(converted):
     assert info["missing_keys"] == {"pooler.dense.weight", "pooler.dense.bias"}
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     c = model.config
-    assert (c.model_type, c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size,
-            c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c.layer_norm_eps) == (
-        "bert", 250037, 384, 12, 12, 1536, 512, 2, 1, 1e-12)  # fmt: skip
+    assert (
+        c.model_type,
+        c.vocab_size,
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.max_position_embeddings,
+        c.type_vocab_size,
+        c.pad_token_id,
+        c.layer_norm_eps,
+    ) == ("bert", 250037, 384, 12, 12, 1536, 512, 2, 1, 1e-12)
     assert abs(sum(p.numel() for n, p in model.named_parameters() if "pooler" not in n) / 1e6 - 117.5) < 0.1
-    assert len(tok) == 250002 and tok.convert_ids_to_tokens([0, 1, 2, 3, 250001]) == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    assert len(tok) == 250002 and tok.convert_ids_to_tokens([0, 1, 2, 3, 250001]) == [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "<mask>",
+    ]
 
 
 @pytest.mark.slow

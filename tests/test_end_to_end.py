@@ -38,7 +38,14 @@ def test_distill_end_to_end(tiny_bert, sst2_dir, tmp_path):
     report = textdistill.distill(tiny_config(tiny_bert, sst2_dir, out))
     assert Path(report["output_dir"]) == out
     assert not (tmp_path / "run.partial").exists()
-    for name in ("config.yaml", "metrics.json", "report.md", "logs/teacher.jsonl", "logs/student.jsonl", "logs/baseline.jsonl"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "report.md",
+        "logs/teacher.jsonl",
+        "logs/student.jsonl",
+        "logs/baseline.jsonl",
+    ):
         assert (out / name).is_file(), name
     # students load with the HF Auto class and carry the label names
     student = AutoModelForSequenceClassification.from_pretrained(out / "student")
@@ -74,7 +81,9 @@ def test_distill_end_to_end(tiny_bert, sst2_dir, tmp_path):
     card = (out / "student" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["library_name"] == "transformers" and "knowledge-distillation" in front["tags"]
-    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(s["metrics"]["accuracy"], abs=1e-4)
+    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(
+        s["metrics"]["accuracy"], abs=1e-4
+    )
     assert f"| student (distilled) | {100 * s['metrics']['accuracy']:.2f}" in " ".join(card.split()).replace("| ", "| ")
     assert "layers [0, 3] of the teacher" in card and "T=3.0" in card
 
@@ -153,8 +162,10 @@ def test_existing_output_dir_is_refused(tiny_bert, sst2_dir, tmp_path):
 
 def test_an_output_dir_the_file_system_refuses_is_a_config_error(tiny_bert, sst2_dir, tmp_path):
     (tmp_path / "file").write_text("")
-    cases = [(tmp_path / ("x" * 300), r"File name too long; names of at most \d+ characters"),
-             (tmp_path / "file" / "run", "Not a directory")]  # fmt: skip
+    cases = [
+        (tmp_path / ("x" * 300), r"File name too long; names of at most \d+ characters"),
+        (tmp_path / "file" / "run", "Not a directory"),
+    ]
     for out, why in cases:
         with pytest.raises(TextDistillError, match=rf"output_dir: .*: cannot be used \({why}"):
             textdistill.distill(tiny_config(tiny_bert, sst2_dir, out))
@@ -168,7 +179,9 @@ def test_an_output_dir_the_file_system_refuses_is_a_config_error(tiny_bert, sst2
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "textdistill", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "textdistill", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def _bad_config(tmp_path: Path, tiny_bert: str, sst2_dir: Path, **changes) -> Path:
@@ -211,7 +224,10 @@ def test_cli_bad_input(case, expected, tiny_bert, sst2_dir, tmp_path):
     if case == "missing_file":
         changes = {"data__train_file": str(tmp_path / "nope.tsv")}
     elif case == "missing_column":
-        changes = {"data__train_file": _write(tmp_path, "cols.tsv", "sentence\tlabel\na\t1\n"), "data__text_column": "text"}
+        changes = {
+            "data__train_file": _write(tmp_path, "cols.tsv", "sentence\tlabel\na\t1\n"),
+            "data__text_column": "text",
+        }
     elif case == "empty":
         changes = {"data__validation_file": _write(tmp_path, "empty.tsv", "text\tlabel\n")}
     elif case == "dev_label":
@@ -220,8 +236,11 @@ def test_cli_bad_input(case, expected, tiny_bert, sst2_dir, tmp_path):
         changes = {"data__train_file": _write(tmp_path, "latin.tsv", "text\tlabel\ncaf\xe9\t1\n".encode("latin-1"))}
     elif case == "teacher_labels":
         three = "text\tlabel\n" + "".join(f"s {i}\t{i % 3}\n" for i in range(9))
-        changes = {"data__train_file": _write(tmp_path, "three.tsv", three), "data__validation_file": str(tmp_path / "three.tsv"),
-                   "teacher__finetune": False}  # fmt: skip
+        changes = {
+            "data__train_file": _write(tmp_path, "three.tsv", three),
+            "data__validation_file": str(tmp_path / "three.tsv"),
+            "teacher__finetune": False,
+        }
     elif case == "student_not_model":
         (tmp_path / "notamodel").mkdir()
         changes = {"student": {"model": str(tmp_path / "notamodel")}}
@@ -254,7 +273,10 @@ def test_cli_distill_prints_table(tiny_bert, sst2_dir, tmp_path):
     cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
     cfg["data"]["max_train_samples"] = 64
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = _cli(["distill", "-c", str(tmp_path / "c.yaml"), "student.training.num_train_epochs=1", "distill.baseline=false"], tmp_path)
+    proc = _cli(
+        ["distill", "-c", str(tmp_path / "c.yaml"), "student.training.num_train_epochs=1", "distill.baseline=false"],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| student (distilled)" in proc.stdout and "Speed-up at batch 1" in proc.stdout
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -294,7 +316,9 @@ def test_bench_prunes_the_vocabulary_when_the_config_asks(tiny_bert, sst2_dir, t
     assert "vocabulary" not in full["config"]["student"]
     assert 0 < kept["vocab_after"] < kept["vocab_before"]
     width = 32  # tiny_bert's hidden size: each row cut is 32 parameters fewer
-    assert full["student"]["params"] - pruned["student"]["params"] == (kept["vocab_before"] - kept["vocab_after"]) * width
+    assert (
+        full["student"]["params"] - pruned["student"]["params"] == (kept["vocab_before"] - kept["vocab_after"]) * width
+    )
     assert pruned["student"]["params"] == kept["params_after"]
 
 

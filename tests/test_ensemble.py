@@ -44,7 +44,9 @@ def test_fixed_and_dev_score_weights_by_hand() -> None:
     assert torch.allclose(w, torch.tensor([0.75, 0.25]))
     fused = fuse_soft_targets(TWO, "weighted", 1.0, w)
     assert torch.allclose(fused, torch.tensor([[0.75 * 0.25 + 0.25 * 0.75, 0.75 * 0.75 + 0.25 * 0.25]]))
-    assert torch.allclose(teacher_weights(3, "dev_score", dev_scores=[0.8, 0.9, 0.9]), torch.tensor([0.8, 0.9, 0.9]) / 2.6)
+    assert torch.allclose(
+        teacher_weights(3, "dev_score", dev_scores=[0.8, 0.9, 0.9]), torch.tensor([0.8, 0.9, 0.9]) / 2.6
+    )
 
 
 def test_confidence_weights_follow_each_examples_most_sure_teacher() -> None:
@@ -95,7 +97,9 @@ def test_one_teacher_ensemble_is_plain_kd() -> None:
 
 
 def test_regression_fusion_and_annealing() -> None:
-    assert torch.allclose(fuse_regression(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([0.25, 0.75])), torch.tensor([2.5, 3.5]))
+    assert torch.allclose(
+        fuse_regression(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([0.25, 0.75])), torch.tensor([2.5, 3.5])
+    )
     assert torch.allclose(annealed_target(torch.tensor([2.0]), torch.tensor([4.0]), 0.25), torch.tensor([2.5]))
     probs = torch.tensor([[0.2, 0.8]])
     assert torch.allclose(annealed_target(probs, torch.tensor([0]), 0.0), probs)

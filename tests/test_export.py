@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from textdistill.data import DistillDataset, LabelSet, read_file, tokenize  # noqa: E402
 from textdistill.config import DataConfig  # noqa: E402
+from textdistill.data import DistillDataset, LabelSet, read_file, tokenize  # noqa: E402
 from textdistill.export import export_student  # noqa: E402
 from textdistill.models import load_classifier  # noqa: E402
 
@@ -39,12 +39,14 @@ def test_export_matches_pytorch(dev_slice, tmp_path):
 
 
 def test_textcnn_student_exports(sst2_dir, tmp_path):
-    from textdistill.students import build_word_tokenizer, TextCNNConfig, TextCNNForSequenceClassification
+    from textdistill.students import TextCNNConfig, TextCNNForSequenceClassification, build_word_tokenizer
 
     data = read_file(sst2_dir / "dev.tsv", DataConfig(train_file="x", validation_file="x")).head(64)
     tok = build_word_tokenizer(data.texts)
     torch.manual_seed(0)
-    model = TextCNNForSequenceClassification(TextCNNConfig(vocab_size=len(tok), embedding_dim=16, num_filters=4, num_labels=2))
+    model = TextCNNForSequenceClassification(
+        TextCNNConfig(vocab_size=len(tok), embedding_dim=16, num_filters=4, num_labels=2)
+    )
     ds = DistillDataset(tokenize(tok, data, 64), LabelSet(("0", "1")).encode(data))
     forms = export_student(model, ds, tok.pad_token_id, tmp_path, "accuracy", repeats=2)
     assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
@@ -60,8 +62,12 @@ def test_bilstm_student_on_a_bert_tokenizer_exports(dev_slice, tmp_path):
     # as a BERT tokenizer that returns segment ids gives them (the real MiniLM teacher's does)
     ds = DistillDataset([{**f, "token_type_ids": [0] * len(f["input_ids"])} for f in plain.student], plain.labels)
     torch.manual_seed(0)
-    config = BiLSTMConfig(vocab_size=len(tok), embedding_dim=16, hidden_size=8, num_labels=2, pad_token_id=tok.pad_token_id)
-    forms = export_student(BiLSTMForSequenceClassification(config), ds, tok.pad_token_id, tmp_path, "accuracy", repeats=2)
+    config = BiLSTMConfig(
+        vocab_size=len(tok), embedding_dim=16, hidden_size=8, num_labels=2, pad_token_id=tok.pad_token_id
+    )
+    forms = export_student(
+        BiLSTMForSequenceClassification(config), ds, tok.pad_token_id, tmp_path, "accuracy", repeats=2
+    )
     assert forms["onnx fp32"]["max_abs_logit_diff"] < 1e-4
     assert forms["onnx fp32"]["metrics"] == forms["pytorch fp32"]["metrics"]
     assert forms["onnx int8"]["max_abs_logit_diff"] < 0.5
@@ -69,10 +75,27 @@ def test_bilstm_student_on_a_bert_tokenizer_exports(dev_slice, tmp_path):
 
 def test_cli_export(tiny_bert, sst2_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data:\n  train_file: {sst2_dir / 'train.tsv'}\n  validation_file: {sst2_dir / 'dev.tsv'}\n"
-                   "  max_eval_samples: 64\neval:\n  latency_repeats: 2\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "textdistill", "export", tiny_bert, "-c", str(cfg), "-o", str(tmp_path / "onnx"), "--json"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    cfg.write_text(
+        f"data:\n  train_file: {sst2_dir / 'train.tsv'}\n  validation_file: {sst2_dir / 'dev.tsv'}\n"
+        "  max_eval_samples: 64\neval:\n  latency_repeats: 2\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textdistill",
+            "export",
+            tiny_bert,
+            "-c",
+            str(cfg),
+            "-o",
+            str(tmp_path / "onnx"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["forms"]["onnx fp32"]["max_abs_logit_diff"] < 1e-4
@@ -103,8 +126,19 @@ def test_export_computes_the_last_layer_for_cls_alone(tmp_path, kind):
     from textdistill.export import export_onnx, onnx_forward
 
     torch.manual_seed(0)
-    config_class, model_class = {"bert": (BertConfig, BertForSequenceClassification), "mpnet": (MPNetConfig, MPNetForSequenceClassification)}[kind]
-    config = config_class(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96, num_labels=3, vocab_size=500, pad_token_id=0)
+    config_class, model_class = {
+        "bert": (BertConfig, BertForSequenceClassification),
+        "mpnet": (MPNetConfig, MPNetForSequenceClassification),
+    }[kind]
+    config = config_class(
+        num_hidden_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        intermediate_size=96,
+        num_labels=3,
+        vocab_size=500,
+        pad_token_id=0,
+    )
     model = model_class(config).eval()
     feats = [{"input_ids": [101, *range(200, 200 + n), 102], "token_type_ids": [0] * (n + 2)} for n in (3, 9, 14, 6)]
     if kind == "mpnet":  # no segment ids
@@ -157,7 +191,9 @@ def test_export_keeps_the_tracer_quiet_and_the_callers_filters(tmp_path, caplog)
     from textdistill.export import export_onnx, quantize_int8
 
     torch.manual_seed(0)
-    config = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_labels=3, vocab_size=300)
+    config = BertConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_labels=3, vocab_size=300
+    )
     model = BertForSequenceClassification(config).eval()
     feats = [{"input_ids": [101, *range(200, 200 + n), 102], "token_type_ids": [0] * (n + 2)} for n in (3, 9)]
     filters, root_filters = list(warnings.filters), list(logging.getLogger().filters)
@@ -176,11 +212,21 @@ def test_cli_export_table_lines_up_for_any_form_name(capsys):
     from textdistill.cli import _print_result
 
     def form(score: float, size: int | None, rate: float) -> dict:
-        return {"metrics": {"accuracy": 0.9, "macro_f1": score}, "metric_diff_points": 100 * (score - 0.5), "max_abs_logit_diff": 3.7e-9,
-                "size_bytes": size, "latency_ms_batch1": 1.234, "throughput_batch32": rate, "throughput_vs_pytorch": rate / 100}  # fmt: skip
+        return {
+            "metrics": {"accuracy": 0.9, "macro_f1": score},
+            "metric_diff_points": 100 * (score - 0.5),
+            "max_abs_logit_diff": 3.7e-9,
+            "size_bytes": size,
+            "latency_ms_batch1": 1.234,
+            "throughput_batch32": rate,
+            "throughput_vs_pytorch": rate / 100,
+        }
 
-    forms = {"pytorch fp32": form(0.5, None, 100.0), "pytorch fp32 cut": form(0.5, None, 107.0),
-             "onnx int8 (a much longer form name)": form(0.49, 300_000, 1234.0)}  # fmt: skip
+    forms = {
+        "pytorch fp32": form(0.5, None, 100.0),
+        "pytorch fp32 cut": form(0.5, None, 107.0),
+        "onnx int8 (a much longer form name)": form(0.49, 300_000, 1234.0),
+    }
     _print_result("export", {"metric": "macro_f1", "forms": forms, "output_dir": "out"}, False)
     lines = capsys.readouterr().out.splitlines()
     table = [line for line in lines if line.startswith("|")]

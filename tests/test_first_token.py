@@ -32,8 +32,16 @@ from textdistill.objective import DistillationObjective, hard_label_objective
 from textdistill.train import reads_logits_only, train_loop
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-SMALL = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "intermediate_size": 64, "num_labels": 3, "max_position_embeddings": 40, "pad_token_id": 1}  # fmt: skip
+SMALL = {
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "num_labels": 3,
+    "max_position_embeddings": 40,
+    "pad_token_id": 1,
+}
 CLASSES = {
     "bert": (BertConfig, BertForSequenceClassification),
     "roberta": (RobertaConfig, RobertaForSequenceClassification),
@@ -148,7 +156,10 @@ def test_the_layer_is_put_back_when_the_body_raises() -> None:
 def test_predict_logits_cuts_and_matches_the_full_model(monkeypatch) -> None:
     model = make("bert", "sdpa")
     g = torch.Generator().manual_seed(3)
-    feats = [{"input_ids": [2, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 3]} for k in torch.randint(1, 20, (13,), generator=g)]
+    feats = [
+        {"input_ids": [2, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 3]}
+        for k in torch.randint(1, 20, (13,), generator=g)
+    ]
     data = DistillDataset(feats, [0] * 13)
     cut = predict_logits(model, data, Collator(1), 4)
     with torch.no_grad():
@@ -181,23 +192,43 @@ def test_the_loop_cuts_only_for_objectives_that_read_logits_alone(tmp_path: Path
     teacher = make("bert", "sdpa", seed=5).eval()
     assert reads_logits_only(hard_label_objective)
     assert reads_logits_only(DistillationObjective(DistillConfig(), teacher))
-    inter = IntermediateLosses([LayerMatch(feature="hidden", teacher_layer=2, student_layer=2, loss="mse")], None, make("bert", "sdpa"), teacher)
+    inter = IntermediateLosses(
+        [LayerMatch(feature="hidden", teacher_layer=2, student_layer=2, loss="mse")],
+        None,
+        make("bert", "sdpa"),
+        teacher,
+    )
     assert not reads_logits_only(DistillationObjective(DistillConfig(), teacher, inter))
     assert not reads_logits_only(lambda model, batch, progress: {})
 
     g = torch.Generator().manual_seed(0)
-    feats = [{"input_ids": [2, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 3]} for k in torch.randint(2, 12, (24,), generator=g)]
+    feats = [
+        {"input_ids": [2, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 3]}
+        for k in torch.randint(2, 12, (24,), generator=g)
+    ]
     data = DistillDataset(feats, torch.randint(0, 3, (24,), generator=g).tolist())
-    args = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0)
+    args = TrainingConfig(
+        learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0
+    )
     shapes: dict[str, list[int]] = {"student": [], "teacher": []}
 
     def fit(cut: bool, name: str) -> BertForSequenceClassification:
         student = make("bert", "sdpa", seed=1)
         for role, model in (("student", student), ("teacher", teacher)):
             model.bert.pooler.register_forward_hook(lambda m, i, o, role=role: shapes[role].append(i[0].shape[1]))
-        train_loop(student, data, Collator(1), args.model_copy(update={"first_token_only": cut}),
-                   DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher), lambda m: {"accuracy": 0.0},
-                   "accuracy", 0, tmp_path / f"{name}.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+        train_loop(
+            student,
+            data,
+            Collator(1),
+            args.model_copy(update={"first_token_only": cut}),
+            DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher),
+            lambda m: {"accuracy": 0.0},
+            "accuracy",
+            0,
+            tmp_path / f"{name}.jsonl",
+            teacher=teacher,
+            keep_best=False,
+        )
         return student
 
     full = fit(False, "full")
@@ -207,7 +238,10 @@ def test_the_loop_cuts_only_for_objectives_that_read_logits_alone(tmp_path: Path
     assert set(shapes["student"]) == {1} and set(shapes["teacher"]) == {1}  # both models ran the cut layer
     for (name, a), (_, b) in zip(full.state_dict().items(), cut.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-5), name
-    assert max((a - b).abs().max().item() for a, b in zip(make("bert", "sdpa", seed=1).parameters(), cut.parameters())) > 1e-4
+    assert (
+        max((a - b).abs().max().item() for a, b in zip(make("bert", "sdpa", seed=1).parameters(), cut.parameters()))
+        > 1e-4
+    )
     assert "forward" not in vars(cut.bert.encoder.layer[-1]) and "forward" not in vars(teacher.bert.encoder.layer[-1])
 
 
@@ -239,7 +273,9 @@ def test_multitask_student_is_cut_for_every_task(impl: str) -> None:
     from textdistill.multitask import MultiTaskObjective, TaskSpec, multitask_from_encoder, uniform_spec
 
     encoder = make("bert", impl).bert
-    model = multitask_from_encoder(encoder, [{"name": "sst2", "labels": ["0", "1"]}, {"name": "stsb", "labels": None}], 0.0).train()
+    model = multitask_from_encoder(
+        encoder, [{"name": "sst2", "labels": ["0", "1"]}, {"name": "stsb", "labels": None}], 0.0
+    ).train()
     inputs = batch(2)
     for task in ("sst2", "stsb"):
         full, full_grads = logits_and_grads(lambda **kw: model(**kw, task=task), inputs, model)

@@ -10,7 +10,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--repeats", "1", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--repeats", "1", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_profiled_run_reports_where_its_steps_go():

@@ -31,8 +31,21 @@ OWN_MODEL_TYPES = {"textdistill-bilstm", "textdistill-textcnn", "textdistill-mlp
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def observable() -> bool:
@@ -63,8 +76,13 @@ def _ids(namespace: dict[str, Any]) -> dict[str, int]:
 
 
 # Modules and classes whose attributes textdistill could patch (a forward, an attention or mask function)
-PATCHABLE_MODULES = ["torch.nn.functional", "transformers.modeling_utils", "transformers.masking_utils",
-                     "transformers.integrations.sdpa_attention", "transformers.models.bert.modeling_bert"]  # fmt: skip
+PATCHABLE_MODULES = [
+    "torch.nn.functional",
+    "transformers.modeling_utils",
+    "transformers.masking_utils",
+    "transformers.integrations.sdpa_attention",
+    "transformers.models.bert.modeling_bert",
+]
 
 
 def snapshot() -> dict[str, Any]:
@@ -83,22 +101,41 @@ def snapshot() -> dict[str, Any]:
     s: dict[str, Any] = {}
     s["malloc: a 256 MiB block from fresh pages"] = served_by_mmap() if observable() else None
     s["torch"] = {
-        "threads": torch.get_num_threads(), "interop threads": torch.get_num_interop_threads(),
+        "threads": torch.get_num_threads(),
+        "interop threads": torch.get_num_interop_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "deterministic warn only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "default dtype": str(torch.get_default_dtype()), "default device": str(torch.get_default_device()),
-        "float32 matmul precision": torch.get_float32_matmul_precision(), "grad": torch.is_grad_enabled(),
-        "inference mode": torch.is_inference_mode_enabled(), "anomaly": torch.is_anomaly_enabled(),
+        "default dtype": str(torch.get_default_dtype()),
+        "default device": str(torch.get_default_device()),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "grad": torch.is_grad_enabled(),
+        "inference mode": torch.is_inference_mode_enabled(),
+        "anomaly": torch.is_anomaly_enabled(),
         "cudnn": [torch.backends.cudnn.enabled, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark],
-        "mkldnn": torch.backends.mkldnn.enabled, "tf32": torch.backends.cuda.matmul.allow_tf32,
-    }  # fmt: skip
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    s["random states"] = [hash(random.getstate()), hash(keys.tobytes()) + pos, hash(torch.get_rng_state().numpy().tobytes())]
-    s["attention functions"] = [_ids(AttentionInterface._global_mapping), _ids(AttentionMaskInterface._global_mapping),
-                                _ids(ALL_ATTENTION_FUNCTIONS._local_mapping), _ids(ALL_MASK_ATTENTION_FUNCTIONS._local_mapping)]  # fmt: skip
-    s["auto classes"] = {name: sorted(map(str, getattr(module, name)._extra_content)) for module, name in (
-        (configuration_auto, "CONFIG_MAPPING"), (modeling_auto, "MODEL_MAPPING"),
-        (modeling_auto, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"), (modeling_auto, "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING"))}  # fmt: skip
+    s["random states"] = [
+        hash(random.getstate()),
+        hash(keys.tobytes()) + pos,
+        hash(torch.get_rng_state().numpy().tobytes()),
+    ]
+    s["attention functions"] = [
+        _ids(AttentionInterface._global_mapping),
+        _ids(AttentionMaskInterface._global_mapping),
+        _ids(ALL_ATTENTION_FUNCTIONS._local_mapping),
+        _ids(ALL_MASK_ATTENTION_FUNCTIONS._local_mapping),
+    ]
+    s["auto classes"] = {
+        name: sorted(map(str, getattr(module, name)._extra_content))
+        for module, name in (
+            (configuration_auto, "CONFIG_MAPPING"),
+            (modeling_auto, "MODEL_MAPPING"),
+            (modeling_auto, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"),
+            (modeling_auto, "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING"),
+        )
+    }
     patched: dict[str, Any] = {}
     for name in PATCHABLE_MODULES:
         module = importlib.import_module(name)
@@ -112,15 +149,24 @@ def snapshot() -> dict[str, Any]:
     s["environment"] = dict(os.environ)
     s["warning filters"] = [repr(f) for f in warnings.filters]
     s["showwarning"] = repr(warnings.showwarning)
-    s["logging"] = {"root": [logging.root.level, len(logging.root.handlers)], "disable": logging.root.manager.disable,
-                    "levels": {n: [lg.level, len(lg.handlers), lg.propagate, lg.disabled]
-                               for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}}  # fmt: skip
+    s["logging"] = {
+        "root": [logging.root.level, len(logging.root.handlers)],
+        "disable": logging.root.manager.disable,
+        "levels": {
+            n: [lg.level, len(lg.handlers), lg.propagate, lg.disabled]
+            for n, lg in logging.root.manager.loggerDict.items()
+            if isinstance(lg, logging.Logger)
+        },
+    }
     s["signals"] = [repr(signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM)]
     s["hooks"] = [repr(sys.excepthook), repr(threading.excepthook)]
     if "accelerate" in sys.modules:
         from accelerate.state import AcceleratorState, GradientState, PartialState
 
-        s["accelerate"] = [sorted((k, repr(v)) for k, v in c._shared_state.items()) for c in (PartialState, AcceleratorState, GradientState)]
+        s["accelerate"] = [
+            sorted((k, repr(v)) for k, v in c._shared_state.items())
+            for c in (PartialState, AcceleratorState, GradientState)
+        ]
     if "matplotlib" in sys.modules:
         import matplotlib
 
@@ -166,8 +212,13 @@ print(json.dumps({{"alone": alone, "every": every}}))
 
 def test_importing_textdistill_changes_nothing_in_the_process() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK.format(tests=str(Path(__file__).parent))],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK.format(tests=str(Path(__file__).parent))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["alone"] == {}
@@ -176,7 +227,11 @@ def test_importing_textdistill_changes_nothing_in_the_process() -> None:
     assert set(every) <= {"auto classes"}, every
     for mapping, (old, new) in every.get("auto classes", {}).items():
         added = set(new) - set(old)
-        assert set(old) <= set(new) and added and all(a in OWN_MODEL_TYPES or a.startswith("<class 'textdistill.") for a in added), (mapping, added)
+        assert (
+            set(old) <= set(new)
+            and added
+            and all(a in OWN_MODEL_TYPES or a.startswith("<class 'textdistill.") for a in added)
+        ), (mapping, added)
 
 
 def guest_config(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
@@ -187,13 +242,18 @@ def guest_config(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
     return {
         "output_dir": str(out),
         "seed": 11,
-        "data": {"train_file": str(sst2_dir / "train.tsv"), "validation_file": str(sst2_dir / "dev.tsv"),
-                 "max_length": 32, "max_train_samples": 64, "max_eval_samples": 32},
+        "data": {
+            "train_file": str(sst2_dir / "train.tsv"),
+            "validation_file": str(sst2_dir / "dev.tsv"),
+            "max_length": 32,
+            "max_train_samples": 64,
+            "max_eval_samples": 32,
+        },
         "teacher": {"model": tiny_bert, "finetune": True, "training": fast},
         "student": {"layers": [0, 3], "training": fast},
         "distill": {"baseline": False, "layer_map": [{"strategy": "last", "feature": "attention", "loss": "kl"}]},
         "eval": {"latency_repeats": 1, "latency_samples": 8},
-    }  # fmt: skip
+    }
 
 
 def test_distill_leaves_the_process_as_it_found_it(tiny_bert, sst2_dir, tmp_path) -> None:
@@ -228,7 +288,10 @@ def test_distill_leaves_the_process_as_it_found_it(tiny_bert, sst2_dir, tmp_path
     after = snapshot()
     key = "malloc: a 256 MiB block from fresh pages"
     if before.get(key) is False:  # something earlier in this test process raised the thresholds itself: a mallopt
-        before.pop(key), after.pop(key)  # no one can read back; the put-back is checked in a fresh process (test_cpu_malloc)
+        (
+            before.pop(key),
+            after.pop(key),
+        )  # no one can read back; the put-back is checked in a fresh process (test_cpu_malloc)
     assert differences(before, after) == {}
     assert torch.equal(torch.rand(3), expected)
     # the run did switch on what it then put back

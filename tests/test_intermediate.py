@@ -4,14 +4,23 @@ import math
 
 import pytest
 import torch
+from test_end_to_end import tiny_config
+from test_train import bert
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import textdistill
 from textdistill.config import LayerMapConfig, LayerMatch, Schedule, value_at
 from textdistill.data import LabelSet
-from textdistill.errors import TextDistillError
 from textdistill.dropout import release_attention_function
-from textdistill.features import MAPS_ATTENTION, FeatureTaps, IntermediateLosses, generate_matches, resolve_matches, use_map_attention
+from textdistill.errors import TextDistillError
+from textdistill.features import (
+    MAPS_ATTENTION,
+    FeatureTaps,
+    IntermediateLosses,
+    generate_matches,
+    resolve_matches,
+    use_map_attention,
+)
 from textdistill.losses import (
     attention_kl_loss,
     attention_mse_loss,
@@ -23,9 +32,6 @@ from textdistill.losses import (
     value_relation_loss,
 )
 from textdistill.models import load_classifier
-
-from test_end_to_end import tiny_config
-from test_train import bert
 
 
 def test_hidden_mse_and_cosine_with_mask():
@@ -118,7 +124,11 @@ def test_layer_map_embeddings_and_bad_config():
 
 def test_feature_tap_unknown_module_lists_nearest(tiny_bert):
     model, _, _ = load_classifier(tiny_bert, LabelSet(("0", "1")), "teacher", require_trained_head=False)
-    with pytest.raises(TextDistillError, match=r"student: no module named 'bert.encoder.layer.0.atention' .*nearest: \['bert.encoder.layer.0.attention'"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"student: no module named 'bert.encoder.layer.0.atention' .*nearest: "
+        r"\['bert.encoder.layer.0.attention'",
+    ):
         FeatureTaps(model, ["bert.encoder.layer.0.atention"], "student")
     taps = FeatureTaps(model, ["bert.pooler", "bert.encoder.layer.1.output"], "teacher")
     model(input_ids=torch.tensor([[2, 8, 9, 3]]))
@@ -170,12 +180,17 @@ def test_map_attention_matches_eager_in_eval_and_falls_back_for_mpnet():
     model.set_attn_implementation("sdpa")  # given back, and the attention function with it (registered while used)
     release_attention_function(MAPS_ATTENTION)
     assert MAPS_ATTENTION not in ALL_ATTENTION_FUNCTIONS
-    mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                                       num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    mpnet = MPNetForSequenceClassification(
+        MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     assert use_map_attention(mpnet) is False
     assert mpnet.config._attn_implementation == "eager"
     matches = resolve_matches([], [LayerMapConfig(strategy="last", feature="attention", loss="kl")], mpnet, mpnet, None)
-    with pytest.warns(UserWarning, match=r"student MPNetForSequenceClassification takes no custom attention function: .*p=0\.1"):
+    with pytest.warns(
+        UserWarning,
+        match=r"student MPNetForSequenceClassification takes no custom attention "
+        r"function: .*p=0\.1",
+    ):
         IntermediateLosses(matches, None, mpnet, bert(2, 0)).close()
 
 
@@ -192,18 +207,37 @@ def test_run_with_hidden_attention_and_minilm_terms(tiny_bert, sst2_dir, tmp_pat
     import json
 
     distill = {
-        "layer_map": [{"strategy": "kept", "feature": "hidden", "loss": "mse", "include_embeddings": True},
-                      {"strategy": "last", "feature": "attention", "loss": "kl", "weight": {"kind": "linear", "start": 1.0, "end": 0.0}}],
-        "intermediate": [{"feature": "module", "teacher_module": "bert.pooler", "student_module": "bert.pooler", "loss": "pkd"}],
+        "layer_map": [
+            {"strategy": "kept", "feature": "hidden", "loss": "mse", "include_embeddings": True},
+            {
+                "strategy": "last",
+                "feature": "attention",
+                "loss": "kl",
+                "weight": {"kind": "linear", "start": 1.0, "end": 0.0},
+            },
+        ],
+        "intermediate": [
+            {"feature": "module", "teacher_module": "bert.pooler", "student_module": "bert.pooler", "loss": "pkd"}
+        ],
         "minilm": {"attention_weight": 1.0, "value_weight": 1.0},
         "temperature": {"kind": "linear", "start": 4.0, "end": 1.0},
-    }  # fmt: skip
+    }
     report = _distill(tiny_bert, sst2_dir, tmp_path, distill)
     steps = [json.loads(x) for x in (tmp_path / "run/logs/student.jsonl").read_text().splitlines()]
     terms = [s for s in steps if "loss" in s]
     keys = set(terms[0])
-    for k in ("hidden_0_0_mse", "hidden_1_1_mse", "hidden_2_4_mse", "attention_2_4_kl",
-              "module_bert.pooler_bert.pooler_pkd", "minilm_attention", "minilm_value", "intermediate", "kd", "ce"):
+    for k in (
+        "hidden_0_0_mse",
+        "hidden_1_1_mse",
+        "hidden_2_4_mse",
+        "attention_2_4_kl",
+        "module_bert.pooler_bert.pooler_pkd",
+        "minilm_attention",
+        "minilm_value",
+        "intermediate",
+        "kd",
+        "ce",
+    ):
         assert k in keys, (k, keys)
     assert len(report["student"]["intermediate"]) == 5
     # the teacher got its fused attention back: it is measured as it would be deployed
@@ -214,7 +248,14 @@ def test_projection_for_narrower_student_and_two_stages(tiny_bert, sst2_dir, tmp
     import json
 
     distill = {"layer_map": [{"strategy": "uniform", "feature": "hidden"}], "intermediate_epochs": 1}
-    student = {"config_overrides": {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2}}
+    student = {
+        "config_overrides": {
+            "num_hidden_layers": 2,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+        }
+    }
     _distill(tiny_bert, sst2_dir, tmp_path, distill, student)
     stage1 = [json.loads(x) for x in (tmp_path / "run/logs/student-stage1.jsonl").read_text().splitlines()]
     stage2 = [json.loads(x) for x in (tmp_path / "run/logs/student.jsonl").read_text().splitlines()]
@@ -227,17 +268,36 @@ def test_projection_for_narrower_student_and_two_stages(tiny_bert, sst2_dir, tmp
 @pytest.mark.parametrize(
     "distill, student, message",
     [
-        ({"layer_map": [{"strategy": "uniform", "projection": False}]},
-         {"config_overrides": {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32}},
-         r"widths differ \(student 16, teacher 32\) and projection is off"),
-        ({"intermediate": [{"feature": "hidden", "teacher_layer": 9, "student_layer": 1}]}, None,
-         r"teacher hidden layer 9 out of range \(0\.\.4"),
-        ({"intermediate": [{"feature": "module", "teacher_module": "bert.pooler", "student_module": "bert.encoder.layer.0.output"}]}, None,
-         r"shapes differ: student \(\d+, \d+, 32\) vs teacher \(\d+, 32\)"),
-        ({"intermediate": [{"feature": "module", "teacher_module": "bert.poolr", "student_module": "bert.pooler"}]}, None,
-         r"teacher: no module named 'bert.poolr'.*nearest: \['bert.pooler'"),
+        (
+            {"layer_map": [{"strategy": "uniform", "projection": False}]},
+            {"config_overrides": {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32}},
+            r"widths differ \(student 16, teacher 32\) and projection is off",
+        ),
+        (
+            {"intermediate": [{"feature": "hidden", "teacher_layer": 9, "student_layer": 1}]},
+            None,
+            r"teacher hidden layer 9 out of range \(0\.\.4",
+        ),
+        (
+            {
+                "intermediate": [
+                    {
+                        "feature": "module",
+                        "teacher_module": "bert.pooler",
+                        "student_module": "bert.encoder.layer.0.output",
+                    }
+                ]
+            },
+            None,
+            r"shapes differ: student \(\d+, \d+, 32\) vs teacher \(\d+, 32\)",
+        ),
+        (
+            {"intermediate": [{"feature": "module", "teacher_module": "bert.poolr", "student_module": "bert.pooler"}]},
+            None,
+            r"teacher: no module named 'bert.poolr'.*nearest: \['bert.pooler'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_intermediate_config_is_a_clear_error(tiny_bert, sst2_dir, tmp_path, distill, student, message):
     with pytest.raises(TextDistillError, match=message):
         _distill(tiny_bert, sst2_dir, tmp_path, distill, student)

@@ -13,8 +13,7 @@ from test_generative import ROWS, batch_of, files, lm_data, run_config, teacher 
 
 import textdistill
 from textdistill import generative as gen
-from textdistill import lm_models
-from textdistill import lm_cache
+from textdistill import lm_cache, lm_models
 from textdistill.config import GenerativeCacheConfig, GenerativeDistillConfig, config_from_dict
 from textdistill.data import Collator
 from textdistill.errors import TextDistillError
@@ -33,7 +32,9 @@ def test_targets_are_the_teachers_topk_on_completion_tokens(teacher) -> None:  #
     batch = col([ds[i] for i in range(len(ds))])
     mask = completion_mask(batch["labels"])
     assert len(targets) == 3 and targets.tokens == int(mask.sum())
-    assert targets.indices.dtype == np.uint16 and targets.logprobs.dtype == np.float16 and targets.bytes_per_token == 5 * 4
+    assert (
+        targets.indices.dtype == np.uint16 and targets.logprobs.dtype == np.float16 and targets.bytes_per_token == 5 * 4
+    )
     with torch.no_grad():
         logits = model(**batch["student"]).logits
     for row in range(3):
@@ -62,7 +63,13 @@ def test_collator_places_rows_at_completion_positions_and_loss_matches_online_to
         t_idx, t_lp = torch.log_softmax(model(**batch["student"]).logits, -1).topk(8, dim=-1)[::-1]
     expected = forward_kl_topk(s[mask], t_idx[mask], t_lp[mask]).mean()
     assert float(terms["kd"].detach()) == pytest.approx(float(expected), rel=2e-3)
-    assert float(terms["kd"].detach()) <= float(gen.GenerativeObjective(GenerativeDistillConfig(alpha=1.0), model, pad, 3)(student, batch)["kd"].detach()) + 1e-6
+    assert (
+        float(terms["kd"].detach())
+        <= float(
+            gen.GenerativeObjective(GenerativeDistillConfig(alpha=1.0), model, pad, 3)(student, batch)["kd"].detach()
+        )
+        + 1e-6
+    )
 
 
 def test_a_row_count_that_does_not_match_the_example_is_an_error(teacher) -> None:  # noqa: F811
@@ -81,7 +88,9 @@ def test_the_cache_entry_is_reused_and_a_damaged_one_rebuilt(teacher, tmp_path, 
     assert info["status"] == "miss" and info["bytes_per_token"] == 16 and info["tokens"] == first.tokens
     again, info = lm_cache.cached_topk_targets(cfg, model, "tiny", ds, col, 2, 1.0, 64)
     assert info["status"] == "hit" and np.array_equal(first.indices, again.indices)
-    _, other = lm_cache.cached_topk_targets(cfg, model, "tiny", ds, col, 2, 2.0, 64)  # another temperature: another entry
+    _, other = lm_cache.cached_topk_targets(
+        cfg, model, "tiny", ds, col, 2, 2.0, 64
+    )  # another temperature: another entry
     assert other["status"] == "miss" and other["path"] != info["path"]
     (Path(info["path"]) / "logprobs.npy").write_bytes(b"broken")
     _, rebuilt = lm_cache.cached_topk_targets(cfg, model, "tiny", ds, col, 2, 1.0, 64)
@@ -96,8 +105,10 @@ def test_index_dtype_fits_the_vocabulary() -> None:
 
 
 def test_config_refuses_what_the_cache_cannot_serve(files, tmp_path) -> None:  # noqa: F811
-    for extra, message in (({"divergence": "reverse_kl"}, "only forward_kl can be computed"),
-                           ({"on_policy": 0.5}, "on_policy samples are new text")):  # fmt: skip
+    for extra, message in (
+        ({"divergence": "reverse_kl"}, "only forward_kl can be computed"),
+        ({"on_policy": 0.5}, "on_policy samples are new text"),
+    ):
         with pytest.raises(TextDistillError, match=message):
             config_from_dict(run_config(files, tmp_path, teacher_cache={"top_k": 8}, **extra))
 
@@ -117,4 +128,6 @@ def test_a_run_trains_from_the_cache_without_the_teacher_and_reports_it(files, t
     assert c["stored_bytes_per_token"] == pytest.approx(64, rel=0.2)  # plus the offsets and the .npy headers
     s = m["student"]
     assert s["divergence_to_teacher"] < 0.5 * s["divergence_to_teacher_initial"]
-    assert "top-16 log-probabilities from the teacher-output cache (miss" in (Path(report["output_dir"]) / "report.md").read_text()
+    assert ("top-16 log-probabilities from the teacher-output cache (miss") in (
+        Path(report["output_dir"]) / "report.md"
+    ).read_text()

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textdistill.losses import kd_kl_loss
 from textdistill.lm_losses import (
     TOKEN_DIVERGENCES,
     bytes_per_token,
@@ -26,6 +25,7 @@ from textdistill.lm_losses import (
     topk_teacher,
     tv,
 )
+from textdistill.losses import kd_kl_loss
 
 # 3 positions, 4 tokens
 S = [[1.0, 0.5, -0.3, 2.0], [0.0, 2.0, 1.0, -1.0], [0.3, 0.3, 0.3, 0.3]]
@@ -374,8 +374,9 @@ def test_chunked_equals_unchunked_values_and_gradients(name, kw, chunk_size):
     ref = masked_mean(token_divergence(name, F.linear(hs, ws, bs), F.linear(th, tw), 2.0, **kw), mask)
     ref_grads = _grads(ref, hs, ws, bs)
     for teacher in ({"teacher_hidden": th, "teacher_weight": tw}, {"teacher_logits": F.linear(th, tw)}):
-        got = chunked_token_loss(hs, ws, mask, **teacher, divergence=name, temperature=2.0, chunk_size=chunk_size,
-                                 student_bias=bs, **kw)  # fmt: skip
+        got = chunked_token_loss(
+            hs, ws, mask, **teacher, divergence=name, temperature=2.0, chunk_size=chunk_size, student_bias=bs, **kw
+        )
         assert torch.allclose(got, ref, atol=1e-6, rtol=0)
         for a, b in zip(_grads(got, hs, ws, bs), ref_grads):
             assert torch.allclose(a, b, atol=1e-6, rtol=0)

@@ -76,7 +76,9 @@ def test_soft_cross_entropy_equals_kl_plus_teacher_entropy():
     temp = 3.0
     p = soft_targets(t, temp)
     entropy = -(p * p.log()).sum(-1).mean()
-    assert soft_cross_entropy(s, p, temp).item() == pytest.approx((kd_kl_loss(s, t, temp) + temp**2 * entropy).item(), rel=1e-5)
+    assert soft_cross_entropy(s, p, temp).item() == pytest.approx(
+        (kd_kl_loss(s, t, temp) + temp**2 * entropy).item(), rel=1e-5
+    )
 
 
 def test_logits_mse_closed_form():

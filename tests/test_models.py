@@ -108,13 +108,21 @@ def test_a_truncated_or_padded_weight_file_is_named(tiny_bert, tmp_path):
     weights = folder / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(TextDistillError, match=rf"teacher: .*cut/model\.safetensors is truncated or corrupt \({len(data) // 2:,} of its "
-                                               rf"{len(data):,} bytes\); copy or download the model again"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=rf"teacher: .*cut/model\.safetensors is truncated or corrupt "
+        rf"\({len(data) // 2:,} of its "
+        rf"{len(data):,} bytes\); copy or download the model again",
+    ):
         load_classifier(str(folder), LABELS, "teacher", require_trained_head=False)
     with pytest.raises(TextDistillError, match=r"^model: .*cut/model\.safetensors is truncated or corrupt"):
         load_saved_classifier(str(folder))
     weights.write_bytes(data + b"\0" * 8)
-    with pytest.raises(TextDistillError, match=r"model\.safetensors is truncated or corrupt \(.* bytes where its header accounts for"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"model\.safetensors is truncated or corrupt \(.* bytes where its "
+        r"header accounts for",
+    ):
         load_saved_classifier(str(folder))
     weights.write_bytes(data[:5])
     with pytest.raises(TextDistillError, match=r"is truncated or corrupt \(5 bytes: not even the 8-byte header length"):
@@ -130,13 +138,24 @@ def test_a_folder_without_its_tokenizer_is_refused(tiny_bert, tmp_path):
     from textdistill.models import load_saved_classifier
 
     folder = _copy(tiny_bert, tmp_path / "bare", "config.json", "model.safetensors")
-    with pytest.raises(TextDistillError, match=r"student\.model: .*bare holds no tokenizer \(expected tokenizer\.json, vocab\.txt, "
-                                               r"tokenizer_config\.json or another tokenizer file beside config\.json\)"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"student\.model: .*bare holds no tokenizer \(expected "
+        r"tokenizer\.json, vocab\.txt, "
+        r"tokenizer_config\.json or another tokenizer file beside "
+        r"config\.json\)",
+    ):
         load_classifier(str(folder), LABELS, "student.model", require_trained_head=False)
     with pytest.raises(TextDistillError, match=r"^model: .*bare holds no tokenizer"):
         load_saved_classifier(str(folder))
-    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}', encoding="utf-8")  # its vocab.txt missing
-    with pytest.raises(TextDistillError, match=r"bare: its tokenizer has no vocabulary \(only its 5 special tokens\); BertTokenizer needs"):
+    (folder / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "BertTokenizer"}', encoding="utf-8"
+    )  # its vocab.txt missing
+    with pytest.raises(
+        TextDistillError,
+        match=r"bare: its tokenizer has no vocabulary \(only its 5 special "
+        r"tokens\); BertTokenizer needs",
+    ):
         load_saved_classifier(str(folder))
     shutil.copy(Path(tiny_bert) / "tokenizer.json", folder)
     _, tok, _ = load_saved_classifier(str(folder))
@@ -152,16 +171,27 @@ def test_weights_of_another_model_are_refused(tiny_bert, tmp_path):
 
     folder = _copy(tiny_bert, tmp_path / "other")
     save_file({"w": torch.zeros(2, 2)}, str(folder / "model.safetensors"))
-    with pytest.raises(TextDistillError, match=r"teacher: .*other/model\.safetensors lacks \d+ of the \d+ weights of the model config\.json "
-                                               r"describes \(e\.g\. bert\.embeddings\.LayerNorm\.bias\)"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"teacher: .*other/model\.safetensors lacks \d+ of the \d+ weights of "
+        r"the model config\.json "
+        r"describes \(e\.g\. bert\.embeddings\.LayerNorm\.bias\)",
+    ):
         load_classifier(str(folder), LABELS, "teacher", require_trained_head=False)
     config = json.loads((folder / "config.json").read_text())
     _copy(tiny_bert, tmp_path / "wide")
     (tmp_path / "wide" / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
-    with pytest.raises(TextDistillError, match=r"wide/model\.safetensors holds bert\.encoder\.layer\.0\.intermediate\.dense\.bias in shape \(64,\), config\.json "
-                                               r"describes \(48,\) \(12 such\); the weights belong to another model"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"wide/model\.safetensors holds "
+        r"bert\.encoder\.layer\.0\.intermediate\.dense\.bias in shape "
+        r"\(64,\), config\.json "
+        r"describes \(48,\) \(12 such\); the weights belong to another model",
+    ):
         load_classifier(str(tmp_path / "wide"), LABELS, "teacher", require_trained_head=False)
-    model, _, _ = load_classifier(tiny_bert, LabelSet(("a", "b", "c")), "teacher", require_trained_head=False)  # a head resized: fine
+    model, _, _ = load_classifier(
+        tiny_bert, LabelSet(("a", "b", "c")), "teacher", require_trained_head=False
+    )  # a head resized: fine
     assert model.classifier.out_features == 3
 
 
@@ -172,24 +202,39 @@ def test_textdistill_students_with_word_vocabularies_still_load(tiny_bert, tmp_p
     teacher, tok, _ = load_classifier(tiny_bert, LABELS, "teacher", require_trained_head=False)
     texts = ["a gorgeous film", "dull and slow", "a fine cast"]
     for kind in ("bilstm", "textcnn", "mlp"):
-        student, stok, _ = build_classic_student({"type": kind, "tokenizer": "words"}, LABELS, teacher, tok, texts, seed=0)
+        student, stok, _ = build_classic_student(
+            {"type": kind, "tokenizer": "words"}, LABELS, teacher, tok, texts, seed=0
+        )
         save_model(student, stok, tmp_path / kind)
         again, atok, labels = load_saved_classifier(str(tmp_path / kind))
         assert type(again) is type(student) and len(atok) == len(stok) and labels.names == LABELS.names
-        assert atok("gorgeous film", add_special_tokens=False)["input_ids"] == stok("gorgeous film", add_special_tokens=False)["input_ids"]
+        assert (
+            atok("gorgeous film", add_special_tokens=False)["input_ids"]
+            == stok("gorgeous film", add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_config_overrides_that_cannot_read_the_data(tiny_bert):
     from textdistill.models import check_student_length
 
     teacher, tok, _ = load_classifier(tiny_bert, LABELS, "teacher", require_trained_head=False)
-    with pytest.raises(TextDistillError, match=rf"student\.config_overrides\.vocab_size: 100 is less than the {len(tok):,} tokens of the "
-                                               rf"tokenizer the student reads \(the teacher's\); leave it out or make it at least {len(tok)}"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=rf"student\.config_overrides\.vocab_size: 100 is less than the "
+        rf"{len(tok):,} tokens of the "
+        rf"tokenizer the student reads \(the teacher's\); leave it out or "
+        rf"make it at least {len(tok)}",
+    ):
         build_student(StudentConfig(config_overrides={"vocab_size": 100}), teacher, tok, LABELS, seed=0)
     overrides = {"max_position_embeddings": 16, "num_hidden_layers": 1}
     student, stok, recipe = build_student(StudentConfig(config_overrides=overrides), teacher, tok, LABELS, seed=0)
-    with pytest.raises(TextDistillError, match=r"student\.config_overrides\.max_position_embeddings: 16 gives the student 16 positions "
-                                               r"\(its 16 position embeddings\) but data\.max_length is 64; make it at least 64"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"student\.config_overrides\.max_position_embeddings: 16 gives the "
+        r"student 16 positions "
+        r"\(its 16 position embeddings\) but data\.max_length is 64; make it "
+        r"at least 64",
+    ):
         check_student_length(student, stok, recipe, 64)
     check_student_length(student, stok, recipe, 16)  # enough
 
@@ -206,12 +251,20 @@ def test_max_length_is_at_least_4_and_cut_to_the_positions(tiny_bert):
     teacher, tok, _ = load_classifier(tiny_bert, LABELS, "teacher", require_trained_head=False)
     assert position_limit(teacher) == (128, "its 128 position embeddings")
     assert tok.model_max_length == 128  # the tokenizer said nothing (a huge number); now what the model reads
-    with pytest.raises(TextDistillError, match=r"data\.max_length: 3 is too small: a text with its special tokens \(\[CLS\] \.\.\. \[SEP\]\) "
-                                               r"needs at least 4 tokens"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"data\.max_length: 3 is too small: a text with its special tokens "
+        r"\(\[CLS\] \.\.\. \[SEP\]\) "
+        r"needs at least 4 tokens",
+    ):
         fit_max_length(tok, 3)
     assert fit_max_length(tok, 4) == 4 and fit_max_length(tok, 128) == 128
-    with pytest.warns(UserWarning, match=r"^data\.max_length: 512 is more than teacher\.model reads \(128 tokens: its 128 position "
-                                         r"embeddings\); texts are cut at 128 tokens$"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"^data\.max_length: 512 is more than teacher\.model reads \(128 tokens: "
+        r"its 128 position "
+        r"embeddings\); texts are cut at 128 tokens$",
+    ):
         assert fit_max_length(tok, 512, role="teacher.model") == 128
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
@@ -219,10 +272,21 @@ def test_max_length_is_at_least_4_and_cut_to_the_positions(tiny_bert):
         ds = _dataset(tok, long, LABELS, 512)
     assert [len(f["input_ids"]) for f in ds.student] == [128, 3]
     with torch.no_grad():
-        teacher(input_ids=torch.tensor([ds.student[0]["input_ids"]]))  # 512 tokens: an index error in the position embeddings
+        teacher(
+            input_ids=torch.tensor([ds.student[0]["input_ids"]])
+        )  # 512 tokens: an index error in the position embeddings
     # RoBERTa / MPNet-style models count positions from their padding index + 1: 34 embeddings read 32 tokens
-    roberta = RobertaForSequenceClassification(RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                             intermediate_size=32, max_position_embeddings=34, pad_token_id=1))  # fmt: skip
+    roberta = RobertaForSequenceClassification(
+        RobertaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=34,
+            pad_token_id=1,
+        )
+    )
     assert position_limit(roberta) == (32, "its 34 position embeddings less the offset of 2 its positions start from")
     with torch.no_grad():
         roberta(input_ids=torch.full((1, 32), 5))

@@ -6,22 +6,40 @@ import sys
 
 import pytest
 import yaml
-
 from test_end_to_end import tiny_config
 
 
 def test_two_process_distill(tiny_bert, sst2_dir, tmp_path):
     cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run")
     cfg["teacher"]["training"]["num_train_epochs"] = 1
-    cfg["student"] = {"config_overrides": {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32},
-                      "training": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "logging_steps": 1}}  # fmt: skip
+    cfg["student"] = {
+        "config_overrides": {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32},
+        "training": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "logging_steps": 1},
+    }
     cfg["distill"]["layer_map"] = [{"strategy": "uniform", "feature": "hidden"}]  # a projection, trained on both
     cfg["distill"]["baseline"] = False
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     # accelerate launch --multi_gpu hands over to torchrun; without a GPU textdistill runs the processes on the CPU
     # (gloo)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "textdistill", "distill", "-c", str(tmp_path / "c.yaml")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "textdistill",
+        "distill",
+        "-c",
+        str(tmp_path / "c.yaml"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| student (distilled)") == 1  # one report, from the main process
@@ -40,8 +58,20 @@ def test_two_process_labelling_writes_the_same_dataset(tiny_bert, sst2_dir, tmp_
     cfg["teacher"] = {"model": tiny_bert}
     cfg["transfer"] = {"variants": 2, "shard_size": 48}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     for prefix, out in ((launch + ["-m"], "two"), ([sys.executable, "-m"], "one")):
         cmd = prefix + ["textdistill", "label", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -16,8 +16,15 @@ CONLL = Path(data_dir()) / "conll2003"
 
 
 def test_iob1_converts_to_iob2() -> None:
-    assert iob1_to_iob2(["I-ORG", "O", "I-MISC", "I-MISC", "B-MISC", "I-PER", "I-LOC"]) == \
-        ["B-ORG", "O", "B-MISC", "I-MISC", "B-MISC", "B-PER", "B-LOC"]  # fmt: skip
+    assert iob1_to_iob2(["I-ORG", "O", "I-MISC", "I-MISC", "B-MISC", "I-PER", "I-LOC"]) == [
+        "B-ORG",
+        "O",
+        "B-MISC",
+        "I-MISC",
+        "B-MISC",
+        "B-PER",
+        "B-LOC",
+    ]
 
 
 def test_real_conll_iob1_reads_as_the_iob2_copy() -> None:
@@ -35,9 +42,12 @@ def test_real_conll_iob1_reads_as_the_iob2_copy() -> None:
 
 @pytest.mark.parametrize(
     "content, message",
-    [("EU NNP I-NP B-ORG\nrejects VBZ O\n", r"x.txt:2: expected 4 columns like the first line, got 3"),
-     ("EU B-ORG\nrejects ORG\n", r"x.txt:2: tag 'ORG' is not O, B-TYPE or I-TYPE"),
-     ("-DOCSTART- -X- O O\n\n", "no sentences"), ("EU\n", "at least 2 columns")],
+    [
+        ("EU NNP I-NP B-ORG\nrejects VBZ O\n", r"x.txt:2: expected 4 columns like the first line, got 3"),
+        ("EU B-ORG\nrejects ORG\n", r"x.txt:2: tag 'ORG' is not O, B-TYPE or I-TYPE"),
+        ("-DOCSTART- -X- O O\n\n", "no sentences"),
+        ("EU\n", "at least 2 columns"),
+    ],
 )
 def test_bad_conll(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "x.txt").write_text(content, encoding="utf-8")
@@ -50,18 +60,29 @@ def test_data_encoding_applies_to_conll_files(tmp_path: Path) -> None:
     from textdistill.data import read_file
 
     (tmp_path / "x.conll").write_bytes("Jos\u00e9 B-PER\nsaid O\n\nM\u00fcnchen B-LOC\n".encode("latin-1"))
-    cfg = DataConfig(train_file="x", validation_file="x", format="conll", task_type="token_classification", encoding="latin-1")
+    cfg = DataConfig(
+        train_file="x", validation_file="x", format="conll", task_type="token_classification", encoding="latin-1"
+    )
     data = read_file(tmp_path / "x.conll", cfg)
     assert data.texts == ["Jos\u00e9 said", "M\u00fcnchen"] and data.labels == [["B-PER", "O"], ["B-LOC"]]
-    with pytest.raises(TextDistillError, match=r"x.conll:1: not valid UTF-8 \(byte 0xe9\); convert the file or set data.encoding"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"x.conll:1: not valid UTF-8 \(byte 0xe9\); convert the file or set "
+        r"data.encoding",
+    ):
         read_file(tmp_path / "x.conll", cfg.model_copy(update={"encoding": "utf-8"}))
 
 
 def test_sentences_split_at_blank_lines_and_docstart(tmp_path: Path) -> None:
-    (tmp_path / "x.txt").write_text("-DOCSTART- O\n\nEU B-ORG\nsaid O\n\n\nPeter B-PER\n-DOCSTART- O\nBlair B-PER\n", encoding="utf-8")
+    (tmp_path / "x.txt").write_text(
+        "-DOCSTART- O\n\nEU B-ORG\nsaid O\n\n\nPeter B-PER\n-DOCSTART- O\nBlair B-PER\n", encoding="utf-8"
+    )
     data = read_conll(tmp_path / "x.txt", "iob2")
     assert [(s.tokens, s.tags, s.line) for s in data.sentences] == [
-        (["EU", "said"], ["B-ORG", "O"], 3), (["Peter"], ["B-PER"], 7), (["Blair"], ["B-PER"], 9)]  # fmt: skip
+        (["EU", "said"], ["B-ORG", "O"], 3),
+        (["Peter"], ["B-PER"], 7),
+        (["Blair"], ["B-PER"], 9),
+    ]
 
 
 def test_labels_align_to_sub_words() -> None:
@@ -86,7 +107,12 @@ def test_alignment_with_a_real_tokenizer(tiny_bert: str) -> None:
 
 def test_entity_scores_match_seqeval() -> None:
     seqeval = pytest.importorskip("seqeval.metrics")
-    assert entities(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == {("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 5), ("ORG", 5, 6)}
+    assert entities(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == {
+        ("PER", 0, 2),
+        ("LOC", 3, 4),
+        ("LOC", 4, 5),
+        ("ORG", 5, 6),
+    }
     rng = random.Random(0)
     tags = ["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
     gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(300)]

@@ -29,30 +29,37 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "mydata").mkdir(parents=True)
     (root / "mydata" / "train.tsv").write_text("text\tlabel\ngood film\t1\nbad film\t0\n", encoding="utf-8")
     (root / "mydata" / "dev.tsv").write_text("text\tlabel\nfine\t1\nawful\t0\n", encoding="utf-8")
-    (root / "run.yaml").write_text(textwrap.dedent("""\
+    (root / "run.yaml").write_text(
+        textwrap.dedent("""\
         output_dir: runs/x
         overwrite_output_dir: true
         data: {train_file: mydata/train.tsv, validation_file: mydata/dev.tsv}
         teacher: {model: all-MiniLM-L6-v2}
         student: {num_layers: 2}
-        """), encoding="utf-8")  # fmt: skip
+        """),
+        encoding="utf-8",
+    )
     monkeypatch.chdir(root)
     return root
 
 
-@pytest.mark.parametrize("out, why", [
-    ("mydata", "contains the input data.train_file"),     # the issue's case: the data folder as the run folder
-    (".", "names no folder of its own"),
-    ("..", "names no folder of its own"),
-    ("mydata/..", "names no folder of its own"),
-    ("{parent}", "contains the working folder"),         # -o .. spelt as a path
-    ("{root}", "is the working folder"),
-    ("mydata/train.tsv", "is an existing file, not a folder"),
-    ("run.yaml", "is an existing file, not a folder"),
-    ("{home}", "is the home folder"),
-])  # fmt: skip
-def test_an_output_dir_that_would_replace_user_data_is_refused_before_any_work(user: Path, out: str, why: str,
-                                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "out, why",
+    [
+        ("mydata", "contains the input data.train_file"),  # the issue's case: the data folder as the run folder
+        (".", "names no folder of its own"),
+        ("..", "names no folder of its own"),
+        ("mydata/..", "names no folder of its own"),
+        ("{parent}", "contains the working folder"),  # -o .. spelt as a path
+        ("{root}", "is the working folder"),
+        ("mydata/train.tsv", "is an existing file, not a folder"),
+        ("run.yaml", "is an existing file, not a folder"),
+        ("{home}", "is the home folder"),
+    ],
+)
+def test_an_output_dir_that_would_replace_user_data_is_refused_before_any_work(
+    user: Path, out: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = _files(user.parent)
     out = out.format(parent=user.parent, root=user, home=Path.home())
     code = main(["distill", "-c", "run.yaml", "-o", out, "overwrite_output_dir=true"])
@@ -65,7 +72,9 @@ def test_an_output_dir_that_would_replace_user_data_is_refused_before_any_work(u
 
 def test_a_folder_holding_the_config_or_the_teacher_is_refused(user: Path, tmp_path: Path) -> None:
     (user / "conf").mkdir()
-    (user / "conf" / "run.yaml").write_text((user / "run.yaml").read_text().replace("mydata/", "../mydata/"), encoding="utf-8")
+    (user / "conf" / "run.yaml").write_text(
+        (user / "run.yaml").read_text().replace("mydata/", "../mydata/"), encoding="utf-8"
+    )
     with pytest.raises(TextDistillError, match=r"output_dir: conf is the config file|contains the config file"):
         textdistill.distill("conf/run.yaml", ["output_dir=conf"])
     teacher = user / "models" / "teacher"
@@ -86,7 +95,11 @@ def test_overwrite_replaces_run_folders_only(user: Path) -> None:
     folder = user / "runs" / "x"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("mine")
-    with pytest.raises(TextDistillError, match=rf"output_dir: runs/x exists and is not a textdistill run folder \(it has no {MARKER}\); refusing"):
+    with pytest.raises(
+        TextDistillError,
+        match=rf"output_dir: runs/x exists and is not a textdistill run folder \(it "
+        rf"has no {MARKER}\); refusing",
+    ):
         textdistill.distill("run.yaml")
     assert (folder / "notes.txt").read_text() == "mine"
     # a stray folder where the run's .partial goes is a user's folder too
@@ -95,7 +108,11 @@ def test_overwrite_replaces_run_folders_only(user: Path) -> None:
     partial = user / "runs" / "x.partial"
     partial.mkdir()
     (partial / "keep.txt").write_text("mine")
-    with pytest.raises(TextDistillError, match=r"output_dir: runs/x\.partial exists and is not a textdistill run folder"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"output_dir: runs/x\.partial exists and is not a textdistill run "
+        r"folder",
+    ):
         textdistill.distill("run.yaml")
     assert (partial / "keep.txt").read_text() == "mine"
     # a link to a folder is never followed into a delete
@@ -141,7 +158,11 @@ def test_a_second_process_on_the_same_output_dir_is_refused_at_once(user: Path) 
         partial.mkdir()
         (partial / MARKER).write_text("{}")
         (partial / "config.yaml").write_text("the other run's")
-        with pytest.raises(TextDistillError, match=rf"output_dir: runs/x\.partial is in use by another textdistill run \(pid {holder.pid} "):
+        with pytest.raises(
+            TextDistillError,
+            match=rf"output_dir: runs/x\.partial is in use by another textdistill "
+            rf"run \(pid {holder.pid} ",
+        ):
             textdistill.distill("run.yaml")
         assert (partial / "config.yaml").read_text() == "the other run's"  # the first run's folder is untouched
     finally:
@@ -156,7 +177,9 @@ def test_a_second_process_on_the_same_output_dir_is_refused_at_once(user: Path) 
 def test_the_lock_is_released_when_the_call_fails(user: Path) -> None:
     """A notebook that calls again after an error is not refused by its own first call."""
     for _ in range(2):  # the same error each time, never "in use by another textdistill run"
-        with pytest.raises(TextDistillError, match="teacher.model: all-MiniLM-L6-v2 has no trained classification head"):
+        with pytest.raises(
+            TextDistillError, match="teacher.model: all-MiniLM-L6-v2 has no trained classification head"
+        ):
             textdistill.distill("run.yaml", ["teacher.finetune=false"])
     assert not (user / "runs").exists()  # the folder made for the lock was removed again
 
@@ -166,7 +189,11 @@ def test_export_and_augment_never_write_over_their_inputs(user: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text("{}")
     for out in (str(model), str(user)):
-        with pytest.raises(TextDistillError, match=r"export output: .* (is|contains) (the input model|the working folder)"):
+        with pytest.raises(
+            TextDistillError,
+            match=r"export output: .* (is|contains) (the input model|the working "
+            r"folder)",
+        ):
             pipeline.export(str(model), "run.yaml", out)
     with pytest.raises(TextDistillError, match=r"augment output: mydata/train\.tsv is the input data\.train_file"):
         pipeline.augment("run.yaml", "mydata/train.tsv", ["transfer.variants=2"])
@@ -179,7 +206,11 @@ def test_the_distilled_dataset_replaces_only_a_distilled_dataset(user: Path) -> 
     folder = user / "labelled"
     folder.mkdir()
     (folder / "mine.tsv").write_text("keep")
-    with pytest.raises(TextDistillError, match=r"labelled: exists and is not a distilled dataset \(no manifest\.json\); refusing"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"labelled: exists and is not a distilled dataset \(no "
+        r"manifest\.json\); refusing",
+    ):
         check_dataset_folder(folder)
     with pytest.raises(TextDistillError, match=r"transfer\.output: mydata contains the input data\.train_file"):
         pipeline.label("run.yaml", "mydata", ["teacher.finetune=false", "transfer.include_train=true"])

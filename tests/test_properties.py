@@ -24,8 +24,18 @@ from textdistill.data import LABEL_NAMES, TEXT_NAMES, LabelSet, TextData, load_s
 from textdistill.errors import TextDistillError
 from textdistill.ner import read_conll
 
-SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FEW = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+FEW = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 _files = itertools.count()
 
@@ -50,23 +60,84 @@ def _returns_or_explains(call: Callable[[], Any]) -> Any:
 # --------------------------------------------------------------------------------------------------------------------
 # Configs
 
-KEYS = ["output_dir", "seed", "data", "teacher", "student", "distill", "eval", "transfer", "tasks", "train_file",
-        "validation_file", "test_file", "format", "task_type", "text_column", "label_column", "text_pair_column",
-        "encoding", "max_length", "model", "finetune", "training", "learning_rate", "num_train_epochs", "layers",
-        "num_layers", "architecture", "temperature", "alpha", "intermediate", "layer_map", "minilm", "kind", "start",
-        "end", "metric", "name", "teachers", "fusion", "hf_dataset", "path", "temprature", "student_from"]  # fmt: skip
+KEYS = [
+    "output_dir",
+    "seed",
+    "data",
+    "teacher",
+    "student",
+    "distill",
+    "eval",
+    "transfer",
+    "tasks",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "format",
+    "task_type",
+    "text_column",
+    "label_column",
+    "text_pair_column",
+    "encoding",
+    "max_length",
+    "model",
+    "finetune",
+    "training",
+    "learning_rate",
+    "num_train_epochs",
+    "layers",
+    "num_layers",
+    "architecture",
+    "temperature",
+    "alpha",
+    "intermediate",
+    "layer_map",
+    "minilm",
+    "kind",
+    "start",
+    "end",
+    "metric",
+    "name",
+    "teachers",
+    "fusion",
+    "hf_dataset",
+    "path",
+    "temprature",
+    "student_from",
+]
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
-    st.sampled_from(["${TEXTDISTILL_DATA}/sst2/dev.tsv", "~/x.tsv", "a.tsv", "conll", "token_classification", "regression",
-                     "kl", "linear", "pearson", "uniform", "hidden", "all-MiniLM-L6-v2", "../x", "/", ".", "", "a" * 300,
-                     "x\x00y"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "${TEXTDISTILL_DATA}/sst2/dev.tsv",
+            "~/x.tsv",
+            "a.tsv",
+            "conll",
+            "token_classification",
+            "regression",
+            "kl",
+            "linear",
+            "pearson",
+            "uniform",
+            "hidden",
+            "all-MiniLM-L6-v2",
+            "../x",
+            "/",
+            ".",
+            "",
+            "a" * 300,
+            "x\x00y",
+        ]
+    ),
 )
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8), st.integers(-3, 3), st.booleans(), st.none())
-yamlish = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=25)
+yamlish = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=25
+)
 
 VALID = {
     "data": {"train_file": "train.tsv", "validation_file": "dev.tsv"},
@@ -74,12 +145,34 @@ VALID = {
     "student": {"num_layers": 2},
     "distill": {"temperature": 2.0, "alpha": 0.5},
 }
-PATHS = [("seed",), ("output_dir",), ("data",), ("data", "format"), ("data", "task_type"), ("data", "train_file"),
-         ("data", "text_column"), ("data", "encoding"), ("data", "max_length"), ("data", "hf_dataset"), ("teacher",),
-         ("teacher", "model"), ("teacher", "training"), ("student",), ("student", "layers"), ("student", "architecture"),
-         ("student", "training", "learning_rate"), ("distill", "temperature"), ("distill", "alpha"),
-         ("distill", "intermediate"), ("distill", "layer_map"), ("distill", "minilm"), ("eval", "metric"), ("transfer",),
-         ("tasks",), ("student_from",)]  # fmt: skip
+PATHS = [
+    ("seed",),
+    ("output_dir",),
+    ("data",),
+    ("data", "format"),
+    ("data", "task_type"),
+    ("data", "train_file"),
+    ("data", "text_column"),
+    ("data", "encoding"),
+    ("data", "max_length"),
+    ("data", "hf_dataset"),
+    ("teacher",),
+    ("teacher", "model"),
+    ("teacher", "training"),
+    ("student",),
+    ("student", "layers"),
+    ("student", "architecture"),
+    ("student", "training", "learning_rate"),
+    ("distill", "temperature"),
+    ("distill", "alpha"),
+    ("distill", "intermediate"),
+    ("distill", "layer_map"),
+    ("distill", "minilm"),
+    ("eval", "metric"),
+    ("transfer",),
+    ("tasks",),
+    ("student_from",),
+]
 
 
 @st.composite
@@ -107,8 +200,21 @@ def test_config_from_dict_validates_or_explains(raw: Any) -> None:
     _returns_or_explains(lambda: config_from_dict(raw))
 
 
-YAML_PIECES = list("ab1:-_ []{},!&*#|>'\"\n\t.e?%@`~/=") + ["data:", "\n  ", "!!python/object/apply:os.system", "!!int ", "!!bool ",
-                                                            "!!timestamp ", "2024-13-45", "0x_", "&a ", "*a", "<<: ", "---", "..."]  # fmt: skip
+YAML_PIECES = list("ab1:-_ []{},!&*#|>'\"\n\t.e?%@`~/=") + [
+    "data:",
+    "\n  ",
+    "!!python/object/apply:os.system",
+    "!!int ",
+    "!!bool ",
+    "!!timestamp ",
+    "2024-13-45",
+    "0x_",
+    "&a ",
+    "*a",
+    "<<: ",
+    "---",
+    "...",
+]
 yaml_text = st.one_of(
     st.text(max_size=200),
     st.lists(st.sampled_from(YAML_PIECES), max_size=40).map("".join),
@@ -126,7 +232,11 @@ yaml_text = st.one_of(
 @example("a: &x [*x]\n")
 @example("[" * 3000)
 @example("data: !!python/object/apply:os.system ['true']\n")
-@example(yaml.safe_dump({**VALID, "teacher": {"model": "m" * 300}, "data": {"train_file": "t" * 300, "validation_file": "v\x00"}}))
+@example(
+    yaml.safe_dump(
+        {**VALID, "teacher": {"model": "m" * 300}, "data": {"train_file": "t" * 300, "validation_file": "v\x00"}}
+    )
+)
 def test_load_config_on_any_text(tmp_path: Path, text: str) -> None:
     p = _fresh(tmp_path, "config.yaml")
     p.write_text(text, encoding="utf-8")
@@ -142,7 +252,9 @@ def test_load_config_on_any_bytes(tmp_path: Path, content: bytes) -> None:
     _returns_or_explains(lambda: load_config(p))
 
 
-override_keys = st.one_of(st.text(max_size=12), st.lists(st.sampled_from(KEYS + ["0", "1", "-1", "99"]), min_size=1, max_size=4).map(".".join))
+override_keys = st.one_of(
+    st.text(max_size=12), st.lists(st.sampled_from(KEYS + ["0", "1", "-1", "99"]), min_size=1, max_size=4).map(".".join)
+)
 overrides = st.one_of(st.text(max_size=30), st.tuples(override_keys, yaml_text).map("=".join))
 
 
@@ -164,7 +276,9 @@ def test_load_config_with_any_overrides(tmp_path: Path, extra: list[str]) -> Non
 # Readers
 
 DELIMITERS = [",", ";", "\t", "|"]
-CELL = st.one_of(st.text(max_size=12), st.sampled_from(["text", "label", "0", "1", "2.5", "nan", "", " ", '"', '"a,b"', "a\tb"]))
+CELL = st.one_of(
+    st.text(max_size=12), st.sampled_from(["text", "label", "0", "1", "2.5", "nan", "", " ", '"', '"a,b"', "a\tb"])
+)
 
 
 @st.composite
@@ -186,8 +300,19 @@ def delimited_bytes(draw: st.DrawFn, delimiter: str) -> bytes:
 
 LABELS = ["pos", "neg", "0", "1", " pos", "neg "]
 ODD_LABELS = ["Pos", "1.0", ""]  # another spelling of a class, or none
-SPELLS = {"pos": "pos", "Pos": "pos", "neg": "neg", "0": "0", "1": "1", "1.0": "1"}  # a stripped label -> the class it spells
-ENCODINGS = {"utf-8": ["utf-8", "utf8", "u8", "UTF8", "UTF-8"], "utf-8-sig": ["utf-8-sig", "UTF-8-sig"], "latin-1": ["latin-1", "iso-8859-1"]}
+SPELLS = {
+    "pos": "pos",
+    "Pos": "pos",
+    "neg": "neg",
+    "0": "0",
+    "1": "1",
+    "1.0": "1",
+}  # a stripped label -> the class it spells
+ENCODINGS = {
+    "utf-8": ["utf-8", "utf8", "u8", "UTF8", "UTF-8"],
+    "utf-8-sig": ["utf-8-sig", "UTF-8-sig"],
+    "latin-1": ["latin-1", "iso-8859-1"],
+}
 
 
 @st.composite
@@ -201,7 +326,9 @@ def written_files(draw: st.DrawFn) -> dict[str, Any]:
     # tsv fields are never quoted: a delimiter or line break in a "text" is, there, just another field or row
     forbidden = "" if fmt == "csv" else delimiter + "\r\n"
     specials = [c for c in "\"',;\t| \n\r" if c not in forbidden]
-    alphabet = st.one_of(st.sampled_from(specials), st.sampled_from("ab z"), st.characters(codec="latin-1", exclude_characters=forbidden))
+    alphabet = st.one_of(
+        st.sampled_from(specials), st.sampled_from("ab z"), st.characters(codec="latin-1", exclude_characters=forbidden)
+    )
     cell = st.lists(alphabet, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=10).map("".join)
     label = st.sampled_from(LABELS + ODD_LABELS if draw(st.integers(0, 4)) == 0 else LABELS)
     rows = []
@@ -217,9 +344,19 @@ def written_files(draw: st.DrawFn) -> dict[str, Any]:
     head = list(names)
     if header and draw(st.integers(0, 9)) == 0:
         head[1] = head[0]  # a column named twice
-    return {"fmt": fmt, "delimiter": delimiter, "encoding": encoding, "spelling": draw(st.sampled_from(ENCODINGS[encoding])),
-            "bom": bom, "header": head if header else None, "names": names, "rows": rows, "pair": pair,
-            "end": draw(st.sampled_from(["\n", "\r\n"])), "default_delimiter": draw(st.booleans())}
+    return {
+        "fmt": fmt,
+        "delimiter": delimiter,
+        "encoding": encoding,
+        "spelling": draw(st.sampled_from(ENCODINGS[encoding])),
+        "bom": bom,
+        "header": head if header else None,
+        "names": names,
+        "rows": rows,
+        "pair": pair,
+        "end": draw(st.sampled_from(["\n", "\r\n"])),
+        "default_delimiter": draw(st.booleans()),
+    }
 
 
 def _serialise(f: dict[str, Any]) -> tuple[bytes, list[int]]:
@@ -271,19 +408,53 @@ def _expected(f: dict[str, Any], starts: list[int]) -> TextData | None:
 
 @SETTINGS
 @given(written_files())
-@example({"fmt": "csv", "delimiter": ";", "encoding": "utf-8", "spelling": "u8", "bom": True, "header": ["label", "text"],
-          "names": ["label", "text"], "rows": [["1", 'a; "b"\nc'], ["0", "d"]], "pair": False, "end": "\n", "default_delimiter": False})
-@example({"fmt": "tsv", "delimiter": "\t", "encoding": "utf-8", "spelling": "UTF8", "bom": True, "header": None,
-          "names": ["label", "text"], "rows": [["Pos", "a"], ["pos", "b"]], "pair": False, "end": "\r\n", "default_delimiter": True})
+@example(
+    {
+        "fmt": "csv",
+        "delimiter": ";",
+        "encoding": "utf-8",
+        "spelling": "u8",
+        "bom": True,
+        "header": ["label", "text"],
+        "names": ["label", "text"],
+        "rows": [["1", 'a; "b"\nc'], ["0", "d"]],
+        "pair": False,
+        "end": "\n",
+        "default_delimiter": False,
+    }
+)
+@example(
+    {
+        "fmt": "tsv",
+        "delimiter": "\t",
+        "encoding": "utf-8",
+        "spelling": "UTF8",
+        "bom": True,
+        "header": None,
+        "names": ["label", "text"],
+        "rows": [["Pos", "a"], ["pos", "b"]],
+        "pair": False,
+        "end": "\r\n",
+        "default_delimiter": True,
+    }
+)
 def test_written_rows_are_read_back_exactly_or_refused(tmp_path: Path, f: dict[str, Any]) -> None:
     raw, starts = _serialise(f)
     p = _fresh(tmp_path, f"data.{f['fmt']}")
     p.write_bytes(raw)
     default = "\t" if f["fmt"] == "tsv" else ","
     column = (lambda n: n) if f["header"] else f["names"].index
-    cfg = DataConfig(train_file="x", validation_file="x", format=f["fmt"], encoding=f["spelling"], has_header=f["header"] is not None,
-                     delimiter=None if f["default_delimiter"] and f["delimiter"] == default else f["delimiter"],
-                     text_column=column("text"), label_column=column("label"), text_pair_column=column("pair") if f["pair"] else None)  # fmt: skip
+    cfg = DataConfig(
+        train_file="x",
+        validation_file="x",
+        format=f["fmt"],
+        encoding=f["spelling"],
+        has_header=f["header"] is not None,
+        delimiter=None if f["default_delimiter"] and f["delimiter"] == default else f["delimiter"],
+        text_column=column("text"),
+        label_column=column("label"),
+        text_pair_column=column("pair") if f["pair"] else None,
+    )
     expected = _expected(f, starts)
     try:
         data = read_file(p, cfg)
@@ -295,12 +466,20 @@ def test_written_rows_are_read_back_exactly_or_refused(tmp_path: Path, f: dict[s
         assert line is None or 1 <= int(line[1]) <= raw.count(b"\n") + raw.count(b"\r") + 1, message
         return
     assert expected is not None, f"a malformed file was read: {data.texts} {data.labels}"
-    assert (data.texts, data.labels, data.pairs, data.rows) == (expected.texts, expected.labels, expected.pairs, expected.rows)
+    assert (data.texts, data.labels, data.pairs, data.rows) == (
+        expected.texts,
+        expected.labels,
+        expected.pairs,
+        expected.rows,
+    )
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["text", "label", "pair", "x"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["text", "label", "pair", "x"]), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -344,9 +523,15 @@ def _read_and_encode(p: Path, cfg: DataConfig) -> None:
 
 
 @SETTINGS
-@given(st.sampled_from(["tsv", "csv"]).flatmap(lambda f: st.tuples(st.just(f), st.sampled_from(DELIMITERS).flatmap(delimited_bytes), data_configs(f))))
+@given(
+    st.sampled_from(["tsv", "csv"]).flatmap(
+        lambda f: st.tuples(st.just(f), st.sampled_from(DELIMITERS).flatmap(delimited_bytes), data_configs(f))
+    )
+)
 @example(("csv", b'text,label\n"' + b"a" * 200_000 + b"\n", DataConfig(train_file="x", validation_file="x")))
-@example(("tsv", b"a\tb\n", DataConfig(train_file="x", validation_file="x", has_header=False, text_column=0, label_column=7)))
+@example(
+    ("tsv", b"a\tb\n", DataConfig(train_file="x", validation_file="x", has_header=False, text_column=0, label_column=7))
+)
 def test_read_delimited_on_any_bytes(tmp_path: Path, case: tuple[str, bytes, DataConfig]) -> None:
     fmt, content, cfg = case
     p = _fresh(tmp_path, f"data.{fmt}")
@@ -366,21 +551,28 @@ def test_read_jsonl_on_any_bytes(tmp_path: Path, content: bytes, cfg: DataConfig
 
 
 TOKEN_LINE = st.one_of(
-    st.tuples(st.text(min_size=1, max_size=6), st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "PER", "B-", "I-X"])).map(" ".join),
+    st.tuples(
+        st.text(min_size=1, max_size=6), st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "PER", "B-", "I-X"])
+    ).map(" ".join),
     st.sampled_from(["", " ", "-DOCSTART- -X- O O", "a b c", "a", "x NNP B-NP O"]),
     st.text(max_size=15),
 )
 
 
 @SETTINGS
-@given(st.one_of(st.lists(TOKEN_LINE, max_size=12).map("\n".join), st.text(max_size=100)), st.sampled_from(["iob1", "iob2"]))
+@given(
+    st.one_of(st.lists(TOKEN_LINE, max_size=12).map("\n".join), st.text(max_size=100)),
+    st.sampled_from(["iob1", "iob2"]),
+)
 def test_read_conll_on_any_text(tmp_path: Path, text: str, scheme: str) -> None:
     p = _fresh(tmp_path, "data.conll")
     p.write_bytes(text.encode("utf-8", errors="surrogatepass"))
     conll = _returns_or_explains(lambda: read_conll(p, scheme))
     if conll is not None:
         assert conll.sentences and all(len(s.tokens) == len(s.tags) for s in conll.sentences)
-    cfg = DataConfig(train_file="x", validation_file="x", format="conll", task_type="token_classification", tag_scheme=scheme)
+    cfg = DataConfig(
+        train_file="x", validation_file="x", format="conll", task_type="token_classification", tag_scheme=scheme
+    )
     _read_and_encode(p, cfg)
 
 
@@ -393,8 +585,14 @@ def test_read_conll_on_any_bytes(tmp_path: Path, content: bytes) -> None:
 
 
 @SETTINGS
-@given(st.one_of(st.binary(max_size=200), st.lists(st.text(max_size=15), max_size=6).map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass"))),
-       st.booleans(), st.none() | st.integers(1, 5))  # fmt: skip
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.text(max_size=15), max_size=6).map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")),
+    ),
+    st.booleans(),
+    st.none() | st.integers(1, 5),
+)
 def test_read_corpus_on_any_bytes(tmp_path: Path, content: bytes, paired: bool, limit: int | None) -> None:
     p = _fresh(tmp_path, "corpus.txt")
     p.write_bytes(content)
@@ -407,7 +605,11 @@ def test_read_corpus_on_any_bytes(tmp_path: Path, content: bytes, paired: bool, 
 @pytest.mark.parametrize("reader", ["read_file", "read_conll", "read_corpus"])
 def test_readers_explain_a_missing_or_folder_path(tmp_path: Path, reader: str) -> None:
     cfg = DataConfig(train_file="x", validation_file="x", format="tsv")
-    call = {"read_file": lambda p: read_file(p, cfg), "read_conll": read_conll, "read_corpus": lambda p: read_corpus(p, False)}[reader]
+    call = {
+        "read_file": lambda p: read_file(p, cfg),
+        "read_conll": read_conll,
+        "read_corpus": lambda p: read_corpus(p, False),
+    }[reader]
     for path in (tmp_path / "missing.tsv", tmp_path, tmp_path / ("n" * 300 + ".tsv"), tmp_path / "nul\x00.tsv"):
         with pytest.raises(TextDistillError):
             call(path)
@@ -418,9 +620,35 @@ def test_readers_explain_a_missing_or_folder_path(tmp_path: Path, reader: str) -
 # delimiters, with or without a header of common names. Detection gives the columns back, or refuses with one line
 # naming the file; with a header it must always give them back, and it never picks wrongly in silence.
 
-WORDS = ["film", "plot", "slow", "great", "dull", "warm", "cast", "ending", "funny", "bleak", "sharp", "long", "score",
-         "wit", "heart", "mess", "joy", "scene", "story", "actors"]  # fmt: skip
-LABEL_SETS = [["pos", "neg"], ["0", "1"], ["sports", "tech", "arts"], ["1", "2", "3", "4", "5"], ["card_lost", "top_up"]]
+WORDS = [
+    "film",
+    "plot",
+    "slow",
+    "great",
+    "dull",
+    "warm",
+    "cast",
+    "ending",
+    "funny",
+    "bleak",
+    "sharp",
+    "long",
+    "score",
+    "wit",
+    "heart",
+    "mess",
+    "joy",
+    "scene",
+    "story",
+    "actors",
+]
+LABEL_SETS = [
+    ["pos", "neg"],
+    ["0", "1"],
+    ["sports", "tech", "arts"],
+    ["1", "2", "3", "4", "5"],
+    ["card_lost", "top_up"],
+]
 
 
 @st.composite
@@ -431,7 +659,9 @@ def detect_tables(draw: st.DrawFn) -> dict[str, Any]:
     label_set = draw(st.sampled_from(LABEL_SETS))
     if draw(st.booleans()):  # every label on two rows or more, as in real data
         n = draw(st.integers(2 * len(label_set), 24))
-        extra = draw(st.lists(st.sampled_from(label_set), min_size=n - 2 * len(label_set), max_size=n - 2 * len(label_set)))
+        extra = draw(
+            st.lists(st.sampled_from(label_set), min_size=n - 2 * len(label_set), max_size=n - 2 * len(label_set))
+        )
         labels = draw(st.permutations(label_set * 2 + extra))
     else:  # any labels at all: a class may be on one row only, or every row may have the same
         n = draw(st.integers(2, 24))
@@ -448,10 +678,25 @@ def detect_tables(draw: st.DrawFn) -> dict[str, Any]:
     order = draw(st.permutations(list(columns)))
     names = None
     if draw(st.booleans()):
-        names = {"text": draw(st.sampled_from(TEXT_NAMES)), "label": draw(st.sampled_from(LABEL_NAMES)),
-                 "id": draw(st.sampled_from(["id", "idx", "index"])), "source": draw(st.sampled_from(["source", "genre"]))}  # fmt: skip
-        names = {k: draw(st.sampled_from([v, v.upper(), v.capitalize()])) if v not in ("text", "label") else v for k, v in names.items()}
-    return {"ext": ext, "delimiter": delimiter, "quoted": quoted, "columns": columns, "order": order, "names": names, "n": n}
+        names = {
+            "text": draw(st.sampled_from(TEXT_NAMES)),
+            "label": draw(st.sampled_from(LABEL_NAMES)),
+            "id": draw(st.sampled_from(["id", "idx", "index"])),
+            "source": draw(st.sampled_from(["source", "genre"])),
+        }
+        names = {
+            k: draw(st.sampled_from([v, v.upper(), v.capitalize()])) if v not in ("text", "label") else v
+            for k, v in names.items()
+        }
+    return {
+        "ext": ext,
+        "delimiter": delimiter,
+        "quoted": quoted,
+        "columns": columns,
+        "order": order,
+        "names": names,
+        "n": n,
+    }
 
 
 def _write_table(t: dict[str, Any]) -> str:
@@ -467,10 +712,34 @@ def _write_table(t: dict[str, Any]) -> str:
 
 @SETTINGS
 @given(detect_tables())
-@example({"ext": "csv", "delimiter": ";", "quoted": True, "n": 4, "order": ["text", "label"], "names": None,
-          "columns": {"text": ["great, film x", "dull, plot y", "warm, cast z", "slow, wit w"], "label": ["pos", "neg", "pos", "neg"]}})  # fmt: skip
-@example({"ext": "txt", "delimiter": "|", "quoted": True, "n": 4, "order": ["label", "text"], "names": {"text": "REVIEW", "label": "Intent", "id": "id"},
-          "columns": {"text": ["great film x", "dull plot y", "warm cast z", "slow wit w"], "label": ["a", "b", "a", "b"]}})  # fmt: skip
+@example(
+    {
+        "ext": "csv",
+        "delimiter": ";",
+        "quoted": True,
+        "n": 4,
+        "order": ["text", "label"],
+        "names": None,
+        "columns": {
+            "text": ["great, film x", "dull, plot y", "warm, cast z", "slow, wit w"],
+            "label": ["pos", "neg", "pos", "neg"],
+        },
+    }
+)
+@example(
+    {
+        "ext": "txt",
+        "delimiter": "|",
+        "quoted": True,
+        "n": 4,
+        "order": ["label", "text"],
+        "names": {"text": "REVIEW", "label": "Intent", "id": "id"},
+        "columns": {
+            "text": ["great film x", "dull plot y", "warm cast z", "slow wit w"],
+            "label": ["a", "b", "a", "b"],
+        },
+    }
+)
 def test_detection_gives_the_columns_back_or_explains(tmp_path: Path, t: dict[str, Any]) -> None:
     p = _fresh(tmp_path, f"data.{t['ext']}")
     p.write_text(_write_table(t), encoding="utf-8")

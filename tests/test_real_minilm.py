@@ -38,12 +38,15 @@ def test_minilm_teacher_and_two_layer_student_on_sst2_slice(minilm, sst2_dir, tm
             "max_train_samples": 1200,
             "max_eval_samples": 200,
         },
-        "teacher": {"model": "all-MiniLM-L6-v2", "finetune": True,
-                    "training": {"learning_rate": 1e-4, "num_train_epochs": 1, "per_device_train_batch_size": 32}},
+        "teacher": {
+            "model": "all-MiniLM-L6-v2",
+            "finetune": True,
+            "training": {"learning_rate": 1e-4, "num_train_epochs": 1, "per_device_train_batch_size": 32},
+        },
         "student": {"num_layers": 2, "training": {"learning_rate": 1e-4, "num_train_epochs": 1}},
         "distill": {"baseline": False},
         "eval": {"latency_repeats": 5, "latency_samples": 64},
-    }  # fmt: skip
+    }
     report = textdistill.distill(cfg)
     teacher_acc = report["teacher"]["metrics"]["accuracy"]
     student_acc = report["student"]["metrics"]["accuracy"]

@@ -30,15 +30,21 @@ def stsb_config(tiny_bert: str, stsb: Path, out: Path) -> dict:
         "output_dir": str(out),
         "seed": 3,
         "data": {
-            "train_file": str(stsb / "train.tsv"), "validation_file": str(stsb / "dev.tsv"),
-            "text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score",
-            "task_type": "regression", "max_length": 64, "max_train_samples": 192, "max_eval_samples": 96,
+            "train_file": str(stsb / "train.tsv"),
+            "validation_file": str(stsb / "dev.tsv"),
+            "text_column": "sentence1",
+            "text_pair_column": "sentence2",
+            "label_column": "score",
+            "task_type": "regression",
+            "max_length": 64,
+            "max_train_samples": 192,
+            "max_eval_samples": 96,
         },
         "teacher": {"model": tiny_bert, "finetune": True, "training": fast},
         "student": {"layers": [0, 3], "training": fast},
         "distill": {"alpha": 0.5},
         "eval": {"latency_repeats": 2, "latency_samples": 16},
-    }  # fmt: skip
+    }
 
 
 def test_regression_losses_are_mse() -> None:
@@ -53,7 +59,9 @@ def test_scores_are_parsed_and_batched_as_floats() -> None:
     data = TextData(texts=["a", "b"], labels=["4.750", "0"], pairs=None, source="x.tsv", rows=[2, 3])
     labels = LabelSet.from_data(data, "regression")
     assert len(labels) == 1 and labels.regression and labels.encode(data) == [4.75, 0.0]
-    batch = Collator(0)([{"student": {"input_ids": [1]}, "labels": 4.75}, {"student": {"input_ids": [1, 2]}, "labels": 0.0}])
+    batch = Collator(0)(
+        [{"student": {"input_ids": [1]}, "labels": 4.75}, {"student": {"input_ids": [1, 2]}, "labels": 0.0}]
+    )
     assert batch["labels"].dtype == torch.float32
     bad = TextData(texts=["a", "b"], labels=["1.0", "high"], pairs=None, source="x.tsv", rows=[2, 3])
     with pytest.raises(TextDistillError, match=r"x.tsv:3: label 'high' is not a number \(regression task\)"):

@@ -14,18 +14,29 @@ def _report() -> dict:
         "data": {"train": "train.tsv", "validation": "dev.tsv", "train_examples": 10, "validation_examples": 5},
         "distill": {"loss": "kl", "temperature": 2.0, "alpha": 0.9},
         "teacher": {"model": os.path.abspath("runs/t/teacher"), "metrics": {"accuracy": 0.9}, **speed},
-        "student": {"layers": [1, 5], "metrics": {"accuracy": 0.88}, "retained_pct": 100 * 0.88 / 0.9,
-                    "params": 15_600_000, "size_bytes": 62_500_000, "latency_ms_batch1": 3.0, "throughput_batch32": 600.0},
+        "student": {
+            "layers": [1, 5],
+            "metrics": {"accuracy": 0.88},
+            "retained_pct": 100 * 0.88 / 0.9,
+            "params": 15_600_000,
+            "size_bytes": 62_500_000,
+            "latency_ms_batch1": 3.0,
+            "throughput_batch32": 600.0,
+        },
         "baseline": {"metrics": {"accuracy": 0.85}, "retained_pct": 100 * 0.85 / 0.9},
         "speedup_batch1": 3.0,
         "speedup_batch32": 3.0,
         "machine": {"torch_threads": 2},
-    }  # fmt: skip
+    }
 
 
 def test_render_report_rows():
     text = render_report(_report())
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
     assert rows["teacher (runs/t/teacher)"][:3] == ["90.00", "100.0", "22.7"]
     assert rows["student (distilled)"] == ["88.00", "97.8", "15.6", "62.5", "3.00", "600", "3.00x"]
     assert rows["student (no distillation)"][:2] == ["85.00", "94.4"]
@@ -67,8 +78,13 @@ def _timed(machine: FakeMachine, rounds: int = 3, repeats: int = 2) -> dict:
     from textdistill.metrics import measure_speeds
 
     feats = [{"input_ids": [1, 5, 6, 2]}, {"input_ids": [1, 7, 2]}]
-    return measure_speeds({name: (machine.model(name), feats, 0) for name in ("teacher", "student")}, repeats=repeats,
-                          rounds=rounds, batch_size=4, clock=machine.clock)  # fmt: skip
+    return measure_speeds(
+        {name: (machine.model(name), feats, 0) for name in ("teacher", "student")},
+        repeats=repeats,
+        rounds=rounds,
+        batch_size=4,
+        clock=machine.clock,
+    )
 
 
 def test_models_are_timed_in_alternating_rounds_and_summed_up_by_their_medians() -> None:
@@ -97,18 +113,35 @@ def test_a_busy_round_shows_as_spread_and_the_report_gives_no_ratio() -> None:
     assert ratios["speedup_batch1"] == pytest.approx(3.0) and ratios["speed_reliable"] is False
     assert ratios["speed_spread_pct"] == pytest.approx(3900.0)
     report = _report()
-    report["teacher"].update(t, throughput_batch32=t["throughput_batch4"], throughput_batch32_spread_pct=t["throughput_batch4_spread_pct"],
-                           throughput_batch32_rounds=t["throughput_batch4_rounds"])
-    report["student"].update(s, throughput_batch32=s["throughput_batch4"], throughput_batch32_spread_pct=s["throughput_batch4_spread_pct"],
-                           throughput_batch32_rounds=s["throughput_batch4_rounds"])
+    report["teacher"].update(
+        t,
+        throughput_batch32=t["throughput_batch4"],
+        throughput_batch32_spread_pct=t["throughput_batch4_spread_pct"],
+        throughput_batch32_rounds=t["throughput_batch4_rounds"],
+    )
+    report["student"].update(
+        s,
+        throughput_batch32=s["throughput_batch4"],
+        throughput_batch32_spread_pct=s["throughput_batch4_spread_pct"],
+        throughput_batch32_rounds=s["throughput_batch4_rounds"],
+    )
     report.update(speedups(report["teacher"], report["student"]))
     text = render_report(report)
-    assert ("Speed-up at batch 1 and 32: not given: the teacher/student speed ratio varied by more than 25% between rounds "
-            "(up to 3900%): the machine was busy; speed-ups are unreliable." in text)  # fmt: skip
+    assert (
+        "Speed-up at batch 1 and 32: not given: the teacher/student speed ratio varied by more than 25% between "
+        "rounds "
+        "(up to 3900%): the machine was busy; speed-ups are unreliable." in text
+    )
     assert "x faster" not in text and "3.00x" not in text
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
     assert rows["student (distilled)"][-1] == "-" and rows["student (distilled)"][4] == "3.00"  # the median is shown
-    assert "teacher and student timed in 3 alternating rounds" in text and "teacher 3900% at batch 1" in " ".join(text.split())
+    assert ("teacher and student timed in 3 alternating rounds") in text and "teacher 3900% at batch 1" in " ".join(
+        text.split()
+    )
 
 
 def test_a_load_that_slows_both_models_alike_leaves_the_ratio_trusted() -> None:
@@ -171,7 +204,11 @@ def _multiclass(n: int = 39) -> dict:
     report["teacher"]["metrics"].update(macro_f1=0.88)
     report["student"]["metrics"].update(accuracy=0.71, macro_f1=0.49)
     report["baseline"]["metrics"].update(macro_f1=0.8)
-    report["teacher"]["confusion"], report["student"]["confusion"], report["baseline"]["confusion"] = confusion(0), confusion(1), confusion(0)
+    report["teacher"]["confusion"], report["student"]["confusion"], report["baseline"]["confusion"] = (
+        confusion(0),
+        confusion(1),
+        confusion(0),
+    )
     return report
 
 
@@ -181,7 +218,9 @@ def test_multi_class_report_shows_macro_f1_beside_the_metric():
     assert rows[0][:4] == ["model", "accuracy", "macro-F1", "% of teacher"]
     by_model = {r[0]: r[1:] for r in rows[1:]}
     assert by_model["student (distilled)"][:2] == ["71.00", "49.00"]
-    assert by_model["teacher (runs/t/teacher)"][:2] == ["90.00", "88.00"] and by_model["student (no distillation)"][:2] == ["85.00", "80.00"]
+    assert by_model["teacher (runs/t/teacher)"][:2] == ["90.00", "88.00"] and by_model["student (no distillation)"][
+        :2
+    ] == ["85.00", "80.00"]
     binary = _report()
     binary["data"]["labels"] = ["neg", "pos"]
     binary["teacher"]["metrics"]["macro_f1"] = 0.9

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_end_to_end import tiny_config
+from test_generative import files  # noqa: F401  (a fixture)
 
 import textdistill
 from textdistill.errors import TextDistillError
-
-from test_end_to_end import tiny_config
-from test_generative import files  # noqa: F401  (a fixture)
 
 
 def resumable_config(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
@@ -50,8 +49,12 @@ def uninterrupted(tiny_bert: str, sst2_dir: Path, tmp_path_factory: pytest.TempP
 def _start(cfg: dict, folder: Path) -> subprocess.Popen:
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return subprocess.Popen([sys.executable, "-m", "textdistill", "distill", "-c", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "textdistill", "distill", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -63,7 +66,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_stopped_run_resumes_to_the_same_metrics(uninterrupted: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path, sig) -> None:
+def test_a_stopped_run_resumes_to_the_same_metrics(
+    uninterrupted: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path, sig
+) -> None:
     out = tmp_path / "run"
     cfg = resumable_config(tiny_bert, sst2_dir, out)
     proc = _start(cfg, tmp_path)
@@ -100,7 +105,9 @@ def test_resume_refuses_another_config_or_nothing_to_resume(tiny_bert: str, sst2
 
 
 @pytest.mark.parametrize("error", ["OSError", "RuntimeError"])
-def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch, error: str) -> None:
+def test_a_full_disk_keeps_the_last_good_checkpoint(
+    tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch, error: str
+) -> None:
     """torch.save reports ENOSPC as an OSError or, from its zip writer, as a RuntimeError: either way the half-written
     file goes and the one line names the last good checkpoint. Resuming from a file that is not a checkpoint of ours,
     or whose tensors do not fit the model, is one line naming it."""
@@ -117,14 +124,31 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
         if len(calls) == 3:  # the third checkpoint finds the disk full
             Path(path).write_bytes(b"partial")
             if error == "RuntimeError":
-                raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file write failed")
+                raise RuntimeError(
+                    "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                    "file data/3: file write failed"
+                )
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(train.torch, "save", save)
-    why = r"No space left on device" if error == "OSError" else r"torch\.save: .*PytorchStreamWriter failed writing file.*; is the disk full\?"
-    with pytest.raises(TextDistillError, match=rf"checkpoint: cannot write .*checkpoint.pt \({why}\); "
-                                               r"the last good checkpoint .*student/checkpoint\.pt \(step 6\) is intact"):  # fmt: skip
+    why = (
+        (
+            r"No space left on "
+            r"device"
+        )
+        if error == "OSError"
+        else (
+            r"torch\.save: .*PytorchStreamWriter failed writing file.*; is the "
+            r"disk full\?"
+        )
+    )
+    with pytest.raises(
+        TextDistillError,
+        match=rf"checkpoint: cannot write .*checkpoint.pt \({why}\); "
+        r"the last good checkpoint .*student/checkpoint\.pt \(step 6\) is "
+        r"intact",
+    ):
         textdistill.distill(cfg)
     folder = tmp_path / "run.partial" / "checkpoints" / "student"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]  # no half-written file left
@@ -137,11 +161,19 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(tiny_bert: str, sst2_dir: Pa
     good = torch.load(checkpoint, weights_only=True)
     good["model"]["classifier.weight"] = torch.zeros(3, good["model"]["classifier.weight"].shape[1])
     torch.save(good, checkpoint)
-    with pytest.raises(TextDistillError, match=r"--resume: .*student/checkpoint\.pt does not fit the model: classifier\.weight has "
-                                               r"shape \[3, 32\] there, \[2, 32\] in the model"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"--resume: .*student/checkpoint\.pt does not fit the model: "
+        r"classifier\.weight has "
+        r"shape \[3, 32\] there, \[2, 32\] in the model",
+    ):
         textdistill.distill(cfg, resume=True)
     checkpoint.write_text("not a checkpoint\n", encoding="utf-8")
-    with pytest.raises(TextDistillError, match=r"--resume: .*student/checkpoint\.pt is not a textdistill checkpoint \(unreadable"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"--resume: .*student/checkpoint\.pt is not a textdistill checkpoint "
+        r"\(unreadable",
+    ):
         textdistill.distill(cfg, resume=True)
     assert not (tmp_path / "run").exists()
 
@@ -178,8 +210,17 @@ def test_a_killed_multi_task_run_resumes_to_the_same_scores(tiny_bert: str, sst2
         assert resumed["tasks"][name]["student"]["metrics"] == whole["tasks"][name]["student"]["metrics"], name
 
 
-@pytest.mark.parametrize("generative", [{"on_policy": 0.5, "divergence": "jsd"}, {"teacher_cache": {"top_k": 8}}], ids=["on-policy", "top-k-cache"])
-def test_a_killed_generative_run_resumes_to_the_same_logs_and_scores(files, tmp_path: Path, monkeypatch, generative: dict) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    "generative",
+    [{"on_policy": 0.5, "divergence": "jsd"}, {"teacher_cache": {"top_k": 8}}],
+    ids=["on-policy", "top-k-cache"],
+)
+def test_a_killed_generative_run_resumes_to_the_same_logs_and_scores(
+    files,  # noqa: F811  (the fixture)
+    tmp_path: Path,
+    monkeypatch,
+    generative: dict,
+) -> None:
     """The on-policy draws and samples, and the cached top-k targets, come back the same after a kill."""
     from test_generative import run_config
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_end_to_end import tiny_config
 
 import textdistill
 from textdistill.data import LabelSet
 from textdistill.errors import TextDistillError
 from textdistill.models import load_classifier, loading_kwargs, set_loading_policy
 
-from test_end_to_end import tiny_config
-
 
 @pytest.fixture
 def pickled_bert(tiny_bert: str, tmp_path: Path) -> str:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = tmp_path / "pickled"
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
@@ -33,8 +31,12 @@ def pickled_bert(tiny_bert: str, tmp_path: Path) -> str:
 def test_pickled_weights_need_permission(pickled_bert: str) -> None:
     set_loading_policy()
     try:
-        with pytest.raises(TextDistillError, match=r"teacher.model: .*pickled holds pickled weights only \(pytorch_model.bin\); "
-                                                   r"set loading.allow_pickle: true"):  # fmt: skip
+        with pytest.raises(
+            TextDistillError,
+            match=r"teacher.model: .*pickled holds pickled weights only "
+            r"\(pytorch_model.bin\); "
+            r"set loading.allow_pickle: true",
+        ):
             load_classifier(pickled_bert, LabelSet(("0", "1")), "teacher.model", require_trained_head=False)
         set_loading_policy(allow_pickle=True)
         model, _, _ = load_classifier(pickled_bert, LabelSet(("0", "1")), "teacher.model", require_trained_head=False)
@@ -51,7 +53,9 @@ def test_defaults_refuse_remote_code_and_pickles(tiny_bert: str) -> None:
     set_loading_policy()
 
 
-def test_a_run_names_the_setting_and_takes_it_from_the_config(pickled_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+def test_a_run_names_the_setting_and_takes_it_from_the_config(
+    pickled_bert: str, sst2_dir: Path, tmp_path: Path
+) -> None:
     cfg = tiny_config(pickled_bert, sst2_dir, tmp_path / "run")
     cfg["teacher"]["training"]["num_train_epochs"] = 1
     cfg["student"]["training"]["num_train_epochs"] = 1
@@ -90,8 +94,12 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("protocol", [2, 4])  # torch names the global of protocol 2; 4 stops it at FRAME: read by pickletools
-def test_a_pickle_that_runs_code_is_refused_without_torchs_advice(tiny_bert: str, tmp_path: Path, protocol: int) -> None:
+@pytest.mark.parametrize(
+    "protocol", [2, 4]
+)  # torch names the global of protocol 2; 4 stops it at FRAME: read by pickletools
+def test_a_pickle_that_runs_code_is_refused_without_torchs_advice(
+    tiny_bert: str, tmp_path: Path, protocol: int
+) -> None:
     import pickle
     import shutil
 
@@ -105,13 +113,18 @@ def test_a_pickle_that_runs_code_is_refused_without_torchs_advice(tiny_bert: str
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(RunsCode(marker), protocol=protocol))
     set_loading_policy(allow_pickle=True)
     try:
-        for load in (lambda: load_classifier(str(folder), LabelSet(("0", "1")), "teacher.model", require_trained_head=False),
-                     lambda: load_saved_classifier(str(folder))):  # fmt: skip
+        for load in (
+            lambda: load_classifier(str(folder), LabelSet(("0", "1")), "teacher.model", require_trained_head=False),
+            lambda: load_saved_classifier(str(folder)),
+        ):
             with pytest.raises(TextDistillError) as info:
                 load()
             message = str(info.value)
             assert "weights_only=False" not in message and "\n" not in message
-            assert f"{folder / 'pytorch_model.bin'} refused as unsafe: its pickle calls or builds posix.system, and loading it could run code" in message
+            assert (
+                f"{folder / 'pytorch_model.bin'} refused as unsafe: its pickle calls or builds posix.system, and "
+                f"loading it could run code"
+            ) in message
     finally:
         set_loading_policy()
     assert not marker.exists()
@@ -130,10 +143,22 @@ def test_resume_refuses_files_that_are_not_our_checkpoints(tmp_path: Path) -> No
     path = tmp_path / "checkpoint.pt"
     marker = tmp_path / "pwned"
     cases = {
-        "code": (pickle.dumps(RunsCode(marker)), r"is not a textdistill checkpoint: refused as unsafe \(its pickle calls or builds posix\.system, and loading it could run code\)"),
-        "text": (b"step: 3\n", r"is not a textdistill checkpoint \(unreadable: not a pickle of tensors, numbers and strings\)"),
+        "code": (
+            pickle.dumps(RunsCode(marker)),
+            r"is not a textdistill checkpoint: refused as unsafe \(its pickle "
+            r"calls or builds posix\.system, and loading it could run code\)",
+        ),
+        "text": (
+            b"step: 3\n",
+            r"is not a textdistill checkpoint \(unreadable: not a pickle of tensors, numbers and "
+            r"strings\)",
+        ),
         "empty": (b"", r"is not a textdistill checkpoint \(unreadable: empty or cut short\)"),
-        "other": (None, r"is not a textdistill checkpoint \(it lacks batches, best_metric, best_state, best_step \.\.\.\)"),
+        "other": (
+            None,
+            r"is not a textdistill checkpoint \(it lacks batches, best_metric, best_state, best_step "
+            r"\.\.\.\)",
+        ),
         "tensor": (None, r"is not a textdistill checkpoint \(it lacks a dict\)"),
     }
     for name, (content, error) in cases.items():
@@ -158,10 +183,18 @@ def test_resumed_weights_must_fit_the_model(tmp_path: Path) -> None:
     from textdistill.train import Checkpoints
 
     ckpt, model = Checkpoints(tmp_path, main=True), torch.nn.Linear(4, 2)
-    with pytest.raises(TextDistillError, match=r"^--resume: .*checkpoint\.pt does not fit the model: weight has shape \[3, 4\] there, \[2, 4\] "
-                                               r"in the model \(1 such tensors\); it was written for another model"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"^--resume: .*checkpoint\.pt does not fit the model: weight has "
+        r"shape \[3, 4\] there, \[2, 4\] "
+        r"in the model \(1 such tensors\); it was written for another model",
+    ):
         ckpt.restore_weights(model, {"weight": torch.zeros(3, 4), "bias": torch.zeros(2)}, "checkpoint.pt")
-    with pytest.raises(TextDistillError, match=r"does not fit the model: 1 tensors missing, 1 unexpected \(e\.g\. missing bias\)"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"does not fit the model: 1 tensors missing, 1 unexpected \(e\.g\. "
+        r"missing bias\)",
+    ):
         ckpt.restore_weights(model, {"weight": torch.zeros(2, 4), "other": torch.zeros(2)}, "checkpoint.pt")
     ckpt.restore_weights(model, {"weight": torch.ones(2, 4), "bias": torch.zeros(2)}, "checkpoint.pt")
     assert torch.equal(model.weight, torch.ones(2, 4))
@@ -180,16 +213,26 @@ def test_a_failed_checkpoint_write_names_the_last_good_one(tmp_path: Path, monke
 
     def full(obj, path, *a, **k):
         Path(path).write_bytes(b"PK\x03\x04 partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     monkeypatch.setattr(train.torch, "save", full)
-    with pytest.raises(TextDistillError, match=rf"^checkpoint: cannot write {tmp_path}/checkpoint\.pt \(torch\.save: .*PytorchStreamWriter "
-                                               rf"failed writing file data/0: file write failed; is the disk full\?\); the last good "
-                                               rf"checkpoint {tmp_path}/checkpoint\.pt \(step 4\) is intact$"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=rf"^checkpoint: cannot write {tmp_path}/checkpoint\.pt \(torch\.save: "
+        rf".*PytorchStreamWriter "
+        rf"failed writing file data/0: file write failed; is the disk "
+        rf"full\?\); the last good "
+        rf"checkpoint {tmp_path}/checkpoint\.pt \(step 4\) is intact$",
+    ):
         ckpt.save(good | {"step": 8})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4
-    monkeypatch.setattr(train.torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error: device-side assert")))
+    monkeypatch.setattr(
+        train.torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error: device-side assert"))
+    )
     with pytest.raises(RuntimeError, match="CUDA error"):  # not a write failure: not reported as one
         ckpt.save(good)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

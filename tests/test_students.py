@@ -195,7 +195,22 @@ def test_word_tokenizer_is_character_level_on_chinese(tmp_path: Path) -> None:
     texts = [line.split("\t", 1)[1] for line in cn.read_text(encoding="utf-8").splitlines()[1:301]]
     tok = build_word_tokenizer(texts + ["Café Crème"], vocab_size=3000)
     # every CJK character is its own word, full-width punctuation is NFKC-folded and split, accents are kept
-    assert tok.tokenize("酒店环境不错，服务也很好！Café") == ["酒", "店", "环", "境", "不", "错", ",", "服", "务", "也", "很", "好", "!", "café"]
+    assert tok.tokenize("酒店环境不错，服务也很好！Café") == [
+        "酒",
+        "店",
+        "环",
+        "境",
+        "不",
+        "错",
+        ",",
+        "服",
+        "务",
+        "也",
+        "很",
+        "好",
+        "!",
+        "café",
+    ]
     assert all(len(t) == 1 for t in tok.tokenize(texts[0]) if "\u4e00" <= t <= "\u9fff")
     tok.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path)(texts[:5])["input_ids"] == tok(texts[:5])["input_ids"]
@@ -341,8 +356,9 @@ def test_textcnn_learns_sst2(sst2_dir: Path) -> None:
 def test_classic_students_distill_end_to_end(architecture, tiny_bert, sst2_dir, tmp_path):
     import json
 
-    import textdistill
     from test_end_to_end import tiny_config
+
+    import textdistill
 
     cfg = tiny_config(tiny_bert, sst2_dir, tmp_path / "run", architecture=architecture)
     cfg["teacher"]["training"]["num_train_epochs"] = 1

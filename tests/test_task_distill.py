@@ -19,8 +19,16 @@ STSB = Path(data_dir()) / "glue_stsb"
 
 
 def fine_tuned(model: str, epochs: float = 1.0) -> dict:
-    return {"model": model, "finetune": True,
-            "training": {"learning_rate": 2e-3, "num_train_epochs": epochs, "per_device_train_batch_size": 32, "warmup_ratio": 0.0}}  # fmt: skip
+    return {
+        "model": model,
+        "finetune": True,
+        "training": {
+            "learning_rate": 2e-3,
+            "num_train_epochs": epochs,
+            "per_device_train_batch_size": 32,
+            "warmup_ratio": 0.0,
+        },
+    }
 
 
 def two_tasks(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
@@ -30,20 +38,42 @@ def two_tasks(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
         "output_dir": str(out),
         "seed": 3,
         "tasks": [
-            {"name": "sst2", "fusion": "dev_score",
-             "data": {"train_file": str(sst2_dir / "train.tsv"), "validation_file": str(sst2_dir / "dev.tsv"),
-                      "max_train_samples": 256, "max_eval_samples": 96, "max_length": 32},
-             "teachers": [fine_tuned(tiny_bert), fine_tuned(tiny_bert, 2.0)]},
-            {"name": "stsb", "metric": "corr",
-             "data": {"train_file": str(STSB / "train.tsv"), "validation_file": str(STSB / "dev.tsv"), "text_column": "sentence1",
-                      "text_pair_column": "sentence2", "label_column": "score", "task_type": "regression",
-                      "max_train_samples": 160, "max_eval_samples": 96, "max_length": 48},
-             "teachers": [fine_tuned(tiny_bert)]},
+            {
+                "name": "sst2",
+                "fusion": "dev_score",
+                "data": {
+                    "train_file": str(sst2_dir / "train.tsv"),
+                    "validation_file": str(sst2_dir / "dev.tsv"),
+                    "max_train_samples": 256,
+                    "max_eval_samples": 96,
+                    "max_length": 32,
+                },
+                "teachers": [fine_tuned(tiny_bert), fine_tuned(tiny_bert, 2.0)],
+            },
+            {
+                "name": "stsb",
+                "metric": "corr",
+                "data": {
+                    "train_file": str(STSB / "train.tsv"),
+                    "validation_file": str(STSB / "dev.tsv"),
+                    "text_column": "sentence1",
+                    "text_pair_column": "sentence2",
+                    "label_column": "score",
+                    "task_type": "regression",
+                    "max_train_samples": 160,
+                    "max_eval_samples": 96,
+                    "max_length": 48,
+                },
+                "teachers": [fine_tuned(tiny_bert)],
+            },
         ],
-        "student": {"num_layers": 2, "training": {"learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 16}},
+        "student": {
+            "num_layers": 2,
+            "training": {"learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 16},
+        },
         "distill": {"sampling": "size_power", "tau": 0.5, "temperature": 2.0, "alpha": 0.8},
         "eval": {"latency_repeats": 2, "latency_samples": 16},
-    }  # fmt: skip
+    }
 
 
 def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys) -> None:
@@ -60,9 +90,13 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
     for entry in (sst, sts):
         m = entry["metric"]
         for side in ("student", "baseline"):
-            assert entry[side]["retained_pct"] == pytest.approx(100 * entry[side]["metrics"][m] / entry["reference_score"])
+            assert entry[side]["retained_pct"] == pytest.approx(
+                100 * entry[side]["metrics"][m] / entry["reference_score"]
+            )
     avg = report["average"]
-    assert avg["student"] == pytest.approx((sst["student"]["metrics"]["accuracy"] + sts["student"]["metrics"]["corr"]) / 2)
+    assert avg["student"] == pytest.approx(
+        (sst["student"]["metrics"]["accuracy"] + sts["student"]["metrics"]["corr"]) / 2
+    )
     assert report["teachers"]["count"] == 3 and report["student"]["layers"] == [0, 3]
     for j in (0, 1):
         assert (run / "teachers" / f"sst2-{j}" / "model.safetensors").is_file()
@@ -90,7 +124,14 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[1] for line in lines] == ["A man plays a guitar.", "A dog runs."]
     assert [float(line.split("\t")[0]) for line in lines] == pytest.approx(
-        predict(run / "student", "stsb", ["A man plays a guitar.", "A dog runs."], ["A man is playing guitar.", "A cat sleeps."]), abs=1e-4)
+        predict(
+            run / "student",
+            "stsb",
+            ["A man plays a guitar.", "A dog runs."],
+            ["A man is playing guitar.", "A cat sleeps."],
+        ),
+        abs=1e-4,
+    )
     assert main(["predict", str(run / "student"), "--task", "sst2", "a gorgeous film", "dull and tiresome"]) == 0
     assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == labels
     assert main(["predict", str(run / "student"), "x"]) == 2
@@ -101,7 +142,9 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
     assert capsys.readouterr().out.split("\t")[0] in {"0", "1"}
     pairs.write_text("one\ttwo\nthree\n", encoding="utf-8")
     assert main(["predict", str(run / "student"), "--task", "stsb", "-f", str(pairs)]) == 2
-    assert "pairs.tsv: line 2: expected TEXT<TAB>PAIR like line 1, got 1 tab-separated fields" in capsys.readouterr().err
+    assert (
+        "pairs.tsv: line 2: expected TEXT<TAB>PAIR like line 1, got 1 tab-separated fields"
+    ) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -110,11 +153,17 @@ def test_two_tasks_with_an_ensemble_end_to_end(tiny_bert: str, sst2_dir: Path, t
         (lambda c: c["tasks"].append(dict(c["tasks"][0])), "two tasks are named 'sst2'"),
         (lambda c: c["tasks"][1].pop("data"), "tasks.1.data: required key is missing"),
         (lambda c: c["tasks"][1].update(teachers=[]), "task 'stsb' has no teachers"),
-        (lambda c: c["tasks"][0].update(fusion="weighted"), "fusion 'weighted' needs teacher_weights, one per teacher (2)"),
+        (
+            lambda c: c["tasks"][0].update(fusion="weighted"),
+            "fusion 'weighted' needs teacher_weights, one per teacher (2)",
+        ),
         (lambda c: c["tasks"][1].update(objective="mean_kl"), "objective 'mean_kl' needs class probabilities"),
         (lambda c: c["tasks"][1].update(metric="mcc"), "'mcc' does not apply to a regression task"),
         (lambda c: c.update(eval={"metric": "accuracy"}), "a multi-task run scores each task by its own metric"),
-        (lambda c: c["student"].update(num_layers=None, architecture={"type": "bilstm"}), "a multi-task student is a transformer"),
+        (
+            lambda c: c["student"].update(num_layers=None, architecture={"type": "bilstm"}),
+            "a multi-task student is a transformer",
+        ),
     ],
 )
 def test_config_errors(tiny_bert: str, sst2_dir: Path, tmp_path: Path, change, message: str) -> None:
@@ -130,24 +179,34 @@ def test_teacher_labels_must_match_the_data(tiny_bert: str, sst2_dir: Path, tmp_
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     three = tmp_path / "three-labels"
-    m = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, ignore_mismatched_sizes=True,
-                                                           id2label={0: "neg", 1: "neu", 2: "pos"})  # fmt: skip
+    m = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=3, ignore_mismatched_sizes=True, id2label={0: "neg", 1: "neu", 2: "pos"}
+    )
     m.save_pretrained(three)
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(three)
     cfg = two_tasks(tiny_bert, sst2_dir, tmp_path / "run")
     cfg["tasks"][0]["teachers"].append({"model": str(three)})
-    with pytest.raises(TextDistillError, match=r"tasks\.0\.teachers\.2\.model \(task 'sst2'\): .* predicts 3 labels but the data has 2"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"tasks\.0\.teachers\.2\.model \(task 'sst2'\): .* predicts 3 labels "
+        r"but the data has 2",
+    ):
         distill(cfg)
     assert not (tmp_path / "run.partial").exists()
 
 
-def test_a_teacher_with_its_labels_in_another_order_is_reordered(tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
-    from textdistill.data import LabelSet
-    from textdistill.task_distill import _load_task, _in_task_order
+def test_a_teacher_with_its_labels_in_another_order_is_reordered(
+    tiny_bert: str, sst2_dir: Path, tmp_path: Path
+) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from textdistill.data import LabelSet
+    from textdistill.task_distill import _in_task_order, _load_task
+
     swapped = tmp_path / "swapped"
-    m = AutoModelForSequenceClassification.from_pretrained(tiny_bert, id2label={0: "1", 1: "0"}, label2id={"1": 0, "0": 1})
+    m = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, id2label={0: "1", 1: "0"}, label2id={"1": 0, "0": 1}
+    )
     m.save_pretrained(swapped)
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(swapped)
     task_cfg = two_tasks(tiny_bert, sst2_dir, tmp_path / "run")["tasks"][0]
@@ -184,13 +243,27 @@ def test_teachers_with_their_own_tokenizers(tiny_bert: str, sst2_dir: Path, tmp_
     texts = [line.split("\t")[0] for line in (sst2_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[1:2000]]
     raw = Tokenizer(models.BPE(unk_token="<unk>"))  # a different kind of vocabulary: byte-pair, cased
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "<unk>", "<s>", "</s>"]))
-    raw.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
-                                                       special_tokens=[("<s>", 2), ("</s>", 3)])  # fmt: skip
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>")
+    raw.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "<unk>", "<s>", "</s>"])
+    )
+    raw.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>"
+    )
     torch.manual_seed(2)
-    other = BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                     intermediate_size=32, max_position_embeddings=64, num_labels=2))  # fmt: skip
+    other = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=500,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            num_labels=2,
+        )
+    )
     other.save_pretrained(tmp_path / "bpe-teacher")
     tok.save_pretrained(tmp_path / "bpe-teacher")
     cfg = two_tasks(tiny_bert, sst2_dir, tmp_path / "run")
@@ -202,5 +275,7 @@ def test_teachers_with_their_own_tokenizers(tiny_bert: str, sst2_dir: Path, tmp_
     assert train_out.shape == (256, 2, 2) and dev_out.shape == (2, 96, 2)
     for k, t in enumerate(task.teachers):
         own = DistillDataset(tokenize(t.tokenizer, task.train, 32), task.labels.encode(task.train))
-        assert torch.allclose(train_out[:, k], predict_logits(t.model, own, Collator(t.tokenizer.pad_token_id), 64), atol=1e-5)
+        assert torch.allclose(
+            train_out[:, k], predict_logits(t.model, own, Collator(t.tokenizer.pad_token_id), 64), atol=1e-5
+        )
     assert task.teachers[1].tokenizer.tokenize("charming") != task.teachers[0].tokenizer.tokenize("charming")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_bert
 
 import textdistill
 from textdistill.config import DataConfig, data_dir, load_config
@@ -19,8 +20,6 @@ from textdistill.data import Collator, LabelSet, TextData, collate_labels, read_
 from textdistill.errors import TextDistillError
 from textdistill.losses import IGNORE_INDEX, binary_kd_loss, distillation_loss, hard_label_loss
 from textdistill.metrics import multi_label_metrics, token_metrics
-
-from conftest import make_tiny_bert
 
 CONLL = Path(data_dir()) / "conll2003"
 TAGS = ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER")
@@ -96,8 +95,13 @@ def test_multi_label_terms_are_binary() -> None:
 
 
 def _conll_config(folder: Path, **extra) -> DataConfig:
-    return DataConfig(task_type="token_classification", format="conll", train_file=str(folder / "eng.train"),
-                      validation_file=str(folder / "eng.testa"), **extra)  # fmt: skip
+    return DataConfig(
+        task_type="token_classification",
+        format="conll",
+        train_file=str(folder / "eng.train"),
+        validation_file=str(folder / "eng.testa"),
+        **extra,
+    )
 
 
 def test_conll_reads_through_the_data_config_and_bad_tags_name_their_line(write) -> None:
@@ -137,7 +141,11 @@ def test_word_tokens_align_and_truncation_warns_with_a_count(tiny_bert: str) -> 
         assert len(lab) == len(feats["input_ids"]) and lab[0] == lab[-1] == IGNORE_INDEX
         assert [x for x in lab if x != IGNORE_INDEX] == sent  # one labelled piece per word, in order
     assert out.dropped == [[], []]
-    with pytest.warns(UserWarning, match=r"x.conll: 1 of 2 sentences are longer than max_length=5 tokens .* words cut, the first at line 1"):
+    with pytest.warns(
+        UserWarning,
+        match=r"x.conll: 1 of 2 sentences are longer than max_length=5 tokens .* words "
+        r"cut, the first at line 1",
+    ):
         cut = tokenize_words(tok, data, ids, labels.names, max_length=5)
     kept = [x for x in cut.labels[0] if x != IGNORE_INDEX]
     assert kept + cut.dropped[0] == ids[0] and cut.dropped[0]
@@ -189,8 +197,13 @@ def test_token_metrics_match_seqeval_and_count_cut_words_as_missed() -> None:
     assert ours["token_accuracy"] == pytest.approx(5 / 8)
     # a sentence cut by truncation: its lost words are gold entities the model did not find
     cut = token_metrics(logits, labels, names, dropped=[[idx["B-PER"]], []])
-    ref_cut = classification_report([gold[0] + ["B-PER"], gold[1]], [pred[0] + ["O"], pred[1]], output_dict=True, zero_division=0)
-    assert cut["entity_recall"] == pytest.approx(ref_cut["micro avg"]["recall"]) and cut["entity_recall"] < ours["entity_recall"]
+    ref_cut = classification_report(
+        [gold[0] + ["B-PER"], gold[1]], [pred[0] + ["O"], pred[1]], output_dict=True, zero_division=0
+    )
+    assert (
+        cut["entity_recall"] == pytest.approx(ref_cut["micro avg"]["recall"])
+        and cut["entity_recall"] < ours["entity_recall"]
+    )
 
 
 def test_multi_label_metrics_match_scikit_learn() -> None:
@@ -217,15 +230,23 @@ def _fast() -> dict:
 def ner_config(teacher: str, out: Path, **student) -> dict:
     folder = require_conll() / "iob2"
     return {
-        "output_dir": str(out), "seed": 3,
-        "data": {"task_type": "token_classification", "format": "conll", "train_file": str(folder / "eng.train"),
-                 "validation_file": str(folder / "eng.testa"), "test_file": str(folder / "eng.testb"),
-                 "max_length": 64, "max_train_samples": 300, "max_eval_samples": 120},
+        "output_dir": str(out),
+        "seed": 3,
+        "data": {
+            "task_type": "token_classification",
+            "format": "conll",
+            "train_file": str(folder / "eng.train"),
+            "validation_file": str(folder / "eng.testa"),
+            "test_file": str(folder / "eng.testb"),
+            "max_length": 64,
+            "max_train_samples": 300,
+            "max_eval_samples": 120,
+        },
         "teacher": {"model": teacher, "finetune": True, "training": _fast()},
         "student": {**(student or {"layers": [0, 3]}), "training": _fast()},
         "distill": {"temperature": 2.0, "alpha": 0.8},
         "eval": {"latency_repeats": 2, "latency_samples": 16},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +256,9 @@ def ner_run(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
     cfg.write_text(yaml.safe_dump(ner_config(tiny_bert, out)), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "textdistill", "distill", "-c", str(cfg)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "textdistill", "distill", "-c", str(cfg)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Entity F1 per type" in proc.stdout and "Held-out test" in proc.stdout
     return out
@@ -252,15 +275,32 @@ def test_ner_distillation_through_the_cli(ner_run: Path) -> None:
         assert 0.0 <= m["entity_f1"] <= 1.0 and m["token_accuracy"] > 0.5  # "O" alone is ~83% of CoNLL tokens
         assert 0.0 <= metrics[side]["test_metrics"]["entity_f1"] <= 1.0
     student = AutoModelForTokenClassification.from_pretrained(ner_run / "student")
-    assert student.config.num_hidden_layers == 2 and student.config.id2label[0] == "O" and len(student.config.id2label) == 9
+    assert (
+        student.config.num_hidden_layers == 2
+        and student.config.id2label[0] == "O"
+        and len(student.config.id2label) == 9
+    )
     steps = [json.loads(line) for line in (ner_run / "logs/student.jsonl").read_text().splitlines()]
     losses = [s for s in steps if "kd" in s]
     assert losses and all(s["loss"] == pytest.approx(0.8 * s["kd"] + 0.2 * s["ce"], rel=1e-4) for s in losses)
     card = (ner_run / "student" / "README.md").read_text()
     assert "pipeline_tag: token-classification" in card and "AutoModelForTokenClassification" in card
     # a saved tagger scores again through `textdistill evaluate`: the same dev numbers
-    proc = subprocess.run([sys.executable, "-m", "textdistill", "evaluate", str(ner_run / "student"), "-c", str(ner_run / "config.yaml"),
-                           "--no-speed", "--json"], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textdistill",
+            "evaluate",
+            str(ner_run / "student"),
+            "-c",
+            str(ner_run / "config.yaml"),
+            "--no-speed",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads(proc.stdout)["metrics"]
     assert again["entity_f1"] == pytest.approx(metrics["student"]["metrics"]["entity_f1"], abs=1e-9)
@@ -273,9 +313,16 @@ def test_predict_entity_spans(ner_run: Path) -> None:
     out = predict(ner_run / "teacher", None, [text])
     assert isinstance(out[0], list)
     for e in out[0]:
-        assert text[e["start"] : e["end"]] == e["text"] and e["type"] in {"LOC", "MISC", "ORG", "PER"} and 0 < e["score"] <= 1
-    proc = subprocess.run([sys.executable, "-m", "textdistill", "predict", str(ner_run / "student"), "--json", text],
-                          capture_output=True, text=True)  # fmt: skip
+        assert (
+            text[e["start"] : e["end"]] == e["text"]
+            and e["type"] in {"LOC", "MISC", "ORG", "PER"}
+            and 0 < e["score"] <= 1
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "textdistill", "predict", str(ner_run / "student"), "--json", text],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["text"] == text
 
@@ -283,9 +330,13 @@ def test_predict_entity_spans(ner_run: Path) -> None:
 def test_a_student_with_another_tokenizer_is_refused_then_learns_pseudo_labels(tiny_bert: str, tmp_path: Path) -> None:
     folder = require_conll() / "iob2"
     lines = (folder / "eng.train").read_text(encoding="utf-8").splitlines()[:4000]
-    other = make_tiny_bert(tmp_path / "cased", [" ".join(x.split()[:1]) for x in lines if x.strip()], 600, lowercase=False)
+    other = make_tiny_bert(
+        tmp_path / "cased", [" ".join(x.split()[:1]) for x in lines if x.strip()], 600, lowercase=False
+    )
     cfg = ner_config(tiny_bert, tmp_path / "run", model=other)
-    with pytest.raises(TextDistillError, match="token-level distillation needs the student to tokenize like the teacher"):
+    with pytest.raises(
+        TextDistillError, match="token-level distillation needs the student to tokenize like the teacher"
+    ):
         textdistill.distill(cfg)
     assert not (tmp_path / "run").exists()
     cfg["distill"]["token_targets"] = "pseudo_labels"
@@ -313,8 +364,12 @@ def test_ner_data_distillation_tags_unlabeled_sentences(tiny_bert: str, tmp_path
     t = report["data"]["transfer"]
     assert t["kept_by_source"] == {"train": 300, "pool": new} and t["kept"] == 300 + new
     assert "teacher-labelled texts" in (tmp_path / "run" / "report.md").read_text()
-    student_steps = max(r["step"] for r in map(json.loads, (tmp_path / "run/logs/student.jsonl").read_text().splitlines()))
-    twin_steps = max(r["step"] for r in map(json.loads, (tmp_path / "run/logs/baseline.jsonl").read_text().splitlines()))
+    student_steps = max(
+        r["step"] for r in map(json.loads, (tmp_path / "run/logs/student.jsonl").read_text().splitlines())
+    )
+    twin_steps = max(
+        r["step"] for r in map(json.loads, (tmp_path / "run/logs/baseline.jsonl").read_text().splitlines())
+    )
     assert student_steps == 2 * math.ceil((300 + new) / 16) and twin_steps == 2 * math.ceil(300 / 16)
     cfg["transfer"]["variants"] = 3
     with pytest.raises(TextDistillError, match="variants: not for token tasks"):
@@ -331,14 +386,20 @@ def test_multi_label_distillation_framed_from_conll(tiny_bert: str, tmp_path: Pa
         rows = [{"text": " ".join(s.tokens), "labels": sorted({e[0] for e in entities(s.tags)})} for s in sents]
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     cfg = {
-        "output_dir": str(tmp_path / "run"), "seed": 5,
-        "data": {"task_type": "multi_label", "train_file": str(tmp_path / "eng.train.jsonl"),
-                 "validation_file": str(tmp_path / "eng.testa.jsonl"), "label_column": "labels", "max_length": 64},
+        "output_dir": str(tmp_path / "run"),
+        "seed": 5,
+        "data": {
+            "task_type": "multi_label",
+            "train_file": str(tmp_path / "eng.train.jsonl"),
+            "validation_file": str(tmp_path / "eng.testa.jsonl"),
+            "label_column": "labels",
+            "max_length": 64,
+        },
         "teacher": {"model": tiny_bert, "finetune": True, "training": _fast()},
         "student": {"layers": [0, 3], "training": _fast()},
         "distill": {"temperature": 2.0, "alpha": 0.5},
         "eval": {"latency_repeats": 2, "latency_samples": 16},
-    }  # fmt: skip
+    }
     report = textdistill.distill(cfg)
     assert report["metric"] == "micro_f1" and report["data"]["labels"] == ["LOC", "MISC", "ORG", "PER"]
     for side in ("teacher", "student", "baseline"):
@@ -358,6 +419,8 @@ def test_token_configs_refuse_what_is_not_built(tiny_bert: str, tmp_path: Path) 
     with pytest.raises(TextDistillError, match="token_classification students are transformers"):
         textdistill.distill(cfg)
     path = tmp_path / "c.yaml"
-    path.write_text("data: {train_file: a.tsv, validation_file: b.tsv}\ndistill: {token_targets: pseudo_labels}\n", encoding="utf-8")
+    path.write_text(
+        "data: {train_file: a.tsv, validation_file: b.tsv}\ndistill: {token_targets: pseudo_labels}\n", encoding="utf-8"
+    )
     with pytest.raises(TextDistillError, match="pseudo_labels applies to token_classification"):
         load_config(path)

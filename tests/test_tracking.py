@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_end_to_end import tiny_config
 
 import textdistill
 from textdistill.errors import TextDistillError
-
-from test_end_to_end import tiny_config
 
 
 def _quick(tiny_bert: str, sst2_dir: Path, out: Path) -> dict:
@@ -38,14 +37,20 @@ def test_tensorboard_gets_every_loss_term_and_the_eval_metric(tiny_bert: str, ss
     assert {"loss", "kd", "ce", "lr", "eval_accuracy"} <= tags
 
 
-def test_a_tracker_that_is_not_installed_is_named_with_its_pip_command(tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_tracker_that_is_not_installed_is_named_with_its_pip_command(
+    tiny_bert: str, sst2_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     cfg = _quick(tiny_bert, sst2_dir, tmp_path / "run")
     cfg["student"]["training"]["report_to"] = ["tensorboard", "wandb"]
-    with pytest.raises(TextDistillError, match=r"student.training.report_to: wandb is not installed; pip install wandb"):
+    with pytest.raises(
+        TextDistillError,
+        match=r"student.training.report_to: wandb is not installed; pip install "
+        r"wandb",
+    ):
         textdistill.distill(cfg)
     assert not (tmp_path / "run.partial").exists()  # refused with the config, before any work
     cfg["student"]["training"]["report_to"] = []

@@ -12,38 +12,61 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from textdistill import train as train_module
 from textdistill.config import DistillConfig, LayerMatch, TrainingConfig
 from textdistill.data import Collator, DistillDataset
 from textdistill.features import IntermediateLosses
-from textdistill import train as train_module
 from textdistill.objective import DistillationObjective, hard_label_objective
 from textdistill.train import clip_in_step, held_teacher_dtype, train_loop
-
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def bert(layers: int, seed: int, hidden: int = 16, **config: float) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=2, **config)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=32,
+        num_labels=2,
+        **config,
+    )
     return BertForSequenceClassification(cfg)
 
 
 def data(n: int = 24) -> DistillDataset:
     g = torch.Generator().manual_seed(0)
-    feats = [{"input_ids": [1, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 2]} for k in torch.randint(2, 10, (n,), generator=g)]
+    feats = [
+        {"input_ids": [1, *torch.randint(5, 100, (int(k),), generator=g).tolist(), 2]}
+        for k in torch.randint(2, 10, (n,), generator=g)
+    ]
     return DistillDataset(feats, torch.randint(0, 2, (n,), generator=g).tolist())
 
 
 def run(student, teacher, args: TrainingConfig, tmp: Path) -> tuple[DistillationObjective, list[str]]:
     objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
-    train_loop(student, data(), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0, tmp / "log.jsonl",
-               teacher=teacher, keep_best=False)  # fmt: skip
+    train_loop(
+        student,
+        data(),
+        Collator(0),
+        args,
+        objective,
+        lambda m: {"accuracy": 0.0},
+        "accuracy",
+        0,
+        tmp / "log.jsonl",
+        teacher=teacher,
+        keep_best=False,
+    )
     return objective, (tmp / "log.jsonl").read_text().splitlines()
 
 
-ARGS = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0)
+ARGS = TrainingConfig(
+    learning_rate=1e-3, per_device_train_batch_size=8, num_train_epochs=1, logging_steps=1, warmup_ratio=0.0
+)
 
 
 def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
@@ -53,11 +76,18 @@ def test_compiled_student_trains_like_the_eager_one(tmp_path: Path) -> None:
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     eager, compiled = bert(1, 1, **no_dropout), bert(1, 1, **no_dropout)
     run(eager, teacher, ARGS, tmp_path / "eager")
-    run(compiled, teacher, ARGS.model_copy(update={"torch_compile": True, "torch_compile_backend": "aot_eager"}), tmp_path / "c")
+    run(
+        compiled,
+        teacher,
+        ARGS.model_copy(update={"torch_compile": True, "torch_compile_backend": "aot_eager"}),
+        tmp_path / "c",
+    )
     assert not hasattr(compiled, "_orig_mod")  # the caller's model object is trained in place, never replaced
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-5), name
-    moved = max((p - q).abs().max().item() for p, q in zip(bert(1, 1, **no_dropout).parameters(), compiled.parameters()))
+    moved = max(
+        (p - q).abs().max().item() for p, q in zip(bert(1, 1, **no_dropout).parameters(), compiled.parameters())
+    )
     assert moved > 1e-4  # it did train
 
 
@@ -100,7 +130,9 @@ def test_the_loop_clips_in_the_fused_step_as_clip_grad_norm_would(tmp_path: Path
     classic = bert(1, 1, **no_dropout)
     run(classic, teacher, args, tmp_path / "classic")
     assert calls == [0.01] * 3  # the loop clips through clip_in_step, at each of its 3 steps
-    for (name, a), (_, b), (_, c) in zip(fused.state_dict().items(), classic.state_dict().items(), unclipped.state_dict().items()):
+    for (name, a), (_, b), (_, c) in zip(
+        fused.state_dict().items(), classic.state_dict().items(), unclipped.state_dict().items()
+    ):
         assert torch.allclose(a, b, atol=1e-6), name
     assert max((a - c).abs().max().item() for a, c in zip(fused.parameters(), unclipped.parameters())) > 1e-4
 
@@ -166,13 +198,35 @@ def test_loop_reports_a_rate_without_its_warm_up_steps(tmp_path: Path) -> None:
     teacher = bert(2, 0).eval()
     objective = DistillationObjective(DistillConfig(), teacher)
     args = ARGS.model_copy(update={"per_device_train_batch_size": 2, "logging_steps": 5})  # 12 steps
-    result = train_loop(bert(1, 1), data(), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0,
-                        tmp_path / "log.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+    result = train_loop(
+        bert(1, 1),
+        data(),
+        Collator(0),
+        args,
+        objective,
+        lambda m: {"accuracy": 0.0},
+        "accuracy",
+        0,
+        tmp_path / "log.jsonl",
+        teacher=teacher,
+        keep_best=False,
+    )
     assert result.steps == 12 and result.samples == 24
     assert result.steady_samples == 2 * (12 - WARMUP_STEPS) and 0 < result.steady_seconds < result.step_seconds
     assert result.steady_samples_per_second == pytest.approx(result.steady_samples / result.steady_seconds)
-    short = train_loop(bert(1, 1), data(8), Collator(0), args, objective, lambda m: {"accuracy": 0.0}, "accuracy", 0,
-                       tmp_path / "short.jsonl", teacher=teacher, keep_best=False)  # fmt: skip
+    short = train_loop(
+        bert(1, 1),
+        data(8),
+        Collator(0),
+        args,
+        objective,
+        lambda m: {"accuracy": 0.0},
+        "accuracy",
+        0,
+        tmp_path / "short.jsonl",
+        teacher=teacher,
+        keep_best=False,
+    )
     assert short.steps == 4 and short.steady_samples_per_second == 0.0  # too short to leave the warm-up out
 
 
@@ -182,13 +236,31 @@ def test_intermediate_distillation_runs_on_the_gpu(tmp_path: Path, precision: st
     # the teacher is handed over on the CPU, as the pipeline loads it; before the fix the projections' setup ran it
     # there on a batch already on the GPU ("Expected all tensors to be on the same device")
     teacher, student = bert(2, 0, hidden=32).eval(), bert(1, 1)
-    matches = [LayerMatch(feature="hidden", teacher_layer=2, student_layer=1, loss="mse"),
-               LayerMatch(feature="attention", teacher_layer=2, student_layer=1, loss="kl")]  # fmt: skip
+    matches = [
+        LayerMatch(feature="hidden", teacher_layer=2, student_layer=1, loss="mse"),
+        LayerMatch(feature="attention", teacher_layer=2, student_layer=1, loss="kl"),
+    ]
     objective = DistillationObjective(DistillConfig(), teacher, IntermediateLosses(matches, None, student, teacher))
-    args = TrainingConfig(learning_rate=1e-3, per_device_train_batch_size=16, num_train_epochs=2, logging_steps=1,
-                          mixed_precision=precision, dataloader_num_workers=1)  # fmt: skip
-    result = train_loop(student, data(64), Collator(0), args, objective, lambda m: {"accuracy": 0.5}, "accuracy", 0,
-                        tmp_path / "log.jsonl", teacher=teacher)  # fmt: skip
+    args = TrainingConfig(
+        learning_rate=1e-3,
+        per_device_train_batch_size=16,
+        num_train_epochs=2,
+        logging_steps=1,
+        mixed_precision=precision,
+        dataloader_num_workers=1,
+    )
+    result = train_loop(
+        student,
+        data(64),
+        Collator(0),
+        args,
+        objective,
+        lambda m: {"accuracy": 0.5},
+        "accuracy",
+        0,
+        tmp_path / "log.jsonl",
+        teacher=teacher,
+    )
     assert next(student.parameters()).device.type == "cuda"
     assert next(objective.parameters()).device.type == "cuda"  # the hidden-width projection (16 -> 32)
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -212,9 +284,13 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask(monkeypatch) 
     student, teacher = bert(2, 0, hidden=32, **NO_DROPOUT), bert(3, 1, hidden=32, **NO_DROPOUT).eval()
     seen: list[object] = []
     for m in (student, teacher):
-        m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+        m.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True
+        )
     g = torch.Generator().manual_seed(0)
-    items = [{"student": {"input_ids": torch.randint(5, 100, (7,), generator=g).tolist()}, "labels": i % 2} for i in range(6)]
+    items = [
+        {"student": {"input_ids": torch.randint(5, 100, (7,), generator=g).tolist()}, "labels": i % 2} for i in range(6)
+    ]
     batch = Collator(0)(items)
     assert batch["unpadded"] == {"student": True}
     objective = DistillationObjective(DistillConfig(temperature=2.0, alpha=0.5), teacher)
@@ -238,9 +314,13 @@ def test_unpadded_batches_reach_transformers_models_without_a_mask(monkeypatch) 
 def test_unpadded_batches_run_without_a_mask_on_the_gpu() -> None:
     student = bert(2, 0, hidden=32, **NO_DROPOUT).cuda()
     seen: list[object] = []
-    student.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+    student.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True
+    )
     batch = Collator(0)([{"student": {"input_ids": [2, 7, 8, 9, 3]}, "labels": i % 2} for i in range(4)])
     batch = train_module._to_device(batch, torch.device("cuda"))
     full = student(**batch["student"]).logits
     terms = hard_label_objective(student, batch)
-    assert seen[-1] is None and torch.allclose(terms["ce"], torch.nn.functional.cross_entropy(full, batch["labels"]), atol=1e-5)
+    assert seen[-1] is None and torch.allclose(
+        terms["ce"], torch.nn.functional.cross_entropy(full, batch["labels"]), atol=1e-5
+    )

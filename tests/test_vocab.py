@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import make_tiny_bert
 
 from textdistill.errors import TextDistillError
 from textdistill.vocab import prune_vocabulary, pruned_from, used_token_ids
-
-from conftest import make_tiny_bert
 
 TEXTS = ["北京 is where the film opened", "上海 and 北京 liked it", "a quiet good film, in 北京"]
 PAIRS = ["the film was good", "北京 北京", "quiet"]
@@ -28,8 +27,22 @@ def _unigram_tokenizer() -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁北京", -1.0), ("▁北", -2.0), ("北", -3.0),
-             ("京", -2.5), ("▁上海", -1.0), ("上", -3.0), ("海", -3.0), (",", -2.0), ("▁rare", -9.0)]  # fmt: skip
+    vocab = [
+        ("<s>", 0.0),
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("▁", -2.0),
+        ("▁北京", -1.0),
+        ("▁北", -2.0),
+        ("北", -3.0),
+        ("京", -2.5),
+        ("▁上海", -1.0),
+        ("上", -3.0),
+        ("海", -3.0),
+        (",", -2.0),
+        ("▁rare", -9.0),
+    ]
     words = "is where the film opened and liked it a quiet good in was".split()
     vocab += [("▁" + w, -1.5) for w in words] + [(c, -4.0) for c in sorted(set("".join(words)))]
     tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
@@ -38,8 +51,15 @@ def _unigram_tokenizer() -> Any:
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tok.add_special_tokens([AddedToken(t, special=True) for t in ("<s>", "<pad>", "</s>", "<unk>")])
     tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True)])
-    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "cls_token": "<s>",
-                "sep_token": "</s>", "mask_token": "<mask>"}  # fmt: skip
+    specials = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
+        "sep_token": "</s>",
+        "mask_token": "<mask>",
+    }
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=["input_ids", "attention_mask"], **specials)
 
 
@@ -53,12 +73,24 @@ def _wordpiece_tokenizer(tmp_path: Path) -> Any:
 def _model(kind: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
     """A tiny BERT classifier, BERT MLM (tied output embedding) or XLM-R classifier (position ids count from the pad
     id)."""
-    from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, XLMRobertaConfig,
-                              XLMRobertaForSequenceClassification)  # fmt: skip
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
 
     torch.manual_seed(0)
-    shape = {"vocab_size": vocab_size, "pad_token_id": pad_id, "max_position_embeddings": 80, "hidden_size": 32,
-             "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+    shape = {
+        "vocab_size": vocab_size,
+        "pad_token_id": pad_id,
+        "max_position_embeddings": 80,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     if kind == "xlmr":
         return XLMRobertaForSequenceClassification(XLMRobertaConfig(**shape)).eval()
     return (BertForMaskedLM if kind == "mlm" else BertForSequenceClassification)(BertConfig(**shape)).eval()
@@ -86,7 +118,9 @@ def test_same_pieces_and_outputs_on_the_chosen_texts(kind: str, tmp_path: Path) 
     pruned_model, pruned, info = prune_vocabulary(copy.deepcopy(model), tok, keep)
     assert info["vocab_before"] == len(tok) and info["vocab_after"] == len(pruned) < len(tok)
     removed = len(tok) - len(pruned)
-    assert info["params_removed"] == removed * 32 + (removed if kind == "mlm" else 0)  # the (tied) embedding's rows, the MLM's bias
+    assert info["params_removed"] == removed * 32 + (
+        removed if kind == "mlm" else 0
+    )  # the (tied) embedding's rows, the MLM's bias
     # the same pieces: single texts, pairs (with their segment ids), pre-split words
     assert _pieces(pruned, TEXTS) == _pieces(tok, TEXTS)
     assert _pieces(pruned, TEXTS, PAIRS) == _pieces(tok, TEXTS, PAIRS)
@@ -96,7 +130,9 @@ def test_same_pieces_and_outputs_on_the_chosen_texts(kind: str, tmp_path: Path) 
     assert pruned.special_tokens_map == tok.special_tokens_map
     for name in ("pad", "unk", "cls", "sep", "mask"):
         token = getattr(pruned, f"{name}_token")
-        assert pruned.convert_ids_to_tokens(getattr(pruned, f"{name}_token_id")) == token == getattr(tok, f"{name}_token")
+        assert (
+            pruned.convert_ids_to_tokens(getattr(pruned, f"{name}_token_id")) == token == getattr(tok, f"{name}_token")
+        )
     assert pruned.pad_token_id == pruned_model.config.pad_token_id == tok.pad_token_id  # ids up to the pad id are kept
     assert pruned_model.config.vocab_size == len(pruned) == pruned_model.get_input_embeddings().num_embeddings
     mark = pruned_from(pruned, tok)
@@ -108,7 +144,9 @@ def test_same_pieces_and_outputs_on_the_chosen_texts(kind: str, tmp_path: Path) 
         before, after = _outputs(model, tok, TEXTS, pairs), _outputs(pruned_model, pruned, TEXTS, pairs)
         if kind == "mlm":
             before = before[..., list(mark.old_ids)]
-            assert pruned_model.get_output_embeddings().weight is pruned_model.get_input_embeddings().weight  # still tied
+            assert (
+                pruned_model.get_output_embeddings().weight is pruned_model.get_input_embeddings().weight
+            )  # still tied
         torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
 
 
@@ -139,8 +177,14 @@ def test_save_and_reload_give_the_same_outputs(tmp_path: Path) -> None:
     model2 = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
     tok2 = AutoTokenizer.from_pretrained(tmp_path / "m")
     assert tok2(TEXTS, PAIRS)["input_ids"] == pruned(TEXTS, PAIRS)["input_ids"]
-    assert (tok2.pad_token_id, tok2.mask_token_id, len(tok2)) == (pruned.pad_token_id, pruned.mask_token_id, len(pruned))
-    torch.testing.assert_close(_outputs(model2, tok2, TEXTS, PAIRS), _outputs(model, pruned, TEXTS, PAIRS), atol=1e-6, rtol=0)
+    assert (tok2.pad_token_id, tok2.mask_token_id, len(tok2)) == (
+        pruned.pad_token_id,
+        pruned.mask_token_id,
+        len(pruned),
+    )
+    torch.testing.assert_close(
+        _outputs(model2, tok2, TEXTS, PAIRS), _outputs(model, pruned, TEXTS, PAIRS), atol=1e-6, rtol=0
+    )
 
 
 def test_unsupported_tokenizer_is_refused_by_its_model_type() -> None:
@@ -150,7 +194,9 @@ def test_unsupported_tokenizer_is_refused_by_its_model_type() -> None:
     bpe = Tokenizer(models.BPE({"<unk>": 0, "a": 1, "b": 2, "ab": 3}, [("a", "b")], unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>")
-    with pytest.raises(TextDistillError, match="supports Unigram and WordPiece tokenizers .*; this teacher's tokenizer is a BPE model"):
+    with pytest.raises(
+        TextDistillError, match="supports Unigram and WordPiece tokenizers .*; this teacher's tokenizer is a BPE model"
+    ):
         prune_vocabulary(_model("bert-unigram", 4, 0), tok, {1})
 
 
@@ -159,8 +205,13 @@ def test_prune_vocabulary_needs_a_student_made_from_the_teacher() -> None:
 
     data = {"train_file": "t.tsv", "validation_file": "d.tsv"}
     bilstm = {"architecture": {"type": "bilstm", "tokenizer": "teacher"}, "prune_vocabulary": True}
-    with pytest.raises(TextDistillError, match=r"student: prune_vocabulary: cuts the teacher's vocabulary for a student made from the "
-                                               r"teacher \(layers, num_layers or config_overrides\); a student\.architecture student"):  # fmt: skip
+    with pytest.raises(
+        TextDistillError,
+        match=r"student: prune_vocabulary: cuts the teacher's vocabulary for a "
+        r"student made from the "
+        r"teacher \(layers, num_layers or config_overrides\); a "
+        r"student\.architecture student",
+    ):
         config_from_dict({"data": data, "teacher": {"model": "m"}, "student": bilstm})
     ok = config_from_dict({"data": data, "student": {"num_layers": 2, "prune_vocabulary": True}})
     assert ok.student is not None and ok.student.prune_vocabulary
@@ -182,21 +233,27 @@ def test_token_distillation_reads_the_pruned_pieces_in_the_teachers_ids() -> Non
     own = tokenize_words(tok, data, labels.encode(data), labels.names, 32)
     assert ds.teacher == own.features and ds.labels == own.labels  # the teacher reads exactly its own tokenization
     assert [f["input_ids"] for f in ds.student] != [f["input_ids"] for f in own.features]  # in other (pruned) ids
-    with pytest.raises(TextDistillError, match="token-level distillation needs the student to tokenize like the teacher"):
+    with pytest.raises(
+        TextDistillError, match="token-level distillation needs the student to tokenize like the teacher"
+    ):
         _dataset(_unigram_tokenizer(), data, labels, 32, pruned)  # not a pruning of that tokenizer: refused as before
 
 
-def test_distill_with_pruned_vocabulary_end_to_end(tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_distill_with_pruned_vocabulary_end_to_end(
+    tiny_bert: str, sst2_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from test_end_to_end import tiny_config
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import textdistill
     from textdistill.cli import main
-    from test_end_to_end import tiny_config
 
     out = tmp_path / "run"
     report = textdistill.distill(tiny_config(tiny_bert, sst2_dir, out, layers=[0, 3], prune_vocabulary=True))
     v = report["student"]["vocabulary"]
-    assert v["tokenizer_model"] == "WordPiece" and v["vocab_after"] < v["vocab_before"] == len(AutoTokenizer.from_pretrained(tiny_bert))
+    assert v["tokenizer_model"] == "WordPiece" and v["vocab_after"] < v["vocab_before"] == len(
+        AutoTokenizer.from_pretrained(tiny_bert)
+    )
     assert json.loads((out / "metrics.json").read_text())["student"]["vocabulary"] == v
     assert f"{v['vocab_before']:,} -> {v['vocab_after']:,} WordPiece pieces" in (out / "report.md").read_text()
     for name in ("student", "baseline"):
@@ -214,15 +271,18 @@ def test_distill_with_pruned_vocabulary_end_to_end(tiny_bert: str, sst2_dir: Pat
 def test_token_distillation_with_a_pruned_vocabulary_trains_as_without_it(tiny_bert: str, tmp_path: Path) -> None:
     """Same pieces, same rows: the pruned student's token-level KD run (the teacher reading the pieces in its own ids)
     follows the unpruned one step by step."""
-    import textdistill
     from test_token_kd import ner_config
+
+    import textdistill
 
     reports, logs = {}, {}
     for prune in (False, True):
         cfg = ner_config(tiny_bert, tmp_path / f"run-{prune}", layers=[0, 3], prune_vocabulary=prune)
         cfg["distill"]["baseline"] = False
         reports[prune] = textdistill.distill(cfg)
-        logs[prune] = [json.loads(line) for line in (tmp_path / f"run-{prune}" / "logs" / "student.jsonl").read_text().splitlines()]
+        logs[prune] = [
+            json.loads(line) for line in (tmp_path / f"run-{prune}" / "logs" / "student.jsonl").read_text().splitlines()
+        ]
     v = reports[True]["student"]["vocabulary"]
     assert v["vocab_after"] < v["vocab_before"] and "vocabulary" not in reports[False]["student"]
     assert reports[True]["teacher"]["soft_targets"]["cache"] == "hit"  # the teacher read exactly the same ids as before
@@ -264,4 +324,6 @@ def test_real_multilingual_e5_pruned_to_chnsenticorp() -> None:
         a = tok(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
         b = pruned(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
         with torch.no_grad():
-            torch.testing.assert_close(pruned_model(**b).last_hidden_state, model(**a).last_hidden_state, atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                pruned_model(**b).last_hidden_state, model(**a).last_hidden_state, atol=1e-5, rtol=0
+            )

@@ -45,7 +45,8 @@ def cache_root() -> Path:
 
 
 def _rows(data: Any, where: str) -> list[dict[str, Any]]:
-    """The rows of an in-memory table: a pandas DataFrame, a ``datasets.Dataset``, a list of dicts, a dict of columns."""
+    """The rows of an in-memory table: a pandas DataFrame, a ``datasets.Dataset``, a list of dicts, a dict of
+    columns."""
     if hasattr(data, "to_dict") and hasattr(data, "columns") and hasattr(data, "iloc"):  # pandas, without importing it
         rows = data.to_dict(orient="records")
     elif hasattr(data, "features") and hasattr(data, "to_list"):  # datasets.Dataset: class labels become their names
@@ -54,16 +55,23 @@ def _rows(data: Any, where: str) -> list[dict[str, Any]]:
         columns = {k: list(v) for k, v in data.items()}
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
-            raise TextDistillError(f"{where}: the columns differ in length ({', '.join(f'{k}: {len(v)}' for k, v in columns.items())})")
+            raise TextDistillError(
+                f"{where}: the columns differ in length ({', '.join(f'{k}: {len(v)}' for k, v in columns.items())})"
+            )
         rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     elif isinstance(data, (list, tuple)):
         rows = list(data)
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
-                raise TextDistillError(f"{where}: row {i} is a {type(row).__name__}; expected a dict of column -> value")
+                raise TextDistillError(
+                    f"{where}: row {i} is a {type(row).__name__}; expected a dict of column -> value"
+                )
     else:
-        raise TextDistillError(f"{where}: expected a file path, a pandas DataFrame, a datasets.Dataset, a list of dicts or a "
-                               f"dict of columns; got {type(data).__name__}")
+        raise TextDistillError(
+            f"{where}: expected a file path, a pandas DataFrame, a datasets.Dataset, a list of "
+            f"dicts or a "
+            f"dict of columns; got {type(data).__name__}"
+        )
     if not rows:
         raise TextDistillError(f"{where}: no rows")
     return [{str(k): _plain(v, where, i) for k, v in row.items()} for i, row in enumerate(rows)]
@@ -94,7 +102,9 @@ def _plain(value: Any, where: str, row: int) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_plain(v, where, row) for v in value]
-    raise TextDistillError(f"{where}: row {row} holds a {type(value).__name__}; expected text, numbers or lists of them")
+    raise TextDistillError(
+        f"{where}: row {row} holds a {type(value).__name__}; expected text, numbers or lists of them"
+    )
 
 
 def _write_once(folder: Path, name: str, write: Any) -> Path:
@@ -132,7 +142,9 @@ def model_folder(model: Any, tokenizer: Any, where: str) -> str:
     from torch import nn
 
     if not isinstance(model, nn.Module) or not hasattr(model, "save_pretrained"):
-        raise TextDistillError(f"{where}: expected a transformers model object, a folder or a hub id; got {type(model).__name__}")
+        raise TextDistillError(
+            f"{where}: expected a transformers model object, a folder or a hub id; got {type(model).__name__}"
+        )
     if tokenizer is None:
         raise TextDistillError(f"{where}: a model object needs its tokenizer (tokenizer=...)")
     from textdistill.cache import fingerprint_model
@@ -186,12 +198,26 @@ def build_config(
     sections: Mapping[str, Any] | None = None,
 ) -> Any:
     """The run config (a dict, or ``config`` as given when no keyword changes it) that these arguments describe."""
-    given = any(v is not None for v in (teacher, student, train, validation, test, text_column, text_pair_column,
-                                         label_column, output_dir, finetune_teacher)) or bool(sections)  # fmt: skip
+    given = any(
+        v is not None
+        for v in (
+            teacher,
+            student,
+            train,
+            validation,
+            test,
+            text_column,
+            text_pair_column,
+            label_column,
+            output_dir,
+            finetune_teacher,
+        )
+    ) or bool(sections)
     if not given:
         if config is None:
-            raise TextDistillError("give a config (a YAML path, a dict or a config object), or train= and validation= "
-                                   "(and teacher=)")  # fmt: skip
+            raise TextDistillError(
+                "give a config (a YAML path, a dict or a config object), or train= and validation= (and teacher=)"
+            )
         return config
     if config is None:
         base: dict[str, Any] = {"student": {"num_layers": 2}}
@@ -202,8 +228,12 @@ def build_config(
 
         loaded = config if hasattr(config, "model_dump") else load_config(config)
         base = loaded.model_dump(mode="json", exclude_unset=True)
-    if train is not None and not isinstance(train, (str, os.PathLike, list, tuple)) and hasattr(train, "keys") \
-            and not hasattr(train, "columns"):  # fmt: skip
+    if (
+        train is not None
+        and not isinstance(train, (str, os.PathLike, list, tuple))
+        and hasattr(train, "keys")
+        and not hasattr(train, "columns")
+    ):
         splits = _splits_of(train)
         if "train" not in splits:
             raise TextDistillError(f"train: a dict of splits needs a 'train' split; it has {sorted(train.keys())}")
@@ -212,7 +242,11 @@ def build_config(
     for split, value in (("train", train), ("validation", validation), ("test", test)):
         if value is not None:
             data[FILE_KEYS[split]] = data_file(value, split)
-    for key, value in (("text_column", text_column), ("text_pair_column", text_pair_column), ("label_column", label_column)):
+    for key, value in (
+        ("text_column", text_column),
+        ("text_pair_column", text_pair_column),
+        ("label_column", label_column),
+    ):
         if value is not None:
             data[key] = value
     base["data"] = data
@@ -316,7 +350,9 @@ class RunResult(dict):
         second = None if pairs is None else ([pairs] if isinstance(pairs, str) else list(pairs))
         enc = tokenizer(batch, second, padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
-            logits = net(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+            logits = net(
+                **{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            ).logits
         if logits.shape[-1] == 1:
             out = [float(x) for x in logits[:, 0]]
         else:
@@ -347,11 +383,19 @@ def markdown_to_html(text: str) -> str:
 
     def flush() -> None:
         if table:
-            rows = [[html.escape(c.strip().strip("*")) for c in row.strip().strip("|").split("|")] for row in table
-                    if not set(row.replace("|", "").strip()) <= {"-", ":", " "}]  # fmt: skip
+            rows = [
+                [html.escape(c.strip().strip("*")) for c in row.strip().strip("|").split("|")]
+                for row in table
+                if not set(row.replace("|", "").strip()) <= {"-", ":", " "}
+            ]
             head, body = rows[0], rows[1:]
-            out.append("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body) + "</tbody></table>")  # fmt: skip
+            out.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{c}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+                + "</tbody></table>"
+            )
             table.clear()
 
     for line in text.splitlines():
@@ -372,42 +416,102 @@ def markdown_to_html(text: str) -> str:
 # The commands
 
 
-def distill(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, smoke: bool = False,
-            teacher: Any = None, tokenizer: Any = None, student: Any = None, student_tokenizer: Any = None,
-            train: Any = None, validation: Any = None, test: Any = None, text_column: str | int | None = None,
-            text_pair_column: str | int | None = None, label_column: str | int | None = None,
-            output_dir: str | os.PathLike | None = None, finetune_teacher: bool | None = None,
-            **sections: Any) -> RunResult:  # fmt: skip
+def distill(
+    config: Any = None,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    smoke: bool = False,
+    teacher: Any = None,
+    tokenizer: Any = None,
+    student: Any = None,
+    student_tokenizer: Any = None,
+    train: Any = None,
+    validation: Any = None,
+    test: Any = None,
+    text_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
+    label_column: str | int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    finetune_teacher: bool | None = None,
+    **sections: Any,
+) -> RunResult:
     """Distil a student (``textdistill distill``) from a config, from objects and keywords, or both (keywords win).
     ``sections``: any config section or key (``distill={"temperature": 2.0}``, ``seed=1``). Returns a
     :class:`RunResult`."""
     from textdistill import pipeline
 
-    cfg = build_config(config, teacher=teacher, tokenizer=tokenizer, student=student, student_tokenizer=student_tokenizer,
-                       train=train, validation=validation, test=test, text_column=text_column,
-                       text_pair_column=text_pair_column, label_column=label_column, output_dir=output_dir,
-                       finetune_teacher=finetune_teacher, sections=sections)  # fmt: skip
+    cfg = build_config(
+        config,
+        teacher=teacher,
+        tokenizer=tokenizer,
+        student=student,
+        student_tokenizer=student_tokenizer,
+        train=train,
+        validation=validation,
+        test=test,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        output_dir=output_dir,
+        finetune_teacher=finetune_teacher,
+        sections=sections,
+    )
     return RunResult(pipeline.distill(cfg, overrides, resume=resume, smoke=smoke))
 
 
-def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, smoke: bool = False,
-                  teacher: Any = None, tokenizer: Any = None, train: Any = None, validation: Any = None, test: Any = None,
-                  text_column: str | int | None = None, text_pair_column: str | int | None = None,
-                  label_column: str | int | None = None, output_dir: str | os.PathLike | None = None,
-                  **sections: Any) -> RunResult:  # fmt: skip
-    """Fine-tune the teacher (``textdistill train``) from a config, objects and keywords; returns a :class:`RunResult`."""
+def train_teacher(
+    config: Any = None,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    smoke: bool = False,
+    teacher: Any = None,
+    tokenizer: Any = None,
+    train: Any = None,
+    validation: Any = None,
+    test: Any = None,
+    text_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
+    label_column: str | int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    **sections: Any,
+) -> RunResult:
+    """Fine-tune the teacher (``textdistill train``) from a config, objects and keywords; returns a
+    :class:`RunResult`."""
     from textdistill import pipeline
 
-    cfg = build_config(config, teacher=teacher, tokenizer=tokenizer, train=train, validation=validation, test=test,
-                       text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-                       output_dir=output_dir, sections=sections)  # fmt: skip
+    cfg = build_config(
+        config,
+        teacher=teacher,
+        tokenizer=tokenizer,
+        train=train,
+        validation=validation,
+        test=test,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        output_dir=output_dir,
+        sections=sections,
+    )
     return RunResult(pipeline.train_teacher(cfg, overrides, resume=resume, smoke=smoke))
 
 
-def evaluate(model: Any, config: Any = None, overrides: list[str] | None = None, *, tokenizer: Any = None,
-             validation: Any = None, test: Any = None, split: str = "validation", speed: bool = True,
-             text_column: str | int | None = None, text_pair_column: str | int | None = None,
-             label_column: str | int | None = None, **sections: Any) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    model: Any,
+    config: Any = None,
+    overrides: list[str] | None = None,
+    *,
+    tokenizer: Any = None,
+    validation: Any = None,
+    test: Any = None,
+    split: str = "validation",
+    speed: bool = True,
+    text_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
+    label_column: str | int | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
     """Score a saved model or a model object on a split (``textdistill evaluate``)."""
     from textdistill import pipeline
 
@@ -415,7 +519,15 @@ def evaluate(model: Any, config: Any = None, overrides: list[str] | None = None,
     train = None
     if config is None:  # the validation data stands in for the training file, which evaluate does not read
         train = validation if validation is not None else test
-    cfg = build_config(config, teacher=folder if config is None else None, train=train, validation=validation, test=test,
-                       text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-                       sections=sections)  # fmt: skip
+    cfg = build_config(
+        config,
+        teacher=folder if config is None else None,
+        train=train,
+        validation=validation,
+        test=test,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        sections=sections,
+    )
     return pipeline.evaluate(folder, cfg, overrides, speed=speed, split=split)

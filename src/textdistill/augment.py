@@ -114,7 +114,9 @@ def spacy_tagger(model: str = "en_core_web_sm") -> Callable[[list[list[str]]], l
         import spacy
         from spacy.tokens import Doc
     except ImportError:
-        raise TextDistillError("augment.pos needs spaCy and an English pipeline: pip install spacy en-core-web-sm") from None
+        raise TextDistillError(
+            "augment.pos needs spaCy and an English pipeline: pip install spacy en-core-web-sm"
+        ) from None
     try:
         nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
     except OSError:
@@ -145,12 +147,20 @@ class Augmenter:
     tries: int = 3  # draws per wanted variant before giving up on an example (short texts have few distinct variants)
 
     def __post_init__(self) -> None:
-        rates = {"mask": self.mask, "pos": self.pos, "neighbour": self.neighbour, "delete": self.delete, "ngram": self.ngram}
+        rates = {
+            "mask": self.mask,
+            "pos": self.pos,
+            "neighbour": self.neighbour,
+            "delete": self.delete,
+            "ngram": self.ngram,
+        }
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
                 raise TextDistillError(f"augment.{name}: a probability in [0, 1], got {rate}")
         if self.mask + self.pos + self.neighbour + self.delete > 1.0:
-            raise TextDistillError("augment: mask + pos + neighbour + delete must not exceed 1 (each word gets one of them)")
+            raise TextDistillError(
+                "augment: mask + pos + neighbour + delete must not exceed 1 (each word gets one of them)"
+            )
         if self.variants < 1 or self.ngram_max < 1:
             raise TextDistillError("augment: variants and ngram_max must be at least 1")
         if self.neighbour > 0 and self.neighbours is None:
@@ -160,8 +170,11 @@ class Augmenter:
 
     def _word(self, word: str, rng: random.Random, ops: set[str]) -> str | None:
         u = rng.random()
-        for name, rate, replace in (("mask", self.mask, None), ("pos", self.pos, self.pos_replacer),
-                                    ("neighbour", self.neighbour, self.neighbours)):  # fmt: skip
+        for name, rate, replace in (
+            ("mask", self.mask, None),
+            ("pos", self.pos, self.pos_replacer),
+            ("neighbour", self.neighbour, self.neighbours),
+        ):
             if u < rate:
                 new = self.mask_token if name == "mask" else replace(word, rng)  # type: ignore[misc]
                 if new is not None and new != word:
@@ -192,7 +205,9 @@ class Augmenter:
         new_pair = self._side(pair, rng, ops) if pair is not None else None
         return Variant(new_text, new_pair, origin, "+".join(sorted(ops)) or "none")
 
-    def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None, exclude: Iterable[str] = ()) -> list[Variant]:
+    def __call__(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, exclude: Iterable[str] = ()
+    ) -> list[Variant]:
         """Up to ``variants`` distinct new variants of each example, in example order; none equal (normalised) to an
         original text, to anything in ``exclude`` or to another variant."""
         seen = {self._key(t, pairs[i] if pairs else None) for i, t in enumerate(texts)}

@@ -154,7 +154,9 @@ class CacheResult:
     path: str | None = None
 
 
-TEMPORARY = re.compile(r"^\.[\w-]+\.[0-9a-f]{8}\.tmp(\.lock)?$")  # what store_arrays writes: .KEY.XXXXXXXX.tmp (and .lock)
+TEMPORARY = re.compile(
+    r"^\.[\w-]+\.[0-9a-f]{8}\.tmp(\.lock)?$"
+)  # what store_arrays writes: .KEY.XXXXXXXX.tmp (and .lock)
 ORPHAN_AGE_S = 3600.0  # a temporary entry this long untouched, with no lock to tell, is a dead writer's
 
 
@@ -180,8 +182,13 @@ def _newest_mtime(folder: Path) -> float:
 class TeacherCache:
     """The teacher-output cache under ``root`` (``key``: the config key that names it, for messages)."""
 
-    def __init__(self, root: str | os.PathLike | None = None, dtype: str = "float32", topk: int | None = None,
-                 key: str = "distill.cache_dir") -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        dtype: str = "float32",
+        topk: int | None = None,
+        key: str = "distill.cache_dir",
+    ) -> None:
         self.root = Path(root) if root else default_cache_dir()
         self.where = key if root else "the teacher-output cache ($TEXTDISTILL_CACHE)"
         self.dtype = dtype
@@ -207,7 +214,9 @@ class TeacherCache:
         """The arrays an entry of logits holds: top-k values and indices, or the full logits."""
         return {"values", "indices"} if self.topk and self.topk < num_classes else {"logits"}
 
-    def load_arrays(self, key: str, expect: dict[str, Any], names: set[str] | None = None) -> dict[str, np.ndarray] | None:
+    def load_arrays(
+        self, key: str, expect: dict[str, Any], names: set[str] | None = None
+    ) -> dict[str, np.ndarray] | None:
         """An entry's arrays (memory-mapped), or None when absent. ``expect``: manifest fields that must hold these
         values; ``names``: the arrays it must hold. A damaged or mismatched entry (a file in its place, a manifest
         without files, an array of the wrong size, shape or sha256) is reported, removed, and None returned."""
@@ -222,7 +231,7 @@ class TeacherCache:
                 raise ValueError("manifest.json is not an object")
             wrong = {k: manifest.get(k) for k, v in expect.items() if manifest.get(k) != v}
             if wrong:
-                raise ValueError(f"holds {wrong}, expected {({k: expect[k] for k in wrong})}")
+                raise ValueError(f"holds {wrong}, expected { ({k: expect[k] for k in wrong}) }")
             files = manifest.get("files")
             if not isinstance(files, dict) or not files:
                 raise ValueError("its manifest lists no files")
@@ -237,7 +246,9 @@ class TeacherCache:
                     raise ValueError(f"{path.name} does not match its sha256")
                 arrays[name] = np.load(path, mmap_mode="r")
                 if list(arrays[name].shape) != list(meta["shape"]):
-                    raise ValueError(f"{path.name} has shape {list(arrays[name].shape)}, the manifest says {meta['shape']}")
+                    raise ValueError(
+                        f"{path.name} has shape {list(arrays[name].shape)}, the manifest says {meta['shape']}"
+                    )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             print(f"teacher-output cache {entry}: {str(exc)[:300]}; rebuilding it", file=sys.stderr)
             _remove(entry)
@@ -263,7 +274,9 @@ class TeacherCache:
         was removed."""
         removed = []
         try:
-            candidates = [p for p in self.root.iterdir() if TEMPORARY.match(p.name)]  # ours only: cache_dir may be shared
+            candidates = [
+                p for p in self.root.iterdir() if TEMPORARY.match(p.name)
+            ]  # ours only: cache_dir may be shared
         except OSError:
             return removed
         for path in candidates:
@@ -304,8 +317,19 @@ class TeacherCache:
                 for name, array in arrays.items():
                     path = tmp / f"{name}.npy"
                     np.save(path, array)
-                    files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "dtype": str(array.dtype), "shape": list(array.shape)}
-                full = {"format": FORMAT_VERSION, "key": key, **manifest, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+                    files[name] = {
+                        "bytes": path.stat().st_size,
+                        "sha256": sha256_file(path),
+                        "dtype": str(array.dtype),
+                        "shape": list(array.shape),
+                    }
+                full = {
+                    "format": FORMAT_VERSION,
+                    "key": key,
+                    **manifest,
+                    "files": files,
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
                 (tmp / "manifest.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
                 if final.exists() or final.is_symlink():
                     _remove(final)  # a damaged entry, or a file in its place
@@ -315,14 +339,22 @@ class TeacherCache:
                     if not final.is_dir():
                         raise
             except OSError as exc:  # a full disk, a read-only folder: one line, and no half-written entry left
-                raise TextDistillError(f"{self.where}: cannot write the entry {final} ({exc.strerror or exc})") from None
+                raise TextDistillError(
+                    f"{self.where}: cannot write the entry {final} ({exc.strerror or exc})"
+                ) from None
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def store(self, key: str, logits: torch.Tensor, info: dict[str, Any]) -> Path:
         """Write an entry of teacher logits atomically; returns its folder."""
-        manifest = {"count": int(logits.shape[0]), "num_classes": int(logits.shape[-1]), "dtype": self.dtype, "topk": self.topk, **info}
+        manifest = {
+            "count": int(logits.shape[0]),
+            "num_classes": int(logits.shape[-1]),
+            "dtype": self.dtype,
+            "topk": self.topk,
+            **info,
+        }
         return self.store_arrays(key, self._arrays(logits), manifest)
 
     def get_or_compute(
@@ -343,7 +375,9 @@ class TeacherCache:
         if cached is not None:
             return CacheResult(cached, "hit", time.perf_counter() - started, str(self.root / key))
         logits = compute()
-        path = self.store(key, logits, {"teacher_fingerprint": teacher_fp, "inputs_fingerprint": inputs_fp, **(info or {})})
+        path = self.store(
+            key, logits, {"teacher_fingerprint": teacher_fp, "inputs_fingerprint": inputs_fp, **(info or {})}
+        )
         stored = self.load(key, len(features), num_classes)  # what later runs will read (top-k, float16)
         if stored is None:
             raise TextDistillError(f"{self.where}: the entry {path} could not be read back once written")

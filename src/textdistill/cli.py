@@ -20,7 +20,14 @@ traceback); an unexpected failure (a bug) is reported as "error: internal error:
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     p.add_argument("--config", "-c", required=config_required, help="YAML run config (see examples/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
     p.add_argument("--output-dir", "-o", help="shortcut for output_dir=...")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     _add_debug(p)
@@ -30,41 +37,70 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
 def _add_quick_start(p: argparse.ArgumentParser) -> None:
     """Options that stand in for a config (none needed: ``distill --train T --validation V --teacher M``)."""
     g = p.add_argument_group("without a config file (the resolved config is written to the run folder)")
-    g.add_argument("--train", metavar="FILE", help="training data (.tsv/.csv/.jsonl; delimiter, header and columns detected)")
+    g.add_argument(
+        "--train", metavar="FILE", help="training data (.tsv/.csv/.jsonl; delimiter, header and columns detected)"
+    )
     g.add_argument("--validation", metavar="FILE", help="validation data (picks the kept checkpoint)")
     g.add_argument("--test", metavar="FILE", help="optional held-out test data, scored once at the end")
-    g.add_argument("--teacher", metavar="MODEL", help="teacher: a folder, a hub id or a catalogue name (default all-MiniLM-L6-v2)")
+    g.add_argument(
+        "--teacher", metavar="MODEL", help="teacher: a folder, a hub id or a catalogue name (default all-MiniLM-L6-v2)"
+    )
     g.add_argument("--text-column", help="the text column (default: detected)")
     g.add_argument("--label-column", help="the label column (default: detected)")
-    p.add_argument("--smoke", action="store_true", help="check the whole run on a few batches (64 examples, 2 steps per model, "
-                   "short timings) into OUTPUT_DIR-smoke, in about a minute")  # fmt: skip
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the whole run on a few batches (64 examples, 2 steps "
+        "per model, "
+        "short timings) into OUTPUT_DIR-smoke, in about a minute",
+    )
 
 
 def quick_config(args: argparse.Namespace) -> dict[str, Any] | None:
     """The config that ``--train/--validation/--teacher`` describe, or None when a config file is given."""
-    given = {k: getattr(args, k, None) for k in ("train", "validation", "test", "teacher", "text_column", "label_column")}
+    given = {
+        k: getattr(args, k, None) for k in ("train", "validation", "test", "teacher", "text_column", "label_column")
+    }
     if args.config is not None:
         if any(v is not None for v in given.values()):
             named = ", ".join("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
-            raise TextDistillError(f"{named}: give either --config or these options (or their config keys as overrides, e.g. "
-                                   "data.train_file=...)")  # fmt: skip
+            raise TextDistillError(
+                f"{named}: give either --config or these options (or their config keys as "
+                f"overrides, e.g. "
+                "data.train_file=...)"
+            )
         return None
     if given["train"] is None or given["validation"] is None:
-        raise TextDistillError(f"{args.command}: give --config run.yaml, or --train FILE and --validation FILE (and --teacher MODEL)")
+        raise TextDistillError(
+            f"{args.command}: give --config run.yaml, or --train FILE and --validation FILE (and --teacher MODEL)"
+        )
     data: dict[str, Any] = {"train_file": given["train"], "validation_file": given["validation"]}
     if given["test"] is not None:
         data["test_file"] = given["test"]
     for key in ("text_column", "label_column"):
         if given[key] is not None:
             data[key] = given[key]
-    stem = Path(given["train"]).resolve().parent.name if Path(given["train"]).stem in ("train", "training") else Path(given["train"]).stem
-    return {"output_dir": f"runs/{stem or 'run'}", "data": data,
-            "teacher": {"model": given["teacher"] or "all-MiniLM-L6-v2", "finetune": True}, "student": {"num_layers": 2}}  # fmt: skip
+    stem = (
+        Path(given["train"]).resolve().parent.name
+        if Path(given["train"]).stem in ("train", "training")
+        else Path(given["train"]).stem
+    )
+    return {
+        "output_dir": f"runs/{stem or 'run'}",
+        "data": data,
+        "teacher": {"model": given["teacher"] or "all-MiniLM-L6-v2", "finetune": True},
+        "student": {"num_layers": 2},
+    }
 
 
 def _add_resume(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run (killed, or stopped by Ctrl-C / SIGTERM) "
-                   "from its last checkpoint; give the same config and overrides")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (killed, or stopped by Ctrl-C "
+        "/ SIGTERM) "
+        "from its last checkpoint; give the same config and overrides",
+    )
 
 
 def _add_debug(p: argparse.ArgumentParser) -> None:
@@ -80,13 +116,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command(sub: Any, name: str, help: str, description: str, epilog: str | None = EPILOG) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="textdistill",
-        description="Knowledge distillation for NLP: fine-tune a teacher, distill a smaller student, report what it kept.",
+        description="Knowledge distillation for NLP: fine-tune a teacher, distill a smaller student, report what it "
+        "kept.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
-    p.add_argument("--split", choices=["validation", "test"], default="validation",
-                   help="which split to score: data.validation_file (default) or data.test_file")
+    p.add_argument(
+        "--split",
+        choices=["validation", "test"],
+        default="validation",
+        help="which split to score: data.validation_file (default) or data.test_file",
+    )
     _add_common(p)
     p = _command(
         sub,
@@ -170,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         "label text with a saved student (any task of a multi-task student, by name)",
         "Print one line per input: the predicted label (a score for regression, labels for multi-label, entity spans "
-        "TYPE \"text\" start-end for a token classifier), a tab, the text. "
+        'TYPE "text" start-end for a token classifier), a tab, the text. '
         "Texts come from the command line or from --file (one per line; a sentence pair as TEXT<TAB>PAIR).",
         epilog=None,  # no config, so no overrides
     )
@@ -180,15 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", "-f", help="UTF-8 file of inputs, one per line (TEXT or TEXT<TAB>PAIR)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, pair, prediction}")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="read pickled .bin/.pt weights (tensors only, weights_only=True); by default safetensors only")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (transformers' trust_remote_code)")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read pickled .bin/.pt weights (tensors only, weights_only=True); by default safetensors only",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run code shipped with the model (transformers' trust_remote_code)",
+    )
     _add_debug(p)
     p = _command(
         sub,
         "report",
         "compare finished runs: a table and a plot of the student's metric against its latency",
-        "Read each RUN folder's metrics.json (written by `textdistill distill`) and write one self-contained HTML page: "
+        "Read each RUN folder's metrics.json (written by `textdistill distill`) and write one self-contained HTML "
+        "page: "
         "a table (run, student recipe, metric, % of teacher, parameters, size, latency at batch 1, throughput at "
         "batch 32) and a scatter plot of each student's dev metric against its CPU latency, teachers marked, the "
         "Pareto-optimal students joined: which student to ship. The table is also printed (Markdown). Each run's own "
@@ -196,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=None,  # no config, so no overrides
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (OUTPUT_DIR of textdistill distill)")
-    p.add_argument("--output", "-o", default="report-compare.html", help="the HTML page to write (default report-compare.html)")
+    p.add_argument(
+        "--output", "-o", default="report-compare.html", help="the HTML page to write (default report-compare.html)"
+    )
     _add_debug(p)
     p = _command(
         sub,
@@ -232,7 +285,9 @@ def _models(args: argparse.Namespace) -> None:
             print(f"{r['name']:<24} {r['task']:<10} {r['params']:>7}  {r['architecture']}; {r['languages']}")
             print(f"{'':<24} {r['state']}: {r['where']}")
         return
-    entries = [catalogue.entry_named(n) for n in args.names] or [e for e in catalogue.CATALOGUE if not catalogue.missing_distributions(e)]
+    entries = [catalogue.entry_named(n) for n in args.names] or [
+        e for e in catalogue.CATALOGUE if not catalogue.missing_distributions(e)
+    ]
     for entry in entries:
         print(f"{entry.name}: {catalogue.prepare(entry.name, force=args.force)}")
 
@@ -257,10 +312,15 @@ def _read_inputs(texts: list[str], file: str | None) -> tuple[list[str], list[st
     width = len(rows[0])
     for i, row in enumerate(rows, 1):
         if len(row) > 2:
-            raise TextDistillError(f"{file}: line {i}: expected TEXT or TEXT<TAB>PAIR, got {len(row)} tab-separated fields")
+            raise TextDistillError(
+                f"{file}: line {i}: expected TEXT or TEXT<TAB>PAIR, got {len(row)} tab-separated fields"
+            )
         if len(row) != width:
-            raise TextDistillError(f"{file}: line {i}: expected {'TEXT' if width == 1 else 'TEXT<TAB>PAIR'} like line 1, "
-                                   f"got {len(row)} tab-separated fields")  # fmt: skip
+            raise TextDistillError(
+                f"{file}: line {i}: expected {'TEXT' if width == 1 else 'TEXT<TAB>PAIR'} like "
+                f"line 1, "
+                f"got {len(row)} tab-separated fields"
+            )
     return [r[0] for r in rows], [r[1] for r in rows] if width == 2 else None
 
 
@@ -284,8 +344,16 @@ def _predict(args: argparse.Namespace) -> int:
     texts, pairs = _read_inputs(args.texts, args.file)
     out = predict(args.model, args.task, texts, pairs, max_length=args.max_length)
     if args.json:
-        print(json.dumps([{"text": t, "pair": pairs[i] if pairs else None, "prediction": o} for i, (t, o) in enumerate(zip(texts, out))],
-                         indent=2, ensure_ascii=False))  # fmt: skip
+        print(
+            json.dumps(
+                [
+                    {"text": t, "pair": pairs[i] if pairs else None, "prediction": o}
+                    for i, (t, o) in enumerate(zip(texts, out))
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         for text, o in zip(texts, out):
             print(f"{_shown(o)}\t{text}")
@@ -308,28 +376,64 @@ def _print_result(command: str, result: dict, as_json: bool) -> None:
         forms = result["forms"]
         # the metric the differences are of (a result without it: the first metric of each form, accuracy)
         metric = result.get("metric") or next(iter(next(iter(forms.values()))["metrics"]))
-        rows = [["form", metric, "diff (pts)", "max logit diff", "size (MB)", "latency b1 (ms)", "throughput b32 (/s)", "vs PyTorch"]]
+        rows = [
+            [
+                "form",
+                metric,
+                "diff (pts)",
+                "max logit diff",
+                "size (MB)",
+                "latency b1 (ms)",
+                "throughput b32 (/s)",
+                "vs PyTorch",
+            ]
+        ]
         for form, e in forms.items():
             size = "-" if e["size_bytes"] is None else f"{e['size_bytes'] / 1e6:.1f}"
-            rows.append([form, f"{100 * e['metrics'][metric]:.2f}", f"{e['metric_diff_points']:+.2f}", f"{e['max_abs_logit_diff']:.2g}", size,
-                         f"{e['latency_ms_batch1']:.2f}", f"{e['throughput_batch32']:.0f}", f"{e['throughput_vs_pytorch']:.2f}x"])  # fmt: skip
+            rows.append(
+                [
+                    form,
+                    f"{100 * e['metrics'][metric]:.2f}",
+                    f"{e['metric_diff_points']:+.2f}",
+                    f"{e['max_abs_logit_diff']:.2g}",
+                    size,
+                    f"{e['latency_ms_batch1']:.2f}",
+                    f"{e['throughput_batch32']:.0f}",
+                    f"{e['throughput_vs_pytorch']:.2f}x",
+                ]
+            )
         print(markdown_table(rows))  # every column as wide as its widest cell, whatever the form's name
     elif command == "bench":
         d, t, s = result["distill_samples_per_second"], result["teacher"], result["student"]
-        print(f"distillation: {d['online']:.1f} samples/s with the teacher online, {d['cached']:.1f} with cached outputs "
-              f"({result['cache_speedup']:.2f}x; median of the repeats' own ratios {result['paired_cache_speedup']:.2f}x); "
-              f"cache built in {result['cache_build_seconds']:.1f} s")
-        print(f"teacher: {t['params'] / 1e6:.1f} M params, {t['latency_ms_batch1']:.2f} ms at batch 1, {t['throughput_batch32']:.0f}/s at batch 32")
-        print(f"student: {s['params'] / 1e6:.1f} M params, {s['latency_ms_batch1']:.2f} ms at batch 1, {s['throughput_batch32']:.0f}/s at batch 32")
-        print(f"speed-up: {result['speedup_batch1']:.2f}x at batch 1, {result['speedup_batch32']:.2f}x at batch 32; "
-              f"peak memory {result['peak_memory_mb']:.0f} MB")  # fmt: skip
+        print(
+            f"distillation: {d['online']:.1f} samples/s with the teacher online, {d['cached']:.1f} with cached "
+            f"outputs "
+            f"({result['cache_speedup']:.2f}x; median of the repeats' own ratios "
+            f"{result['paired_cache_speedup']:.2f}x); "
+            f"cache built in {result['cache_build_seconds']:.1f} s"
+        )
+        print(
+            f"teacher: {t['params'] / 1e6:.1f} M params, {t['latency_ms_batch1']:.2f} ms at batch 1, "
+            f"{t['throughput_batch32']:.0f}/s at batch 32"
+        )
+        print(
+            f"student: {s['params'] / 1e6:.1f} M params, {s['latency_ms_batch1']:.2f} ms at batch 1, "
+            f"{s['throughput_batch32']:.0f}/s at batch 32"
+        )
+        print(
+            f"speed-up: {result['speedup_batch1']:.2f}x at batch 1, {result['speedup_batch32']:.2f}x at batch 32; "
+            f"peak memory {result['peak_memory_mb']:.0f} MB"
+        )
     elif command == "augment":
         print(f"{result['variants']} variants of {result['examples']} examples written to {result['output']}")
         return
     elif command == "label":
         dropped = sum(result["dropped"].values())
-        print(f"{result['kept']} of {result['candidates']} texts labelled and kept ({result['kept_by_source']}; {dropped} dropped) "
-              f"in {result['seconds']:.1f} s; dataset: {result['path']}")  # fmt: skip
+        print(
+            f"{result['kept']} of {result['candidates']} texts labelled and kept ({result['kept_by_source']}; "
+            f"{dropped} dropped) "
+            f"in {result['seconds']:.1f} s; dataset: {result['path']}"
+        )
         return
     elif command == "train":
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in result["teacher"]["metrics"].items())
@@ -360,11 +464,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(argv)
-        if hasattr(args, "extra"):  # KEY=VALUE after an option that follows the positionals (evaluate MODEL -c C --no-speed k=v)
+        if hasattr(
+            args, "extra"
+        ):  # KEY=VALUE after an option that follows the positionals (evaluate MODEL -c C --no-speed k=v)
             args.extra += [r for r in rest if "=" in r and not r.startswith("-")]
             rest = [r for r in rest if not ("=" in r and not r.startswith("-"))]
         if rest and (args.command != "predict" or any(r.startswith("-") for r in rest)):
-            parser.exit(2, f"error: unrecognized arguments: {' '.join(rest)} (see: textdistill {args.command} --help)\n")
+            parser.exit(
+                2, f"error: unrecognized arguments: {' '.join(rest)} (see: textdistill {args.command} --help)\n"
+            )
     except SystemExit as exc:  # a usage error (one line, status 2), or --help (status 0)
         return exc.code if isinstance(exc.code, int) else 2
     try:
@@ -434,5 +542,7 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
         return pipeline.label(args.config, args.output_dir, [o for o in overrides if not o.startswith("output_dir=")])
     if args.command == "export":
         output = args.output_dir or str(Path(args.model).with_name(Path(args.model).name + "-onnx"))
-        return pipeline.export(args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")])
+        return pipeline.export(
+            args.model, args.config, output, [o for o in overrides if not o.startswith("output_dir=")]
+        )
     return pipeline.evaluate(args.model, args.config, overrides, speed=not args.no_speed, split=args.split)

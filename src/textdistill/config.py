@@ -111,7 +111,7 @@ class DataConfig(_Strict):
             return value
         if len(value) != 1:
             raise ValueError(f"must be one character, e.g. ',', ';', '|' or a tab (\"\\t\"), not {len(value)}")
-        if value in "\"\r\n":
+        if value in '"\r\n':
             raise ValueError("a quote or a line break cannot separate fields; e.g. ',', ';', '|' or a tab (\"\\t\")")
         return value
 
@@ -125,7 +125,9 @@ class DataConfig(_Strict):
         for key, name in value.items():
             for what, v in (("key", key), ("value", name)):
                 if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                    raise ValueError(f"a {what} must be a label name (text or a number), got {type(v).__name__} {str(v)[:40]!r}")
+                    raise ValueError(
+                        f"a {what} must be a label name (text or a number), got {type(v).__name__} {str(v)[:40]!r}"
+                    )
             key, name = str(key).strip(), str(name).strip()
             if not key or not name:
                 raise ValueError(f"an empty label name ({key!r}: {name!r}); map a label spelling to a label")
@@ -154,16 +156,25 @@ class DataConfig(_Strict):
             raise ValueError("train_file and validation_file are both required (or give hf_dataset)")
         if self.format in ("conll", "token_lines") and self.task_type != "token_classification":
             raise ValueError(f"format: {self.format} files hold a tag per token: set task_type: token_classification")
-        if self.task_type == "token_classification" and self.hf_dataset is None and self.format not in ("conll", "token_lines"):
-            raise ValueError("task_type: token_classification reads CoNLL files: set format: conll (a token per line), or "
-                             "token_lines (a sentence per line: tokens, a TAB, tags), or give hf_dataset with a tokens "
-                             "column and a tag-sequence column")  # fmt: skip
+        if (
+            self.task_type == "token_classification"
+            and self.hf_dataset is None
+            and self.format not in ("conll", "token_lines")
+        ):
+            raise ValueError(
+                "task_type: token_classification reads CoNLL files: set format: conll (a token per "
+                "line), or "
+                "token_lines (a sentence per line: tokens, a TAB, tags), or give hf_dataset with a tokens "
+                "column and a tag-sequence column"
+            )
         if self.task_type == "token_classification" and self.text_pair_column is not None:
             raise ValueError("text_pair_column: token_classification tags one sentence, not a pair")
         if self.delimiter is not None and self.format not in ("auto", "tsv", "csv"):
             raise ValueError(f"delimiter: separates the fields of tsv and csv files, not of format: {self.format}")
         if self.label_map is not None and self.task_type not in ("classification", "multi_label"):
-            raise ValueError(f"label_map: renames classification and multi_label labels, not those of task_type: {self.task_type}")
+            raise ValueError(
+                f"label_map: renames classification and multi_label labels, not those of task_type: {self.task_type}"
+            )
         return self
 
 
@@ -208,8 +219,11 @@ class TrainingConfig(_Strict):
 
         for name in names:
             if not any(importlib.util.find_spec(pkg) for pkg in TRACKER_PACKAGES[name]):
-                raise ValueError(f"{name} is not installed; pip install {TRACKER_PACKAGES[name][0]} (or leave it out of report_to)")
+                raise ValueError(
+                    f"{name} is not installed; pip install {TRACKER_PACKAGES[name][0]} (or leave it out of report_to)"
+                )
         return names
+
     logging_steps: int = Field(20, gt=0)
     group_by_length: bool = True
     # auto: under `accelerate launch`, the precision it was given (--mixed_precision or accelerate's config; its own
@@ -239,8 +253,10 @@ class TrainingConfig(_Strict):
     @model_validator(mode="after")
     def _compile_mode_needs_inductor(self) -> "TrainingConfig":
         if self.torch_compile_mode != "default" and self.torch_compile_backend != "inductor":
-            raise ValueError(f"torch_compile_mode: {self.torch_compile_mode} is a mode of the inductor backend, not of "
-                             f"torch_compile_backend: {self.torch_compile_backend}")  # fmt: skip
+            raise ValueError(
+                f"torch_compile_mode: {self.torch_compile_mode} is a mode of the inductor backend, not of "
+                f"torch_compile_backend: {self.torch_compile_backend}"
+            )
         return self
 
 
@@ -285,8 +301,11 @@ class StudentConfig(_Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(recipes)}" + (f" (got {given})" if given else ""))
         if self.prune_vocabulary and given[0] in ("model", "architecture"):
-            raise ValueError(f"prune_vocabulary: cuts the teacher's vocabulary for a student made from the teacher (layers, num_layers "
-                             f"or config_overrides); a student.{given[0]} student has a vocabulary of its own")  # fmt: skip
+            raise ValueError(
+                f"prune_vocabulary: cuts the teacher's vocabulary for a student made from the teacher "
+                f"(layers, num_layers "
+                f"or config_overrides); a student.{given[0]} student has a vocabulary of its own"
+            )
         if self.layers is not None:
             if not self.layers:
                 raise ValueError("layers must not be empty")
@@ -343,7 +362,9 @@ class LayerMatch(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "LayerMatch":
         if self.loss not in _LOSSES_FOR[self.feature]:
-            raise ValueError(f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}")
+            raise ValueError(
+                f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}"
+            )
         if self.feature == "module":
             if not self.teacher_module or not self.student_module:
                 raise ValueError("feature 'module' needs teacher_module and student_module (dotted module paths)")
@@ -370,7 +391,9 @@ class LayerMapConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "LayerMapConfig":
         if self.loss not in _LOSSES_FOR[self.feature]:
-            raise ValueError(f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}")
+            raise ValueError(
+                f"loss {self.loss!r} does not apply to {self.feature}; use one of {list(_LOSSES_FOR[self.feature])}"
+            )
         return self
 
 
@@ -443,7 +466,10 @@ class DistillConfig(CacheSettings):
         if self.uses_intermediate and self.teacher_outputs == "precompute":
             raise ValueError("intermediate features need the teacher online: set teacher_outputs to auto or online")
         if self.token_targets == "pseudo_labels" and self.uses_intermediate:
-            raise ValueError("token_targets: pseudo_labels trains on the teacher's tags alone; intermediate losses need token_targets: logits")
+            raise ValueError(
+                "token_targets: pseudo_labels trains on the teacher's tags alone; intermediate losses "
+                "need token_targets: logits"
+            )
         return self
 
     @property
@@ -478,8 +504,21 @@ def task_metric(data: DataConfig, metric: str | None, key: str) -> str:
     return metric
 
 
-AnyMetric = Literal["accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman", "corr", "entity_f1", "entity_precision",
-                    "entity_recall", "token_accuracy", "micro_f1", "subset_accuracy"]  # fmt: skip
+AnyMetric = Literal[
+    "accuracy",
+    "f1",
+    "macro_f1",
+    "mcc",
+    "pearson",
+    "spearman",
+    "corr",
+    "entity_f1",
+    "entity_precision",
+    "entity_recall",
+    "token_accuracy",
+    "micro_f1",
+    "subset_accuracy",
+]
 
 
 class LoadingConfig(_Strict):
@@ -564,28 +603,47 @@ class RunConfig(_Strict):
     def _metric_fits_the_task(self) -> "RunConfig":
         self.eval.metric = task_metric(self.data, self.eval.metric, "eval.metric")
         if self.distill.pretrained_twin is True and not (
-            self.teacher is not None and self.teacher.finetune and self.student is not None
-            and (self.student.layers is not None or self.student.num_layers is not None) and self.distill.baseline
-        ):  # fmt: skip
-            raise ValueError("distill.pretrained_twin: needs the twin (distill.baseline), a teacher fine-tuned here "
-                             "(teacher.finetune: true) and a student cut from its layers (student.layers or num_layers)")  # fmt: skip
+            self.teacher is not None
+            and self.teacher.finetune
+            and self.student is not None
+            and (self.student.layers is not None or self.student.num_layers is not None)
+            and self.distill.baseline
+        ):
+            raise ValueError(
+                "distill.pretrained_twin: needs the twin (distill.baseline), a teacher fine-tuned here "
+                "(teacher.finetune: true) and a student cut from its layers (student.layers or "
+                "num_layers)"
+            )
         t = self.transfer
         if t is not None and self.data.task_type == "token_classification":
-            extra = [k for k in ("variants", "extra_teachers", "min_agreement", "min_confidence", "max_entropy", "topk")
-                     if getattr(t, k)]  # fmt: skip
+            extra = [
+                k
+                for k in ("variants", "extra_teachers", "min_agreement", "min_confidence", "max_entropy", "topk")
+                if getattr(t, k)
+            ]
             if extra or not t.unlabeled_file:
-                raise ValueError("transfer: for token_classification the teacher tags the sentences of unlabeled_file (words split "
-                                 f"on whitespace); {', '.join(extra) or 'unlabeled_file missing'}: not for token tasks")  # fmt: skip
+                raise ValueError(
+                    "transfer: for token_classification the teacher tags the sentences of "
+                    "unlabeled_file (words split "
+                    f"on whitespace); {', '.join(extra) or 'unlabeled_file missing'}: not for token tasks"
+                )
         elif t is not None and self.data.task_type != "classification":
-            raise ValueError(f"transfer: data distillation labels classes; a {self.data.task_type} task is not supported yet")
+            raise ValueError(
+                f"transfer: data distillation labels classes; a {self.data.task_type} task is not supported yet"
+            )
         if self.distill.token_targets == "pseudo_labels" and self.data.task_type != "token_classification":
             raise ValueError("distill.token_targets: pseudo_labels applies to token_classification tasks")
         if self.data.task_type == "token_classification":
             if self.student is not None and self.student.architecture is not None:
-                raise ValueError("student.architecture: token_classification students are transformers (layers, num_layers, "
-                                 "model or config_overrides); BiLSTM / TextCNN / MLP taggers are not built")  # fmt: skip
+                raise ValueError(
+                    "student.architecture: token_classification students are transformers (layers, "
+                    "num_layers, "
+                    "model or config_overrides); BiLSTM / TextCNN / MLP taggers are not built"
+                )
             if self.eval.export_onnx:
-                raise ValueError("eval.export_onnx: ONNX export covers sentence classifiers; not a token_classification task")
+                raise ValueError(
+                    "eval.export_onnx: ONNX export covers sentence classifiers; not a token_classification task"
+                )
         return self
 
     def to_yaml(self) -> str:
@@ -594,7 +652,6 @@ class RunConfig(_Strict):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Task distillation: several tasks (each with one or more teachers) -> one multi-task student
-
 
 
 class TaskConfig(_Strict):
@@ -617,22 +674,36 @@ class TaskConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "TaskConfig":
         if self.data.task_type in ("token_classification", "multi_label"):
-            raise ValueError(f"task {self.name!r}: multi-task students have sentence classification and regression heads; "
-                             f"a {self.data.task_type} task runs on its own (data:, teacher:)")  # fmt: skip
+            raise ValueError(
+                f"task {self.name!r}: multi-task students have sentence classification and regression "
+                f"heads; "
+                f"a {self.data.task_type} task runs on its own (data:, teacher:)"
+            )
         if not self.teachers:
             raise ValueError(f"task {self.name!r} has no teachers; give at least one (teachers: [{{model: ...}}])")
         if self.fusion == "weighted":
             if self.teacher_weights is None or len(self.teacher_weights) != len(self.teachers):
-                raise ValueError(f"task {self.name!r}: fusion 'weighted' needs teacher_weights, one per teacher ({len(self.teachers)})")
+                raise ValueError(
+                    f"task {self.name!r}: fusion 'weighted' needs teacher_weights, one per teacher "
+                    f"({len(self.teachers)})"
+                )
             if sum(self.teacher_weights) <= 0:
                 raise ValueError(f"task {self.name!r}: teacher_weights must have a positive sum")
         elif self.teacher_weights is not None:
-            raise ValueError(f"task {self.name!r}: teacher_weights apply to fusion 'weighted' only (fusion is {self.fusion!r})")
+            raise ValueError(
+                f"task {self.name!r}: teacher_weights apply to fusion 'weighted' only (fusion is {self.fusion!r})"
+            )
         if self.data.task_type == "regression" and self.fusion in ("confidence", "mean_logits"):
-            raise ValueError(f"task {self.name!r}: fusion {self.fusion!r} needs class probabilities; a regression task fuses "
-                             "scores with mean_probs (the mean), weighted or dev_score")  # fmt: skip
+            raise ValueError(
+                f"task {self.name!r}: fusion {self.fusion!r} needs class probabilities; a regression "
+                f"task fuses "
+                "scores with mean_probs (the mean), weighted or dev_score"
+            )
         if self.data.task_type == "regression" and self.objective == "mean_kl":
-            raise ValueError(f"task {self.name!r}: objective 'mean_kl' needs class probabilities; a regression task learns the fused score")
+            raise ValueError(
+                f"task {self.name!r}: objective 'mean_kl' needs class probabilities; a regression task "
+                f"learns the fused score"
+            )
         metric = task_metric(self.data, self.metric, f"task {self.name!r}: metric")
         if metric != self.metric:  # (assignment validates the model again)
             self.metric = metric
@@ -678,8 +749,11 @@ class MultiTaskRunConfig(_Strict):
         if twice:
             raise ValueError(f"tasks: two tasks are named {twice[0]!r}; task names must be unique")
         if self.student.architecture is not None:
-            raise ValueError("student.architecture: a multi-task student is a transformer encoder; use layers, num_layers, "
-                             "config_overrides or model")  # fmt: skip
+            raise ValueError(
+                "student.architecture: a multi-task student is a transformer encoder; use layers, "
+                "num_layers, "
+                "config_overrides or model"
+            )
         if self.eval.metric is not None:
             raise ValueError("eval.metric: a multi-task run scores each task by its own metric (tasks[i].metric)")
         if self.student.prune_vocabulary:
@@ -720,17 +794,26 @@ class GenerativeStudentConfig(_Strict):
     num_layers: int | None = Field(None, gt=0)
     config_overrides: dict[str, Any] | None = None
     model: str | None = None
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(
-        learning_rate=1e-4, num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=16))  # fmt: skip
+    training: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(
+            learning_rate=1e-4, num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=16
+        )
+    )
 
     @model_validator(mode="after")
     def _one_recipe(self) -> "GenerativeStudentConfig":
         given = [k for k in ("layers", "num_layers", "config_overrides", "model") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of layers, num_layers, config_overrides, model" + (f" (got {given})" if given else ""))
+            raise ValueError(
+                "give exactly one of layers, num_layers, config_overrides, model" + (f" (got {given})" if given else "")
+            )
         if self.config_overrides is not None and not self.config_overrides:
-            raise ValueError("config_overrides: give the fields of the teacher's config to change, e.g. {num_hidden_layers: 8}")
-        if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers)):
+            raise ValueError(
+                "config_overrides: give the fields of the teacher's config to change, e.g. {num_hidden_layers: 8}"
+            )
+        if self.layers is not None and (
+            not self.layers or any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers)
+        ):
             raise ValueError(f"layers must be distinct non-negative indices, got {self.layers}")
         return self
 
@@ -779,11 +862,17 @@ class GenerativeDistillConfig(_Strict):
         if self.teacher_cache is None:
             return self
         if self.divergence != "forward_kl":
-            raise ValueError(f"teacher_cache keeps the teacher's top-k tokens, from which only forward_kl can be computed; "
-                             f"got divergence {self.divergence!r} (drop teacher_cache to run the teacher online)")  # fmt: skip
+            raise ValueError(
+                f"teacher_cache keeps the teacher's top-k tokens, from which only forward_kl can be "
+                f"computed; "
+                f"got divergence {self.divergence!r} (drop teacher_cache to run the teacher online)"
+            )
         if self.on_policy > 0:
-            raise ValueError("teacher_cache holds the teacher's targets for the training set; on_policy samples are new "
-                             "text the teacher must score online (set on_policy: 0 or drop teacher_cache)")  # fmt: skip
+            raise ValueError(
+                "teacher_cache holds the teacher's targets for the training set; on_policy samples are "
+                "new "
+                "text the teacher must score online (set on_policy: 0 or drop teacher_cache)"
+            )
         return self
 
 
@@ -821,7 +910,12 @@ AnyRunConfig = RunConfig | MultiTaskRunConfig | GenerativeRunConfig
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 
-_PATH_KEYS = (("data", "train_file"), ("data", "validation_file"), ("data", "test_file"), ("transfer", "unlabeled_file"))  # output_dir stays relative to the working dir
+_PATH_KEYS = (
+    ("data", "train_file"),
+    ("data", "validation_file"),
+    ("data", "test_file"),
+    ("transfer", "unlabeled_file"),
+)  # output_dir stays relative to the working dir
 _MODEL_KEYS = (("teacher", "model"), ("student", "model"))
 
 
@@ -900,7 +994,9 @@ class _SafeLoader(yaml.SafeLoader):
         except Exception as exc:  # noqa: BLE001 (whatever a constructor raises, the scalar is not valid YAML)
             value = f"{node.value!r} " if isinstance(node, yaml.ScalarNode) else ""
             kind = node.tag.rsplit(":", 1)[-1]
-            raise yaml.constructor.ConstructorError(None, None, f"{value}is not a valid {kind} ({exc})", node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value}is not a valid {kind} ({exc})", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """A mapping; a key given twice is an error at its second line (PyYAML keeps the last one silently, so a
@@ -912,7 +1008,11 @@ class _SafeLoader(yaml.SafeLoader):
             key = (key_node.tag, key_node.value)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key_node.value!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)  # fmt: skip
+                    None,
+                    None,
+                    f"key {key_node.value!r} given twice (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
@@ -951,7 +1051,9 @@ def _safe_load(text: str) -> Any:
         out = yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no tags that build Python objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise _YAMLProblem(str(getattr(exc, "problem", None) or exc), mark.line + 1 if mark is not None else None) from None
+        raise _YAMLProblem(
+            str(getattr(exc, "problem", None) or exc), mark.line + 1 if mark is not None else None
+        ) from None
     except RecursionError:
         raise _YAMLProblem("nested too deeply", None) from None
     try:
@@ -959,9 +1061,13 @@ def _safe_load(text: str) -> Any:
     except RecursionError:
         raise _YAMLProblem("nested too deeply", None) from None
     if too_big:
-        raise _YAMLProblem(f"its aliases expand to more than {MAX_CONFIG_VALUES:,} values (aliases of aliases, or a value "
-                           "that contains itself); "
-                           "write the values out", None)  # fmt: skip
+        raise _YAMLProblem(
+            f"its aliases expand to more than {MAX_CONFIG_VALUES:,} values (aliases of aliases, or a "
+            f"value "
+            "that contains itself); "
+            "write the values out",
+            None,
+        )
     return out
 
 
@@ -973,8 +1079,11 @@ def smoke_config(raw: dict[str, Any]) -> dict[str, Any]:
     model trained 2 steps, short timings), into ``<output_dir>-smoke``, so that a config is checked end to end in a
     minute and never replaces the real run. Works on any run kind: each section is changed where it appears."""
     out = copy.deepcopy(raw)
-    speed = {"speed_prompts": 2, "speed_new_tokens": 4, "speed_repeats": 1} if "generative" in out else \
-        {"latency_repeats": 1, "latency_samples": 8}  # fmt: skip
+    speed = (
+        {"speed_prompts": 2, "speed_new_tokens": 4, "speed_repeats": 1}
+        if "generative" in out
+        else {"latency_repeats": 1, "latency_samples": 8}
+    )
 
     def visit(node: Any) -> None:
         if isinstance(node, list):
@@ -1048,7 +1157,9 @@ def _list_index(node: Any, part: str, text: str) -> Any:
 
 def _is_type_tag(part: Any) -> bool:
     """pydantic names the branch of a union in the error location (``float``, ``Schedule``, ``constrained-float``)."""
-    return isinstance(part, str) and (part[:1].isupper() or part in {"float", "int", "str", "bool"} or "[" in part or "-" in part)
+    return isinstance(part, str) and (
+        part[:1].isupper() or part in {"float", "int", "str", "bool"} or "[" in part or "-" in part
+    )
 
 
 _SHORT = reprlib.Repr()  # a value shown in a message: cut at every level, so a huge value costs no time to show
@@ -1060,8 +1171,11 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
     by_loc: dict[str, list[Any]] = {}
     for err in exc.errors():
         # a value that may take several types (a number or a schedule) reports once per type: report it once
-        parts = [p if isinstance(p, str) and p.isprintable() and p.strip() else str(p) if isinstance(p, int) else repr(p)
-                 for p in err["loc"] if not _is_type_tag(p)]  # fmt: skip  (a key such as "\n" shown quoted: one line)
+        parts = [
+            p if isinstance(p, str) and p.isprintable() and p.strip() else str(p) if isinstance(p, int) else repr(p)
+            for p in err["loc"]
+            if not _is_type_tag(p)
+        ]  # (a key such as "\n" shown quoted: one line)
         by_loc.setdefault(".".join(parts) or "(top level)", []).append(err)
     for loc, errs in by_loc.items():
         # of a union's errors, a broken constraint (a column index below 0) says more than "not a string"
@@ -1084,8 +1198,11 @@ def config_from_dict(raw: Any, source: str = "<config>") -> AnyRunConfig:
     if not isinstance(raw, dict):
         raise TextDistillError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     if _expanded_size(raw, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:  # a dict from Python may share its parts too
-        raise TextDistillError(f"{source}: the config holds more than {MAX_CONFIG_VALUES:,} values (shared parts counted "
-                               "each time they appear, or a value that contains itself)")  # fmt: skip
+        raise TextDistillError(
+            f"{source}: the config holds more than {MAX_CONFIG_VALUES:,} values (shared parts "
+            f"counted "
+            "each time they appear, or a value that contains itself)"
+        )
     kind = GenerativeRunConfig if "generative" in raw else MultiTaskRunConfig if "tasks" in raw else RunConfig
     try:
         return kind.model_validate(raw)

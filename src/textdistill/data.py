@@ -62,9 +62,15 @@ class TextData:
     def select(self, index: Sequence[int]) -> "TextData":
         """The rows at ``index``, in that order."""
         pick = list(index)
-        return TextData([self.texts[i] for i in pick], [self.labels[i] for i in pick],
-                        [self.pairs[i] for i in pick] if self.pairs else None, self.source, [self.rows[i] for i in pick] if self.rows else [],
-                        [self.words[i] for i in pick] if self.words is not None else None, self.word_per_line)  # fmt: skip
+        return TextData(
+            [self.texts[i] for i in pick],
+            [self.labels[i] for i in pick],
+            [self.pairs[i] for i in pick] if self.pairs else None,
+            self.source,
+            [self.rows[i] for i in pick] if self.rows else [],
+            [self.words[i] for i in pick] if self.words is not None else None,
+            self.word_per_line,
+        )
 
     def cap(self, n: int | None, setting: str, classes: bool = True, seed: int = 0) -> "TextData":
         """At most ``n`` rows: the first ``n`` (as HF's run_glue takes them), unless those lack classes the split has
@@ -79,8 +85,12 @@ class TextData:
             return self.head(n)
         pick = sorted(np.random.default_rng(seed).choice(len(self), size=n, replace=False).tolist())
         drawn = self.select(pick)
-        print(f"data: {self.source}: its first {n:,} rows hold {len(kept)} of its {len(classes)} classes (sorted by label?); "
-              f"{setting} takes {n:,} rows drawn at random instead ({len(set(drawn.labels))} classes)", file=sys.stderr)  # fmt: skip
+        print(
+            f"data: {self.source}: its first {n:,} rows hold {len(kept)} of its {len(classes)} classes (sorted by "
+            f"label?); "
+            f"{setting} takes {n:,} rows drawn at random instead ({len(set(drawn.labels))} classes)",
+            file=sys.stderr,
+        )
         return drawn
 
 
@@ -103,7 +113,9 @@ def _detect_format(path: Path, fmt: str) -> str:
             return name
     if suffix in TEXT_SUFFIXES:
         return "txt"
-    raise TextDistillError(f"{path}: cannot tell the format from the extension {suffix!r}; set data.format to tsv, csv or jsonl")
+    raise TextDistillError(
+        f"{path}: cannot tell the format from the extension {suffix!r}; set data.format to tsv, csv or jsonl"
+    )
 
 
 def _shown(value: str, n: int = 60) -> str:
@@ -123,7 +135,11 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-_BOMS = ((codecs.BOM_UTF8, "UTF-8", "utf-8"), (codecs.BOM_UTF16_LE, "UTF-16", "utf-16"), (codecs.BOM_UTF16_BE, "UTF-16", "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF8, "UTF-8", "utf-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16", "utf-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16", "utf-16"),
+)
 
 
 def _read_text(path: Path, encoding: str) -> str:
@@ -137,13 +153,17 @@ def _read_text(path: Path, encoding: str) -> str:
     utf8 = name in ("utf-8", "utf-8-sig")
     for bom, kind, fix in _BOMS:
         if raw.startswith(bom) and not utf8 and not name.startswith(("utf-16", "utf-32")):
-            raise TextDistillError(f"{path}:1: the file starts with a {kind} byte-order mark but data.encoding is "
-                                   f"{encoding!r}; set data.encoding: {fix}")  # fmt: skip
+            raise TextDistillError(
+                f"{path}:1: the file starts with a {kind} byte-order mark but data.encoding is "
+                f"{encoding!r}; set data.encoding: {fix}"
+            )
     try:
         text = raw.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
         line, byte = bad_byte(raw, exc)
-        raise TextDistillError(f"{path}:{line}: text is not valid {encoding} (byte {byte}); convert the file or set data.encoding") from None
+        raise TextDistillError(
+            f"{path}:{line}: text is not valid {encoding} (byte {byte}); convert the file or set data.encoding"
+        ) from None
     return text[1:] if text.startswith("\ufeff") else text  # UTF-16-LE/BE, UTF-32-LE/BE: the mark decodes as U+FEFF
 
 
@@ -151,7 +171,9 @@ def _column_index(header: list[str] | None, column: str | int, path: Path, what:
     if isinstance(column, int):
         return column
     if header is None:
-        raise TextDistillError(f"{path}: data.{what} is {column!r} but the file has no header (data.has_header: false); use a column index")
+        raise TextDistillError(
+            f"{path}: data.{what} is {column!r} but the file has no header (data.has_header: false); use a column index"
+        )
     if column not in header:
         raise TextDistillError(f"{path}: column {column!r} ({what}) not found; the header has {_names(header)}")
     return header.index(column)
@@ -159,7 +181,7 @@ def _column_index(header: list[str] | None, column: str | int, path: Path, what:
 
 def _csv_hint(message: str) -> str:
     if "expected after" in message:
-        return "text after a closing quote? a quote inside a quoted field is written twice (\"\")"
+        return 'text after a closing quote? a quote inside a quoted field is written twice ("")'
     return "an unclosed quote?"
 
 
@@ -179,7 +201,9 @@ class _Rows:
         try:
             return start, next(self.reader)
         except csv.Error as exc:
-            raise TextDistillError(f"{self.path}:{start}: cannot split the row into columns ({exc}); {_csv_hint(str(exc))}") from None
+            raise TextDistillError(
+                f"{self.path}:{start}: cannot split the row into columns ({exc}); {_csv_hint(str(exc))}"
+            ) from None
 
 
 def _fields(n: int) -> str:
@@ -207,8 +231,10 @@ def _read_delimited(path: Path, cfg: DataConfig, layout: "Layout", text: str, li
         header = [h.strip() for h in header]
         for i, name in enumerate(header):
             if name in header[:i]:
-                raise TextDistillError(f"{path}:{line}: the header names column {_shown(name, 40)} twice (columns "
-                                       f"{header.index(name) + 1} and {i + 1}); give each column its own name")  # fmt: skip
+                raise TextDistillError(
+                    f"{path}:{line}: the header names column {_shown(name, 40)} twice (columns "
+                    f"{header.index(name) + 1} and {i + 1}); give each column its own name"
+                )
         width = len(header)
         where = f"the header has {width} ({_cut(', '.join(_printable(h) for h in header), 60)})"
     columns = {"text_column": _column_index(header, layout.text, path, "text_column")}
@@ -224,8 +250,9 @@ def _read_delimited(path: Path, cfg: DataConfig, layout: "Layout", text: str, li
             continue
         if len(record) < needed:
             context = f" ({where})" if width is not None else ""
-            raise TextDistillError(f"{path}:{line}: expected at least {needed} columns, got {len(record)}{context}; "
-                                   f"{_fewer_hint(quoted)}")  # fmt: skip
+            raise TextDistillError(
+                f"{path}:{line}: expected at least {needed} columns, got {len(record)}{context}; {_fewer_hint(quoted)}"
+            )
         if width is None:
             width, where = len(record), f"line {line} has {len(record)} ({no_header})"
         elif len(record) != width:
@@ -258,7 +285,10 @@ def _cut(text: str, n: int) -> str:
 def _more_hint(quoted: bool, sep: str) -> str:
     if quoted:
         return f"an unquoted {sep} inside a text? put that text in double quotes"
-    return f"a {sep} inside a text? tsv fields are never quoted: take it out of the text (or write csv, the text in double quotes)"
+    return (
+        f"a {sep} inside a text? tsv fields are never quoted: take it out of the text (or write csv, the text in "
+        f"double quotes)"
+    )
 
 
 def _fewer_hint(quoted: bool) -> str:
@@ -295,9 +325,13 @@ def json_lines(path: str | os.PathLike, text: str) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             raise TextDistillError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
         except _DuplicateKey as exc:
-            raise TextDistillError(f"{path}:{line_no}: the object gives the key {_shown(exc.args[0], 40)} twice; give each key once") from None
+            raise TextDistillError(
+                f"{path}:{line_no}: the object gives the key {_shown(exc.args[0], 40)} twice; give each key once"
+            ) from None
         except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting too deep
-            raise TextDistillError(f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {_cut(str(exc), 80)})") from None
+            raise TextDistillError(
+                f"{path}:{line_no}: not readable JSON ({exc.__class__.__name__}: {_cut(str(exc), 80)})"
+            ) from None
 
 
 def _read_jsonl(path: Path, cfg: DataConfig, layout: "Layout", text: str, limit: int | None = None) -> TextData:
@@ -317,13 +351,20 @@ def _read_jsonl(path: Path, cfg: DataConfig, layout: "Layout", text: str, limit:
         values = {}
         for what, key in keys.items():
             if key not in obj:
-                raise TextDistillError(f"{path}:{line_no}: missing key {key!r} ({what}); keys are {_names(sorted(obj))}")
+                raise TextDistillError(
+                    f"{path}:{line_no}: missing key {key!r} ({what}); keys are {_names(sorted(obj))}"
+                )
             value = obj[key]
             if what == "label_column" and cfg.task_type == "multi_label":
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    got = type(value).__name__ if not isinstance(value, list) else "a list holding " + next(
-                        type(v).__name__ for v in value if not isinstance(v, str))
-                    raise TextDistillError(f"{path}:{line_no}: {key!r} must be a list of label names (multi_label), got {got}")
+                    got = (
+                        type(value).__name__
+                        if not isinstance(value, list)
+                        else "a list holding " + next(type(v).__name__ for v in value if not isinstance(v, str))
+                    )
+                    raise TextDistillError(
+                        f"{path}:{line_no}: {key!r} must be a list of label names (multi_label), got {got}"
+                    )
                 values[what] = [v.strip() for v in value if v.strip()]
                 continue
             scores = what == "label_column" and cfg.task_type == "regression"  # a score may be a JSON number: 4.5
@@ -352,11 +393,42 @@ def _read_jsonl(path: Path, cfg: DataConfig, layout: "Layout", text: str, limit:
 DELIMITER_CHOICES = (",", ";", "\t", "|")
 DEFAULT_DELIMITERS = {"tsv": "\t", "csv": ","}
 # Common column names (compared case-folded, spaces and hyphens as "_"). "text" and "label" always win.
-TEXT_NAMES = ("text", "sentence", "sentence1", "sentence_a", "text_a", "question", "question1", "review", "content",
-              "utterance", "document", "premise", "comment", "tweet", "message", "body", "query")  # fmt: skip
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "sentence1",
+    "sentence_a",
+    "text_a",
+    "question",
+    "question1",
+    "review",
+    "content",
+    "utterance",
+    "document",
+    "premise",
+    "comment",
+    "tweet",
+    "message",
+    "body",
+    "query",
+)
 PAIR_NAMES = ("sentence2", "sentence_b", "text_b", "question2", "hypothesis", "text_pair")
-LABEL_NAMES = ("label", "labels", "gold_label", "category", "class", "intent", "sentiment", "polarity", "emotion", "topic",
-               "target", "score", "rating", "stars")  # fmt: skip
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "gold_label",
+    "category",
+    "class",
+    "intent",
+    "sentiment",
+    "polarity",
+    "emotion",
+    "topic",
+    "target",
+    "score",
+    "rating",
+    "stars",
+)
 NAMED_PAIRS = (("question", "sentence"),)  # two text names that make a pair (GLUE QNLI), besides the numbered twins
 OTHER_NAMES = ("id", "idx", "index", "qid", "guid", "uid", "source", "genre", "title", "lang", "language", "split")
 _KNOWN_NAMES = frozenset(TEXT_NAMES + PAIR_NAMES + LABEL_NAMES + OTHER_NAMES)
@@ -385,8 +457,18 @@ class Layout:
     def departs(self) -> bool:
         """Whether a detected setting differs from the old defaults (tab for .tsv, comma for .csv, a header, "text",
         "label", no pair): a file laid out so was read before without any setting, and still is, silently."""
-        old = {"delimiter": DEFAULT_DELIMITERS.get(self.kind), "has_header": True, "text_column": "text", "label_column": "label"}
-        mine = {"delimiter": self.delimiter, "has_header": self.has_header, "text_column": self.text, "label_column": self.label}
+        old = {
+            "delimiter": DEFAULT_DELIMITERS.get(self.kind),
+            "has_header": True,
+            "text_column": "text",
+            "label_column": "label",
+        }
+        mine = {
+            "delimiter": self.delimiter,
+            "has_header": self.has_header,
+            "text_column": self.text,
+            "label_column": self.label,
+        }
         return any(mine.get(k) != old.get(k) for k in self.detected if k in old) or "text_pair_column" in self.detected
 
     def describe(self) -> str:
@@ -486,20 +568,34 @@ def _sniff_delimiter(path: Path, text: str, kind: str, one_column: bool = False)
     if len(even) > 1:
         both = "both" if len(even) == 2 else "all"
         counts = _and([f"{_sep(d)} {n}" for d, n in even.items()])
-        raise TextDistillError(f"{path}: cannot tell the delimiter ({_and([_sep(d) for d in even])} {both} split every row "
-                               f"evenly: {counts} fields); set data.delimiter")  # fmt: skip
+        raise TextDistillError(
+            f"{path}: cannot tell the delimiter ({_and([_sep(d) for d in even])} {both} split "
+            f"every row "
+            f"evenly: {counts} fields); set data.delimiter"
+        )
     if default in uneven:
         return default
     if one_column:
         return None
     if not uneven:
-        raise TextDistillError(f"{path}: one column only: none of ',', ';', tab, '|' splits line 1 into fields; a data file "
-                               "needs a text column and a label column (set data.delimiter if another character separates "
-                               "them)")  # fmt: skip
+        raise TextDistillError(
+            f"{path}: one column only: none of ',', ';', tab, '|' splits line 1 into fields; a "
+            f"data file "
+            "needs a text column and a label column (set data.delimiter if another character "
+            "separates "
+            "them)"
+        )
     d, (low, high) = next(iter(uneven.items()))
-    how = f"{_sep(d)} gives {low} to {high} fields per row" if low != high else f"{_sep(d)} stops at a quote never closed"
-    raise TextDistillError(f"{path}: cannot tell the delimiter: none of ',', ';', tab, '|' splits the first {SNIFF_ROWS} rows "
-                           f"evenly ({how}); set data.delimiter")  # fmt: skip
+    how = (
+        (f"{_sep(d)} gives {low} to {high} fields per row")
+        if low != high
+        else f"{_sep(d)} stops at a quote never closed"
+    )
+    raise TextDistillError(
+        f"{path}: cannot tell the delimiter: none of ',', ';', tab, '|' splits the first "
+        f"{SNIFF_ROWS} rows "
+        f"evenly ({how}); set data.delimiter"
+    )
 
 
 def _repeats(values: list[str], task_type: str) -> bool:
@@ -563,7 +659,9 @@ def _header_row(path: Path, rows: list[list[str]], label: int | None, task_type:
         return False
     if any(_numbers(c) for c in cols):
         return True
-    labels = [i for i in ([label] if label is not None and label < width else range(width)) if _repeats(cols[i], task_type)]
+    labels = [
+        i for i in ([label] if label is not None and label < width else range(width)) if _repeats(cols[i], task_type)
+    ]
     texts = [i for i in range(width) if i not in labels]
     longest = max(texts, key=lambda i: _mean_length(cols[i]), default=None)
     short = longest is not None and len(first[longest]) <= 0.5 * _mean_length(cols[longest])
@@ -573,19 +671,32 @@ def _header_row(path: Path, rows: list[list[str]], label: int | None, task_type:
         return False
     if label is None and not labels:
         _no_label_column(path, task_type)
-    raise TextDistillError(f"{path}: cannot tell whether line 1 ({_cut(_printable(', '.join(first)), 60)}) is a header row; "
-                           "set data.has_header")  # fmt: skip
+    raise TextDistillError(
+        f"{path}: cannot tell whether line 1 ({_cut(_printable(', '.join(first)), 60)}) is a "
+        f"header row; "
+        "set data.has_header"
+    )
 
 
 def _no_label_column(path: Path, task_type: str) -> None:
     if task_type == "regression":
-        raise TextDistillError(f"{path}: no column of scores (numbers, not an index) to be the label column; set data.label_column")
-    raise TextDistillError(f"{path}: no column whose values repeat (a label column holds a few short values, each on many "
-                           "rows); set data.label_column")  # fmt: skip
+        raise TextDistillError(
+            f"{path}: no column of scores (numbers, not an index) to be the label column; set data.label_column"
+        )
+    raise TextDistillError(
+        f"{path}: no column whose values repeat (a label column holds a few short values, each on "
+        f"many "
+        "rows); set data.label_column"
+    )
 
 
 def _choose_columns(
-    path: Path, header: list[str] | None, cols: list[list[str]] | None, given: tuple[Any, Any, Any], task_type: str, need_label: bool
+    path: Path,
+    header: list[str] | None,
+    cols: list[list[str]] | None,
+    given: tuple[Any, Any, Any],
+    task_type: str,
+    need_label: bool,
 ) -> tuple[Any, Any, Any, set[str]]:
     """The text, label and pair columns (names with a header, else indices) where ``given`` (text, label, pair) leaves
     them None, and which of them were detected. Names first ("text" and "label" always win; else one common name;
@@ -606,7 +717,11 @@ def _choose_columns(
         return header.index(c) if header is not None and c in header else None
 
     def show(indices: list[int]) -> str:
-        return ", ".join(_shown(header[i], 40) for i in indices) if header is not None else "columns " + _and([str(i) for i in indices])
+        return (
+            ", ".join(_shown(header[i], 40) for i in indices)
+            if header is not None
+            else "columns " + _and([str(i) for i in indices])
+        )
 
     def name(i: int | None, fallback: Any) -> Any:
         return fallback if i is None else header[i] if header is not None else i
@@ -616,22 +731,33 @@ def _choose_columns(
         if text is None:
             hits = [i for i, f in enumerate(folds) if f in TEXT_NAMES and i not in (li, pi)]
             exact = [i for i in hits if header[i] == "text"]
-            named = [(a, b) for a in hits for b in hits if (folds[a], folds[b]) in NAMED_PAIRS or _twin(header[a]) == header[b]]
+            named = [
+                (a, b)
+                for a in hits
+                for b in hits
+                if (folds[a], folds[b]) in NAMED_PAIRS or _twin(header[a]) == header[b]
+            ]
             if exact or len(hits) == 1:
                 ti = (exact or hits)[0]
             elif len(hits) == 2 and named and pair is None:
                 ti, pi = named[0]
             elif hits:
-                raise TextDistillError(f"{path}: cannot tell the text column from {show(hits)} ({_all(hits)} text names); "
-                                       "set data.text_column")  # fmt: skip
+                raise TextDistillError(
+                    f"{path}: cannot tell the text column from {show(hits)} ({_all(hits)} text "
+                    f"names); "
+                    "set data.text_column"
+                )
         if label is None:
             hits = [i for i, f in enumerate(folds) if f in LABEL_NAMES and i not in (ti, pi)]
             exact = [i for i in hits if header[i] == "label"]
             if exact or len(hits) == 1:
                 li = (exact or hits)[0]
             elif hits and need_label:
-                raise TextDistillError(f"{path}: cannot tell the label column from {show(hits)} ({_all(hits)} label names); "
-                                       "set data.label_column")  # fmt: skip
+                raise TextDistillError(
+                    f"{path}: cannot tell the label column from {show(hits)} ({_all(hits)} label "
+                    f"names); "
+                    "set data.label_column"
+                )
     skip: set[int] = set()  # texts only: columns that look like labels are no texts
     if cols is not None and label is None and li is None:
         regression = task_type == "regression"
@@ -647,22 +773,29 @@ def _choose_columns(
             found.sort()
             counts = _and([str(len(set(cols[i]))) for i in found])
             kinds = "hold scores" if regression else f"could be labels: {counts} distinct values"
-            raise TextDistillError(f"{path}: cannot tell the label column from {show(found)} ({_all(found)} {kinds}); "
-                                   "set data.label_column")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: cannot tell the label column from {show(found)} ({_all(found)} {kinds}); "
+                "set data.label_column"
+            )
         else:
             li = found[0]
     if cols is not None and label is None and li is not None and need_label and task_type == "classification":
         values = set(cols[li])
         if len(values) > 20 and _numbers(list(values)) and not all(_whole(Decimal(v)) for v in values):
             example = next(v for v in cols[li] if not _whole(Decimal(v)))
-            raise TextDistillError(f"{path}: the label column {show([li])} holds scores ({len(values)} distinct numbers, e.g. "
-                                   f"{_shown(example, 20)}), not classes; set data.task_type: regression (or "
-                                   "data.label_column)")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: the label column {show([li])} holds scores ({len(values)} distinct "
+                f"numbers, e.g. "
+                f"{_shown(example, 20)}), not classes; set data.task_type: regression (or "
+                "data.label_column)"
+            )
     if cols is not None and text is None and ti is None:
         found = [i for i in range(width) if i not in (li, pi) and i not in skip | pair_named and not _numbers(cols[i])]
         found.sort(key=lambda i: -_mean_length(cols[i]))
         if not found:
-            raise TextDistillError(f"{path}: no column of texts (the others hold numbers or labels); set data.text_column")
+            raise TextDistillError(
+                f"{path}: no column of texts (the others hold numbers or labels); set data.text_column"
+            )
         ti = found[0]
         if len(found) > 1 and _mean_length(cols[found[1]]) >= 0.5 * _mean_length(cols[ti]):
             a, b = found[0], found[1]
@@ -673,21 +806,30 @@ def _choose_columns(
             else:
                 a, b = sorted((a, b))
                 lengths = _and([f"{_mean_length(cols[i]):.0f}" for i in (a, b)])
-                raise TextDistillError(f"{path}: cannot tell the text column from {show([a, b])} (both long texts: {lengths} "
-                                       "characters on average); set data.text_column")  # fmt: skip
+                raise TextDistillError(
+                    f"{path}: cannot tell the text column from {show([a, b])} (both long texts: "
+                    f"{lengths} "
+                    "characters on average); set data.text_column"
+                )
         others = [i for i in found if i not in (ti, pi)]
         if not need_label and others:  # texts only: a column of text that no rule explains may be the texts' other part
             texts = sorted([ti] + others)
-            raise TextDistillError(f"{path}: cannot tell the text column from {show(texts)} ({_all(texts)} hold text); set "
-                                   "data.text_column (or data.delimiter, for a file of one text per line)")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: cannot tell the text column from {show(texts)} ({_all(texts)} hold "
+                f"text); set "
+                "data.text_column (or data.delimiter, for a file of one text per line)"
+            )
     if text is None and pair is None and pi is None and header is not None and ti is not None and header[ti] != "text":
         hits = [i for i in sorted(pair_named) if i not in (ti, li)]
         twin = _twin(header[ti])
         if twin is not None and twin in header and header.index(twin) not in hits + [ti, li]:
             hits.append(header.index(twin))
         if len(hits) > 1:
-            raise TextDistillError(f"{path}: cannot tell the pair column from {show(hits)} ({_all(hits)} second-text names); "
-                                   "set data.text_pair_column")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: cannot tell the pair column from {show(hits)} ({_all(hits)} second-text "
+                f"names); "
+                "set data.text_pair_column"
+            )
         pi = hits[0] if hits else None
     detected = {k for k, v in (("text_column", text), ("label_column", label if need_label else 0)) if v is None}
     if pair is None and pi is not None:
@@ -719,7 +861,9 @@ def _given(cfg: DataConfig, text: Any = None, pair: Any = None) -> tuple[Any, An
     return (cfg.text_column if text is None else text, cfg.label_column, cfg.text_pair_column if pair is None else pair)
 
 
-def _detect_layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tuple[Any, Any, Any], need_label: bool = True) -> Layout:
+def _detect_layout(
+    path: Path, text: str, cfg: DataConfig, kind: str, given: tuple[Any, Any, Any], need_label: bool = True
+) -> Layout:
     """A file's layout: the config's settings, and what it leaves unset detected from the file itself."""
     if kind == "jsonl":
         return _jsonl_layout(path, text, given, cfg.task_type, need_label)
@@ -739,12 +883,25 @@ def _detect_layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tup
         lab = None
     if not rows:  # empty: the reader says so
         has_header = cfg.has_header if cfg.has_header is not None else True
-        return Layout(fmt, delimiter, has_header, "text" if t is None else t, ("label" if lab is None else lab) if need_label else None,
-                      pair, frozenset(detected), kind, 0, str(path))  # fmt: skip
+        return Layout(
+            fmt,
+            delimiter,
+            has_header,
+            "text" if t is None else t,
+            ("label" if lab is None else lab) if need_label else None,
+            pair,
+            frozenset(detected),
+            kind,
+            0,
+            str(path),
+        )
     width = len(rows[0])
     if width < 2 and need_label and (t is None or lab is None):
-        raise TextDistillError(f"{path}: one column only: {_sep(delimiter)} splits no row into fields; a data file needs a text "
-                               "column and a label column (set data.delimiter if another character separates them)")  # fmt: skip
+        raise TextDistillError(
+            f"{path}: one column only: {_sep(delimiter)} splits no row into fields; a data file "
+            f"needs a text "
+            "column and a label column (set data.delimiter if another character separates them)"
+        )
     if cfg.has_header is not None:
         has_header = cfg.has_header
     elif any(isinstance(c, str) for c in (t, lab, pair)):
@@ -759,7 +916,9 @@ def _detect_layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tup
     return Layout(fmt, delimiter, has_header, t, lab, pair, frozenset(detected | chosen), kind, width, str(path))
 
 
-def _layout(path: Path, text: str, cfg: DataConfig, kind: str, given: tuple[Any, Any, Any], need_label: bool = True) -> Layout:
+def _layout(
+    path: Path, text: str, cfg: DataConfig, kind: str, given: tuple[Any, Any, Any], need_label: bool = True
+) -> Layout:
     """:func:`_detect_layout`; where it fails on a file whose rows the delimiter splits unevenly, that row is the
     error."""
     try:
@@ -795,7 +954,9 @@ def _uneven_first(path: Path, text: str, delimiter: str, fmt: str) -> TextDistil
                 width = len(record)
             elif len(record) != width:
                 hint = _more_hint(quoted, _sep(delimiter)) if len(record) > width else _fewer_hint(quoted)
-                return TextDistillError(f"{path}:{reader.line_num}: {_fields(len(record))} where line 1 has {width}; {hint}")
+                return TextDistillError(
+                    f"{path}:{reader.line_num}: {_fields(len(record))} where line 1 has {width}; {hint}"
+                )
     except csv.Error:
         return None
     return None
@@ -806,7 +967,9 @@ def _follow_layout(path: Path, text: str, cfg: DataConfig, kind: str, train: Lay
     gives none) a delimiter detected on its own, or the training file's; a file that is laid out otherwise than what
     was detected on the training file is an error naming it."""
     if kind == "jsonl":
-        return Layout("jsonl", None, True, train.text, train.label, train.pair, train.detected, "jsonl", None, str(path))
+        return Layout(
+            "jsonl", None, True, train.text, train.label, train.pair, train.detected, "jsonl", None, str(path)
+        )
     if cfg.delimiter is not None:
         delimiter = cfg.delimiter
     elif cfg.format != "auto":
@@ -818,7 +981,9 @@ def _follow_layout(path: Path, text: str, cfg: DataConfig, kind: str, train: Lay
             delimiter = train.delimiter or DEFAULT_DELIMITERS.get(kind, "\t")
     fmt = kind if kind != "txt" else "tsv" if delimiter == "\t" else "csv"
     has_header = train.has_header
-    layout = Layout(fmt, delimiter, has_header, train.text, train.label, train.pair, train.detected, kind, None, str(path))
+    layout = Layout(
+        fmt, delimiter, has_header, train.text, train.label, train.pair, train.detected, kind, None, str(path)
+    )
     rows, _ = _split_rows(text, delimiter, fmt == "csv", SAMPLE_ROWS)
     if not rows:
         return layout
@@ -829,9 +994,13 @@ def _follow_layout(path: Path, text: str, cfg: DataConfig, kind: str, train: Lay
         for what, column in detected.items():
             named = isinstance(column, str) and (what in train.detected or "has_header" in train.detected)
             if named and column not in first:
-                raise TextDistillError(f"{other}: no column {_shown(str(column), 40)} (the {what.replace('_', ' ')} detected "
-                                       f"there); its line 1 has {_names(first, 8)}; give both files the same header (or set "
-                                       f"data.{what})")  # fmt: skip
+                raise TextDistillError(
+                    f"{other}: no column {_shown(str(column), 40)} (the {what.replace('_', ' ')} "
+                    f"detected "
+                    f"there); its line 1 has {_names(first, 8)}; give both files the same header "
+                    f"(or set "
+                    f"data.{what})"
+                )
     elif "has_header" in train.detected:
         label = train.label if isinstance(train.label, int) else None
         try:
@@ -840,12 +1009,18 @@ def _follow_layout(path: Path, text: str, cfg: DataConfig, kind: str, train: Lay
             header = False
         if header:
             shown = _cut(_printable(", ".join(first)), 60)
-            raise TextDistillError(f"{other}: line 1 looks like a header row ({shown}) but the training file has none; give "
-                                   "both files a header row or neither (or set data.has_header)")  # fmt: skip
+            raise TextDistillError(
+                f"{other}: line 1 looks like a header row ({shown}) but the training file has "
+                f"none; give "
+                "both files a header row or neither (or set data.has_header)"
+            )
         if train.width is not None and len(first) != train.width:
-            raise TextDistillError(f"{other}: {_fields(len(first))} in line 1 here, {train.width} there (no header row: columns "
-                                   "are taken by position); write both files alike (or set data.text_column and "
-                                   "data.label_column)")  # fmt: skip
+            raise TextDistillError(
+                f"{other}: {_fields(len(first))} in line 1 here, {train.width} there (no header "
+                f"row: columns "
+                "are taken by position); write both files alike (or set data.text_column and "
+                "data.label_column)"
+            )
     return layout
 
 
@@ -858,9 +1033,23 @@ def _train_layout(cfg: DataConfig) -> Layout | None:
     p = Path(cfg.train_file)
     try:
         stat = p.stat()
-        key: tuple[Any, ...] | None = (str(p.resolve()), stat.st_size, stat.st_mtime_ns,
-                                       cfg.model_dump_json(include={"format", "encoding", "delimiter", "has_header", "text_column",
-                                                                    "label_column", "text_pair_column", "task_type"}))  # fmt: skip
+        key: tuple[Any, ...] | None = (
+            str(p.resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+            cfg.model_dump_json(
+                include={
+                    "format",
+                    "encoding",
+                    "delimiter",
+                    "has_header",
+                    "text_column",
+                    "label_column",
+                    "text_pair_column",
+                    "task_type",
+                }
+            ),
+        )
     except OSError:
         key = None
     if key is not None and key in _LAYOUTS:
@@ -913,8 +1102,11 @@ def _announce(read: list[tuple[TextData, Layout | None]], task_type: str) -> Non
                 count = f" ({len({n for names in data.labels for n in names})} labels)"
             else:
                 count = f" ({len(set(data.labels))} classes)"
-            settings = " / ".join(f"data.{k}" for k in ("delimiter", "has_header", "text_column", "text_pair_column", "label_column")
-                                  if k in layout.detected)  # fmt: skip
+            settings = " / ".join(
+                f"data.{k}"
+                for k in ("delimiter", "has_header", "text_column", "text_pair_column", "label_column")
+                if k in layout.detected
+            )
             note = f" (detected; set {settings} to choose)" if settings else ""
             print(f"data: {data.source}: {layout.describe()}{count}{note}", file=sys.stderr)
         else:
@@ -926,11 +1118,20 @@ def _read_tagged(path: Path, fmt: str, cfg: DataConfig) -> TextData:
 
     tagged = read_tagged(path, fmt, cfg.tag_scheme, cfg.encoding)
     sents = tagged.sentences
-    return TextData([" ".join(s.tokens) for s in sents], [s.tags for s in sents], None, str(path), [s.line for s in sents],
-                    [s.tokens for s in sents], tagged.word_per_line)  # fmt: skip
+    return TextData(
+        [" ".join(s.tokens) for s in sents],
+        [s.tags for s in sents],
+        None,
+        str(path),
+        [s.line for s in sents],
+        [s.tokens for s in sents],
+        tagged.word_per_line,
+    )
 
 
-def _read_split(path: str | os.PathLike, cfg: DataConfig, train: Layout | None = None) -> tuple[TextData, Layout | None]:
+def _read_split(
+    path: str | os.PathLike, cfg: DataConfig, train: Layout | None = None
+) -> tuple[TextData, Layout | None]:
     """One split as the file spells it (before data.label_map and the label spelling check), and the layout it was
     read with (None: a tagged file). ``train``: the training file's layout, which this file must follow; None: the
     layout is detected on this file."""
@@ -959,9 +1160,12 @@ def read_file(path: str | os.PathLike, cfg: DataConfig) -> TextData:
 
 
 def read_texts(
-    path: str | os.PathLike, cfg: DataConfig, text_column: str | int | None = None, pair_column: str | int | None = None,
+    path: str | os.PathLike,
+    cfg: DataConfig,
+    text_column: str | int | None = None,
+    pair_column: str | int | None = None,
     limit: int | None = None,
-) -> tuple[list[str], list[str] | None, list[int]]:  # fmt: skip
+) -> tuple[list[str], list[str] | None, list[int]]:
     """The texts (and their pairs) of an unlabeled .tsv/.csv/.jsonl data file, with the file line of each: read with
     the data config's encoding, delimiter and header settings, what it leaves unset detected as for the labelled
     files, and as strictly (every row as many fields as the header, no empty text). A label column, if any, is
@@ -979,7 +1183,11 @@ def read_texts(
         raise TextDistillError(f"{p}: a JSONL file has no delimiter; data.delimiter is for tsv and csv files")
     text = _read_text(p, cfg.encoding)
     layout = _layout(p, text, cfg, kind, _given(cfg, text_column, pair_column), need_label=False)
-    data = _read_jsonl(p, cfg, layout, text, limit) if layout.fmt == "jsonl" else _read_delimited(p, cfg, layout, text, limit)
+    data = (
+        _read_jsonl(p, cfg, layout, text, limit)
+        if layout.fmt == "jsonl"
+        else _read_delimited(p, cfg, layout, text, limit)
+    )
     if not data.texts:
         raise TextDistillError(f"{p}: no texts (no data rows)")
     return data.texts, data.pairs, data.rows
@@ -1023,7 +1231,9 @@ def _spelling_keys(names: set[str]) -> dict[str, tuple[str, Any]]:
     cores = {n: _core(n) for n in names}
     numbers = {n: _number(c) for n, c in cores.items()}
     scores = any(v is not None and not _whole(v) for v in numbers.values())
-    return {n: ("number", v) if v is not None and not scores else ("text", cores[n].casefold()) for n, v in numbers.items()}
+    return {
+        n: ("number", v) if v is not None and not scores else ("text", cores[n].casefold()) for n, v in numbers.items()
+    }
 
 
 def _first_rows(data: TextData) -> dict[str, int]:
@@ -1049,12 +1259,18 @@ def normalise_labels(splits: Sequence[TextData], cfg: DataConfig, all_splits: bo
             hits = mapping.keys() & _first_rows(data).keys()
             if hits:
                 used |= hits
-                data.labels = [[mapping.get(n, n) for n in lab] if isinstance(lab, list) else mapping.get(lab, lab) for lab in data.labels]
+                data.labels = [
+                    [mapping.get(n, n) for n in lab] if isinstance(lab, list) else mapping.get(lab, lab)
+                    for lab in data.labels
+                ]
         unused = [k for k in mapping if k not in used]
         if all_splits and unused:
             labels = sorted({n for d in splits for n in _first_rows(d)}, key=_sort_key)
-            raise TextDistillError(f"data.label_map: {_shown(unused[0], 40)} is not a label of {', '.join(d.source for d in splits)}; "
-                                   f"their labels are {_names(labels)}")  # fmt: skip
+            raise TextDistillError(
+                f"data.label_map: {_shown(unused[0], 40)} is not a label of "
+                f"{', '.join(d.source for d in splits)}; "
+                f"their labels are {_names(labels)}"
+            )
     firsts = [_first_rows(data) for data in splits]
     keys = _spelling_keys({name for first in firsts for name in first})
     seen: dict[tuple[str, Any], tuple[str, TextData, int]] = {}
@@ -1069,8 +1285,11 @@ def normalise_labels(splits: Sequence[TextData], cfg: DataConfig, all_splits: bo
             how = "case/spacing" if _core(name).casefold() == _core(other).casefold() else "numeric spelling"
             mapped = " (as data.label_map spells it)" if name in mapping.values() else ""
             where += ", as data.label_map spells it" if other in mapping.values() else ""
-            raise TextDistillError(f"{data.source}:{row}: label {_shown(name)}{mapped} differs only in {how} from {_shown(other)} "
-                                   f"({where}); make them one spelling or map them with data.label_map")  # fmt: skip
+            raise TextDistillError(
+                f"{data.source}:{row}: label {_shown(name)}{mapped} differs only in {how} from "
+                f"{_shown(other)} "
+                f"({where}); make them one spelling or map them with data.label_map"
+            )
 
 
 def from_hf_dataset(ds: Any, cfg: DataConfig, source: str) -> TextData:
@@ -1087,8 +1306,12 @@ def _from_hf(ds: Any, cfg: DataConfig, source: str) -> TextData:
     """:func:`from_hf_dataset` before data.label_map and the spelling check."""
 
     # an HF dataset's columns are "text" and "label" unless the config names others
-    cfg = cfg.model_copy(update={"text_column": "text" if cfg.text_column is None else cfg.text_column,
-                                 "label_column": "label" if cfg.label_column is None else cfg.label_column})  # fmt: skip
+    cfg = cfg.model_copy(
+        update={
+            "text_column": "text" if cfg.text_column is None else cfg.text_column,
+            "label_column": "label" if cfg.label_column is None else cfg.label_column,
+        }
+    )
     columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
     if cfg.text_pair_column is not None:
         columns["text_pair_column"] = cfg.text_pair_column
@@ -1118,7 +1341,9 @@ def _from_hf(ds: Any, cfg: DataConfig, source: str) -> TextData:
             if len(words[i]) != len(lab):
                 raise TextDistillError(f"{source}: row {i}: {len(words[i])} words but {len(lab)} tags")
             if "-1" in lab:  # a tag id of -1: the split carries no tags (a test split without labels)
-                raise TextDistillError(f"{source}: row {i}: word {lab.index('-1') + 1} has no tag (-1; unlabelled split?)")
+                raise TextDistillError(
+                    f"{source}: row {i}: word {lab.index('-1') + 1} has no tag (-1; unlabelled split?)"
+                )
             labels[i] = sentence_tags(lab, cfg.tag_scheme, f"{source}: row {i}")  # data.tag_scheme -> IOB2
         if not nested and lab in ("", "-1"):
             raise TextDistillError(f"{source}: row {i}: missing label (unlabelled split?)")
@@ -1157,7 +1382,9 @@ def read_corpus(path: str | os.PathLike, paired: bool, limit: int | None = None)
     return texts, pairs
 
 
-def read_corpus_lines(path: str | os.PathLike, paired: bool, limit: int | None = None) -> tuple[list[str], list[str] | None, list[int]]:
+def read_corpus_lines(
+    path: str | os.PathLike, paired: bool, limit: int | None = None
+) -> tuple[list[str], list[str] | None, list[int]]:
     """:func:`read_corpus`, with the file line of each text."""
     p = Path(path)
     texts: list[str] = []
@@ -1168,11 +1395,15 @@ def read_corpus_lines(path: str | os.PathLike, paired: bool, limit: int | None =
             continue
         bad = next((c for c in line if unicodedata.category(c) == "Cc" and c != "\t"), None)
         if bad is not None:
-            raise TextDistillError(f"{p}:{n}: not text (control character U+{ord(bad):04X}); expected one text per line")
+            raise TextDistillError(
+                f"{p}:{n}: not text (control character U+{ord(bad):04X}); expected one text per line"
+            )
         fields = line.split("\t")
         if len(fields) != (2 if paired else 1):
-            raise TextDistillError(f"{p}:{n}: expected {'TEXT<TAB>PAIR' if paired else 'one text (no tabs)'} per line, "
-                                   f"got {len(fields)} tab-separated fields")  # fmt: skip
+            raise TextDistillError(
+                f"{p}:{n}: expected {'TEXT<TAB>PAIR' if paired else 'one text (no tabs)'} per line, "
+                f"got {len(fields)} tab-separated fields"
+            )
         texts.append(fields[0])
         lines.append(n)
         if paired:
@@ -1194,14 +1425,18 @@ def load_splits(cfg: DataConfig) -> tuple[TextData, TextData]:
     else:
         assert cfg.train_file is not None and cfg.validation_file is not None
         first, layout = _read_split(cfg.train_file, cfg)
-        read = [(first, layout)] + [_read_split(f, cfg, layout) for f in (cfg.validation_file, cfg.test_file) if f is not None]
+        read = [(first, layout)] + [
+            _read_split(f, cfg, layout) for f in (cfg.validation_file, cfg.test_file) if f is not None
+        ]
         splits = [data for data, _ in read]
         normalise_labels(splits, cfg, all_splits=True)
         _announce(read, cfg.task_type)  # only once every split is read and checked: an error stays the one line
     train, dev = splits[:2]
     single = cfg.task_type == "classification"
-    return (train.cap(cfg.max_train_samples, "data.max_train_samples", single),
-            dev.cap(cfg.max_eval_samples, "data.max_eval_samples", single))  # fmt: skip
+    return (
+        train.cap(cfg.max_train_samples, "data.max_train_samples", single),
+        dev.cap(cfg.max_eval_samples, "data.max_eval_samples", single),
+    )
 
 
 def load_test(cfg: DataConfig) -> TextData | None:
@@ -1231,8 +1466,12 @@ def _sort_key(name: str) -> tuple[int, Any]:
 
 
 # the HF config's problem_type of each task type (models and students both set it: it lives below them)
-PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
-                 "multi_label": "multi_label_classification", "token_classification": None}  # fmt: skip
+PROBLEM_TYPES = {
+    "classification": "single_label_classification",
+    "regression": "regression",
+    "multi_label": "multi_label_classification",
+    "token_classification": None,
+}
 
 
 @dataclass(frozen=True)
@@ -1256,7 +1495,6 @@ class LabelSet:
         if task_type == "regression":
             return cls.for_regression()
         if task_type == "token_classification":
-
             return cls(tuple(tag_order({t for tags in data.labels for t in tags})), task_type)
         if task_type == "multi_label":
             return cls(tuple(sorted({n for names in data.labels for n in names}, key=_sort_key)), task_type)
@@ -1300,7 +1538,9 @@ class LabelSet:
         else:
             where = f" (word {offset + 1})"
         what = "tag" if self.task_type == "token_classification" else "label"
-        return TextDistillError(f"{data.source}:{row}: {what} {_shown(name)}{where} is not among the training {what}s {_names(self.names)}")
+        return TextDistillError(
+            f"{data.source}:{row}: {what} {_shown(name)}{where} is not among the training {what}s {_names(self.names)}"
+        )
 
     def encode(self, data: TextData) -> list[Any]:
         """Label ids (regression: the scores as numbers; token classification: a list of tag ids per sentence;
@@ -1397,15 +1637,26 @@ def _stand_ins(tokenizer: Any, data: TextData) -> list[list[str]]:
     shown = repr(word) if all(unicodedata.category(c)[0] in "LNPS" for c in word) else ascii(word)  # invisible: escaped
     unk = getattr(tokenizer, "unk_token", None)
     if not unk or not tokenizer([[unk]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]:
-        raise TextDistillError(f"{where}: the tokenizer turns the word {shown} into no piece at all and has no unknown "
-                               "token to stand in for it; remove or replace such words")  # fmt: skip
-    warnings.warn(f"{data.source}: {len(void)} distinct words give the tokenizer no piece (the first: {shown} at {where}); "
-                  f"each is read as {unk} so that its tag stays in place", stacklevel=3)  # fmt: skip
+        raise TextDistillError(
+            f"{where}: the tokenizer turns the word {shown} into no piece at all and has no unknown "
+            "token to stand in for it; remove or replace such words"
+        )
+    warnings.warn(
+        f"{data.source}: {len(void)} distinct words give the tokenizer no piece (the first: {shown} at "
+        f"{where}); "
+        f"each is read as {unk} so that its tag stays in place",
+        stacklevel=3,
+    )
     return [[unk if w in void else w for w in ws] for ws in data.words]
 
 
 def tokenize_words(
-    tokenizer: Any, data: TextData, tag_ids: list[list[int]], names: Sequence[str], max_length: int, alignment: str = "first"
+    tokenizer: Any,
+    data: TextData,
+    tag_ids: list[list[int]],
+    names: Sequence[str],
+    max_length: int,
+    alignment: str = "first",
 ) -> WordTokens:
     """Tokenize pre-split words (``is_split_into_words``) and align each word's tag to its pieces
     (:func:`textdistill.ner.align_labels`). A sentence longer than ``max_length`` tokens is truncated, never an
@@ -1416,10 +1667,11 @@ def tokenize_words(
     ``▁`` + the character). A last word of which truncation kept only such a bare piece counts as cut."""
     import warnings
 
-
     assert data.words is not None
     if not getattr(tokenizer, "is_fast", False):
-        raise TextDistillError(f"token classification needs a fast tokenizer (word ids); {type(tokenizer).__name__} is not")
+        raise TextDistillError(
+            f"token classification needs a fast tokenizer (word ids); {type(tokenizer).__name__} is not"
+        )
     words = _stand_ins(tokenizer, data)
     enc = tokenizer(words, truncation=True, max_length=max_length, padding=False, is_split_into_words=True)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
@@ -1430,7 +1682,12 @@ def tokenize_words(
         ids = enc["input_ids"][i]
         blank = [t in blanks for t in ids] if blanks else None
         kept = max((w for w in word_ids if w is not None), default=-1) + 1
-        if blank is not None and kept and len(ids) >= max_length and all(b for w, b in zip(word_ids, blank) if w == kept - 1):
+        if (
+            blank is not None
+            and kept
+            and len(ids) >= max_length
+            and all(b for w, b in zip(word_ids, blank) if w == kept - 1)
+        ):
             word_ids = [None if w == kept - 1 else w for w in word_ids]  # only the last word's bare "▁" was kept
             kept -= 1
         features.append({k: enc[k][i] for k in keys})
@@ -1439,9 +1696,14 @@ def tokenize_words(
     cut = [i for i, d in enumerate(dropped) if d]
     if cut:
         first = data.rows[cut[0]] if data.rows else cut[0]
-        warnings.warn(f"{data.source}: {len(cut)} of {len(data)} sentences are longer than max_length={max_length} tokens and "
-                      f"were truncated ({sum(len(dropped[i]) for i in cut)} words cut, the first at line {first}); raise "
-                      "data.max_length to keep them", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{data.source}: {len(cut)} of {len(data)} sentences are longer than max_length={max_length} "
+            f"tokens and "
+            f"were truncated ({sum(len(dropped[i]) for i in cut)} words cut, the first at line {first}); "
+            f"raise "
+            "data.max_length to keep them",
+            stacklevel=2,
+        )
     return WordTokens(features, labels, dropped)
 
 
@@ -1514,15 +1776,22 @@ class Collator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         student = pad_features([it["student"] for it in items], self.student_pad_id)
-        batch: dict[str, Any] = {"student": student, "labels": collate_labels([it["labels"] for it in items], student["input_ids"].shape[1])}
+        batch: dict[str, Any] = {
+            "student": student,
+            "labels": collate_labels([it["labels"] for it in items], student["input_ids"].shape[1]),
+        }
         if "teacher" in items[0]:
             assert self.teacher_pad_id is not None
             batch["teacher"] = pad_features([it["teacher"] for it in items], self.teacher_pad_id)
         # which sides have no padded row, known here on the host: the loop then calls a model without its mask
-        batch["unpadded"] = {side: bool(batch[side]["attention_mask"].all()) for side in ("student", "teacher") if side in batch}
+        batch["unpadded"] = {
+            side: bool(batch[side]["attention_mask"].all()) for side in ("student", "teacher") if side in batch
+        }
         if "teacher_logits" in items[0]:
             logits = torch.stack([it["teacher_logits"] for it in items])
-            batch["teacher_logits"] = logits[:, : student["input_ids"].shape[1]] if logits.dim() == 3 else logits  # tokens
+            batch["teacher_logits"] = (
+                logits[:, : student["input_ids"].shape[1]] if logits.dim() == 3 else logits
+            )  # tokens
         if "task" in items[0]:  # a multi-task batch holds one task
             tasks = {it["task"] for it in items}
             if len(tasks) != 1:
@@ -1562,12 +1831,16 @@ def train_loader(
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths(), generator=generator)
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, **extra)
     else:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator, **extra
+        )
     loader.epoch_generator = generator  # type: ignore[attr-defined]  (the loop seeds it per epoch: resumable order)
     return loader
 
 
-def ordered_batches(dataset: DistillDataset, collator: Collator, batch_size: int, device: torch.device) -> Iterator[dict[str, Any]]:
+def ordered_batches(
+    dataset: DistillDataset, collator: Collator, batch_size: int, device: torch.device
+) -> Iterator[dict[str, Any]]:
     """The dataset's examples in order, as padded batches on ``device``."""
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])

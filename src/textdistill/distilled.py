@@ -10,8 +10,9 @@ A distilled dataset is a folder::
                     names, counts (candidates, kept, dropped by each filter), the sha256 and row count of data.jsonl
 
 Labelling works in shards of ``shard_size`` candidates (taken in order of length) under ``<folder>.partial/`` (each
-shard written to a temporary name and renamed); killed half-way, the same call skips the shards that are complete and ends with the same dataset as
-an uninterrupted run. Shards are spread over the processes of ``accelerate launch`` / ``torchrun``.
+shard written to a temporary name and renamed); killed half-way, the same call skips the shards that are complete
+and ends with the same dataset as an uninterrupted run. Shards are spread over the processes of
+``accelerate launch`` / ``torchrun``.
 :func:`read_distilled` refuses a folder whose manifest is missing or does not match its data.
 """
 
@@ -108,9 +109,11 @@ def keep_mask(scores: dict[str, torch.Tensor], filters: Filters) -> tuple[torch.
     n = len(scores["confidence"])
     keep = torch.ones(n, dtype=torch.bool)
     dropped: dict[str, int] = {}
-    checks = (("min_confidence", scores["confidence"] >= (filters.min_confidence or 0)),
-              ("min_agreement", scores["agreement"] >= (filters.min_agreement or 0) - 1e-9),
-              ("max_entropy", scores["entropy"] <= (filters.max_entropy if filters.max_entropy is not None else math.inf)))  # fmt: skip
+    checks = (
+        ("min_confidence", scores["confidence"] >= (filters.min_confidence or 0)),
+        ("min_agreement", scores["agreement"] >= (filters.min_agreement or 0) - 1e-9),
+        ("max_entropy", scores["entropy"] <= (filters.max_entropy if filters.max_entropy is not None else math.inf)),
+    )
     for name, ok in checks:
         if getattr(filters, name) is not None:
             dropped[name] = int((~ok).sum())
@@ -127,9 +130,15 @@ def _job(teachers: Sequence[LabelTeacher], candidates: Sequence[Candidate], sett
     h = hashlib.sha256()
     for c in candidates:
         h.update(json.dumps([c.text, c.pair, c.source, c.gold], ensure_ascii=False).encode() + b"\n")
-    return {"format": FORMAT, "candidates": len(candidates), "candidates_sha256": h.hexdigest(),
-            "teachers": [{"name": t.name, "fingerprint": fingerprint_model(t.model)[:16], "columns": t.columns} for t in teachers],
-            **settings}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "candidates": len(candidates),
+        "candidates_sha256": h.hexdigest(),
+        "teachers": [
+            {"name": t.name, "fingerprint": fingerprint_model(t.model)[:16], "columns": t.columns} for t in teachers
+        ],
+        **settings,
+    }
 
 
 def stored_probability(p: float) -> float:
@@ -138,11 +147,20 @@ def stored_probability(p: float) -> float:
     return float(f"{p:.7g}")
 
 
-def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], settings: dict[str, Any], weights: torch.Tensor,
-                 batch_size: int, max_length: int, index: Sequence[int]) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+def _label_shard(
+    teachers: Sequence[LabelTeacher],
+    shard: Sequence[Candidate],
+    settings: dict[str, Any],
+    weights: torch.Tensor,
+    batch_size: int,
+    max_length: int,
+    index: Sequence[int],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Label one shard; each kept row carries ``_i``, its candidate's position (the output follows candidate order)."""
     names = settings["labels"]
-    data = TextData([c.text for c in shard], [names[0]] * len(shard), [c.pair for c in shard] if shard[0].pair is not None else None)
+    data = TextData(
+        [c.text for c in shard], [names[0]] * len(shard), [c.pair for c in shard] if shard[0].pair is not None else None
+    )
     outputs = []
     for t in teachers:
         ds = DistillDataset(tokenize(t.tokenizer, data, fit_max_length(t.tokenizer, max_length)), [0] * len(shard))
@@ -164,8 +182,13 @@ def _label_shard(teachers: Sequence[LabelTeacher], shard: Sequence[Candidate], s
             row["soft_topk"] = [[int(j), stored_probability(float(v))] for v, j in zip(vals, idx)]
         else:
             row["soft"] = [stored_probability(float(v)) for v in p]
-        row.update(label=shard[i].gold or names[int(p.argmax())], gold=shard[i].gold is not None, source=shard[i].source,
-                   confidence=round(float(scores["confidence"][i]), 6), agreement=round(float(scores["agreement"][i]), 6))  # fmt: skip
+        row.update(
+            label=shard[i].gold or names[int(p.argmax())],
+            gold=shard[i].gold is not None,
+            source=shard[i].source,
+            confidence=round(float(scores["confidence"][i]), 6),
+            agreement=round(float(scores["agreement"][i]), 6),
+        )
         rows.append(row)
     return rows, dropped
 
@@ -198,8 +221,16 @@ def label_dataset(
     if len(paired) > 1:
         raise TextDistillError("label: candidates mix single texts and sentence pairs")
     w = teacher_weights(len(teachers), fusion, weights, dev_scores)
-    settings = {"labels": list(label_names), "fusion": fusion, "weights": [round(float(x), 6) for x in w], "temperature": temperature,
-                "filters": filters.__dict__, "topk": topk, "max_length": max_length, "shard_size": shard_size}  # fmt: skip
+    settings = {
+        "labels": list(label_names),
+        "fusion": fusion,
+        "weights": [round(float(x), 6) for x in w],
+        "temperature": temperature,
+        "filters": filters.__dict__,
+        "topk": topk,
+        "max_length": max_length,
+        "shard_size": shard_size,
+    }
     job = _job(teachers, candidates, settings)
     final = Path(folder)
     work = final.with_name(final.name + ".partial")
@@ -218,8 +249,12 @@ def label_dataset(
             (work / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
     # Shards follow the candidates sorted by length, so that each batch holds texts of about one length (sorting
     # within shards alone costs ~10% more padded tokens); the dataset is written back in candidate order.
-    by_length = sorted(range(len(candidates)), key=lambda i: (len(candidates[i].text) + len(candidates[i].pair or ""), i))
-    shards = [(s, by_length[s * shard_size : (s + 1) * shard_size]) for s in range(math.ceil(len(candidates) / shard_size))]
+    by_length = sorted(
+        range(len(candidates)), key=lambda i: (len(candidates[i].text) + len(candidates[i].pair or ""), i)
+    )
+    shards = [
+        (s, by_length[s * shard_size : (s + 1) * shard_size]) for s in range(math.ceil(len(candidates) / shard_size))
+    ]
     mine = [(s, c) for s, c in shards if s % state.num_processes == state.process_index]
     todo = [(s, c) for s, c in mine if not (work / f"shard-{s:05d}.jsonl").is_file()]
     with progress(sum(len(c) for _, c in todo), "labelling") as bar:
@@ -247,11 +282,17 @@ def check_dataset_folder(folder: str | os.PathLike, partial: bool = True) -> Non
     checks = [(final, "manifest.json")] + ([(final.with_name(final.name + ".partial"), "job.json")] if partial else [])
     for path, mark in checks:
         if path.is_symlink() or path.is_file():
-            raise TextDistillError(f"{path}: is a {'link' if path.is_symlink() else 'file'}, not a distilled dataset folder; "
-                                   "choose another transfer.output")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: is a {'link' if path.is_symlink() else 'file'}, not a distilled dataset "
+                f"folder; "
+                "choose another transfer.output"
+            )
         if path.is_dir() and not (path / mark).is_file() and any(path.iterdir()):
-            raise TextDistillError(f"{path}: exists and is not a distilled dataset (no {mark}); refusing to replace it: "
-                                   "choose another transfer.output")  # fmt: skip
+            raise TextDistillError(
+                f"{path}: exists and is not a distilled dataset (no {mark}); refusing to replace "
+                f"it: "
+                "choose another transfer.output"
+            )
 
 
 def _finished(final: Path, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -285,8 +326,12 @@ def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> 
             sources[src] = sources.get(src, 0) + 1
     kept = len(rows)
     (work / "data.jsonl.tmp").replace(work / "data.jsonl")
-    manifest = {**job, "counts": {"candidates": job["candidates"], "kept": kept, "dropped": dropped, "kept_by_source": sources},
-                "rows": kept, "data_sha256": sha256_file(work / "data.jsonl")}  # fmt: skip
+    manifest = {
+        **job,
+        "counts": {"candidates": job["candidates"], "kept": kept, "dropped": dropped, "kept_by_source": sources},
+        "rows": kept,
+        "data_sha256": sha256_file(work / "data.jsonl"),
+    }
     for s in range(num_shards):
         (work / f"shard-{s:05d}.jsonl").unlink()
     (work / "job.json").unlink()
@@ -303,7 +348,9 @@ def _assemble(work: Path, final: Path, job: dict[str, Any], num_shards: int) -> 
 
 def _check_data(data_path: Path, manifest: dict[str, Any]) -> None:
     if not data_path.is_file() or sha256_file(data_path) != manifest["data_sha256"]:
-        raise TextDistillError(f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered")
+        raise TextDistillError(
+            f"{data_path}: does not match its manifest (sha256 differs or file missing): corrupt or altered"
+        )
 
 
 def read_distilled(folder: str | os.PathLike) -> DistilledData:
@@ -313,7 +360,11 @@ def read_distilled(folder: str | os.PathLike) -> DistilledData:
     manifest_path, data_path = folder / "manifest.json", folder / "data.jsonl"
     if not manifest_path.is_file():
         partial = folder.with_name(folder.name + ".partial")
-        hint = f" (labelling did not finish: {partial} holds its shards; run it again to resume)" if partial.exists() else ""
+        hint = (
+            (f" (labelling did not finish: {partial} holds its shards; run it again to resume)")
+            if partial.exists()
+            else ""
+        )
         raise TextDistillError(f"{folder}: not a distilled dataset: no manifest.json{hint}")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
@@ -339,5 +390,12 @@ def read_distilled(folder: str | os.PathLike) -> DistilledData:
     if len(texts) != manifest["rows"]:
         raise TextDistillError(f"{data_path}: {len(texts)} rows, the manifest says {manifest['rows']}")
     has_pairs = any(p is not None for p in pairs)
-    return DistilledData(texts, pairs if has_pairs else None, torch.stack(soft) if soft else torch.zeros(0, len(names)),
-                         labels, sources, names, manifest)  # fmt: skip
+    return DistilledData(
+        texts,
+        pairs if has_pairs else None,
+        torch.stack(soft) if soft else torch.zeros(0, len(names)),
+        labels,
+        sources,
+        names,
+        manifest,
+    )

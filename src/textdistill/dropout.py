@@ -68,7 +68,9 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Ge
     return _lanes(shape, generator) >= _lowest_kept(p)
 
 
-def keep_values(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def keep_values(
+    shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """:func:`keep_mask` as float32 ones and zeros, the same mask for the same draws.
 
     Made in float arithmetic, which the CPU vectorises (comparisons to a boolean and ``where`` are several times
@@ -136,9 +138,15 @@ def sdpa_fast_dropout(
     True = attend, or None)."""
     fast = dropout > 0 and _ACTIVE.get() and query.device.type == "cpu"  # HF's layers pass dropout 0 in evaluation
     causal = kwargs.get("is_causal")  # as sdpa_attention_forward decides it
-    causal = query.shape[2] > 1 and attention_mask is None and (getattr(module, "is_causal", True) if causal is None else causal)
+    causal = (
+        query.shape[2] > 1
+        and attention_mask is None
+        and (getattr(module, "is_causal", True) if causal is None else causal)
+    )
     if not fast or causal or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     return attend(query, key, value, attention_mask, scaling, dropout, training=True)[0], None
 
 
@@ -154,8 +162,11 @@ def hold_attention_function(name: str, attention: Callable[..., Any], mask: Call
     with _REGISTRY_LOCK:
         held = _HELD.get(name)
         if held is None:
-            _HELD[name] = [1, AttentionInterface._global_mapping.get(name, _MISSING),
-                           AttentionMaskInterface._global_mapping.get(name, _MISSING)]  # fmt: skip
+            _HELD[name] = [
+                1,
+                AttentionInterface._global_mapping.get(name, _MISSING),
+                AttentionMaskInterface._global_mapping.get(name, _MISSING),
+            ]
             AttentionInterface.register(name, attention)
             AttentionMaskInterface.register(name, mask)
         else:
@@ -172,7 +183,10 @@ def release_attention_function(name: str) -> None:
         if held[0] > 0:
             return
         del _HELD[name]
-        for registry, before in ((AttentionInterface._global_mapping, held[1]), (AttentionMaskInterface._global_mapping, held[2])):
+        for registry, before in (
+            (AttentionInterface._global_mapping, held[1]),
+            (AttentionMaskInterface._global_mapping, held[2]),
+        ):
             if before is _MISSING:
                 registry.pop(name, None)
             else:
@@ -198,7 +212,9 @@ def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
         yield 0
         return
     swapped = [m for m in model.modules() if type(m) is nn.Dropout]
-    moved: list[nn.Module] = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
+    moved: list[
+        nn.Module
+    ] = []  # HF encoders in the model (itself, or say a multi-task model's encoder), each config once
     hold_attention_function(FAST_SDPA, sdpa_fast_dropout, sdpa_mask)  # registered while the block runs
     token = _ACTIVE.set(True)
     try:  # (a failure half-way through the switch puts back what was switched)
@@ -207,8 +223,11 @@ def fast_cpu_dropout(model: nn.Module, enabled: bool = True) -> Iterator[int]:
             module.__class__ = FastDropout
         for module in model.modules():
             config = getattr(module, "config", None)
-            if (getattr(config, "_attn_implementation", None) == "sdpa" and getattr(config, "model_type", None) in ENCODER_TYPES
-                    and hasattr(module, "set_attn_implementation")):  # fmt: skip
+            if (
+                getattr(config, "_attn_implementation", None) == "sdpa"
+                and getattr(config, "model_type", None) in ENCODER_TYPES
+                and hasattr(module, "set_attn_implementation")
+            ):
                 module.set_attn_implementation(FAST_SDPA)
                 if config._attn_implementation == FAST_SDPA:  # type: ignore[union-attr]
                     moved.append(module)

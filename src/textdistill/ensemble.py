@@ -70,12 +70,16 @@ def confidence_weights(teacher_logits: torch.Tensor, temperature: float = 1.0) -
     return conf / conf.sum(dim=0, keepdim=True)
 
 
-def example_weights(teacher_logits: torch.Tensor, fusion: str, weights: torch.Tensor, temperature: float) -> torch.Tensor:
+def example_weights(
+    teacher_logits: torch.Tensor, fusion: str, weights: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """The weights of a fusion for these outputs: ``[K, B...]`` for ``confidence``, else the fixed ``[K]``."""
     return confidence_weights(teacher_logits, temperature) if fusion == "confidence" else weights
 
 
-def fuse_soft_targets(teacher_logits: torch.Tensor, fusion: str, temperature: float, weights: torch.Tensor) -> torch.Tensor:
+def fuse_soft_targets(
+    teacher_logits: torch.Tensor, fusion: str, temperature: float, weights: torch.Tensor
+) -> torch.Tensor:
     """The fused target distribution ``[B..., C]`` from stacked teacher logits ``[K, B..., C]``."""
     if fusion == "mean_logits":
         fused = (_expand(weights, teacher_logits) * teacher_logits.float()).sum(dim=0)

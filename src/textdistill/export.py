@@ -78,12 +78,20 @@ def export_onnx(model: nn.Module, features: list[dict[str, list[int]]], path: Pa
         with torch.no_grad(), first_token_only(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                LogitsOnly(model).eval(), tuple(sample[n] for n in names), str(tmp), input_names=names,
-                output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
-            )  # fmt: skip
+                LogitsOnly(model).eval(),
+                tuple(sample[n] for n in names),
+                str(tmp),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
     except Exception as exc:  # the exporter raises many types; all mean "this model cannot be exported"
         tmp.unlink(missing_ok=True)
-        raise TextDistillError(f"export: cannot export {type(model).__name__} to ONNX: {str(exc).splitlines()[0]}") from None
+        raise TextDistillError(
+            f"export: cannot export {type(model).__name__} to ONNX: {str(exc).splitlines()[0]}"
+        ) from None
     tmp.replace(path)
     return path
 
@@ -156,7 +164,12 @@ def predict(forward: Forward, dataset: DistillDataset, pad_token_id: int, batch_
 
 
 def export_student(
-    model: nn.Module, dataset: DistillDataset, pad_token_id: int, folder: str | os.PathLike, metric: str, repeats: int = 20
+    model: nn.Module,
+    dataset: DistillDataset,
+    pad_token_id: int,
+    folder: str | os.PathLike,
+    metric: str,
+    repeats: int = 20,
 ) -> dict[str, dict[str, Any]]:
     """Export to ONNX fp32 and int8 in ``folder`` and compare every form with PyTorch on ``dataset``: the model as
     transformers runs it ("pytorch fp32", the reference for logits, metric and throughput), the same with its last
@@ -187,7 +200,10 @@ def export_student(
     }
     # timed side by side: the forms take turns, each round in a rotated order (so none always runs right after an
     # ONNX Runtime session, whose threads keep spinning a moment after a call); the median of the rounds
-    timers = {name: partial(measure_speed, forward, speed_feats, pad_token_id, repeats=repeats) for name, (forward, _) in forwards.items()}
+    timers = {
+        name: partial(measure_speed, forward, speed_feats, pad_token_id, repeats=repeats)
+        for name, (forward, _) in forwards.items()
+    }
     for name, runs in in_turns(timers, SPEED_ROUNDS).items():
         forms[name].update(summarize_rounds(runs))
     base = forms["pytorch fp32"]

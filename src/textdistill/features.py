@@ -137,7 +137,9 @@ def _num_layers(model: nn.Module) -> int:
     return int(getattr(model.config, "num_hidden_layers", 0))
 
 
-def generate_matches(spec: LayerMapConfig, teacher_layers: int, student_layers: int, kept: list[int] | None) -> list[LayerMatch]:
+def generate_matches(
+    spec: LayerMapConfig, teacher_layers: int, student_layers: int, kept: list[int] | None
+) -> list[LayerMatch]:
     """Expand a layer-map generator into explicit matches (block numbers are 1-based; hidden layer 0 = embeddings)."""
     n, m = teacher_layers, student_layers
     if spec.strategy == "uniform":
@@ -157,7 +159,14 @@ def generate_matches(spec: LayerMapConfig, teacher_layers: int, student_layers: 
     if not pairs:
         raise TextDistillError(f"distill.layer_map: strategy {spec.strategy!r} gives no pairs for {m} student layers")
     return [
-        LayerMatch(feature=spec.feature, teacher_layer=t, student_layer=s, loss=spec.loss, weight=spec.weight, projection=spec.projection)
+        LayerMatch(
+            feature=spec.feature,
+            teacher_layer=t,
+            student_layer=s,
+            loss=spec.loss,
+            weight=spec.weight,
+            projection=spec.projection,
+        )
         for t, s in pairs
     ]
 
@@ -168,7 +177,9 @@ def _pick(items: tuple[torch.Tensor, ...], index: int, role: str, what: str, off
     i = index if index < 0 else index - offset
     if not -count <= i < count:
         valid = f"{offset}..{count - 1 + offset}"
-        raise TextDistillError(f"distill.intermediate: {role} {what} layer {index} out of range ({valid}, or negative from the end)")
+        raise TextDistillError(
+            f"distill.intermediate: {role} {what} layer {index} out of range ({valid}, or negative from the end)"
+        )
     return items[i]
 
 
@@ -196,14 +207,21 @@ class IntermediateLosses(nn.Module):
         t_paths = [m.teacher_module for m in matches if m.feature == "module"]
         self._value_paths: tuple[str, str] | None = None
         if minilm is not None:
-            sv, tv = _value_path(student, minilm.student_layer, "student"), _value_path(teacher, minilm.teacher_layer, "teacher")
+            sv, tv = (
+                _value_path(student, minilm.student_layer, "student"),
+                _value_path(teacher, minilm.teacher_layer, "teacher"),
+            )
             s_paths.append(sv)
             t_paths.append(tv)
             self._value_paths = (sv, tv)
         self.student_taps = FeatureTaps(student, [p for p in s_paths if p], "student")
         self.teacher_taps = FeatureTaps(teacher, [p for p in t_paths if p], "teacher")
-        self.relation_heads = (minilm.relation_heads if minilm else None) or getattr(teacher.config, "num_attention_heads", 1)
-        self._restore: list[tuple[nn.Module, str, bool]] = []  # (model, its implementation, whether it holds MAPS_ATTENTION)
+        self.relation_heads = (minilm.relation_heads if minilm else None) or getattr(
+            teacher.config, "num_attention_heads", 1
+        )
+        self._restore: list[
+            tuple[nn.Module, str, bool]
+        ] = []  # (model, its implementation, whether it holds MAPS_ATTENTION)
         try:
             for model in (student, teacher):
                 if self.need_attentions and hasattr(model, "set_attn_implementation"):
@@ -241,7 +259,9 @@ class IntermediateLosses(nn.Module):
 
     def _pair(self, i: int, m: LayerMatch, s: Features, t: Features) -> tuple[torch.Tensor, torch.Tensor]:
         if m.feature == "hidden":
-            return _pick(s.hidden, m.student_layer, "student", "hidden", 0), _pick(t.hidden, m.teacher_layer, "teacher", "hidden", 0)  # type: ignore[arg-type]
+            return _pick(s.hidden, m.student_layer, "student", "hidden", 0), _pick(
+                t.hidden, m.teacher_layer, "teacher", "hidden", 0
+            )  # type: ignore[arg-type]
         if m.feature == "attention":
             sa = _pick(s.attentions, m.student_layer, "student", "attention", 1)  # type: ignore[arg-type]
             ta = _pick(t.attentions, m.teacher_layer, "teacher", "attention", 1)  # type: ignore[arg-type]
@@ -257,18 +277,28 @@ class IntermediateLosses(nn.Module):
         """Check shapes and create projections, from the features of one real batch."""
         for i, m in enumerate(self.matches):
             sf, tf = self._pair(i, m, s, t)
-            where = f"distill.intermediate[{i}] ({m.feature} student {m.student_layer or m.student_module} -> teacher {m.teacher_layer or m.teacher_module})"
+            where = (
+                f"distill.intermediate[{i}] ({m.feature} student {m.student_layer or m.student_module} -> "
+                f"teacher {m.teacher_layer or m.teacher_module})"
+            )
             if sf.dim() != tf.dim() or sf.shape[:-1] != tf.shape[:-1]:
-                raise TextDistillError(f"{where}: shapes differ: student {tuple(sf.shape)} vs teacher {tuple(tf.shape)}")
+                raise TextDistillError(
+                    f"{where}: shapes differ: student {tuple(sf.shape)} vs teacher {tuple(tf.shape)}"
+                )
             if sf.shape[-1] != tf.shape[-1] and m.feature != "attention":
                 if not m.projection:
-                    raise TextDistillError(f"{where}: widths differ (student {sf.shape[-1]}, teacher {tf.shape[-1]}) and projection is off")
+                    raise TextDistillError(
+                        f"{where}: widths differ (student {sf.shape[-1]}, teacher {tf.shape[-1]}) and projection is off"
+                    )
                 self.projections[str(i)] = nn.Linear(sf.shape[-1], tf.shape[-1]).to(sf.device)
         if self._value_paths is not None:
             for side, feats, path in (("student", s, self._value_paths[0]), ("teacher", t, self._value_paths[1])):
                 width = feats.modules[path].shape[-1]
                 if width % self.relation_heads:
-                    raise TextDistillError(f"distill.minilm: {side} value width {width} is not divisible by relation_heads={self.relation_heads}")
+                    raise TextDistillError(
+                        f"distill.minilm: {side} value width {width} is not divisible by "
+                        f"relation_heads={self.relation_heads}"
+                    )
 
     def forward(self, s: Features, t: Features, progress: float) -> dict[str, torch.Tensor]:
         """Weighted terms, keyed ``<feature>_<student>_<teacher>_<loss>``, and ``intermediate`` (their weighted sum)."""
@@ -283,7 +313,9 @@ class IntermediateLosses(nn.Module):
                 value = ATTENTION_LOSSES[m.loss](sf, tf, s.mask)
             else:
                 value = FEATURE_LOSSES[m.loss](sf, tf, mask)
-            student, teacher = (m.student_module, m.teacher_module) if m.feature == "module" else (m.student_layer, m.teacher_layer)
+            student, teacher = (
+                (m.student_module, m.teacher_module) if m.feature == "module" else (m.student_layer, m.teacher_layer)
+            )
             key = f"{m.feature}_{student}_{teacher}_{m.loss}"
             terms[key] = value
             total = total + value_at(m.weight, progress) * value
@@ -309,7 +341,10 @@ def _value_path(model: nn.Module, layer: int, role: str) -> str:
     """Dotted path of the value projection in block ``layer`` (1-based, negative from the end)."""
     model_type = getattr(model.config, "model_type", "")
     if model_type not in VALUE_MODULES:
-        raise TextDistillError(f"distill.minilm: {role} model type {model_type!r} has no known value projection; known: {sorted(VALUE_MODULES)}")
+        raise TextDistillError(
+            f"distill.minilm: {role} model type {model_type!r} has no known value projection; "
+            f"known: {sorted(VALUE_MODULES)}"
+        )
     _, _, stack, stack_path = find_layer_stack(model)
     n = len(stack)
     index = layer if layer < 0 else layer - 1
@@ -319,7 +354,11 @@ def _value_path(model: nn.Module, layer: int, role: str) -> str:
 
 
 def resolve_matches(
-    matches: list[LayerMatch], maps: list[LayerMapConfig], teacher: nn.Module, student: nn.Module, kept: list[int] | None
+    matches: list[LayerMatch],
+    maps: list[LayerMapConfig],
+    teacher: nn.Module,
+    student: nn.Module,
+    kept: list[int] | None,
 ) -> list[LayerMatch]:
     out = list(matches)
     for spec in maps:

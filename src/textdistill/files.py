@@ -17,7 +17,11 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     path = Path(path)
     # os.path (not Path) checks: they answer False for a name the OS rejects (too long, a NUL byte) instead of raising
     if not os.path.exists(path):
-        hint = "" if os.path.exists(path.parent) else " (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)"
+        hint = (
+            ""
+            if os.path.exists(path.parent)
+            else (" (folder missing too; set TEXTDISTILL_DATA to the shared data folder?)")
+        )
         raise TextDistillError(f"{path}: file not found{hint}")
     if not os.path.isfile(path):
         raise TextDistillError(f"{path}: not a file")

@@ -7,8 +7,8 @@ projection, attention rows, output projection and feed-forward block (about 83% 
 computes the last layer's keys and values for every position, as before, and its query, attention, output
 projection and feed-forward block for position 0 alone. The logits are the same (to float rounding) and so are their
 gradients; a 2-layer student does about 40% fewer multiply-adds per step, a 6-layer teacher about 14% fewer.
-textdistill's multi-task student is one such classifier too: each task's head reads the pooler or position 0. So is MPNet's
-(its head reads ``<s>``), whose layers add a relative position bias: they are cut by a forward of their own.
+textdistill's multi-task student is one such classifier too: each task's head reads the pooler or position 0. So
+is MPNet's (its head reads ``<s>``), whose layers add a relative position bias: they are cut by a forward of their own.
 
 It holds only while the caller reads the logits alone: the last layer's hidden states and attention maps then have
 one position, so it is never on while intermediate losses, feature taps or hidden-state caches read a model. The
@@ -38,14 +38,16 @@ from textdistill.dropout import FAST_SDPA
 # Sequence classifiers whose heads read position 0 of their encoder (textdistill's multi-task model: the pooler or
 # position 0, for every task), and the encoders of BERT layout (layer.attention.self.{query,key,value},
 # layer.attention.output, layer.feed_forward_chunk) under them: the ones this module knows how to cut.
-CLASSIFIERS = frozenset({
-    "BertForSequenceClassification",
-    "RobertaForSequenceClassification",
-    "XLMRobertaForSequenceClassification",
-    "ElectraForSequenceClassification",
-    "MPNetForSequenceClassification",
-    "MultiTaskModel",
-})  # fmt: skip
+CLASSIFIERS = frozenset(
+    {
+        "BertForSequenceClassification",
+        "RobertaForSequenceClassification",
+        "XLMRobertaForSequenceClassification",
+        "ElectraForSequenceClassification",
+        "MPNetForSequenceClassification",
+        "MultiTaskModel",
+    }
+)
 ENCODERS = frozenset({"BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"})
 # MPNet's layers (attention.attn.{q,k,v,o}, intermediate, output) add a relative position bias to their scores and
 # always attend eagerly: cut by a forward of their own
@@ -120,9 +122,15 @@ def first_token_forward(
     attention_mask = _first_row(attention_mask)
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
     out, _ = interface(
-        attn, query, key, value, attention_mask,
-        dropout=attn.dropout.p if attn.training else 0.0, scaling=attn.scaling, **kwargs,
-    )  # fmt: skip
+        attn,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=attn.dropout.p if attn.training else 0.0,
+        scaling=attn.scaling,
+        **kwargs,
+    )
     out = out.reshape(first.shape[0], 1, -1).contiguous()  # shape[0], not len(): traced for ONNX, the batch varies
     return layer.feed_forward_chunk(layer.attention.output(out, first))
 

@@ -38,10 +38,18 @@ from torch import nn
 
 from textdistill.config import GenerativeDistillConfig, GenerativeRunConfig
 from textdistill.data import Collator, DistillDataset, collate_labels, json_lines, ordered_batches, pad_features
-from textdistill.files import bad_byte, read_bytes
 from textdistill.errors import TextDistillError
+from textdistill.files import bad_byte, read_bytes
 from textdistill.lm_losses import IGNORE_INDEX, chunked_token_loss, completion_mask
-from textdistill.lm_models import build_causal_student, check_lm_head, final_hidden, load_causal_lm, output_head, pad_id_of, vocabulary_mismatch
+from textdistill.lm_models import (
+    build_causal_student,
+    check_lm_head,
+    final_hidden,
+    load_causal_lm,
+    output_head,
+    pad_id_of,
+    vocabulary_mismatch,
+)
 from textdistill.outdir import releases_locks
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -65,7 +73,9 @@ class LMData:
     def head(self, n: int | None) -> "LMData":
         if n is None or n >= len(self):
             return self
-        return LMData(self.prompts[:n], self.completions[:n], self.rows[:n], self.source, self.ends[:n] if self.ends else None)
+        return LMData(
+            self.prompts[:n], self.completions[:n], self.rows[:n], self.source, self.ends[:n] if self.ends else None
+        )
 
     def text_rows(self) -> list[int]:
         """The lines of the rows without a prompt."""
@@ -77,10 +87,14 @@ def _row(obj: Any, where: str) -> tuple[str, str]:
     if not isinstance(obj, dict):
         raise TextDistillError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "text" in obj and ("prompt" in obj or "completion" in obj):
-        raise TextDistillError(f"{where}: a row has either 'text' or 'prompt' + 'completion', not both; keys are {sorted(obj)}")
+        raise TextDistillError(
+            f"{where}: a row has either 'text' or 'prompt' + 'completion', not both; keys are {sorted(obj)}"
+        )
     keys = ("text",) if "text" in obj else ("prompt", "completion")
     if keys == ("prompt", "completion") and not ("prompt" in obj or "completion" in obj):
-        raise TextDistillError(f"{where}: expected {{'prompt': ..., 'completion': ...}} or {{'text': ...}}; keys are {sorted(obj)}")
+        raise TextDistillError(
+            f"{where}: expected {{'prompt': ..., 'completion': ...}} or {{'text': ...}}; keys are {sorted(obj)}"
+        )
     for key in keys:
         if key not in obj:
             raise TextDistillError(f"{where}: missing key {key!r}; keys are {sorted(obj)}")
@@ -148,10 +162,15 @@ def tokenize_lm(tokenizer: Any, data: LMData, max_length: int) -> DistillDataset
         labels.append(fitted[1])
     if cut:
         lost = f"; {dropped} lost their whole completion and were dropped" if dropped else ""
-        warnings.warn(f"{data.source}: {cut} of {len(data)} rows are longer than data.max_length ({max_length} tokens) "
-                      f"and were truncated{lost}", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{data.source}: {cut} of {len(data)} rows are longer than data.max_length ({max_length} tokens) "
+            f"and were truncated{lost}",
+            stacklevel=2,
+        )
     if not features:
-        raise TextDistillError(f"{data.source}: no example keeps a completion token within data.max_length ({max_length})")
+        raise TextDistillError(
+            f"{data.source}: no example keeps a completion token within data.max_length ({max_length})"
+        )
     return DistillDataset(features, labels)
 
 
@@ -164,15 +183,25 @@ def check_token_level(cfg: GenerativeDistillConfig, mismatch: str | None) -> boo
     if mismatch is None:
         return True
     if cfg.on_policy > 0:
-        raise TextDistillError(f"generative.on_policy: the teacher scores the student's samples token by token, which needs "
-                               f"the student to share the teacher's vocabulary ({mismatch}); set on_policy: 0")  # fmt: skip
+        raise TextDistillError(
+            f"generative.on_policy: the teacher scores the student's samples token by token, "
+            f"which needs "
+            f"the student to share the teacher's vocabulary ({mismatch}); set on_policy: 0"
+        )
     if cfg.teacher_cache is not None:
-        raise TextDistillError(f"generative.teacher_cache: the cached top-k targets are the teacher's token ids, which needs "
-                               f"the student to share the teacher's vocabulary ({mismatch}); drop teacher_cache")  # fmt: skip
+        raise TextDistillError(
+            f"generative.teacher_cache: the cached top-k targets are the teacher's token ids, "
+            f"which needs "
+            f"the student to share the teacher's vocabulary ({mismatch}); drop teacher_cache"
+        )
     if not cfg.sequence_kd:
-        raise TextDistillError(f"token-level distillation needs the student to share the teacher's vocabulary ({mismatch}); "
-                               "use generative.sequence_kd: true (the student learns the teacher's completions in its own "
-                               "tokenization), or a student made from the teacher (student.layers / num_layers)")  # fmt: skip
+        raise TextDistillError(
+            f"token-level distillation needs the student to share the teacher's vocabulary "
+            f"({mismatch}); "
+            "use generative.sequence_kd: true (the student learns the teacher's completions in "
+            "its own "
+            "tokenization), or a student made from the teacher (student.layers / num_layers)"
+        )
     return False
 
 
@@ -210,9 +239,15 @@ def lm_loss(
     which :func:`textdistill.lm_losses.forward_kl_topk` turns into exactly ``-log q(label)``."""
     target = next_tokens(labels).unsqueeze(-1)
     return chunked_token_loss(
-        hidden, weight, completion_mask(labels), teacher_topk=(target, torch.zeros(target.shape, device=hidden.device)),
-        divergence="forward_kl", chunk_size=chunk_size, student_bias=bias, reduction=reduction,  # type: ignore[arg-type]
-    )  # fmt: skip
+        hidden,
+        weight,
+        completion_mask(labels),
+        teacher_topk=(target, torch.zeros(target.shape, device=hidden.device)),
+        divergence="forward_kl",
+        chunk_size=chunk_size,
+        student_bias=bias,
+        reduction=reduction,  # type: ignore[arg-type]
+    )
 
 
 def kd_loss(
@@ -228,18 +263,28 @@ def kd_loss(
     completion tokens, by chunks (``chunked_token_loss``); the teacher's tensors carry no gradient."""
     tb = teacher_head[1].detach() if teacher_head[1] is not None else None
     return chunked_token_loss(
-        student_hidden, student_head[0], completion_mask(labels), teacher_hidden=teacher_hidden.detach(),
-        teacher_weight=teacher_head[0].detach(), teacher_bias=tb, student_bias=student_head[1], divergence=cfg.divergence,
-        temperature=cfg.temperature, chunk_size=cfg.chunk_size, reduction=reduction,  # type: ignore[arg-type]
+        student_hidden,
+        student_head[0],
+        completion_mask(labels),
+        teacher_hidden=teacher_hidden.detach(),
+        teacher_weight=teacher_head[0].detach(),
+        teacher_bias=tb,
+        student_bias=student_head[1],
+        divergence=cfg.divergence,
+        temperature=cfg.temperature,
+        chunk_size=cfg.chunk_size,
+        reduction=reduction,  # type: ignore[arg-type]
         **divergence_kwargs(cfg),
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Generation
 
 
-def prompts_and_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> list[tuple[list[int], int]]:
+def prompts_and_lengths(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> list[tuple[list[int], int]]:
     """Per row of a right-padded batch: its prompt (the tokens before the first predicted completion token; at least
     one, so a text row starts from its first token) and its completion's length."""
     out = []
@@ -284,7 +329,9 @@ def generate_completions(
     net = extract_model_from_parallel(model)
     device = next(net.parameters()).device
     inputs = left_pad(prompts, pad_id, device)
-    options: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
+    options: dict[str, Any] = (
+        {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
+    )
     was = net.training
     net.eval()
     try:
@@ -295,12 +342,15 @@ def generate_completions(
     return [cut_completion(row, eos_id, limits[i] if limits is not None else None) for i, row in enumerate(new)]
 
 
-def joined_batch(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int,
-                 device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], torch.Tensor]:  # fmt: skip
+def joined_batch(
+    prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``prompt + completion`` rows, right-padded: (model inputs, labels with the prompt and padding masked)."""
     features = [{"input_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
     inputs = pad_features(features, pad_id)
-    labels = collate_labels([[IGNORE_INDEX] * len(p) + list(c) for p, c in zip(prompts, completions)], inputs["input_ids"].shape[1])
+    labels = collate_labels(
+        [[IGNORE_INDEX] * len(p) + list(c) for p, c in zip(prompts, completions)], inputs["input_ids"].shape[1]
+    )
     return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
 
 
@@ -325,13 +375,17 @@ def teacher_completions(
             inputs = batch["student"]
             rows = [p for p, _ in prompts_and_lengths(inputs["input_ids"], inputs["attention_mask"], batch["labels"])]
             prompts += rows
-            completions += generate_completions(teacher, rows, cfg.max_new_tokens, pad_id, eos_id, cfg.sampling == "sample")
+            completions += generate_completions(
+                teacher, rows, cfg.max_new_tokens, pad_id, eos_id, cfg.sampling == "sample"
+            )
     return prompts, completions
 
 
 def dataset_from_ids(prompts: Sequence[list[int]], completions: Sequence[list[int]], max_length: int) -> DistillDataset:
     """A training set of ``prompt + completion`` token ids (completions that fit nothing are dropped)."""
-    fitted = [f for f in (fit_length(list(p), list(c), max_length) for p, c in zip(prompts, completions)) if f is not None]
+    fitted = [
+        f for f in (fit_length(list(p), list(c), max_length) for p, c in zip(prompts, completions)) if f is not None
+    ]
     return DistillDataset([{"input_ids": ids} for ids, _ in fitted], [labels for _, labels in fitted])
 
 
@@ -347,7 +401,9 @@ def retokenized(data: LMData, completions: Sequence[list[int]], teacher_tokenize
 # Objectives for train.train_loop
 
 
-def lm_objective(model: nn.Module, batch: dict[str, Any], progress: float = 0.0, chunk_size: int = 1024) -> dict[str, torch.Tensor]:
+def lm_objective(
+    model: nn.Module, batch: dict[str, Any], progress: float = 0.0, chunk_size: int = 1024
+) -> dict[str, torch.Tensor]:
     """Language modelling alone: cross-entropy on the completion tokens (the no-distillation twin; sequence-level KD
     with another vocabulary)."""
     lm = lm_loss(final_hidden(model, batch["student"]), *output_head(model), batch["labels"], chunk_size)
@@ -366,7 +422,9 @@ class GenerativeObjective(nn.Module):
     samples are no target to imitate).
     """
 
-    def __init__(self, cfg: GenerativeDistillConfig, teacher: nn.Module | None, pad_id: int, eos_id: int | None) -> None:
+    def __init__(
+        self, cfg: GenerativeDistillConfig, teacher: nn.Module | None, pad_id: int, eos_id: int | None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self._teacher = [teacher]  # in a list: not a submodule, so never trained, saved or moved by the loop
@@ -382,7 +440,9 @@ class GenerativeObjective(nn.Module):
         """The batch with each completion replaced by the student's sample from its prompt."""
         rows = prompts_and_lengths(inputs["input_ids"], inputs["attention_mask"], labels)
         prompts, lengths = [p for p, _ in rows], [n for _, n in rows]
-        samples = generate_completions(model, prompts, max(lengths), self.pad_id, self.eos_id, sample=True, limits=lengths)
+        samples = generate_completions(
+            model, prompts, max(lengths), self.pad_id, self.eos_id, sample=True, limits=lengths
+        )
         return joined_batch(prompts, samples, self.pad_id, labels.device)
 
     def forward(self, model: nn.Module, batch: dict[str, Any], progress: float = 0.0) -> dict[str, torch.Tensor]:
@@ -396,11 +456,20 @@ class GenerativeObjective(nn.Module):
         cached = batch.get("teacher_topk") if not on_policy else None
         with torch.set_grad_enabled(grad and cfg.alpha > 0):  # a term of weight 0 is logged, not back-propagated
             if cached is not None:  # the teacher's top-k targets from the cache (textdistill.lm_cache)
-                kd = chunked_token_loss(hidden, head[0], completion_mask(kd_labels), teacher_topk=cached, student_bias=head[1],
-                                        temperature=cfg.temperature, chunk_size=cfg.chunk_size)  # fmt: skip
+                kd = chunked_token_loss(
+                    hidden,
+                    head[0],
+                    completion_mask(kd_labels),
+                    teacher_topk=cached,
+                    student_bias=head[1],
+                    temperature=cfg.temperature,
+                    chunk_size=cfg.chunk_size,
+                )
             else:
                 if self.teacher is None:
-                    raise ValueError("GenerativeObjective without a teacher needs the batch's cached targets (teacher_topk)")
+                    raise ValueError(
+                        "GenerativeObjective without a teacher needs the batch's cached targets (teacher_topk)"
+                    )
                 with torch.no_grad():
                     teacher_hidden = final_hidden(self.teacher, kd_inputs)
                 kd = kd_loss(hidden, head, teacher_hidden, output_head(self.teacher), kd_labels, cfg)
@@ -445,12 +514,16 @@ def completion_nll(
     with _EvalMode(model):
         for batch in ordered_batches(dataset, collator, batch_size, _device(model)):
             labels = batch["labels"]
-            total += float(lm_loss(final_hidden(model, batch["student"]), *output_head(model), labels, chunk_size, reduction="sum"))
+            total += float(
+                lm_loss(final_hidden(model, batch["student"]), *output_head(model), labels, chunk_size, reduction="sum")
+            )
             count += int(completion_mask(labels).sum())
     return total / max(count, 1), count
 
 
-def perplexity(model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, chunk_size: int = 1024) -> float:
+def perplexity(
+    model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, chunk_size: int = 1024
+) -> float:
     """Perplexity on the completion tokens: ``exp`` of the mean negative log-likelihood per token."""
     return math.exp(completion_nll(model, dataset, collator, batch_size, chunk_size)[0])
 
@@ -463,7 +536,12 @@ def _argmax(hidden: torch.Tensor, head: tuple[torch.Tensor, torch.Tensor | None]
 
 @torch.no_grad()
 def next_token_agreement(
-    student: nn.Module, teacher: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, chunk_size: int = 1024
+    student: nn.Module,
+    teacher: nn.Module,
+    dataset: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    chunk_size: int = 1024,
 ) -> float:
     """The share of completion positions where the student's most probable next token is the teacher's (both
     read the same tokens: the models share a vocabulary)."""
@@ -472,22 +550,36 @@ def next_token_agreement(
         for batch in ordered_batches(dataset, collator, batch_size, _device(student)):
             mask = completion_mask(batch["labels"])
             s = final_hidden(student, batch["student"])[mask]
-            t = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()})[mask.to(_device(teacher))]
-            same += int((_argmax(s, output_head(student), chunk_size) == _argmax(t, output_head(teacher), chunk_size).to(s.device)).sum())
+            t = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()})[
+                mask.to(_device(teacher))
+            ]
+            same += int(
+                (
+                    _argmax(s, output_head(student), chunk_size)
+                    == _argmax(t, output_head(teacher), chunk_size).to(s.device)
+                ).sum()
+            )
             count += int(mask.sum())
     return same / max(count, 1)
 
 
 @torch.no_grad()
 def divergence_to_teacher(
-    student: nn.Module, teacher: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, cfg: GenerativeDistillConfig
+    student: nn.Module,
+    teacher: nn.Module,
+    dataset: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    cfg: GenerativeDistillConfig,
 ) -> float:
     """``cfg.divergence`` at ``cfg.temperature`` from the teacher to the student, mean per completion token."""
     total, count = 0.0, 0
     with _EvalMode(student, teacher):
         for batch in ordered_batches(dataset, collator, batch_size, _device(student)):
             labels = batch["labels"]
-            teacher_hidden = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()}).to(labels.device)
+            teacher_hidden = final_hidden(teacher, {k: v.to(_device(teacher)) for k, v in batch["student"].items()}).to(
+                labels.device
+            )
             s = final_hidden(student, batch["student"])
             head_t = tuple(x.to(labels.device) if x is not None else None for x in output_head(teacher))
             total += float(kd_loss(s, output_head(student), teacher_hidden, head_t, labels, cfg, reduction="sum"))  # type: ignore[arg-type]
@@ -496,7 +588,9 @@ def divergence_to_teacher(
 
 
 @torch.no_grad()
-def generation_speed(model: nn.Module, prompts: Sequence[list[int]], new_tokens: int, repeats: int, pad_id: int) -> dict[str, float]:
+def generation_speed(
+    model: nn.Module, prompts: Sequence[list[int]], new_tokens: int, repeats: int, pad_id: int
+) -> dict[str, float]:
     """Greedy generation speed at batch 1: each prompt continued by exactly ``new_tokens`` tokens (EOS ignored, so
     every model generates as many), a warm-up, then the median over ``repeats`` passes of tokens per second."""
     device = _device(model)
@@ -511,13 +605,22 @@ def generation_speed(model: nn.Module, prompts: Sequence[list[int]], new_tokens:
     with _EvalMode(model):
         model.generate(**left_pad([prompts[0]], pad_id, device), **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
         seconds = statistics.median(one_pass() for _ in range(repeats))
-    return {"tokens_per_second": len(prompts) * new_tokens / seconds, "speed_prompts": len(prompts), "speed_new_tokens": new_tokens}
+    return {
+        "tokens_per_second": len(prompts) * new_tokens / seconds,
+        "speed_prompts": len(prompts),
+        "speed_new_tokens": new_tokens,
+    }
 
 
 def speed_prompts(dataset: DistillDataset, collator: Collator, n: int) -> list[list[int]]:
     """The prompts of the first ``n`` examples (a text row's: its first token)."""
     batch = collator([dataset[i] for i in range(min(n, len(dataset)))])
-    return [p for p, _ in prompts_and_lengths(batch["student"]["input_ids"], batch["student"]["attention_mask"], batch["labels"])]
+    return [
+        p
+        for p, _ in prompts_and_lengths(
+            batch["student"]["input_ids"], batch["student"]["attention_mask"], batch["labels"]
+        )
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -534,20 +637,31 @@ class _Side:
     collator: Collator
 
 
-def _profile(side: _Side, teacher: _Side | None, folder: Path | None, cfg: GenerativeRunConfig, token_level: bool) -> dict[str, Any]:
+def _profile(
+    side: _Side, teacher: _Side | None, folder: Path | None, cfg: GenerativeRunConfig, token_level: bool
+) -> dict[str, Any]:
     """Perplexity, agreement and divergence with the teacher (token-level runs), generation speed, parameters."""
     from textdistill.models import count_parameters, folder_size_bytes
 
     bs, chunk = cfg.student.training.per_device_eval_batch_size, cfg.generative.chunk_size
     nll, tokens = completion_nll(side.model, side.dev, side.collator, bs, chunk)
-    out: dict[str, Any] = {"params": count_parameters(side.model), "size_bytes": folder_size_bytes(folder) if folder else None,
-                           "nll": nll, "perplexity": math.exp(nll), "eval_tokens": tokens}  # fmt: skip
+    out: dict[str, Any] = {
+        "params": count_parameters(side.model),
+        "size_bytes": folder_size_bytes(folder) if folder else None,
+        "nll": nll,
+        "perplexity": math.exp(nll),
+        "eval_tokens": tokens,
+    }
     if teacher is not None and token_level:
         out["agreement"] = next_token_agreement(side.model, teacher.model, side.dev, side.collator, bs, chunk)
-        out["divergence_to_teacher"] = divergence_to_teacher(side.model, teacher.model, side.dev, side.collator, bs, cfg.generative)
+        out["divergence_to_teacher"] = divergence_to_teacher(
+            side.model, teacher.model, side.dev, side.collator, bs, cfg.generative
+        )
     ev = cfg.eval
     prompts = speed_prompts(side.dev, side.collator, ev.speed_prompts)
-    out.update(generation_speed(side.model, prompts, ev.speed_new_tokens, ev.speed_repeats, side.collator.student_pad_id))
+    out.update(
+        generation_speed(side.model, prompts, ev.speed_new_tokens, ev.speed_repeats, side.collator.student_pad_id)
+    )
     return out
 
 
@@ -560,15 +674,29 @@ def sequence_kd_set(
     started = time.perf_counter()
     tok = teacher.tokenizer
     batch_size = cfg.student.training.per_device_eval_batch_size
-    prompts, completions = teacher_completions(teacher.model, teacher.dev, teacher.collator, batch_size, cfg.generative,
-                                               teacher.collator.student_pad_id, tok.eos_token_id, cfg.seed)  # fmt: skip
+    prompts, completions = teacher_completions(
+        teacher.model,
+        teacher.dev,
+        teacher.collator,
+        batch_size,
+        cfg.generative,
+        teacher.collator.student_pad_id,
+        tok.eos_token_id,
+        cfg.seed,
+    )
     if same_ids:  # no detokenization
         out = dataset_from_ids(prompts, completions, cfg.data.max_length)
     else:
         out = tokenize_lm(student_tokenizer, retokenized(data, completions, tok, tok.eos_token_id), cfg.data.max_length)
-    info = {"sequences": len(completions), "mean_new_tokens": sum(map(len, completions)) / max(len(completions), 1),
-            "seconds": time.perf_counter() - started}  # fmt: skip
-    print(f"sequence-level KD: the teacher completed {len(completions)} prompts in {info['seconds']:.1f} s", file=sys.stderr)
+    info = {
+        "sequences": len(completions),
+        "mean_new_tokens": sum(map(len, completions)) / max(len(completions), 1),
+        "seconds": time.perf_counter() - started,
+    }
+    print(
+        f"sequence-level KD: the teacher completed {len(completions)} prompts in {info['seconds']:.1f} s",
+        file=sys.stderr,
+    )
     return out, info
 
 
@@ -579,8 +707,8 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     from accelerate.utils import set_seed
 
     from textdistill.models import resolve_model_path
-    from textdistill.runfolder import RunFolder
     from textdistill.report import render_generative_report
+    from textdistill.runfolder import RunFolder
     from textdistill.train import process_state, train_loop
 
     g, args = cfg.generative, cfg.student.training
@@ -588,8 +716,10 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     train_data = read_lm_jsonl(cfg.data.train_file, cfg.data.max_train_samples)
     dev_data = read_lm_jsonl(cfg.data.validation_file, cfg.data.max_eval_samples)
     if g.sequence_kd and train_data.text_rows():
-        raise TextDistillError(f"generative.sequence_kd: the teacher completes each prompt, but {train_data.source}:"
-                               f"{train_data.text_rows()[0]} is a text row (no prompt); give prompt/completion rows")  # fmt: skip
+        raise TextDistillError(
+            f"generative.sequence_kd: the teacher completes each prompt, but {train_data.source}:"
+            f"{train_data.text_rows()[0]} is a text row (no prompt); give prompt/completion rows"
+        )
     teacher, ttok = load_causal_lm(cfg.teacher.model, "teacher.model")
     teacher.eval().requires_grad_(False)
     set_seed(cfg.seed)
@@ -605,7 +735,9 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     run.open()
     started = time.perf_counter()
     teacher_side = _Side(teacher, ttok, teacher_dev, tcol)
-    initial = divergence_to_teacher(student, teacher, dev, scol, args.per_device_eval_batch_size, g) if token_level else None
+    initial = (
+        divergence_to_teacher(student, teacher, dev, scol, args.per_device_eval_batch_size, g) if token_level else None
+    )
 
     train_set, info = gold_train, {}
     if g.sequence_kd:
@@ -619,20 +751,42 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     lm_only = functools.partial(lm_objective, chunk_size=g.chunk_size)
     online = token_level and g.teacher_cache is None
     # (with the cache the objective holds no teacher: the loss reads the batch's cached targets)
-    objective: Any = GenerativeObjective(g, teacher if online else None, spad, stok.eos_token_id) if token_level else lm_only
+    objective: Any = (
+        GenerativeObjective(g, teacher if online else None, spad, stok.eos_token_id) if token_level else lm_only
+    )
     student_set, student_col, cache_info = train_set, scol, None
     if token_level and g.teacher_cache is not None:
         from textdistill.lm_cache import TopKCollator, cached_topk_targets
 
         with process_state().main_process_first():  # the main process fills the cache; the others then read it
-            targets, cache_info = cached_topk_targets(g.teacher_cache, teacher, cfg.teacher.model, train_set, scol,
-                                                      args.per_device_eval_batch_size, g.temperature, g.chunk_size)  # fmt: skip
+            targets, cache_info = cached_topk_targets(
+                g.teacher_cache,
+                teacher,
+                cfg.teacher.model,
+                train_set,
+                scol,
+                args.per_device_eval_batch_size,
+                g.temperature,
+                g.chunk_size,
+            )
         student_set, student_col = train_set.with_teacher_logits(targets), TopKCollator(spad)  # type: ignore[arg-type]
 
     def fit(name: str, model: nn.Module, data: DistillDataset, obj: Any, collator: Collator = scol) -> Any:
-        return train_loop(model, data, collator, args, obj, evaluate, "neg_nll", cfg.seed, run.path / "logs" / f"{name}.jsonl",
-                          desc=name, teacher=teacher if obj is objective and online else None,
-                          checkpoint_dir=run.checkpoints(name), resume=run.resume)  # fmt: skip
+        return train_loop(
+            model,
+            data,
+            collator,
+            args,
+            obj,
+            evaluate,
+            "neg_nll",
+            cfg.seed,
+            run.path / "logs" / f"{name}.jsonl",
+            desc=name,
+            teacher=teacher if obj is objective and online else None,
+            checkpoint_dir=run.checkpoints(name),
+            resume=run.resume,
+        )
 
     result = fit("student", student, student_set, objective, student_col)
     run.save("student", student, stok, {"distilled_from": cfg.teacher.model, **recipe})
@@ -651,19 +805,37 @@ def distill_generative(cfg: GenerativeRunConfig, resume: bool = False) -> dict[s
     teacher_dir = teacher_path if teacher_path.is_dir() else None
     report: dict[str, Any] = {
         "kind": "generative",
-        "data": {"train": train_data.source, "validation": dev_data.source, "train_examples": len(train_data),
-                 "validation_examples": len(dev_data), "max_length": cfg.data.max_length,
-                 "train_tokens": sum(len(f["input_ids"]) for f in train_set.student)},
-        "generative": {**g.model_dump(), "token_level": token_level, **({"teacher_generation": info} if info else {}),
-                       **({"teacher_cache_result": cache_info} if cache_info else {})},
+        "data": {
+            "train": train_data.source,
+            "validation": dev_data.source,
+            "train_examples": len(train_data),
+            "validation_examples": len(dev_data),
+            "max_length": cfg.data.max_length,
+            "train_tokens": sum(len(f["input_ids"]) for f in train_set.student),
+        },
+        "generative": {
+            **g.model_dump(),
+            "token_level": token_level,
+            **({"teacher_generation": info} if info else {}),
+            **({"teacher_cache_result": cache_info} if cache_info else {}),
+        },
         "teacher": {"model": cfg.teacher.model, **_profile(teacher_side, None, teacher_dir, cfg, token_level)},
-        "student": {**recipe, "best_step": result.best_step, "steps": result.steps, "train_seconds": result.seconds,
-                    "divergence_to_teacher_initial": initial,
-                    **_profile(_Side(student, stok, dev, scol), teacher_side, run.path / "student", cfg, token_level)},
-    }  # fmt: skip
+        "student": {
+            **recipe,
+            "best_step": result.best_step,
+            "steps": result.steps,
+            "train_seconds": result.seconds,
+            "divergence_to_teacher_initial": initial,
+            **_profile(_Side(student, stok, dev, scol), teacher_side, run.path / "student", cfg, token_level),
+        },
+    }
     if twin is not None and base is not None:
-        report["baseline"] = {"best_step": base.best_step, "steps": base.steps, "train_seconds": base.seconds,
-                              **_profile(_Side(twin, stok, dev, scol), teacher_side, run.path / "baseline", cfg, token_level)}  # fmt: skip
+        report["baseline"] = {
+            "best_step": base.best_step,
+            "steps": base.steps,
+            "train_seconds": base.seconds,
+            **_profile(_Side(twin, stok, dev, scol), teacher_side, run.path / "baseline", cfg, token_level),
+        }
     t = report["teacher"]["tokens_per_second"]
     for side in ("student", "baseline"):
         if side in report:

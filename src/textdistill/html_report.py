@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from textdistill.errors import TextDistillError
-from textdistill.report import display_name, markdown_table, render_generative_report, render_multitask_report, render_report, speed_note
+from textdistill.report import (
+    display_name,
+    markdown_table,
+    render_generative_report,
+    render_multitask_report,
+    render_report,
+    speed_note,
+)
 
 DPI = 100
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "twin": "#8c8c8c", "deploy": "#55a868"}
@@ -74,7 +81,9 @@ def load_report(run: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TextDistillError(f"{path}: cannot read the run's metrics ({exc})") from None
     if not isinstance(report, dict) or "student" not in report:
-        raise TextDistillError(f"{run}: not a distill run (metrics.json has no student; a `textdistill train` folder holds a teacher only)")
+        raise TextDistillError(
+            f"{run}: not a distill run (metrics.json has no student; a `textdistill train` folder holds a teacher only)"
+        )
     return report
 
 
@@ -111,7 +120,9 @@ def log_models(run: Path) -> list[str]:
     logs = run / "logs"
     names = sorted(p.stem for p in logs.glob("*.jsonl")) if logs.is_dir() else []
     order = list(MODEL_TITLES)
-    return sorted(names, key=lambda n: (order.index(n) if n in order else (-1 if n.startswith("teacher") else len(order)), n))
+    return sorted(
+        names, key=lambda n: (order.index(n) if n in order else (-1 if n.startswith("teacher") else len(order)), n)
+    )
 
 
 def eval_keys(report: dict[str, Any], model: str, evals: list[dict[str, Any]]) -> list[str]:
@@ -177,7 +188,9 @@ def tick_names(labels: Sequence[str]) -> tuple[list[str], str]:
     by the browser, which has such fonts)."""
     if all(_drawable(label) for label in labels):
         return list(labels), ""
-    return [str(i + 1) for i in range(len(labels))], "Labels: " + ", ".join(f"{i + 1} = {label}" for i, label in enumerate(labels)) + "."
+    return [str(i + 1) for i in range(len(labels))], "Labels: " + ", ".join(
+        f"{i + 1} = {label}" for i, label in enumerate(labels)
+    ) + "."
 
 
 F = TypeVar("F", bound=Callable[..., bytes])
@@ -219,8 +232,14 @@ def _empty(ax: Any, text: str) -> None:
 
 
 @_with_fonts
-def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, Any]], keys: Sequence[str],
-               best_step: int | None = None, axis: tuple[float, str] = (100.0, "score x100")) -> bytes:  # fmt: skip
+def curves_png(
+    title: str,
+    train: list[dict[str, Any]],
+    evals: list[dict[str, Any]],
+    keys: Sequence[str],
+    best_step: int | None = None,
+    axis: tuple[float, str] = (100.0, "score x100"),
+) -> bytes:
     """One model's training: every loss term against the optimizer step (left), the eval metric(s) (right), scaled
     and labelled by ``axis`` (:func:`eval_axis`)."""
     fig = _figure(12, 3.8)
@@ -229,11 +248,20 @@ def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, An
     terms = loss_terms(train)
     if terms:
         for term in terms:
-            points = [(r["step"], r[term]) for r in train if isinstance(r.get(term), (int, float)) and math.isfinite(r[term])]
+            points = [
+                (r["step"], r[term]) for r in train if isinstance(r.get(term), (int, float)) and math.isfinite(r[term])
+            ]
             if points:
                 xs, ys = zip(*points)
                 total = term == "loss"
-                left.plot(xs, ys, label=term, linewidth=2.2 if total else 1.3, color="black" if total else None, alpha=1 if total else 0.85)
+                left.plot(
+                    xs,
+                    ys,
+                    label=term,
+                    linewidth=2.2 if total else 1.3,
+                    color="black" if total else None,
+                    alpha=1 if total else 0.85,
+                )
         values = [r[t] for r in train for t in terms if isinstance(r.get(t), (int, float)) and math.isfinite(r[t])]
         if values and min(values) > 0 and max(values) / min(values) > 100:
             left.set_yscale("log")
@@ -254,8 +282,15 @@ def curves_png(title: str, train: list[dict[str, Any]], evals: list[dict[str, An
                 continue
             xs, ys = zip(*points)
             main = i == 0
-            right.plot(xs, ys, marker="o" if main else ".", markersize=4 if main else 3, linewidth=2 if main else 1,
-                       label=key[5:], color="black" if main and len(keys) > 1 else None)  # fmt: skip
+            right.plot(
+                xs,
+                ys,
+                marker="o" if main else ".",
+                markersize=4 if main else 3,
+                linewidth=2 if main else 1,
+                label=key[5:],
+                color="black" if main and len(keys) > 1 else None,
+            )
         if best_step is not None:
             right.axvline(best_step, color="#999", linestyle="--", linewidth=1, label=f"best step {best_step}")
         right.set_xlabel("step")
@@ -277,8 +312,13 @@ def _bar_panel(ax: Any, title: str, bars: list[tuple[str, str, float | None]], f
     names, colors, values = zip(*shown)
     rects = ax.bar(range(len(values)), values, color=colors)
     ax.bar_label(rects, labels=[format(v, fmt) for v in values], fontsize=8, padding=2)
-    ax.set_xticks(range(len(values)), names, rotation=20 if len(values) > 3 else 0, ha="right" if len(values) > 3 else "center",
-                  fontsize=8)  # fmt: skip
+    ax.set_xticks(
+        range(len(values)),
+        names,
+        rotation=20 if len(values) > 3 else 0,
+        ha="right" if len(values) > 3 else "center",
+        fontsize=8,
+    )
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3)
@@ -296,7 +336,10 @@ def bars_png(report: dict[str, Any]) -> bytes:
     size, latency at batch 1, throughput at batch 32. The twin has the student's architecture: same size and speed."""
     metric, t, s = report["metric"], report["teacher"], report["student"]
     # (name, colour, entry, whether it has its own size and speed)
-    sides: list[tuple[str, str, dict[str, Any], bool]] = [("teacher", COLORS["teacher"], t, True), ("student", COLORS["student"], s, True)]
+    sides: list[tuple[str, str, dict[str, Any], bool]] = [
+        ("teacher", COLORS["teacher"], t, True),
+        ("student", COLORS["student"], s, True),
+    ]
     if "baseline" in report:
         sides.append(("twin", COLORS["twin"], report["baseline"], False))
     for form, entry in s.get("deploy", {}).items():
@@ -311,8 +354,15 @@ def bars_png(report: dict[str, Any]) -> bytes:
     _bar_panel(axes[0], f"{metric} x100", [(n, c, score(e)) for n, c, e, _ in sides], ".2f")
     _bar_panel(axes[1], "parameters (M)", [(n, c, _value(e, "params", 1e-6)) for n, c, e, _ in sides[:2]], ".1f")
     _bar_panel(axes[2], "size (MB)", [(n, c, _value(e, "size_bytes", 1e-6)) for n, c, e, sp in sides if sp], ".1f")
-    _bar_panel(axes[3], "latency, batch 1 (ms)", [(n, c, _value(e, "latency_ms_batch1")) for n, c, e, sp in sides if sp], ".2f")
-    _bar_panel(axes[4], "throughput, batch 32 (/s)", [(n, c, _value(e, "throughput_batch32")) for n, c, e, sp in sides if sp], ".0f")
+    _bar_panel(
+        axes[3], "latency, batch 1 (ms)", [(n, c, _value(e, "latency_ms_batch1")) for n, c, e, sp in sides if sp], ".2f"
+    )
+    _bar_panel(
+        axes[4],
+        "throughput, batch 32 (/s)",
+        [(n, c, _value(e, "throughput_batch32")) for n, c, e, sp in sides if sp],
+        ".0f",
+    )
     return _png(fig)
 
 
@@ -331,7 +381,10 @@ def generative_bars_png(report: dict[str, Any]) -> bytes:
     perplexity, next-token agreement with the teacher (the teacher's own: 100%, drawn when the students have one),
     parameters, greedy generation tokens/s at batch 1."""
     t, s = report["teacher"], report["student"]
-    sides = [("teacher", COLORS["teacher"], {**t, "agreement": 1.0} if "agreement" in s else t), ("student", COLORS["student"], s)]
+    sides = [
+        ("teacher", COLORS["teacher"], {**t, "agreement": 1.0} if "agreement" in s else t),
+        ("student", COLORS["student"], s),
+    ]
     if "baseline" in report:
         sides.append(("twin", COLORS["twin"], report["baseline"]))
     fig = _figure(14, 3.6)
@@ -347,8 +400,15 @@ def multitask_bars_png(report: dict[str, Any]) -> bytes:
     import numpy as np
 
     tasks = report["tasks"]
-    groups = [(f"{name}\n{t['metric']}", t.get("reference_score"), t["student"]["metrics"].get(t["metric"]),
-               t.get("baseline", {}).get("metrics", {}).get(t["metric"])) for name, t in tasks.items()]  # fmt: skip
+    groups = [
+        (
+            f"{name}\n{t['metric']}",
+            t.get("reference_score"),
+            t["student"]["metrics"].get(t["metric"]),
+            t.get("baseline", {}).get("metrics", {}).get(t["metric"]),
+        )
+        for name, t in tasks.items()
+    ]
     a = report.get("average", {})
     groups.append(("average", a.get("reference"), a.get("student"), a.get("baseline")))
     fig = _figure(14, 3.8)
@@ -361,8 +421,13 @@ def multitask_bars_png(report: dict[str, Any]) -> bytes:
         values = [g[col] for g in groups]
         if all(v is None for v in values):
             continue
-        rects = ax.bar(x + (j - (len(series) - 1) / 2) * width, [100 * v if v is not None else 0 for v in values], width,
-                       label=label, color=color)  # fmt: skip
+        rects = ax.bar(
+            x + (j - (len(series) - 1) / 2) * width,
+            [100 * v if v is not None else 0 for v in values],
+            width,
+            label=label,
+            color=color,
+        )
         ax.bar_label(rects, labels=["" if v is None else f"{100 * v:.1f}" for v in values], fontsize=7, padding=1)
     ax.set_xticks(x, [g[0] for g in groups], fontsize=8)
     ax.set_ylabel("score x100")
@@ -372,11 +437,25 @@ def multitask_bars_png(report: dict[str, Any]) -> bytes:
     ax.margins(y=0.12)
     t, s = report.get("teachers", {}), report["student"]
     speed = fig.add_subplot(grid[0, 3])
-    _bar_panel(speed, "latency, batch 1 (ms)", [("teacher", COLORS["teacher"], t.get("latency_ms_batch1")),
-                                               ("student", COLORS["student"], s.get("latency_ms_batch1"))], ".2f")  # fmt: skip
+    _bar_panel(
+        speed,
+        "latency, batch 1 (ms)",
+        [
+            ("teacher", COLORS["teacher"], t.get("latency_ms_batch1")),
+            ("student", COLORS["student"], s.get("latency_ms_batch1")),
+        ],
+        ".2f",
+    )
     size = fig.add_subplot(grid[0, 4])
-    _bar_panel(size, "parameters (M)", [("teachers", COLORS["teacher"], (t.get("params_total") or 0) / 1e6 or None),
-                                        ("student", COLORS["student"], (s.get("params") or 0) / 1e6 or None)], ".1f")  # fmt: skip
+    _bar_panel(
+        size,
+        "parameters (M)",
+        [
+            ("teachers", COLORS["teacher"], (t.get("params_total") or 0) / 1e6 or None),
+            ("student", COLORS["student"], (s.get("params") or 0) / 1e6 or None),
+        ],
+        ".1f",
+    )
     return _png(fig)
 
 
@@ -403,8 +482,15 @@ def confusion_png(title: str, labels: Sequence[str], matrix: Sequence[Sequence[i
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8 if n <= 10 else 6,
-                        color="white" if shares[i, j] > 0.55 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8 if n <= 10 else 6,
+                    color="white" if shares[i, j] > 0.55 else "black",
+                )
     return _png(fig)
 
 
@@ -447,7 +533,10 @@ def confusion_matrix(logits: Any, labels: Sequence[Any], names: Sequence[str]) -
 def _img(png: bytes, alt: str, ident: str, caption: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f'<figure id="{html.escape(ident)}"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">{cap}</figure>'
+    return (
+        f'<figure id="{html.escape(ident)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{html.escape(alt)}">{cap}</figure>'
+    )
 
 
 def _inline(text: str) -> str:
@@ -462,7 +551,9 @@ def _numeric(cell: str) -> bool:
 def html_table(rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if _numeric(c) else f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+        "<tr>"
+        + "".join(f'<td class="num">{html.escape(c)}</td>' if _numeric(c) else f"<td>{html.escape(c)}</td>" for c in r)
+        + "</tr>"
         for r in rows[1:]
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -502,13 +593,25 @@ def markdown_to_html(text: str) -> str:
 
 
 def _page(title: str, subtitle: str, body: list[str]) -> str:
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-        f"<h1>{html.escape(title)}</h1>", f'<p class="sub">{html.escape(subtitle)}</p>',
-        *body, "</body>", "</html>", "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{html.escape(title)}</h1>",
+            f'<p class="sub">{html.escape(subtitle)}</p>',
+            *body,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
 
 
 def _curves_section(run: Path, report: dict[str, Any]) -> list[str]:
@@ -524,38 +627,83 @@ def _curves_section(run: Path, report: dict[str, Any]) -> list[str]:
         side = report.get(model) if model in ("teacher", "student", "baseline") else None
         best = side.get("best_step") if isinstance(side, dict) else None
         title = MODEL_TITLES.get(model, model)
-        png = curves_png(title, train, evals, eval_keys(report, model, evals), best if isinstance(best, int) else None, eval_axis(report))
+        png = curves_png(
+            title,
+            train,
+            evals,
+            eval_keys(report, model, evals),
+            best if isinstance(best, int) else None,
+            eval_axis(report),
+        )
         terms = ", ".join(loss_terms(train)) or "none"
-        out.append(_img(png, f"training curves: {model}", f"curves-{model}",
-                        f"{title}: loss terms ({terms}) per logged step; eval metric on the dev set (dashed: the step kept)."))  # fmt: skip
+        out.append(
+            _img(
+                png,
+                f"training curves: {model}",
+                f"curves-{model}",
+                f"{title}: loss terms ({terms}) per logged step; eval metric on the dev set (dashed: the step kept).",
+            )
+        )
     return out
 
 
 def _confusion_section(report: dict[str, Any]) -> list[str]:
     out = ["<h2>Confusion matrix</h2>"]
     found = False
-    for side, name in (("teacher", "teacher"), ("student", "student (distilled)"), ("baseline", "student (no distillation)")):
+    for side, name in (
+        ("teacher", "teacher"),
+        ("student", "student (distilled)"),
+        ("baseline", "student (no distillation)"),
+    ):
         entry = report.get(side)
         conf = entry.get("confusion") if isinstance(entry, dict) else None
         if not conf:
             continue
         labels, matrix = conf.get("labels"), conf.get("matrix")
         n = len(labels) if isinstance(labels, list) else 0
-        if not n or not isinstance(matrix, list) or len(matrix) != n or any(not isinstance(r, list) or len(r) != n for r in matrix):
-            out.append(f'<p class="note">{html.escape(name)}: the confusion matrix in metrics.json is malformed; not drawn.</p>')
+        if (
+            not n
+            or not isinstance(matrix, list)
+            or len(matrix) != n
+            or any(not isinstance(r, list) or len(r) != n for r in matrix)
+        ):
+            out.append(
+                f'<p class="note">{html.escape(name)}: the confusion matrix in metrics.json is malformed; not '
+                f"drawn.</p>"
+            )
             continue
         found = True
         total = sum(sum(r) for r in matrix)
         validation = display_name(str(report.get("data", {}).get("validation", "the dev set")))
-        title = f"{name} on {validation} ({total} {'words' if report.get('data', {}).get('task_type') == 'token_classification' else 'examples'})"
-        out.append(_img(confusion_png(title, [str(x) for x in labels], matrix), f"confusion matrix: {side}", f"confusion-{side}",
-                        " ".join(filter(None, ["Rows: gold label; columns: predicted; colour: share of the row; numbers: counts.",
-                                               tick_names([str(x) for x in labels])[1]]))))  # fmt: skip
+        title = (
+            f"{name} on {validation} ({total} "
+            f"{'words' if report.get('data', {}).get('task_type') == 'token_classification' else 'examples'})"
+        )
+        out.append(
+            _img(
+                confusion_png(title, [str(x) for x in labels], matrix),
+                f"confusion matrix: {side}",
+                f"confusion-{side}",
+                " ".join(
+                    filter(
+                        None,
+                        [
+                            "Rows: gold label; columns: predicted; colour: share of the row; numbers: counts.",
+                            tick_names([str(x) for x in labels])[1],
+                        ],
+                    )
+                ),
+            )
+        )
     if not found:
         task = report.get("data", {}).get("task_type", "classification")
-        why = ("regression has no confusion matrix" if task == "regression" else
-               "multi-label runs have no confusion matrix" if task == "multi_label" else
-               "metrics.json holds no confusion matrix for this run")  # fmt: skip
+        why = (
+            "regression has no confusion matrix"
+            if task == "regression"
+            else "multi-label runs have no confusion matrix"
+            if task == "multi_label"
+            else "metrics.json holds no confusion matrix for this run"
+        )
         out.append(f'<p class="note">Not drawn: {why}.</p>')
     return out
 
@@ -574,15 +722,31 @@ def _bars_figure(report: dict[str, Any]) -> str:
     note = speed_note(report)  # the bars of latency and throughput are drawn; their ratio is not to be read off them
     busy = f" Latency and throughput: {note}." if note else ""
     if kind == "multitask":
-        return _img(multitask_bars_png(report), "bars: teacher vs student per task", "bars",
-                    "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs the one student." + busy)  # fmt: skip
+        return _img(
+            multitask_bars_png(report),
+            "bars: teacher vs student per task",
+            "bars",
+            "Dev score x100 per task; latency of one teacher vs the student; parameters of all teachers vs "
+            "the one student." + busy,
+        )
     if kind == "generative":
-        return _img(generative_bars_png(report), "bars: teacher vs student", "bars",
-                    "Perplexity of the validation completions (lower is better); agreement: how often the model's most probable "
-                    "next token is the teacher's; tokens/s: greedy generation at batch 1. The twin is the student trained "
-                    "without distillation.")  # fmt: skip
-    return _img(bars_png(report), "bars: teacher vs student", "bars",
-                "The twin (the student trained without distillation) has the student's architecture: same parameters, size and speed." + busy)  # fmt: skip
+        return _img(
+            generative_bars_png(report),
+            "bars: teacher vs student",
+            "bars",
+            "Perplexity of the validation completions (lower is better); agreement: how often the model's "
+            "most probable "
+            "next token is the teacher's; tokens/s: greedy generation at batch 1. The twin is the student "
+            "trained "
+            "without distillation.",
+        )
+    return _img(
+        bars_png(report),
+        "bars: teacher vs student",
+        "bars",
+        "The twin (the student trained without distillation) has the student's architecture: same "
+        "parameters, size and speed." + busy,
+    )
 
 
 def render_html(run_folder: str | os.PathLike) -> str:
@@ -595,8 +759,15 @@ def render_html(run_folder: str | os.PathLike) -> str:
     name = run.name.removesuffix(".partial")
     machine = report.get("machine", {})
     minutes = report.get("total_seconds")
-    subtitle = f"run {name}" + (f"; {minutes / 60:.1f} min" if isinstance(minutes, (int, float)) else "") + \
-        (f"; {machine.get('processor', '')}, {machine.get('torch_threads', '?')} threads, {machine.get('date', '')}" if machine else "")  # fmt: skip
+    subtitle = (
+        f"run {name}"
+        + (f"; {minutes / 60:.1f} min" if isinstance(minutes, (int, float)) else "")
+        + (
+            f"; {machine.get('processor', '')}, {machine.get('torch_threads', '?')} threads, {machine.get('date', '')}"
+            if machine
+            else ""
+        )
+    )
     body = [markdown_to_html(re.sub(r"\A# .*\n", "", markdown))]  # its title is the page's
     body += ["<h2>Teacher vs student</h2>", _bars_figure(report)]
     body += _curves_section(run, report)
@@ -647,7 +818,13 @@ def _generative_recipe(g: dict[str, Any]) -> list[str]:
 
 def _recipe(report: dict[str, Any]) -> str:
     s, k = report["student"], report.get("distill", {})
-    what = f"layers {s['layers']}" if "layers" in s else f"config {s['config_overrides']}" if "config_overrides" in s else str(s.get("recipe", "student"))
+    what = (
+        f"layers {s['layers']}"
+        if "layers" in s
+        else f"config {s['config_overrides']}"
+        if "config_overrides" in s
+        else str(s.get("recipe", "student"))
+    )
     if report.get("kind") == "multitask":
         return f"{what}, {len(report.get('tasks', {}))} tasks"
     if report.get("kind") == "generative":
@@ -689,30 +866,50 @@ def run_summary(run: str, report: dict[str, Any]) -> dict[str, Any]:
     if report.get("kind") == "multitask":
         a, t = report.get("average", {}), report.get("teachers", {})
         metric, score, retained = "average", a.get("student"), a.get("student_retained_pct")
-        teacher = {"name": f"{t.get('count', '?')} teachers", "score": a.get("reference"), "latency": t.get("latency_ms_batch1")}
+        teacher = {
+            "name": f"{t.get('count', '?')} teachers",
+            "score": a.get("reference"),
+            "latency": t.get("latency_ms_batch1"),
+        }
     elif generative:
         t = report["teacher"]
         metric, score, retained = "next-token agreement", s.get("agreement"), None
         latency, throughput = ms_per_token(s), s.get("tokens_per_second")
-        teacher = {"name": display_name(str(t.get("model", "teacher"))), "score": None if score is None else 1.0,
-                   "latency": ms_per_token(t)}  # fmt: skip
+        teacher = {
+            "name": display_name(str(t.get("model", "teacher"))),
+            "score": None if score is None else 1.0,
+            "latency": ms_per_token(t),
+        }
     else:
         t = report["teacher"]
         metric = report["metric"]
         score, retained = s["metrics"].get(metric), s.get("retained_pct")
-        teacher = {"name": display_name(str(t.get("model", "teacher"))), "score": t["metrics"].get(metric),
-                   "latency": t.get("latency_ms_batch1")}  # fmt: skip
+        teacher = {
+            "name": display_name(str(t.get("model", "teacher"))),
+            "score": t["metrics"].get(metric),
+            "latency": t.get("latency_ms_batch1"),
+        }
     machine = report.get("machine", {})
     return {
         "run": display_name(os.path.abspath(run)) if os.path.isabs(run) else os.path.normpath(run),
-        "recipe": _recipe(report), "metric": metric, "score": score, "retained": retained,
-        "params": s.get("params"), "size": s.get("size_bytes"), "latency": latency, "throughput": throughput,
-        "teacher": teacher, "twin": twin_summary(report, metric, latency, throughput), "generative": generative,
+        "recipe": _recipe(report),
+        "metric": metric,
+        "score": score,
+        "retained": retained,
+        "params": s.get("params"),
+        "size": s.get("size_bytes"),
+        "latency": latency,
+        "throughput": throughput,
+        "teacher": teacher,
+        "twin": twin_summary(report, metric, latency, throughput),
+        "generative": generative,
         "machine": f"{machine.get('processor', '?')}, {machine.get('torch_threads', '?')} threads",
-    }  # fmt: skip
+    }
 
 
-def twin_summary(report: dict[str, Any], metric: str, latency: float | None, throughput: float | None) -> dict[str, Any] | None:
+def twin_summary(
+    report: dict[str, Any], metric: str, latency: float | None, throughput: float | None
+) -> dict[str, Any] | None:
     """The run's twin (the student trained without distillation, ``report["baseline"]``): its score and retained
     share; it has the student's architecture, so the student's size and speed (a generative twin's own generation
     speed where it was timed). None when the run trained no twin."""
@@ -723,36 +920,73 @@ def twin_summary(report: dict[str, Any], metric: str, latency: float | None, thr
         a = report.get("average", {})
         if a.get("baseline") is None:
             return None
-        return {"score": a.get("baseline"), "retained": a.get("baseline_retained_pct"), "latency": latency, "throughput": throughput}
+        return {
+            "score": a.get("baseline"),
+            "retained": a.get("baseline_retained_pct"),
+            "latency": latency,
+            "throughput": throughput,
+        }
     if report.get("kind") == "generative":
         own = ms_per_token(b)
-        return {"score": b.get("agreement"), "retained": None, "latency": own if own is not None else latency,
-                "throughput": b.get("tokens_per_second", throughput)}  # fmt: skip
-    return {"score": b.get("metrics", {}).get(metric), "retained": b.get("retained_pct"), "latency": latency, "throughput": throughput}
+        return {
+            "score": b.get("agreement"),
+            "retained": None,
+            "latency": own if own is not None else latency,
+            "throughput": b.get("tokens_per_second", throughput),
+        }
+    return {
+        "score": b.get("metrics", {}).get(metric),
+        "retained": b.get("retained_pct"),
+        "latency": latency,
+        "throughput": throughput,
+    }
 
 
 def pareto(summaries: list[dict[str, Any]]) -> set[int]:
     """The students no other beats on both the score (higher) and the latency (lower): the ones worth shipping."""
     ok = [i for i, r in enumerate(summaries) if r["score"] is not None and r["latency"] is not None]
-    return {i for i in ok if not any(
-        summaries[j]["score"] >= summaries[i]["score"] and summaries[j]["latency"] <= summaries[i]["latency"]
-        and (summaries[j]["score"], summaries[j]["latency"]) != (summaries[i]["score"], summaries[i]["latency"]) for j in ok)}  # fmt: skip
+    return {
+        i
+        for i in ok
+        if not any(
+            summaries[j]["score"] >= summaries[i]["score"]
+            and summaries[j]["latency"] <= summaries[i]["latency"]
+            and (summaries[j]["score"], summaries[j]["latency"]) != (summaries[i]["score"], summaries[i]["latency"])
+            for j in ok
+        )
+    }
 
 
 def compare_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
     metrics = {r["metric"] for r in summaries}
     same = len(metrics) == 1
     front = pareto(summaries) if same else set()
-    head = ["run", "student recipe", next(iter(metrics)) if same else "metric", "% of teacher", "params (M)", "size (MB)",
-            "latency b1 (ms)", "throughput b32 (/s)"] + (["Pareto-optimal"] if same else [])  # fmt: skip
+    head = [
+        "run",
+        "student recipe",
+        next(iter(metrics)) if same else "metric",
+        "% of teacher",
+        "params (M)",
+        "size (MB)",
+        "latency b1 (ms)",
+        "throughput b32 (/s)",
+    ] + (["Pareto-optimal"] if same else [])
 
     def num(x: Any, fmt: str, scale: float = 1.0) -> str:
         return "-" if not isinstance(x, (int, float)) else format(x * scale, fmt)
 
     def row(run: str, recipe: str, r: dict[str, Any], metric: str, optimal: str) -> list[str]:
         score = num(r["score"], ".2f", 100)
-        return [run, recipe, score if same else f"{metric} {score}", num(r["retained"], ".1f"), num(r.get("params"), ".1f", 1e-6),
-                num(r.get("size"), ".1f", 1e-6), num(r["latency"], ".2f"), num(r["throughput"], ".0f")] + ([optimal] if same else [])  # fmt: skip
+        return [
+            run,
+            recipe,
+            score if same else f"{metric} {score}",
+            num(r["retained"], ".1f"),
+            num(r.get("params"), ".1f", 1e-6),
+            num(r.get("size"), ".1f", 1e-6),
+            num(r["latency"], ".2f"),
+            num(r["throughput"], ".0f"),
+        ] + ([optimal] if same else [])
 
     rows = [head]
     for i, r in enumerate(summaries):
@@ -774,10 +1008,19 @@ def short_names(runs: Sequence[str]) -> list[str]:
 
 # Where a point's label may go, in points from the point: right, left, above, below, then further out (with a leader
 # line from the label to its point).
-_OFFSETS = [(6, 3, "left", "bottom"), (6, -3, "left", "top"), (-6, 3, "right", "bottom"), (-6, -3, "right", "top"),
-            (0, 8, "center", "bottom"), (0, -8, "center", "top")] + [
-            (sx * dx, sy * dy, "left" if sx > 0 else "right", "bottom" if sy > 0 else "top")
-            for dx, dy in ((16, 18), (28, 30), (40, 8), (44, 42), (60, 20), (30, 60)) for sy in (1, -1) for sx in (1, -1)]  # fmt: skip
+_OFFSETS = [
+    (6, 3, "left", "bottom"),
+    (6, -3, "left", "top"),
+    (-6, 3, "right", "bottom"),
+    (-6, -3, "right", "top"),
+    (0, 8, "center", "bottom"),
+    (0, -8, "center", "top"),
+] + [
+    (sx * dx, sy * dy, "left" if sx > 0 else "right", "bottom" if sy > 0 else "top")
+    for dx, dy in ((16, 18), (28, 30), (40, 8), (44, 42), (60, 20), (30, 60))
+    for sy in (1, -1)
+    for sx in (1, -1)
+]
 _LEADER = 6  # offsets from this index on get a leader line
 
 
@@ -804,8 +1047,22 @@ def _label_points(fig: Any, ax: Any, labels: list[tuple[float, float, str, Any]]
     for x, y, text, color in labels:
         best = None
         for k, (dx, dy, ha, va) in enumerate(_OFFSETS):
-            leader = {"arrowprops": {"arrowstyle": "-", "color": "#aaa", "linewidth": 0.6, "shrinkA": 1, "shrinkB": 4}} if k >= _LEADER else {}
-            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=8, color=color, **leader)
+            leader = (
+                {"arrowprops": {"arrowstyle": "-", "color": "#aaa", "linewidth": 0.6, "shrinkA": 1, "shrinkB": 4}}
+                if k >= _LEADER
+                else {}
+            )
+            note = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=8,
+                color=color,
+                **leader,
+            )
             e = note.get_window_extent(renderer)
             box = (e.x0 - 1, e.y0 - 1, e.x1 + 1, e.y1 + 1)
             cost = overlap(box)
@@ -856,14 +1113,34 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
 
             color = colormaps["tab20"](int(color[6:]))
         if r["score"] is not None and r["latency"] is not None:
-            ax.scatter([r["latency"]], [100 * r["score"]], s=60, color=color, zorder=3, edgecolor="white", linewidth=0.5)
+            ax.scatter(
+                [r["latency"]], [100 * r["score"]], s=60, color=color, zorder=3, edgecolor="white", linewidth=0.5
+            )
             labels.append((r["latency"], 100 * r["score"], names[i], _darker(color)))
         w = r.get("twin") or {}
-        if w.get("score") is not None and w.get("latency") is not None:  # the twin: a hollow triangle in the run's colour
+        if (
+            w.get("score") is not None and w.get("latency") is not None
+        ):  # the twin: a hollow triangle in the run's colour
             twins = True
-            ax.scatter([w["latency"]], [100 * w["score"]], s=55, marker="v", facecolor="white", edgecolor=color, linewidth=1.5, zorder=3)
+            ax.scatter(
+                [w["latency"]],
+                [100 * w["score"]],
+                s=55,
+                marker="v",
+                facecolor="white",
+                edgecolor=color,
+                linewidth=1.5,
+                zorder=3,
+            )
             if r["score"] is not None and r["latency"] is not None:  # what distillation bought: student to twin, dotted
-                ax.plot([r["latency"], w["latency"]], [100 * r["score"], 100 * w["score"]], linestyle=":", color=color, linewidth=1, zorder=2)
+                ax.plot(
+                    [r["latency"], w["latency"]],
+                    [100 * r["score"], 100 * w["score"]],
+                    linestyle=":",
+                    color=color,
+                    linewidth=1,
+                    zorder=2,
+                )
             labels.append((w["latency"], 100 * w["score"], f"{names[i]}: twin", _darker(color)))
         t = r["teacher"]
         if t["score"] is not None and t["latency"] is not None:  # the same teacher, measured again in each run
@@ -873,7 +1150,9 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
         runs, latencies = [m[0] for m in measured], [m[1] for m in measured]
         mid = statistics.median(latencies)
         spread = [[mid - min(latencies)], [max(latencies) - mid]] if len(latencies) > 1 else None
-        ax.errorbar([mid], [100 * score], xerr=spread, fmt="s", markersize=8, color="#555", ecolor="#aaa", capsize=3, zorder=3)
+        ax.errorbar(
+            [mid], [100 * score], xerr=spread, fmt="s", markersize=8, color="#555", ecolor="#aaa", capsize=3, zorder=3
+        )
         who = ", ".join(runs) if len(runs) <= 3 else f"{', '.join(runs[:2])} and {len(runs) - 2} more runs"
         labels.append((mid, 100 * score, f"{who}: teacher ({name})", "#555"))
         xs += latencies
@@ -882,14 +1161,26 @@ def scatter_png(summaries: list[dict[str, Any]]) -> bytes:
         front = sorted((summaries[i]["latency"], 100 * summaries[i]["score"]) for i in pareto(summaries))
         if len(front) > 1:
             fx, fy = zip(*front)
-            ax.plot(fx, fy, linestyle="--", color="#999", linewidth=1, zorder=2, label="Pareto front: no student both faster and better")
+            ax.plot(
+                fx,
+                fy,
+                linestyle="--",
+                color="#999",
+                linewidth=1,
+                zorder=2,
+                label="Pareto front: no student both faster and better",
+            )
             ax.legend(fontsize=8, loc="lower right")
     if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
     ax.set_xlabel(LATENCY_AXIS[frozenset(r["generative"] for r in summaries)])
     ax.set_ylabel(f"{' / '.join(metrics)} x100 (dev)")
-    ax.set_title(f"students (circles){', their twins without distillation (triangles)' if twins else ''} and teachers (squares): "
-                 "up and to the left is better", fontsize=11)  # fmt: skip
+    ax.set_title(
+        f"students (circles){', their twins without distillation (triangles)' if twins else ''} and "
+        f"teachers (squares): "
+        "up and to the left is better",
+        fontsize=11,
+    )
     ax.grid(alpha=0.3)
     ax.margins(x=0.25, y=0.12)
     _label_points(fig, ax, labels)
@@ -906,25 +1197,45 @@ def compare_runs(runs: Sequence[str]) -> tuple[str, str]:
     body = [html_table(rows)]
     notes = []
     if len({r["metric"] for r in summaries}) > 1:
-        notes.append("The runs use different metrics: scores are not comparable across them, and no Pareto front is drawn.")
+        notes.append(
+            "The runs use different metrics: scores are not comparable across them, and no Pareto front is drawn."
+        )
     machines = sorted({r["machine"] for r in summaries})
     if len(machines) > 1:
-        notes.append(f"Latencies were measured on different machines or thread counts ({'; '.join(machines)}): compare them with care.")
+        notes.append(
+            f"Latencies were measured on different machines or thread counts ({'; '.join(machines)}): "
+            f"compare them with care."
+        )
     elif not all(r["generative"] for r in summaries):
         notes.append(f"Latency: median of single-example forward passes on {machines[0]}, tokenization excluded.")
     if any(r["generative"] for r in summaries):
-        notes.append("Generative runs: the score is the student's next-token agreement with the teacher (the teacher's own is "
-                     "100%); latency: ms per generated token and throughput: tokens/s, both of greedy generation at batch 1 "
-                     f"(median of the passes{'' if len(machines) > 1 else ' on ' + machines[0]}).")  # fmt: skip
+        notes.append(
+            "Generative runs: the score is the student's next-token agreement with the teacher (the "
+            "teacher's own is "
+            "100%); latency: ms per generated token and throughput: tokens/s, both of greedy generation at "
+            "batch 1 "
+            f"(median of the passes{'' if len(machines) > 1 else ' on ' + machines[0]})."
+        )
     if any(r.get("twin") for r in summaries):
-        notes.append("Twin rows: the run's student architecture trained on the labels alone, without distillation: what "
-                     "distillation added is the gap to the row above. The Pareto front is drawn over the distilled students.")  # fmt: skip
+        notes.append(
+            "Twin rows: the run's student architecture trained on the labels alone, without distillation: "
+            "what "
+            "distillation added is the gap to the row above. The Pareto front is drawn over the distilled "
+            "students."
+        )
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     body.append("<h2>Metric against latency</h2>")
-    body.append(_img(scatter_png(summaries), "scatter: student metric against latency", "scatter",
-                     "Each run's student (circle, labelled by run), its twin trained without distillation (hollow triangle, "
-                     "dotted to its student) and its teacher (square, labelled by the runs it taught); "
-                     "Pareto-optimal students: no other is both faster and better."))  # fmt: skip
+    body.append(
+        _img(
+            scatter_png(summaries),
+            "scatter: student metric against latency",
+            "scatter",
+            "Each run's student (circle, labelled by run), its twin trained without distillation (hollow "
+            "triangle, "
+            "dotted to its student) and its teacher (square, labelled by the runs it taught); "
+            "Pareto-optimal students: no other is both faster and better.",
+        )
+    )
     page = _page("Run comparison", f"{len(summaries)} runs", body)
     return page, table
 

@@ -56,7 +56,9 @@ class TopKTargets:
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        return torch.from_numpy(self.indices[a:b].astype(np.int64)), torch.from_numpy(self.logprobs[a:b].astype(np.float32))
+        return torch.from_numpy(self.indices[a:b].astype(np.int64)), torch.from_numpy(
+            self.logprobs[a:b].astype(np.float32)
+        )
 
     @property
     def tokens(self) -> int:
@@ -88,7 +90,9 @@ class TopKCollator(Collator):
         for row, (idx, lp) in enumerate(targets):
             where = mask[row].nonzero().squeeze(-1)
             if where.numel() != idx.shape[0]:
-                raise ValueError(f"cached teacher targets: {idx.shape[0]} rows for an example of {where.numel()} completion tokens")
+                raise ValueError(
+                    f"cached teacher targets: {idx.shape[0]} rows for an example of {where.numel()} completion tokens"
+                )
             indices[row, where], logprobs[row, where] = idx, lp
         batch["teacher_topk"] = (indices, logprobs)
         return batch
@@ -96,7 +100,13 @@ class TopKCollator(Collator):
 
 @torch.no_grad()
 def compute_topk_targets(
-    teacher: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, k: int, temperature: float, chunk_size: int
+    teacher: nn.Module,
+    dataset: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    k: int,
+    temperature: float,
+    chunk_size: int,
 ) -> TopKTargets:
     """The teacher's top-k log-probabilities (temperature ``temperature``) on every completion token of ``dataset``,
     its LM head applied ``chunk_size`` positions at a time (no ``[B, L, V]`` logits)."""
@@ -124,7 +134,11 @@ def compute_topk_targets(
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     empty = np.zeros((0, k))
-    return TopKTargets(np.concatenate(indices or [empty.astype(itype)]), np.concatenate(logprobs or [empty.astype(VALUE_DTYPE)]), offsets)
+    return TopKTargets(
+        np.concatenate(indices or [empty.astype(itype)]),
+        np.concatenate(logprobs or [empty.astype(VALUE_DTYPE)]),
+        offsets,
+    )
 
 
 def fingerprint_labels(dataset: DistillDataset) -> str:
@@ -160,18 +174,37 @@ def cached_topk_targets(
     status = "hit"
     if arrays is None:
         computed = compute_topk_targets(teacher, dataset, collator, batch_size, cfg.top_k, temperature, chunk_size)
-        manifest = {**expect, "temperature": temperature, "tokens": computed.tokens, "teacher": name, "teacher_fingerprint": teacher_fp}
-        cache.store_arrays(key, {"indices": computed.indices, "logprobs": computed.logprobs, "offsets": computed.offsets}, manifest)
+        manifest = {
+            **expect,
+            "temperature": temperature,
+            "tokens": computed.tokens,
+            "teacher": name,
+            "teacher_fingerprint": teacher_fp,
+        }
+        cache.store_arrays(
+            key, {"indices": computed.indices, "logprobs": computed.logprobs, "offsets": computed.offsets}, manifest
+        )
         arrays = cache.load_arrays(key, expect, names)  # what later runs read
         if arrays is None:
-            raise TextDistillError(f"generative.teacher_cache.dir: the entry {cache.root / key} could not be read back once written")
+            raise TextDistillError(
+                f"generative.teacher_cache.dir: the entry {cache.root / key} could not be read back once written"
+            )
         status = "rebuilt" if existed else "miss"
     targets = TopKTargets(arrays["indices"], arrays["logprobs"], arrays["offsets"])
     entry = cache.root / key
     stored = sum(f.stat().st_size for f in entry.glob("*.npy"))
-    info = {"status": status, "seconds": time.perf_counter() - started, "path": str(entry), "top_k": targets.k,
-            "tokens": targets.tokens, "bytes_per_token": targets.bytes_per_token,
-            "stored_bytes_per_token": stored / max(targets.tokens, 1)}  # fmt: skip
-    print(f"teacher top-{targets.k} targets: cache {status} ({entry}, {targets.tokens:,} tokens, "
-          f"{targets.bytes_per_token} bytes/token, {info['seconds']:.1f} s)", file=sys.stderr)  # fmt: skip
+    info = {
+        "status": status,
+        "seconds": time.perf_counter() - started,
+        "path": str(entry),
+        "top_k": targets.k,
+        "tokens": targets.tokens,
+        "bytes_per_token": targets.bytes_per_token,
+        "stored_bytes_per_token": stored / max(targets.tokens, 1),
+    }
+    print(
+        f"teacher top-{targets.k} targets: cache {status} ({entry}, {targets.tokens:,} tokens, "
+        f"{targets.bytes_per_token} bytes/token, {info['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
     return targets, info

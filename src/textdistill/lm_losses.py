@@ -173,7 +173,9 @@ def token_divergence(
     try:
         fn = TOKEN_DIVERGENCES[name]
     except KeyError:
-        raise ValueError(f"unknown token divergence {name!r}; expected one of: {', '.join(TOKEN_DIVERGENCES)}") from None
+        raise ValueError(
+            f"unknown token divergence {name!r}; expected one of: {', '.join(TOKEN_DIVERGENCES)}"
+        ) from None
     return fn(student_logits, teacher_logits, temperature, **kwargs)
 
 
@@ -311,8 +313,9 @@ def _chunk_loss_sum(
     """Sum of the divergence over the flattened positions ``rows`` (recomputed in the backward pass)."""
     s = F.linear(student_hidden.index_select(0, rows), student_weight, student_bias)
     if topk_indices is not None and topk_logprobs is not None:
-        return forward_kl_topk(s, topk_indices.index_select(0, rows), topk_logprobs.index_select(0, rows),
-                               temperature).sum()  # fmt: skip
+        return forward_kl_topk(
+            s, topk_indices.index_select(0, rows), topk_logprobs.index_select(0, rows), temperature
+        ).sum()
     if teacher_logits is not None:
         t = teacher_logits.index_select(0, rows)
     else:
@@ -393,11 +396,24 @@ def chunked_token_loss(
         return _upcast(student_weight).sum() * 0.0
     total = sum(
         checkpoint(
-            _chunk_loss_sum, rows[start : start + chunk_size], hs, student_weight, student_bias, ht, teacher_weight,
-            teacher_bias, tl, ti, tp, divergence, temperature, dict(divergence_kwargs), use_reentrant=False,
+            _chunk_loss_sum,
+            rows[start : start + chunk_size],
+            hs,
+            student_weight,
+            student_bias,
+            ht,
+            teacher_weight,
+            teacher_bias,
+            tl,
+            ti,
+            tp,
+            divergence,
+            temperature,
+            dict(divergence_kwargs),
+            use_reentrant=False,
         )
         for start in range(0, rows.numel(), chunk_size)
-    )  # fmt: skip
+    )
     assert isinstance(total, torch.Tensor)
     if reduction == "sum":
         return total

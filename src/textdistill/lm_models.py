@@ -45,16 +45,19 @@ def load_causal_lm(name: str, role: str) -> tuple[nn.Module, Any]:
     """An ``AutoModelForCausalLM`` (float32) and its tokenizer from a folder, hub id or catalogue name."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-
     path = resolve_model_path(name, role)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=loading_kwargs(path, role)["trust_remote_code"])
         if dequantised_gguf(config, path):  # its quantizer would refuse to save the student
             del config.quantization_config
         with _quiet_loading(errors_only=False):
-            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **loading_kwargs(path, role))
+            model = AutoModelForCausalLM.from_pretrained(
+                path, config=config, dtype=torch.float32, **loading_kwargs(path, role)
+            )
     except (OSError, ValueError, KeyError) as exc:
-        raise TextDistillError(f"{role}: cannot load {name} as a causal language model: {str(exc).splitlines()[0]}") from None
+        raise TextDistillError(
+            f"{role}: cannot load {name} as a causal language model: {str(exc).splitlines()[0]}"
+        ) from None
     return model, load_tokenizer(path, role)
 
 
@@ -77,10 +80,11 @@ def causal_student_from_config(teacher: nn.Module, changes: dict[str, Any]) -> n
     head) start as the teacher's."""
     from transformers import AutoModelForCausalLM
 
-
     if "vocab_size" in changes:
-        raise TextDistillError("student.config_overrides.vocab_size: the vocabulary is the teacher's tokenizer's; a "
-                               "student with another vocabulary needs its own tokenizer (student.model)")  # fmt: skip
+        raise TextDistillError(
+            "student.config_overrides.vocab_size: the vocabulary is the teacher's tokenizer's; a "
+            "student with another vocabulary needs its own tokenizer (student.model)"
+        )
     config = changed_config(teacher.config, changes)
     try:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -92,17 +96,26 @@ def causal_student_from_config(teacher: nn.Module, changes: dict[str, Any]) -> n
     return model.train()
 
 
-def build_causal_student(cfg: GenerativeStudentConfig, teacher: nn.Module, teacher_tokenizer: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
+def build_causal_student(
+    cfg: GenerativeStudentConfig, teacher: nn.Module, teacher_tokenizer: Any
+) -> tuple[nn.Module, Any, dict[str, Any]]:
     """The student of ``cfg`` (kept teacher layers, the teacher's config changed, or a checkpoint); returns
     (model, tokenizer, recipe)."""
     if cfg.model is not None:
         model, tokenizer = load_causal_lm(cfg.model, "student.model")
         return model.train(), tokenizer, {"recipe": "checkpoint", "model": cfg.model}
     if cfg.config_overrides is not None:
-        return (causal_student_from_config(teacher, cfg.config_overrides), teacher_tokenizer,
-                {"recipe": "random init", "config_overrides": cfg.config_overrides})  # fmt: skip
+        return (
+            causal_student_from_config(teacher, cfg.config_overrides),
+            teacher_tokenizer,
+            {"recipe": "random init", "config_overrides": cfg.config_overrides},
+        )
     layers = cfg.layers or spread_layers(teacher.config.num_hidden_layers, cfg.num_layers or 0)
-    return causal_student_from_teacher(teacher, layers), teacher_tokenizer, {"recipe": "teacher layers", "layers": layers}
+    return (
+        causal_student_from_teacher(teacher, layers),
+        teacher_tokenizer,
+        {"recipe": "teacher layers", "layers": layers},
+    )
 
 
 def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -116,8 +129,13 @@ def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 def final_hidden(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """The last hidden states ``[B, L, H]`` (after the final norm: what the LM head reads), through the model's own
     forward (so DDP and autocast see it), with the logits of the last position only (``logits_to_keep=1``)."""
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True,
-                logits_to_keep=1, use_cache=False)  # fmt: skip
+    out = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        output_hidden_states=True,
+        logits_to_keep=1,
+        use_cache=False,
+    )
     return out.hidden_states[-1]
 
 
@@ -127,18 +145,29 @@ def check_lm_head(model: nn.Module, inputs: dict[str, torch.Tensor], role: str) 
     so with logit soft-capping or scaling, or a model whose last hidden state is not the head's input)."""
     was = model.training
     model.eval()
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True,
-                logits_to_keep=1, use_cache=False)  # fmt: skip
+    out = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        output_hidden_states=True,
+        logits_to_keep=1,
+        use_cache=False,
+    )
     model.train(was)
     weight, bias = output_head(model)
     mine = F.linear(out.hidden_states[-1][:, -1], weight, bias).float()
     theirs = out.logits[:, -1].float()
     if not torch.allclose(mine, theirs, rtol=1e-3, atol=1e-3 * (1.0 + float(theirs.abs().max()))):
-        raise TextDistillError(f"{role}: the logits of {type(model).__name__} are not its last hidden state times its LM head "
-                               "(logit soft-capping or scaling?); token-level losses computed by chunks do not cover it")  # fmt: skip
+        raise TextDistillError(
+            f"{role}: the logits of {type(model).__name__} are not its last hidden state times "
+            f"its LM head "
+            "(logit soft-capping or scaling?); token-level losses computed by chunks do not "
+            "cover it"
+        )
 
 
-def vocabulary_mismatch(teacher: nn.Module, teacher_tokenizer: Any, student: nn.Module, student_tokenizer: Any) -> str | None:
+def vocabulary_mismatch(
+    teacher: nn.Module, teacher_tokenizer: Any, student: nn.Module, student_tokenizer: Any
+) -> str | None:
     """None when token-level losses apply (the same token -> id map and the same number of logits); else why not."""
     t_rows, s_rows = output_head(teacher)[0].shape[0], output_head(student)[0].shape[0]
     if teacher_tokenizer is not student_tokenizer and teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():

@@ -35,7 +35,10 @@ def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tens
 
 
 def kd_kl_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over (masked) positions."""
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -73,7 +76,10 @@ def logits_mse_loss(
 
 
 def logits_mse_at(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`logits_mse_loss` in the soft-target signature (raw logits: ``temperature`` does not apply)."""
     return logits_mse_loss(student_logits, teacher_logits, mask)
@@ -91,7 +97,10 @@ def label_mask(labels: torch.Tensor) -> torch.Tensor | None:
 
 
 def binary_kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-label KD: ``T^2 * KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T)))`` per label, mean over labels
     and (masked) examples. Written with log-sigmoids, so it stays finite for any logits."""
@@ -101,7 +110,9 @@ def binary_kd_loss(
     return temperature**2 * _masked_mean(kl.mean(dim=-1), mask)
 
 
-def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def hard_label_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The task's own loss with gold labels: cross-entropy with class ids, averaged over (masked) positions (token
     labels ``[B, L]`` mask :data:`IGNORE_INDEX` themselves); multi-hot labels shaped like the logits: binary
     cross-entropy per label (multi-label); floating-point scores ``[B]`` (regression, logits ``[B, 1]``): MSE."""
@@ -112,8 +123,9 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: to
         return F.mse_loss(student_logits.float().reshape(labels.shape), labels.float())
     if mask is None:
         mask = label_mask(labels)
-    ce = F.cross_entropy(student_logits.float().flatten(0, -2), labels.flatten(), reduction="none",
-                         ignore_index=IGNORE_INDEX).view(labels.shape)  # fmt: skip
+    ce = F.cross_entropy(
+        student_logits.float().flatten(0, -2), labels.flatten(), reduction="none", ignore_index=IGNORE_INDEX
+    ).view(labels.shape)
     return _masked_mean(ce, mask)
 
 
@@ -179,12 +191,16 @@ def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.
 def pkd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`patient_loss` on the first position of hidden states ``[B, L, D]`` (or on ``[B, D]`` as they are); the
     feature-loss signature (``mask`` unused: one vector per example)."""
-    return patient_loss(student[:, 0] if student.dim() == 3 else student, teacher[:, 0] if teacher.dim() == 3 else teacher)
+    return patient_loss(
+        student[:, 0] if student.dim() == 3 else student, teacher[:, 0] if teacher.dim() == 3 else teacher
+    )
 
 
 def _row_kl(target: torch.Tensor, log_pred: torch.Tensor) -> torch.Tensor:
     """KL(target || pred) along the last dim for probability rows; zero-probability entries contribute 0."""
-    return torch.where(target > 0, target * (target.clamp_min(1e-12).log() - log_pred), torch.zeros_like(target)).sum(-1)
+    return torch.where(target > 0, target * (target.clamp_min(1e-12).log() - log_pred), torch.zeros_like(target)).sum(
+        -1
+    )
 
 
 def _query_mask(mask: torch.Tensor | None, heads: int) -> torch.Tensor | None:

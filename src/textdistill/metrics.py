@@ -23,7 +23,12 @@ def _model_inputs(features: dict[str, torch.Tensor], device: torch.device) -> di
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, dataset: DistillDataset, collator: Collator, batch_size: int, side: str = "student", desc: str | None = None
+    model: nn.Module,
+    dataset: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    side: str = "student",
+    desc: str | None = None,
 ) -> torch.Tensor:
     """Logits ``[N, C]`` in dataset order (a token classifier's: ``[N, L, C]``, zero-padded to the longest example).
     ``side="teacher"`` feeds the teacher's features when they differ. With ``desc``, progress (and an ETA) is
@@ -36,7 +41,9 @@ def predict_logits(
     feats = dataset.teacher if key == "teacher" else dataset.student
     assert feats is not None
     order = sorted(range(len(dataset)), key=lambda i: len(feats[i]["input_ids"]))
-    pad_id = collator.teacher_pad_id if key == "teacher" and collator.teacher_pad_id is not None else collator.student_pad_id
+    pad_id = (
+        collator.teacher_pad_id if key == "teacher" and collator.teacher_pad_id is not None else collator.student_pad_id
+    )
     out: list[torch.Tensor] = []
     starts = range(0, len(order), batch_size)
     # only logits are read: a sequence classifier's last layer runs for its first token alone (textdistill.first_token)
@@ -88,7 +95,12 @@ def regression_metrics(predictions: torch.Tensor, targets: torch.Tensor) -> dict
     constant = len(p) < 2 or p.min() == p.max() or t.min() == t.max()
     pearson = 0.0 if constant else float(pearsonr(p, t).statistic)
     spearman = 0.0 if constant else float(spearmanr(p, t).statistic)
-    return {"pearson": pearson, "spearman": spearman, "corr": (pearson + spearman) / 2, "mse": float(((p - t) ** 2).mean())}
+    return {
+        "pearson": pearson,
+        "spearman": spearman,
+        "corr": (pearson + spearman) / 2,
+        "mse": float(((p - t) ** 2).mean()),
+    }
 
 
 def matthews_corrcoef(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -162,8 +174,12 @@ def token_metrics(
         pred_tags.append([names[t] for t in pred] + ["O"] * len(tail))
     scores = entity_scores(gold_tags, pred_tags)
     overall = scores.pop("overall")
-    out = {"entity_f1": overall["f1"], "entity_precision": overall["precision"], "entity_recall": overall["recall"],
-           "token_accuracy": correct / total if total else 0.0}  # fmt: skip
+    out = {
+        "entity_f1": overall["f1"],
+        "entity_precision": overall["precision"],
+        "entity_recall": overall["recall"],
+        "token_accuracy": correct / total if total else 0.0,
+    }
     out.update({f"f1_{kind}": s["f1"] for kind, s in scores.items()})
     return out
 
@@ -248,7 +264,9 @@ SPEED_ROUNDS = 3  # each model's speed is timed this many times, the models taki
 SPREAD_LIMIT_PCT = 25.0
 
 
-def in_turns(timers: dict[str, Callable[[], dict[str, float]]], rounds: int = SPEED_ROUNDS) -> dict[str, list[dict[str, float]]]:
+def in_turns(
+    timers: dict[str, Callable[[], dict[str, float]]], rounds: int = SPEED_ROUNDS
+) -> dict[str, list[dict[str, float]]]:
     """Each of ``timers`` called once per round, the rounds in a rotated order (the first round in the given
     order, the next from the second timer on, and so on: none always runs right after the same one, say an ONNX
     Runtime session whose threads keep spinning a moment after a call). Returns each timer's results, one per
@@ -292,7 +310,9 @@ def measure_speeds(
     model's figures are the medians of its rounds, with their spread (:func:`summarize_rounds`); compare two with
     :func:`speedups`."""
     timers = {
-        name: (lambda m=model, f=feats, p=pad: measure_speed(m, f, p, repeats=repeats, batch_size=batch_size, clock=clock))
+        name: (
+            lambda m=model, f=feats, p=pad: measure_speed(m, f, p, repeats=repeats, batch_size=batch_size, clock=clock)
+        )
         for name, (model, feats, pad) in models.items()
     }
     return {name: summarize_rounds(runs) for name, runs in in_turns(timers, rounds).items()}
@@ -316,7 +336,12 @@ def speedups(teacher: dict[str, Any], student: dict[str, Any], batch_size: int =
         b1, bn = statistics.median(r1), statistics.median(rn)
         spreads = [spread_pct(r1), spread_pct(rn)]
     else:  # a report made before paired rounds: each model's own spread
-        spreads = [e[k] for e in (teacher, student) for k in (f"{latency}_spread_pct", f"{throughput}_spread_pct") if e.get(k) is not None]
+        spreads = [
+            e[k]
+            for e in (teacher, student)
+            for k in (f"{latency}_spread_pct", f"{throughput}_spread_pct")
+            if e.get(k) is not None
+        ]
     widest = max(spreads) if spreads else None
     return {
         "speedup_batch1": b1,

@@ -6,10 +6,10 @@ A model is named by a local folder, a hub id, or a catalogue name of a model tha
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import json
 import os
-import contextvars
 import pickle
 import warnings
 import weakref
@@ -72,9 +72,13 @@ def loading_kwargs(path: str, role: str) -> dict[str, Any]:
         if folder.is_dir():
             files = [f.name for f in folder.iterdir()]
             if not any(f.endswith(".safetensors") for f in files) and any(f.endswith(PICKLED) for f in files):
-                raise TextDistillError(f"{role}: {path} holds pickled weights only ({', '.join(sorted(f for f in files if f.endswith(PICKLED)))}); "
-                                       "set loading.allow_pickle: true (textdistill predict: --allow-pickle) to read them (tensors only, weights_only=True), or "
-                                       "convert them to safetensors")  # fmt: skip
+                raise TextDistillError(
+                    f"{role}: {path} holds pickled weights only "
+                    f"({', '.join(sorted(f for f in files if f.endswith(PICKLED)))}); "
+                    "set loading.allow_pickle: true (textdistill predict: --allow-pickle) to read "
+                    "them (tensors only, weights_only=True), or "
+                    "convert them to safetensors"
+                )
         kwargs["use_safetensors"] = True
     check_weight_files(path, role)
     return kwargs
@@ -144,7 +148,9 @@ def check_weight_files(path: str, role: str) -> None:
         for shard in shards:
             file = folder / shard
             if not file.is_file():
-                raise TextDistillError(f"{role}: {file} is missing ({SAFETENSORS_INDEX} lists it); copy or download the model again")
+                raise TextDistillError(
+                    f"{role}: {file} is missing ({SAFETENSORS_INDEX} lists it); copy or download the model again"
+                )
             check_safetensors(file, role)
     elif (folder / "model.safetensors").exists():
         check_safetensors(folder / "model.safetensors", role)
@@ -153,8 +159,15 @@ def check_weight_files(path: str, role: str) -> None:
 # One of these lets AutoTokenizer read a folder's vocabulary: a fast tokenizer's tokenizer.json, a WordPiece
 # vocab.txt, a BPE vocab.json, a sentencepiece model; or tokenizer_config.json (byte-level tokenizers such as ByT5
 # need no vocabulary file; one that does is caught after loading).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")  # fmt: skip
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def check_tokenizer_files(path: str, role: str) -> None:
@@ -162,8 +175,12 @@ def check_tokenizer_files(path: str, role: str) -> None:
     from config.json and every word becomes [UNK] (a model that loads, trains and scores, wrongly)."""
     folder = Path(path)
     if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES) and not any(folder.glob("*.model")):
-        raise TextDistillError(f"{role}: {path} holds no tokenizer (expected {', '.join(TOKENIZER_FILES[:3])} or another "
-                               "tokenizer file beside config.json); copy the tokenizer files of the model it was made from into it")  # fmt: skip
+        raise TextDistillError(
+            f"{role}: {path} holds no tokenizer (expected {', '.join(TOKENIZER_FILES[:3])} or "
+            f"another "
+            "tokenizer file beside config.json); copy the tokenizer files of the model it was "
+            "made from into it"
+        )
 
 
 def load_tokenizer(path: str, role: str) -> Any:
@@ -175,12 +192,19 @@ def load_tokenizer(path: str, role: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=_POLICY.get().trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise TextDistillError(f"{role}: cannot load a tokenizer from {path}: {short(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, 300)}") from None
+        raise TextDistillError(
+            f"{role}: cannot load a tokenizer from {path}: "
+            f"{short(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, 300)}"
+        ) from None
     if os.path.isdir(path) and not (Path(path) / "tokenizer.json").is_file():  # a tokenizer.json is taken as it is
         vocab, specials = tokenizer.get_vocab(), set(tokenizer.all_special_tokens)
         if len(vocab) <= len(specials):
-            raise TextDistillError(f"{role}: {path}: its tokenizer has no vocabulary (only its {len(vocab)} special tokens); "
-                                   f"{type(tokenizer).__name__} needs its vocabulary file (e.g. vocab.txt) or a tokenizer.json there")  # fmt: skip
+            raise TextDistillError(
+                f"{role}: {path}: its tokenizer has no vocabulary (only its {len(vocab)} special "
+                f"tokens); "
+                f"{type(tokenizer).__name__} needs its vocabulary file (e.g. vocab.txt) or a "
+                f"tokenizer.json there"
+            )
     return tokenizer
 
 
@@ -210,11 +234,16 @@ def load_error(exc: BaseException, role: str, name: str, path: str, what: str) -
         verdicts = [(str(f), *pickle_refusal(exc, f)) for f in pickles] or [(_weight_files(path), *pickle_refusal(exc))]
         file, unsafe, why = next((v for v in verdicts if v[1]), verdicts[0])
         if unsafe:
-            return TextDistillError(f"{role}: {file} refused as unsafe: {why}, and loading it could run code (only tensors are "
-                                    "read from pickles); use safetensors weights from a trusted source")  # fmt: skip
+            return TextDistillError(
+                f"{role}: {file} refused as unsafe: {why}, and loading it could run code (only "
+                f"tensors are "
+                "read from pickles); use safetensors weights from a trusted source"
+            )
         return TextDistillError(f"{role}: {file} is truncated or corrupt ({why}); copy or download the model again")
     if isinstance(exc, SafetensorError) or any(s in text for s in ("PytorchStreamReader", "magic number")):
-        return TextDistillError(f"{role}: {_weight_files(path)} is truncated or corrupt ({short(text)}); copy or download the model again")
+        return TextDistillError(
+            f"{role}: {_weight_files(path)} is truncated or corrupt ({short(text)}); copy or download the model again"
+        )
     return TextDistillError(f"{role}: cannot load {name} as {what}: {short(text, 300)}")
 
 
@@ -235,12 +264,20 @@ def check_loaded_weights(model: nn.Module, info: dict[str, Any], role: str, name
     resized = sorted(m for m in info.get("mismatched_keys") or () if body(m[0]))
     total = len(model.state_dict())
     if missing:
-        raise TextDistillError(f"{role}: {_weight_files(path)} lacks {len(missing)} of the {total} weights of the model "
-                               f"config.json describes (e.g. {missing[0]}); the weights belong to another model or are incomplete")  # fmt: skip
+        raise TextDistillError(
+            f"{role}: {_weight_files(path)} lacks {len(missing)} of the {total} weights of the "
+            f"model "
+            f"config.json describes (e.g. {missing[0]}); the weights belong to another model or "
+            f"are incomplete"
+        )
     if resized:
         key, have, want = (list(resized[0]) + [None, None])[:3]
-        raise TextDistillError(f"{role}: {_weight_files(path)} holds {key} in shape {tuple(have) if have else '?'}, config.json "
-                               f"describes {tuple(want) if want else 'another'} ({len(resized)} such); the weights belong to another model")  # fmt: skip
+        raise TextDistillError(
+            f"{role}: {_weight_files(path)} holds {key} in shape {tuple(have) if have else '?'}, "
+            f"config.json "
+            f"describes {tuple(want) if want else 'another'} ({len(resized)} such); the weights "
+            f"belong to another model"
+        )
 
 
 @contextmanager
@@ -268,7 +305,9 @@ def auto_class(task_type: str) -> Any:
     ``AutoModelForSequenceClassification`` for the rest."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification if task_type == "token_classification" else AutoModelForSequenceClassification
+    return (
+        AutoModelForTokenClassification if task_type == "token_classification" else AutoModelForSequenceClassification
+    )
 
 
 def load_classifier(
@@ -287,13 +326,19 @@ def load_classifier(
     if require_trained_head:
         own = LabelSet.from_model_config(config)
         if own is not None and own.task_type != labels.task_type:
-            raise TextDistillError(f"{role}: {name} is a {own.task_type} model but the task is {labels.task_type} (data.task_type)")
+            raise TextDistillError(
+                f"{role}: {name} is a {own.task_type} model but the task is {labels.task_type} (data.task_type)"
+            )
         if config.num_labels != len(labels):
             raise TextDistillError(
-                f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} {short(list(labels.names), 200)}"
+                f"{role}: {name} predicts {config.num_labels} labels but the data has {len(labels)} "
+                f"{short(list(labels.names), 200)}"
             )
         if own is not None and set(own.names) != set(labels.names):
-            raise TextDistillError(f"{role}: {name} has labels {short(list(own.names), 200)} but the data has {short(list(labels.names), 200)}")
+            raise TextDistillError(
+                f"{role}: {name} has labels {short(list(own.names), 200)} but the data has "
+                f"{short(list(labels.names), 200)}"
+            )
         labels = own or labels
     tokenizer = load_tokenizer(path, role)  # before the weights: a folder without one fails fast
     load_kwargs = loading_kwargs(path, role)
@@ -332,7 +377,9 @@ def _load_config(path: str, name: str, role: str) -> Any:
     except TextDistillError:
         raise
     except Exception as exc:  # noqa: BLE001  (any failure to read the file is bad input: the file is the user's)
-        raise TextDistillError(f"{role}: {name} is not a model ({short(str(exc) or type(exc).__name__, 300)}){catalogue.hint(name)}") from None
+        raise TextDistillError(
+            f"{role}: {name} is not a model ({short(str(exc) or type(exc).__name__, 300)}){catalogue.hint(name)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -348,12 +395,16 @@ def position_limit(model: nn.Module) -> tuple[int, str] | None:
     less the offset RoBERTa / MPNet-style models start counting from: their padding index + 1), and how that was
     found; None for a model without them (rotary or relative positions, an LSTM)."""
     for qualified, module in model.named_modules():
-        if qualified.rpartition(".")[2] in ("position_embeddings", "wpe", "embed_positions") and isinstance(module, nn.Embedding):
+        if qualified.rpartition(".")[2] in ("position_embeddings", "wpe", "embed_positions") and isinstance(
+            module, nn.Embedding
+        ):
             size = module.num_embeddings
             offset = getattr(module, "offset", None)
             if not isinstance(offset, int):
                 offset = module.padding_idx + 1 if module.padding_idx is not None else 0
-            why = f"its {size} position embeddings" + (f" less the offset of {offset} its positions start from" if offset else "")
+            why = (f"its {size} position embeddings") + (
+                f" less the offset of {offset} its positions start from" if offset else ""
+            )
             return size - offset, why
     return None
 
@@ -375,8 +426,11 @@ def fit_max_length(tokenizer: Any, max_length: int, where: str = "data.max_lengt
     tokens the model reads (its tokenizer's ``model_max_length``, lowered to its position embeddings when loaded) with
     one warning that says so."""
     if max_length < MIN_MAX_LENGTH:
-        raise TextDistillError(f"{where}: {max_length} is too small: a text with its special tokens ([CLS] ... [SEP]) needs at "
-                               f"least {MIN_MAX_LENGTH} tokens (e.g. 128)")  # fmt: skip
+        raise TextDistillError(
+            f"{where}: {max_length} is too small: a text with its special tokens ([CLS] ... "
+            f"[SEP]) needs at "
+            f"least {MIN_MAX_LENGTH} tokens (e.g. 128)"
+        )
     limit = getattr(tokenizer, "model_max_length", None)
     if not isinstance(limit, int) or not MIN_MAX_LENGTH <= limit < max_length:
         return max_length
@@ -384,8 +438,10 @@ def fit_max_length(tokenizer: Any, max_length: int, where: str = "data.max_lengt
     if max_length not in warned:
         warned.add(max_length)
         why = _LIMITS.get(tokenizer, "its tokenizer's model_max_length")
-        warnings.warn(f"{where}: {max_length} is more than {role} reads ({limit} tokens: {why}); texts are cut at {limit} tokens",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{where}: {max_length} is more than {role} reads ({limit} tokens: {why}); texts are cut at {limit} tokens",
+            stacklevel=2,
+        )
     return limit
 
 
@@ -396,7 +452,9 @@ def fit_max_length(tokenizer: Any, max_length: int, where: str = "data.max_lengt
 def spread_layers(num_teacher_layers: int, num_layers: int) -> list[int]:
     """``num_layers`` indices spread evenly over the teacher's layers, first and last included."""
     if not 0 < num_layers <= num_teacher_layers:
-        raise TextDistillError(f"student.num_layers: must be between 1 and the teacher's {num_teacher_layers}, got {num_layers}")
+        raise TextDistillError(
+            f"student.num_layers: must be between 1 and the teacher's {num_teacher_layers}, got {num_layers}"
+        )
     if num_layers == 1:
         return [num_teacher_layers - 1]
     step = (num_teacher_layers - 1) / (num_layers - 1)
@@ -408,7 +466,11 @@ def find_layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList, s
     (its parent, its attribute name, the list, its dotted path)."""
     n = model.config.num_hidden_layers
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n and name.split(".")[-1] in {"layer", "layers", "h", "block"}:
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) == n
+            and name.split(".")[-1] in {"layer", "layers", "h", "block"}
+        ):
             parent_name, _, attr = name.rpartition(".")
             return model.get_submodule(parent_name), attr, module, name
     raise TextDistillError(f"cannot find the transformer layers of {type(model).__name__} (num_hidden_layers={n})")
@@ -450,7 +512,9 @@ def build_student(
     if student_cfg.architecture is not None:
         from textdistill.students import build_classic_student
 
-        return build_classic_student(dict(student_cfg.architecture), labels, teacher, teacher_tokenizer, train_texts or [], seed)
+        return build_classic_student(
+            dict(student_cfg.architecture), labels, teacher, teacher_tokenizer, train_texts or [], seed
+        )
     set_seed(seed)  # a fresh head or random init is the same for the student and its no-distillation twin
     if student_cfg.layers is not None or student_cfg.num_layers is not None:
         layers = student_cfg.layers or spread_layers(teacher.config.num_hidden_layers, student_cfg.num_layers)
@@ -459,13 +523,21 @@ def build_student(
     if student_cfg.config_overrides is not None:
         config = changed_config(teacher.config, student_cfg.config_overrides)
         vocab_size, words = student_cfg.config_overrides.get("vocab_size"), len(teacher_tokenizer)
-        if isinstance(vocab_size, int) and vocab_size < words:  # a token id beyond the embeddings: IndexError mid-training
-            raise TextDistillError(f"student.config_overrides.vocab_size: {vocab_size} is less than the {words:,} tokens of the "
-                                   f"tokenizer the student reads (the teacher's); leave it out or make it at least {words}")  # fmt: skip
+        if (
+            isinstance(vocab_size, int) and vocab_size < words
+        ):  # a token id beyond the embeddings: IndexError mid-training
+            raise TextDistillError(
+                f"student.config_overrides.vocab_size: {vocab_size} is less than the {words:,} "
+                f"tokens of the "
+                f"tokenizer the student reads (the teacher's); leave it out or make it at least "
+                f"{words}"
+            )
         try:
             model = auto_class(labels.task_type).from_config(config)
         except (ValueError, TypeError, RuntimeError) as exc:
-            raise TextDistillError(f"student.config_overrides: invalid model config: {short(str(exc).splitlines()[0], 300)}") from None
+            raise TextDistillError(
+                f"student.config_overrides: invalid model config: {short(str(exc).splitlines()[0], 300)}"
+            ) from None
         return model, teacher_tokenizer, {"recipe": "random init", "config_overrides": student_cfg.config_overrides}
     model, tokenizer, _ = load_classifier(student_cfg.model, labels, "student.model", require_trained_head=False)
     return model, tokenizer, {"recipe": "checkpoint", "model": student_cfg.model}
@@ -479,9 +551,13 @@ def check_student_length(student: nn.Module, tokenizer: Any, recipe: dict[str, A
     found = position_limit(student)
     if found is not None and found[0] < max_length and "max_position_embeddings" in overrides:
         limit, why = found
-        raise TextDistillError(f"student.config_overrides.max_position_embeddings: {overrides['max_position_embeddings']} gives the "
-                               f"student {limit} positions ({why}) but data.max_length is {max_length}; make it at least "
-                               f"{overrides['max_position_embeddings'] - limit + max_length} or lower data.max_length")  # fmt: skip
+        raise TextDistillError(
+            f"student.config_overrides.max_position_embeddings: "
+            f"{overrides['max_position_embeddings']} gives the "
+            f"student {limit} positions ({why}) but data.max_length is {max_length}; make it at "
+            f"least "
+            f"{overrides['max_position_embeddings'] - limit + max_length} or lower data.max_length"
+        )
     if recipe.get("recipe") == "checkpoint":
         fit_max_length(tokenizer, max_length, role="student.model")
 
@@ -495,11 +571,20 @@ def changed_config(config: Any, changes: dict[str, Any], where: str = "student.c
         if not hasattr(config, key):
             raise TextDistillError(f"{where}.{key}: not a field of {type(config).__name__}")
         setattr(config, key, value)
-    if "head_dim" not in changes and getattr(config, "head_dim", None) and {"hidden_size", "num_attention_heads"} & changes.keys():
+    if (
+        "head_dim" not in changes
+        and getattr(config, "head_dim", None)
+        and {"hidden_size", "num_attention_heads"} & changes.keys()
+    ):
         config.head_dim = config.hidden_size // config.num_attention_heads
     types = getattr(config, "layer_types", None)
     depth = getattr(config, "num_hidden_layers", None)
-    if "layer_types" not in changes and isinstance(types, (list, tuple)) and isinstance(depth, int) and len(types) != depth:
+    if (
+        "layer_types" not in changes
+        and isinstance(types, (list, tuple))
+        and isinstance(depth, int)
+        and len(types) != depth
+    ):
         config.layer_types = [types[i] for i in spread_layers(len(types), depth)]
     return config
 
@@ -508,7 +593,11 @@ def same_tokenizer(a: Any, b: Any) -> bool:
     """True when two tokenizers produce the same ids (same class and vocabulary)."""
     if a is b:
         return True
-    return type(a) is type(b) and a.get_vocab() == b.get_vocab() and getattr(a, "do_lower_case", None) == getattr(b, "do_lower_case", None)
+    return (
+        type(a) is type(b)
+        and a.get_vocab() == b.get_vocab()
+        and getattr(a, "do_lower_case", None) == getattr(b, "do_lower_case", None)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -524,7 +613,9 @@ def folder_size_bytes(folder: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(folder).iterdir() if f.suffix in {".safetensors", ".bin", ".pt"})
 
 
-def save_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+def save_model(
+    model: nn.Module, tokenizer: Any, folder: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> None:
     """Save in HF format (safetensors) so ``AutoModelForSequenceClassification.from_pretrained(folder)`` loads it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -545,12 +636,16 @@ def load_saved_classifier(folder: str, role: str = "model") -> tuple[nn.Module, 
     task_type = model_task_type(config)
     try:
         with _quiet_loading(errors_only=False):
-            model, info = auto_class(task_type).from_pretrained(path, output_loading_info=True, **loading_kwargs(path, role))
+            model, info = auto_class(task_type).from_pretrained(
+                path, output_loading_info=True, **loading_kwargs(path, role)
+            )
     except LOAD_ERRORS as exc:
         raise load_error(exc, role, folder, path, "a classifier") from None
     check_loaded_weights(model, info, role, folder, path)
     limit_positions(model, tokenizer)
-    labels = LabelSet.from_model_config(model.config) or LabelSet(tuple(str(i) for i in range(model.config.num_labels)), task_type)
+    labels = LabelSet.from_model_config(model.config) or LabelSet(
+        tuple(str(i) for i in range(model.config.num_labels)), task_type
+    )
     return model, tokenizer, labels
 
 

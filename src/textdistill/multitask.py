@@ -74,7 +74,10 @@ class MultiTaskModel(PreTrainedModel):
         self.encoder = AutoModel.from_config(enc)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.heads = nn.ModuleDict(
-            {t["name"]: nn.Linear(enc.hidden_size, len(t["labels"]) if t.get("labels") else 1) for t in config.tasks or []}
+            {
+                t["name"]: nn.Linear(enc.hidden_size, len(t["labels"]) if t.get("labels") else 1)
+                for t in config.tasks or []
+            }
         )
         self.post_init()
 
@@ -116,7 +119,9 @@ AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
 AutoModel.register(MultiTaskConfig, MultiTaskModel, exist_ok=True)
 
 
-def multitask_from_encoder(encoder: PreTrainedModel, tasks: Sequence[dict], classifier_dropout: float = 0.1) -> MultiTaskModel:
+def multitask_from_encoder(
+    encoder: PreTrainedModel, tasks: Sequence[dict], classifier_dropout: float = 0.1
+) -> MultiTaskModel:
     """A multi-task model whose shared encoder starts as a copy of ``encoder`` (e.g. a student's base model made from
     teacher layers); the heads start random."""
     enc_cfg = encoder.config.to_dict()
@@ -154,12 +159,32 @@ class MultiTaskDataset(Dataset):
     def lengths(self) -> list[int]:
         return [n for ds in self.tasks for n in ds.lengths()]
 
-    def loader(self, collator: Any, batch_size: int, group_by_length: bool, seed: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    def loader(
+        self,
+        collator: Any,
+        batch_size: int,
+        group_by_length: bool,
+        seed: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> DataLoader:
         """How the training loop batches this dataset (instead of its default shuffled batches)."""
-        sampler = MultiTaskBatchSampler([len(ds) for ds in self.tasks], batch_size, self.sampling, self.tau, seed,
-                                        [ds.lengths() for ds in self.tasks] if group_by_length else None)  # fmt: skip
-        return DataLoader(self, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers, pin_memory=pin_memory,
-                          persistent_workers=num_workers > 0)  # fmt: skip
+        sampler = MultiTaskBatchSampler(
+            [len(ds) for ds in self.tasks],
+            batch_size,
+            self.sampling,
+            self.tau,
+            seed,
+            [ds.lengths() for ds in self.tasks] if group_by_length else None,
+        )
+        return DataLoader(
+            self,
+            batch_sampler=sampler,
+            collate_fn=collator,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
 
 
 class MultiTaskBatchSampler(Sampler[list[int]]):
@@ -168,8 +193,15 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     given); a task drawn more often than it has batches starts a new shuffled pass. Seeded: the same seed gives the
     same batches (several processes agree on them)."""
 
-    def __init__(self, sizes: Sequence[int], batch_size: int, strategy: str, tau: float, seed: int,
-                 lengths: Sequence[Sequence[int]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        batch_size: int,
+        strategy: str,
+        tau: float,
+        seed: int,
+        lengths: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         self.sizes, self.batch_size, self.strategy, self.tau, self.seed = list(sizes), batch_size, strategy, tau, seed
         self.lengths = lengths
         self.offsets = [sum(self.sizes[:k]) for k in range(len(self.sizes))]
@@ -200,7 +232,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
         self.epoch += 1
         streams = [self._passes(k, g) for k in range(len(self.sizes))]
-        for k in task_schedule(self._num_batches(), self.strategy, self.tau, int(torch.randint(0, 2**31 - 1, (1,), generator=g))):
+        for k in task_schedule(
+            self._num_batches(), self.strategy, self.tau, int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+        ):
             yield next(streams[k])
 
 
@@ -254,7 +288,9 @@ class MultiTaskObjective(nn.Module):
             target = annealed_target(fuse_soft_targets(t, spec.fusion, spec.temperature, w), labels, progress)
             soft = kl_to_target(logits, target, spec.temperature)
         else:
-            soft = ensemble_kd_loss(logits, t, temperature=spec.temperature, fusion=spec.fusion, weights=w, objective=spec.objective)
+            soft = ensemble_kd_loss(
+                logits, t, temperature=spec.temperature, fusion=spec.fusion, weights=w, objective=spec.objective
+            )
         loss = spec.alpha * soft + (1 - spec.alpha) * hard
         return {"loss": loss, "kd": soft, "ce": hard}
 
@@ -295,7 +331,9 @@ def output_names(model: nn.Module, task: str | None) -> list[str] | None:
         if task is None and len(names) == 1:
             task = names[0]
         if task not in names:
-            raise TextDistillError(f"task: {'give one' if task is None else f'no task {task!r}'}; this model has tasks {names}")
+            raise TextDistillError(
+                f"task: {'give one' if task is None else f'no task {task!r}'}; this model has tasks {names}"
+            )
         return model.config.task(task).get("labels")
     if task is not None:
         raise TextDistillError(f"task: {task!r} given, but this is a one-task model")
@@ -307,9 +345,14 @@ def output_names(model: nn.Module, task: str | None) -> list[str] | None:
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module | str | os.PathLike, task: str | None, texts: Sequence[str], pairs: Sequence[str] | None = None,
-    tokenizer: Any = None, batch_size: int = 64, max_length: int = 128,
-) -> list[Any]:  # fmt: skip
+    model: nn.Module | str | os.PathLike,
+    task: str | None,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> list[Any]:
     """Label names (classification), scores (regression), lists of label names (multi-label) or entity spans (token
     classification: :func:`textdistill.ner.predict_entities`) for ``texts`` (and their ``pairs``) under ``task``.
 
@@ -331,8 +374,14 @@ def predict(
     model.eval()
     out: list = []
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start : start + batch_size]), list(pairs[start : start + batch_size]) if pairs else None,
-                        truncation=True, max_length=max_length, padding=True, return_tensors="pt")  # fmt: skip
+        enc = tokenizer(
+            list(texts[start : start + batch_size]),
+            list(pairs[start : start + batch_size]) if pairs else None,
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         logits = model(**enc, **extra).logits
         if kind == "multi_label":  # every label whose probability passes 0.5
             out += [[names[j] for j, on in enumerate(row) if on] for row in (logits > 0).tolist()]  # type: ignore[index]

@@ -116,8 +116,10 @@ def _check_tag(tag: str, where: str, scheme: str = "iob2", word: int | None = No
 def _check_iob2(tag: str, prev: str | None, where: str) -> None:
     """In IOB2 an ``I-X`` continues a ``B-X`` or ``I-X``; ``prev`` is the tag before it (None: sentence start)."""
     if tag.startswith("I-") and (prev is None or prev[2:] != tag[2:]):
-        raise TextDistillError(f"{where}: {tag} follows {prev or 'a sentence start'}: "
-                               "not valid IOB2 (is the file IOB1? set data.tag_scheme: iob1)")  # fmt: skip
+        raise TextDistillError(
+            f"{where}: {tag} follows {prev or 'a sentence start'}: "
+            "not valid IOB2 (is the file IOB1? set data.tag_scheme: iob1)"
+        )
 
 
 def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[Path, str]:
@@ -133,7 +135,9 @@ def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[Path, 
     except UnicodeDecodeError as exc:
         line, byte = bad_byte(raw, exc)
         name = "UTF-8" if utf8 else encoding
-        raise TextDistillError(f"{p}:{line}: not valid {name} (byte {byte}); convert the file or set data.encoding") from None
+        raise TextDistillError(
+            f"{p}:{line}: not valid {name} (byte {byte}); convert the file or set data.encoding"
+        ) from None
 
 
 def _tagged_data(sentences: list[Sentence], path: Path, word_per_line: bool) -> ConllData:
@@ -143,7 +147,11 @@ def _tagged_data(sentences: list[Sentence], path: Path, word_per_line: bool) -> 
 
 
 def read_conll(
-    path: str | os.PathLike, scheme: str = "iob1", tag_column: int = -1, columns: int | None = None, encoding: str = "utf-8"
+    path: str | os.PathLike,
+    scheme: str = "iob1",
+    tag_column: int = -1,
+    columns: int | None = None,
+    encoding: str = "utf-8",
 ) -> ConllData:
     """Sentences of a CoNLL file. Every non-blank line must have the same number of whitespace-separated columns
     (``columns``, or that of the first line); ``tag_column`` picks the tag (default: the last)."""
@@ -197,7 +205,11 @@ def read_token_lines(path: str | os.PathLike, scheme: str = "iob2", encoding: st
             continue
         fields = line.split("\t")
         if len(fields) != 2:
-            got = "no TAB (is the file CoNLL, a token per line? set data.format: conll)" if len(fields) == 1 else f"{len(fields) - 1} TABs"
+            got = (
+                ("no TAB (is the file CoNLL, a token per line? set data.format: conll)")
+                if len(fields) == 1
+                else f"{len(fields) - 1} TABs"
+            )
             raise TextDistillError(f"{p}:{n}: expected tokens, a TAB, then tags; got {got}")
         tokens, tags = fields[0].split(), fields[1].split()
         if len(tokens) != len(tags) or not tokens:
@@ -220,7 +232,9 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def read_tagged(path: str | os.PathLike, format: str = "conll", scheme: str = "iob2", encoding: str = "utf-8") -> ConllData:
+def read_tagged(
+    path: str | os.PathLike, format: str = "conll", scheme: str = "iob2", encoding: str = "utf-8"
+) -> ConllData:
     """One tagged file: ``format`` conll (:func:`read_conll`) or token_lines (:func:`read_token_lines`), tags in
     ``scheme`` (iob1, iob2 or bioes), returned in IOB2; text in ``encoding``."""
     if format == "conll":
@@ -253,9 +267,12 @@ def blank_ids(tokenizer: Any, ids: Iterable[int]) -> set[int]:
 
 
 def align_labels(
-    word_ids: Sequence[int | None], word_tags: Sequence[int], tag_names: Sequence[str], mode: str = "first",
+    word_ids: Sequence[int | None],
+    word_tags: Sequence[int],
+    tag_names: Sequence[str],
+    mode: str = "first",
     blank: Sequence[bool] | None = None,
-) -> list[int]:  # fmt: skip
+) -> list[int]:
     """Per sub-word token: its word's tag id, or :data:`IGNORE` (special tokens; in ``first`` mode also a word's other
     pieces). ``word_ids`` is a fast tokenizer's ``word_ids()``. In ``all`` mode a ``B-X`` word's later pieces get
     ``I-X`` (when the label set has it), so the pieces still read as one entity.
@@ -358,15 +375,21 @@ def predict_entities(
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         spans = [split_words(text) for text in chunk]
-        words = [[text[a:b] for a, b in sp] or ["."] for text, sp in zip(chunk, spans)]  # "." stands in for an empty text
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        words = [
+            [text[a:b] for a, b in sp] or ["."] for text, sp in zip(chunk, spans)
+        ]  # "." stands in for an empty text
+        enc = tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
         with torch.inference_mode():
             probs = model(**enc).logits.float().softmax(-1)
         new = set(enc["input_ids"].flatten().tolist()) - seen
         blanks |= blank_ids(tokenizer, new)
         seen |= new
         for i, text in enumerate(chunk):
-            read: dict[int, tuple[int, bool]] = {}  # word -> (the token it reads, as in training; whether that is blank)
+            read: dict[
+                int, tuple[int, bool]
+            ] = {}  # word -> (the token it reads, as in training; whether that is blank)
             for t, (w, tok) in enumerate(zip(enc.word_ids(i), enc["input_ids"][i].tolist())):
                 if w is not None and (w not in read or (read[w][1] and tok not in blanks)):
                     read[w] = (t, tok in blanks)
@@ -379,6 +402,14 @@ def predict_entities(
             found = []
             for kind, a, b in sorted(entities(tags), key=lambda e: e[1]):
                 lo, hi = spans[i][tagged[a]][0], spans[i][tagged[b - 1]][1]
-                found.append({"type": kind, "text": text[lo:hi], "start": lo, "end": hi, "score": round(float(conf[a:b].mean()), 4)})
+                found.append(
+                    {
+                        "type": kind,
+                        "text": text[lo:hi],
+                        "start": lo,
+                        "end": hi,
+                        "score": round(float(conf[a:b].mean()), 4),
+                    }
+                )
             out.append(found)
     return out

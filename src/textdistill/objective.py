@@ -95,7 +95,9 @@ class DistillationObjective(nn.Module):
         if self.intermediate is not None:
             s = self.intermediate.features(model, batch["student"], "student")
         else:
-            s = Features(logits=model(**model_inputs(model, batch)).logits, mask=batch["student"]["attention_mask"].bool())
+            s = Features(
+                logits=model(**model_inputs(model, batch)).logits, mask=batch["student"]["attention_mask"].bool()
+            )
         terms: dict[str, torch.Tensor] = {}
         total = s.logits.new_zeros((), dtype=torch.float32)
         if self.use_logits:

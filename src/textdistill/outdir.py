@@ -44,7 +44,12 @@ def write_marker(folder: Path, kind: str) -> None:
     """Mark ``folder`` as a run folder of textdistill (the only kind of folder a later run may replace)."""
     from textdistill.version import __version__
 
-    info = {"textdistill": __version__, "kind": kind, "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "pid": os.getpid()}
+    info = {
+        "textdistill": __version__,
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "pid": os.getpid(),
+    }
     tmp = folder / (MARKER + ".tmp")
     tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
     tmp.replace(folder / MARKER)
@@ -58,11 +63,17 @@ def is_run_folder(folder: Path) -> bool:
 def check_replaceable(folder: Path, what: str, hint: str) -> None:
     """Refuse to delete ``folder`` unless it is a run folder (an empty folder is also fine to replace)."""
     if folder.is_symlink() or folder.is_file():
-        raise TextDistillError(f"{what}: {shown(folder)} is {'a link' if folder.is_symlink() else 'a file'}, not a run folder; "
-                               f"refusing to replace it ({hint})")  # fmt: skip
+        raise TextDistillError(
+            f"{what}: {shown(folder)} is {'a link' if folder.is_symlink() else 'a file'}, not a "
+            f"run folder; "
+            f"refusing to replace it ({hint})"
+        )
     if folder.is_dir() and not is_run_folder(folder) and any(folder.iterdir()):
-        raise TextDistillError(f"{what}: {shown(folder)} exists and is not a textdistill run folder (it has no {MARKER}); "
-                               f"refusing to replace it ({hint})")  # fmt: skip
+        raise TextDistillError(
+            f"{what}: {shown(folder)} exists and is not a textdistill run folder (it has no "
+            f"{MARKER}); "
+            f"refusing to replace it ({hint})"
+        )
 
 
 def _config_paths(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
@@ -78,30 +89,42 @@ def _config_paths(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
         yield key, value
 
 
-def protected_paths(config: dict[str, Any] | None = None, config_file: str | None = None,
-                    inputs: Iterable[tuple[str, str]] = ()) -> list[tuple[Path, str]]:  # fmt: skip
+def protected_paths(
+    config: dict[str, Any] | None = None, config_file: str | None = None, inputs: Iterable[tuple[str, str]] = ()
+) -> list[tuple[Path, str]]:
     """What no output may be, contain or lie above: (path, what it is). Every string of ``config`` that names an
     existing file or folder counts as an input (data, models, the transfer set)."""
     from textdistill.cache import default_cache_dir
     from textdistill.catalogue import cache_root
 
-    out: list[tuple[Path, str]] = [(_real(Path.cwd()), "the working folder"), (_real(Path.home()), "the home folder"),
-                                   (_real(default_cache_dir().parent), "textdistill's cache"),
-                                   (_real(cache_root()), "the model catalogue's cache")]  # fmt: skip
+    out: list[tuple[Path, str]] = [
+        (_real(Path.cwd()), "the working folder"),
+        (_real(Path.home()), "the home folder"),
+        (_real(default_cache_dir().parent), "textdistill's cache"),
+        (_real(cache_root()), "the model catalogue's cache"),
+    ]
     if config_file:
         out.append((_real(config_file), "the config file"))
     candidates = list(_config_paths(config or {})) + list(inputs)
     for key, value in candidates:
         try:
             if os.path.lexists(os.path.expanduser(value)):
-                out.append((_real(value), f"{key} ({shown(value)})" if key.endswith("cache_dir") or key.endswith(".dir")
-                            else f"the input {key} ({shown(value)})"))  # fmt: skip
+                out.append(
+                    (
+                        _real(value),
+                        f"{key} ({shown(value)})"
+                        if key.endswith("cache_dir") or key.endswith(".dir")
+                        else f"the input {key} ({shown(value)})",
+                    )
+                )
         except (OSError, ValueError):  # a string that cannot be a path (NUL, too long): not an input
             continue
     return out
 
 
-def check_output(target: str | os.PathLike, protected: list[tuple[Path, str]], what: str, *, is_folder: bool = True) -> None:
+def check_output(
+    target: str | os.PathLike, protected: list[tuple[Path, str]], what: str, *, is_folder: bool = True
+) -> None:
     """Refuse an output that is, contains or lies above a protected path; an output folder that is an existing file
     (or an output file that is a folder) is refused too. One line, before any work."""
     path = Path(target)
@@ -149,9 +172,15 @@ class FolderLock:
             except OSError as exc:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise TextDistillError(f"{self.what}: cannot lock {shown(self.path)} ({exc.strerror or exc})") from None
-                raise TextDistillError(f"{self.what}: {shown(self.path.with_suffix(''))} is in use by another textdistill run "
-                                       f"({self._holder()}); wait for it to end or choose another {self.what}") from None  # fmt: skip
+                    raise TextDistillError(
+                        f"{self.what}: cannot lock {shown(self.path)} ({exc.strerror or exc})"
+                    ) from None
+                raise TextDistillError(
+                    f"{self.what}: {shown(self.path.with_suffix(''))} is in use by another "
+                    f"textdistill run "
+                    f"({self._holder()}); wait for it to end or choose another "
+                    f"{self.what}"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -162,7 +191,12 @@ class FolderLock:
         else:
             raise TextDistillError(f"{self.what}: could not lock {shown(self.path)}")
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ).encode(),
+        )
         self.fd = fd
         _held.append(self)
         return self

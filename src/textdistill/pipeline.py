@@ -32,12 +32,30 @@ from textdistill.config import (
     load_config,
     smoke_config,
 )
-from textdistill.data import Collator, DistillDataset, LabelSet, TextData, load_splits, load_test, read_corpus_lines, tokenize, tokenize_words
+from textdistill.data import (
+    Collator,
+    DistillDataset,
+    LabelSet,
+    TextData,
+    load_splits,
+    load_test,
+    read_corpus_lines,
+    tokenize,
+    tokenize_words,
+)
 from textdistill.errors import TextDistillError
 from textdistill.export import export_student
 from textdistill.features import IntermediateLosses, resolve_matches
 from textdistill.html_report import confusion_matrix
-from textdistill.metrics import dataset_metrics, evaluate_model, measure_speed, measure_speeds, predict_logits, speedups, word_predictions
+from textdistill.metrics import (
+    dataset_metrics,
+    evaluate_model,
+    measure_speed,
+    measure_speeds,
+    predict_logits,
+    speedups,
+    word_predictions,
+)
 from textdistill.models import (
     build_student,
     check_student_length,
@@ -49,23 +67,29 @@ from textdistill.models import (
     same_tokenizer,
     set_loading_policy,
 )
+from textdistill.objective import DistillationObjective, hard_label_objective
 from textdistill.outdir import releases_locks
 from textdistill.report import model_card, render_report
 from textdistill.runfolder import RunFolder, guard_output, machine_info, profile
 from textdistill.teacher_outputs import soft_targets
-from textdistill.objective import DistillationObjective, hard_label_objective
 from textdistill.train import LoopResult, process_state, train_loop
 from textdistill.vocab import check_prunable, prune_vocabulary, source_features, used_token_ids
 
 
-def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False) -> AnyRunConfig:
+def as_any_config(
+    cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False
+) -> AnyRunConfig:
     """Accept a config object, a plain dict or a YAML path (the Python API mirrors the CLI); the config's ``loading``
     policy holds for the models the command loads. ``smoke``: the run on a few batches (:func:`smoke_config`)."""
     config_file = None
     if isinstance(cfg, (RunConfig, MultiTaskRunConfig, GenerativeRunConfig)):
         config_file = cfg._config_file
         cfg = cfg.model_dump(mode="json")
-    out = config_from_dict(apply_overrides(cfg, overrides or [])) if isinstance(cfg, dict) else load_config(cfg, overrides)
+    out = (
+        config_from_dict(apply_overrides(cfg, overrides or []))
+        if isinstance(cfg, dict)
+        else load_config(cfg, overrides)
+    )
     config_file = config_file or out._config_file
     if smoke:
         out = config_from_dict(smoke_config(out.model_dump(mode="json")), "--smoke")
@@ -74,15 +98,22 @@ def as_any_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[
     return out
 
 
-def as_config(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False) -> RunConfig:
+def as_config(
+    cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, smoke: bool = False
+) -> RunConfig:
     """:func:`as_any_config` for the commands that take one task (train, evaluate, export, bench)."""
     out = as_any_config(cfg, overrides, smoke)
     if isinstance(out, MultiTaskRunConfig):
-        raise TextDistillError("this command takes a one-task config (data:, teacher:); a config with tasks: runs with "
-                               "`textdistill distill` (teachers with finetune: true are fine-tuned there)")  # fmt: skip
+        raise TextDistillError(
+            "this command takes a one-task config (data:, teacher:); a config with tasks: runs with "
+            "`textdistill distill` (teachers with finetune: true are fine-tuned there)"
+        )
     if isinstance(out, GenerativeRunConfig):
-        raise TextDistillError("this command takes a classification config (data:, teacher:); a generative: config (causal "
-                               "language models) runs with `textdistill distill`")  # fmt: skip
+        raise TextDistillError(
+            "this command takes a classification config (data:, teacher:); a generative: config "
+            "(causal "
+            "language models) runs with `textdistill distill`"
+        )
     return out
 
 
@@ -115,14 +146,18 @@ def _prepare(cfg: RunConfig) -> Prepared:
     if not labels.names:
         raise TextDistillError(f"{train.source}: no labels at all (multi_label: every text's label list is empty)")
     if len(labels) < 2 and labels.task_type in ("classification", "token_classification"):
-        raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two")
+        raise TextDistillError(
+            f"{train.source}: only one label ({labels.names[0]!r}); classification needs at least two"
+        )
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # a head made fresh for fine-tuning is initialised from the run's seed: runs repeat exactly
     teacher, tokenizer, labels = load_classifier(
         teacher_cfg.model, labels, "teacher.model", require_trained_head=not teacher_cfg.finetune
     )
-    fit_max_length(tokenizer, cfg.data.max_length, role="teacher.model")  # under 4: an error; beyond the model: a warning
+    fit_max_length(
+        tokenizer, cfg.data.max_length, role="teacher.model"
+    )  # under 4: an error; beyond the model: a warning
     test = load_test(cfg.data)
     for split in (train, dev, test):  # a dev or test label the training labels lack fails here, before any training
         if split is not None:
@@ -136,7 +171,12 @@ def _texts(data: TextData) -> list[str]:
 
 
 def _dataset(
-    tokenizer: Any, data: TextData, labels: LabelSet, max_length: int, teacher_tokenizer: Any = None, alignment: str = "first"
+    tokenizer: Any,
+    data: TextData,
+    labels: LabelSet,
+    max_length: int,
+    teacher_tokenizer: Any = None,
+    alignment: str = "first",
 ) -> DistillDataset:
     """Examples tokenized once by the model's tokenizer (and by the teacher's, when it is a different one).
 
@@ -147,15 +187,26 @@ def _dataset(
     cuts texts at ``max_length`` or at what its model reads, if less (:func:`textdistill.models.fit_max_length`)."""
     other = teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer)
     if labels.task_type == "token_classification":
-        words = tokenize_words(tokenizer, data, labels.encode(data), labels.names, fit_max_length(tokenizer, max_length), alignment)
+        words = tokenize_words(
+            tokenizer, data, labels.encode(data), labels.names, fit_max_length(tokenizer, max_length), alignment
+        )
         teacher_feats = source_features(tokenizer, teacher_tokenizer, words.features) if other else None
         if other and teacher_feats is None:
-            raise TextDistillError("token-level distillation needs the student to tokenize like the teacher (the token positions "
-                                   "must line up); this student has another tokenizer. Make the student from the teacher "
-                                   "(student.layers / num_layers / config_overrides) or take one with the same tokenizer")  # fmt: skip
-        return DistillDataset(words.features, words.labels, teacher_feats, label_names=labels.names, dropped=words.dropped)
+            raise TextDistillError(
+                "token-level distillation needs the student to tokenize like the teacher (the "
+                "token positions "
+                "must line up); this student has another tokenizer. Make the student from the "
+                "teacher "
+                "(student.layers / num_layers / config_overrides) or take one with the same "
+                "tokenizer"
+            )
+        return DistillDataset(
+            words.features, words.labels, teacher_feats, label_names=labels.names, dropped=words.dropped
+        )
     teacher_feats = tokenize(teacher_tokenizer, data, fit_max_length(teacher_tokenizer, max_length)) if other else None
-    return DistillDataset(tokenize(tokenizer, data, fit_max_length(tokenizer, max_length)), labels.encode(data), teacher_feats)
+    return DistillDataset(
+        tokenize(tokenizer, data, fit_max_length(tokenizer, max_length)), labels.encode(data), teacher_feats
+    )
 
 
 def fit(
@@ -179,18 +230,45 @@ def fit(
     if args.learning_rate is None:  # chosen by short trials on dev (textdistill.tuning), kept in logs/
         from textdistill.tuning import choose_learning_rate
 
-        chosen = choose_learning_rate(name, model, train_set, dev_set, collator, args, objective, evaluate, metric, seed,
-                                      run.path / "logs", teacher)  # fmt: skip
+        chosen = choose_learning_rate(
+            name,
+            model,
+            train_set,
+            dev_set,
+            collator,
+            args,
+            objective,
+            evaluate,
+            metric,
+            seed,
+            run.path / "logs",
+            teacher,
+        )
         args = args.model_copy(update={"learning_rate": chosen["learning_rate"]})
     result = train_loop(
-        model, train_set, collator, args, objective, evaluate, metric, seed,
-        run.path / "logs" / f"{name}.jsonl", desc=name, teacher=teacher, keep_best=keep_best,
-        checkpoint_dir=run.checkpoints(name), resume=run.resume,
-    )  # fmt: skip
-    result.training = {"learning_rate": args.learning_rate, "learning_rate_from": chosen["how"] if chosen else "the config",
-                       **({"learning_rate_trials": chosen["trials"]} if chosen else {}),
-                       "epochs": round(result.steps / max(1, result.steps_per_epoch), 2), "stopped": result.stopped or "end of schedule",
-                       "best_step": result.best_step}  # fmt: skip
+        model,
+        train_set,
+        collator,
+        args,
+        objective,
+        evaluate,
+        metric,
+        seed,
+        run.path / "logs" / f"{name}.jsonl",
+        desc=name,
+        teacher=teacher,
+        keep_best=keep_best,
+        checkpoint_dir=run.checkpoints(name),
+        resume=run.resume,
+    )
+    result.training = {
+        "learning_rate": args.learning_rate,
+        "learning_rate_from": chosen["how"] if chosen else "the config",
+        **({"learning_rate_trials": chosen["trials"]} if chosen else {}),
+        "epochs": round(result.steps / max(1, result.steps_per_epoch), 2),
+        "stopped": result.stopped or "end of schedule",
+        "best_step": result.best_step,
+    }
     return result
 
 
@@ -201,8 +279,18 @@ def _fine_tune_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder) -> tuple[
     train_set = _dataset(tok, prep.train, prep.labels, cfg.data.max_length, alignment=cfg.data.label_alignment)
     dev_set = _dataset(tok, prep.dev, prep.labels, cfg.data.max_length)
     collator = Collator(pad_id(tok))
-    result = fit("teacher", prep.teacher, train_set, dev_set, collator, teacher_cfg.training, hard_label_objective,
-                  cfg.eval.metric, cfg.seed, run)
+    result = fit(
+        "teacher",
+        prep.teacher,
+        train_set,
+        dev_set,
+        collator,
+        teacher_cfg.training,
+        hard_label_objective,
+        cfg.eval.metric,
+        cfg.seed,
+        run,
+    )
     run.save("teacher", prep.teacher, tok, {"fine_tuned_from": teacher_cfg.model, "best_step": result.best_step})
     return dev_set, collator, {"train_seconds": result.seconds, "steps": result.steps, "training": result.training}
 
@@ -228,15 +316,21 @@ def _sentences(path: str, limit: int | None, train: TextData) -> TextData:
     if not kept:
         raise TextDistillError(f"{path}: every sentence repeats a training sentence; nothing to tag")
     words = [w for w, _ in kept]
-    return TextData([" ".join(w) for w in words], [["O"] * len(w) for w in words], None, path, [n for _, n in kept], words)
+    return TextData(
+        [" ".join(w) for w in words], [["O"] * len(w) for w in words], None, path, [n for _, n in kept], words
+    )
 
 
 def _concat(a: TextData, b: TextData) -> TextData:
     assert a.words is not None and b.words is not None
-    return TextData(a.texts + b.texts, a.labels + b.labels, None, f"{a.source} + {b.source}", a.rows + b.rows, a.words + b.words)
+    return TextData(
+        a.texts + b.texts, a.labels + b.labels, None, f"{a.source} + {b.source}", a.rows + b.rows, a.words + b.words
+    )
 
 
-def _intermediate_losses(cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict) -> IntermediateLosses | None:
+def _intermediate_losses(
+    cfg: RunConfig, teacher: nn.Module, student: nn.Module, recipe: dict
+) -> IntermediateLosses | None:
     if not cfg.distill.uses_intermediate:
         return None
     matches = resolve_matches(cfg.distill.intermediate, cfg.distill.layer_map, teacher, student, recipe.get("layers"))
@@ -250,7 +344,9 @@ def _check_student(cfg: RunConfig, prep: Prepared) -> None:
     assert cfg.student is not None
     if cfg.student.prune_vocabulary:
         check_prunable(prep.teacher_tokenizer)
-    student, stok, recipe = build_student(cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train))
+    student, stok, recipe = build_student(
+        cfg.student, prep.teacher, prep.teacher_tokenizer, prep.labels, cfg.seed, _texts(prep.train)
+    )
     check_student_length(student, stok, recipe, cfg.data.max_length)
     if cfg.distill.teacher_cache:  # a cache folder that cannot be one fails now, not after the teacher is trained
         TeacherCache(cfg.distill.cache_dir).check()
@@ -276,8 +372,9 @@ def _used_ids(tokenizer: Any, splits: list[TextData | None]) -> set[int]:
     return used
 
 
-def _make_student(cfg: RunConfig, teacher: nn.Module, ttok: Any, labels: LabelSet, vocab_texts: list[str],
-                  keep_ids: set[int] | None) -> tuple[nn.Module, Any, dict[str, Any]]:  # fmt: skip
+def _make_student(
+    cfg: RunConfig, teacher: nn.Module, ttok: Any, labels: LabelSet, vocab_texts: list[str], keep_ids: set[int] | None
+) -> tuple[nn.Module, Any, dict[str, Any]]:
     """:func:`build_student`, then, with ``keep_ids``, its vocabulary pruned to them (``recipe["vocabulary"]``)."""
     assert cfg.student is not None
     student, stok, recipe = build_student(cfg.student, teacher, ttok, labels, cfg.seed, vocab_texts)
@@ -291,8 +388,12 @@ def _make_student(cfg: RunConfig, teacher: nn.Module, ttok: Any, labels: LabelSe
 
 
 @releases_locks
-def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False,
-                  smoke: bool = False) -> dict[str, Any]:  # fmt: skip
+def train_teacher(
+    cfg: RunConfig | dict | str | os.PathLike,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    smoke: bool = False,
+) -> dict[str, Any]:
     """``textdistill train``: fine-tune the teacher on the task; the run folder gets ``teacher/`` and metrics.
     ``resume``: continue an interrupted run (same config) from its last checkpoint; ``smoke``: a few batches only."""
     cfg = as_config(cfg, overrides, smoke)
@@ -313,8 +414,12 @@ def train_teacher(cfg: RunConfig | dict | str | os.PathLike, overrides: list[str
 
 
 @releases_locks
-def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, resume: bool = False,
-            smoke: bool = False) -> dict[str, Any]:  # fmt: skip
+def distill(
+    cfg: AnyRunConfig | dict | str | os.PathLike,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    smoke: bool = False,
+) -> dict[str, Any]:
     """``textdistill distill``: [fine-tune the teacher], distill the student, train its twin, write the report.
 
     ``resume``: continue an interrupted run (same config): finished stages are not trained again, the interrupted one
@@ -368,13 +473,19 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     # Data distillation: the student learns from the teacher-labelled transfer set instead of the labelled data alone.
     train_data, transfer_probs, transfer_info = prep.train, None, None
     if pseudo:
-        train_data = _teacher_tags(teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs)
+        train_data = _teacher_tags(
+            teacher, teacher_view(prep.train), teacher_collator, prep.train, prep.labels, eval_bs
+        )
     if cfg.transfer is not None and token_task:  # the teacher tags unlabeled sentences, word by word
         pool = _sentences(cfg.transfer.unlabeled_file, cfg.transfer.max_unlabeled, prep.train)  # type: ignore[arg-type]
         tagged = _teacher_tags(teacher, teacher_view(pool), teacher_collator, pool, prep.labels, eval_bs)
         train_data = _concat(train_data, tagged) if cfg.transfer.include_train else tagged
-        transfer_info = {"path": pool.source, "kept": len(train_data), "dropped": {},
-                         "kept_by_source": {"train": len(train_data) - len(tagged), "pool": len(tagged)}}  # fmt: skip
+        transfer_info = {
+            "path": pool.source,
+            "kept": len(train_data),
+            "dropped": {},
+            "kept_by_source": {"train": len(train_data) - len(tagged), "pool": len(tagged)},
+        }
     elif cfg.transfer is not None:
         from textdistill.transfer import transfer_set
 
@@ -399,20 +510,51 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if transfer_probs is not None and (not online or cfg.transfer.extra_teachers):  # type: ignore[union-attr]
         train_set = train_set.with_teacher_logits(transfer_probs.clamp_min(1e-12).log())
     elif not online and not pseudo:
-        train_set = train_set.with_teacher_logits(soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info))
+        train_set = train_set.with_teacher_logits(
+            soft_targets(cfg.distill, teacher_cfg.model, teacher, train_set, collator, eval_bs, teacher_info)
+        )
 
     intermediate = _intermediate_losses(cfg, teacher, student, recipe)
     online_teacher = teacher if online else None
     two_stage = bool(cfg.distill.intermediate_epochs)
     try:
         if two_stage:  # TinyBERT stage 1: intermediate layers only; stage 2 below: the prediction layer
-            stage1 = cfg.student.training.model_copy(update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None})
+            stage1 = cfg.student.training.model_copy(
+                update={"num_train_epochs": cfg.distill.intermediate_epochs, "max_steps": None}
+            )
             objective = DistillationObjective(cfg.distill, online_teacher, intermediate, use_logits=False)
-            fit("student-stage1", student, train_set, dev_set, collator, stage1, objective, cfg.eval.metric, cfg.seed, run,
-                 teacher=online_teacher, keep_best=False)  # fmt: skip
-        objective = hard_label_objective if pseudo else DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
-        result = fit("student", student, train_set, dev_set, collator, cfg.student.training, objective, cfg.eval.metric, cfg.seed, run,
-                      teacher=online_teacher)  # fmt: skip
+            fit(
+                "student-stage1",
+                student,
+                train_set,
+                dev_set,
+                collator,
+                stage1,
+                objective,
+                cfg.eval.metric,
+                cfg.seed,
+                run,
+                teacher=online_teacher,
+                keep_best=False,
+            )
+        objective = (
+            hard_label_objective
+            if pseudo
+            else DistillationObjective(cfg.distill, online_teacher, None if two_stage else intermediate)
+        )
+        result = fit(
+            "student",
+            student,
+            train_set,
+            dev_set,
+            collator,
+            cfg.student.training,
+            objective,
+            cfg.eval.metric,
+            cfg.seed,
+            run,
+            teacher=online_teacher,
+        )
     finally:
         if intermediate is not None:  # hooks off, fused attention back (speed is measured below)
             intermediate.close()
@@ -424,10 +566,23 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if cfg.distill.baseline:
         # the twin: the same student on the labelled data alone, gold labels only
         twin, _, _ = _make_student(cfg, teacher, ttok, prep.labels, vocab_texts, keep_ids)
-        labelled = train_set if cfg.transfer is None and not pseudo else \
-            _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)  # fmt: skip
-        base = fit("baseline", twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
-                    cfg.eval.metric, cfg.seed, run)
+        labelled = (
+            train_set
+            if cfg.transfer is None and not pseudo
+            else _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
+        )
+        base = fit(
+            "baseline",
+            twin,
+            labelled,
+            dev_set,
+            collator,
+            cfg.student.training,
+            hard_label_objective,
+            cfg.eval.metric,
+            cfg.seed,
+            run,
+        )
         baseline_metrics = evaluate_model(twin, dev_set, collator, eval_bs)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
     pre_twin = None
@@ -436,12 +591,30 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
         source.load_state_dict(pretrained)
         pre_twin, _, _ = _make_student(cfg, source, ttok, prep.labels, vocab_texts, keep_ids)
         del source
-        labelled = train_set if cfg.transfer is None and not pseudo else \
-            _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)  # fmt: skip
-        pre = fit("baseline-pretrained", pre_twin, labelled, dev_set, collator, cfg.student.training, hard_label_objective,
-                  cfg.eval.metric, cfg.seed, run)  # fmt: skip
+        labelled = (
+            train_set
+            if cfg.transfer is None and not pseudo
+            else _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
+        )
+        pre = fit(
+            "baseline-pretrained",
+            pre_twin,
+            labelled,
+            dev_set,
+            collator,
+            cfg.student.training,
+            hard_label_objective,
+            cfg.eval.metric,
+            cfg.seed,
+            run,
+        )
         pre_metrics = evaluate_model(pre_twin, dev_set, collator, eval_bs)
-        run.save("baseline-pretrained", pre_twin, stok, {"trained_without_distillation": True, "from_pretrained": teacher_cfg.model, **recipe})
+        run.save(
+            "baseline-pretrained",
+            pre_twin,
+            stok,
+            {"trained_without_distillation": True, "from_pretrained": teacher_cfg.model, **recipe},
+        )
 
     if not run.main:  # the other processes of a multi-process run are done: the main process reports
         return {"output_dir": str(run.final), "main_process": False}
@@ -450,31 +623,59 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     if not teacher_dir.exists():
         run.save("teacher", teacher, ttok, {"copied_from": teacher_cfg.model})
     n = cfg.eval.latency_samples  # teacher and student timed in turns: a machine whose load changes slows both
-    speed = measure_speeds({"teacher": (teacher, teacher_dev_set.student[:n], pad_id(ttok)),
-                            "student": (student, dev_set.student[:n], pad_id(stok))}, cfg.eval.latency_repeats)  # fmt: skip
+    speed = measure_speeds(
+        {
+            "teacher": (teacher, teacher_dev_set.student[:n], pad_id(ttok)),
+            "student": (student, dev_set.student[:n], pad_id(stok)),
+        },
+        cfg.eval.latency_repeats,
+    )
     report: dict[str, Any] = {
         "metric": cfg.eval.metric,
         "data": {
-            "train": prep.train.source, "validation": prep.dev.source,
-            "train_examples": len(prep.train), "validation_examples": len(prep.dev), "labels": list(prep.labels.names),
+            "train": prep.train.source,
+            "validation": prep.dev.source,
+            "train_examples": len(prep.train),
+            "validation_examples": len(prep.dev),
+            "labels": list(prep.labels.names),
             "task_type": prep.labels.task_type,
             **({"transfer": transfer_info} if transfer_info else {}),
         },
         "distill": cfg.distill.model_dump(),
         **({"guard": guard} if guard else {}),
-        "teacher": {**teacher_info, **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics, speed["teacher"])},
-        "student": {**recipe, "best_step": result.best_step, "train_seconds": result.seconds, "training": result.training,
-                    "train_samples_per_second": result.samples_per_second,
-                    **profile(student, run.path / "student", dev_set, pad_id(stok), cfg.eval, student_metrics, speed["student"])},
-    }  # fmt: skip
+        "teacher": {
+            **teacher_info,
+            **profile(teacher, teacher_dir, teacher_dev_set, pad_id(ttok), cfg.eval, teacher_metrics, speed["teacher"]),
+        },
+        "student": {
+            **recipe,
+            "best_step": result.best_step,
+            "train_seconds": result.seconds,
+            "training": result.training,
+            "train_samples_per_second": result.samples_per_second,
+            **profile(
+                student, run.path / "student", dev_set, pad_id(stok), cfg.eval, student_metrics, speed["student"]
+            ),
+        },
+    }
     init = f"layers {recipe['layers']} of " if "layers" in recipe else ""
     if pre_twin is not None:
-        report["baseline_pretrained"] = {"init": f"{init}the pretrained {teacher_cfg.model}, before fine-tuning", "best_step": pre.best_step,
-                                         "train_seconds": pre.seconds, "training": pre.training, "metrics": pre_metrics}  # fmt: skip
+        report["baseline_pretrained"] = {
+            "init": f"{init}the pretrained {teacher_cfg.model}, before fine-tuning",
+            "best_step": pre.best_step,
+            "train_seconds": pre.seconds,
+            "training": pre.training,
+            "metrics": pre_metrics,
+        }
     if baseline_metrics is not None:
-        report["baseline"] = {"init": f"{init}the {'fine-tuned ' if teacher_cfg.finetune else ''}teacher, as the student",
-                              "best_step": base.best_step, "train_seconds": base.seconds, "training": base.training,
-                              "train_samples_per_second": base.samples_per_second, "metrics": baseline_metrics}  # fmt: skip
+        report["baseline"] = {
+            "init": f"{init}the {'fine-tuned ' if teacher_cfg.finetune else ''}teacher, as the student",
+            "best_step": base.best_step,
+            "train_seconds": base.seconds,
+            "training": base.training,
+            "train_samples_per_second": base.samples_per_second,
+            "metrics": baseline_metrics,
+        }
     if prep.test is not None:  # the held-out split: each model scored once, after every choice was made on dev
         test_set = _dataset(stok, prep.test, prep.labels, max_len, paired_tok)
         report["data"].update(test=prep.test.source, test_examples=len(prep.test))
@@ -491,9 +692,15 @@ def distill(cfg: AnyRunConfig | dict | str | os.PathLike, overrides: list[str] |
     confusion = confusion_matrix(student_logits, dev_set.labels, prep.labels.names)  # None: regression, multi-label
     if confusion is not None:
         report["student"]["confusion"] = confusion
-        report["teacher"]["confusion"] = confusion_matrix(predict_logits(teacher, teacher_dev_set, teacher_collator, eval_bs), teacher_dev_set.labels, prep.labels.names)  # fmt: skip
+        report["teacher"]["confusion"] = confusion_matrix(
+            predict_logits(teacher, teacher_dev_set, teacher_collator, eval_bs),
+            teacher_dev_set.labels,
+            prep.labels.names,
+        )
         if baseline_metrics is not None:
-            report["baseline"]["confusion"] = confusion_matrix(predict_logits(twin, dev_set, collator, eval_bs), dev_set.labels, prep.labels.names)
+            report["baseline"]["confusion"] = confusion_matrix(
+                predict_logits(twin, dev_set, collator, eval_bs), dev_set.labels, prep.labels.names
+            )
     _add_ratios(report, cfg.eval.metric)
     return run.finish(report, render_report, started, {"student/README.md": model_card})
 
@@ -511,7 +718,9 @@ def _pretrained_state(cfg: RunConfig, prep: Prepared) -> dict[str, torch.Tensor]
 GUARD_MARGIN = 0.01  # a teacher must beat what the labels alone give by a point (metrics are fractions) to teach
 
 
-def _guard_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder, teacher_info: dict[str, Any]) -> dict[str, Any] | None:
+def _guard_teacher(
+    cfg: RunConfig, prep: Prepared, run: RunFolder, teacher_info: dict[str, Any]
+) -> dict[str, Any] | None:
     """Before distilling: is the teacher clearly better than what the labels alone give the student? The estimate is
     the student trained on the labels for a short budget (a third of an epoch, 30 to 150 steps: a lower bound on its
     twin). A teacher that is not is reported at once with the likely cause and the setting to change; one fine-tuned
@@ -526,52 +735,106 @@ def _guard_teacher(cfg: RunConfig, prep: Prepared, run: RunFolder, teacher_info:
     ttok = prep.teacher_tokenizer
     teacher_dev = _dataset(ttok, prep.dev, prep.labels, cfg.data.max_length)
     tcol = Collator(pad_id(ttok))
-    teacher_score = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[metric]
+    teacher_score = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[
+        metric
+    ]
     probe, stok, _ = _make_student(cfg, prep.teacher, ttok, prep.labels, _texts(prep.train), None)
     train_set = _dataset(stok, prep.train, prep.labels, cfg.data.max_length)
     dev_set = _dataset(stok, prep.dev, prep.labels, cfg.data.max_length)
     args = cfg.student.training
     rate = args.learning_rate or candidate_rates(probe)[len(candidate_rates(probe)) // 2]
     steps = trial_steps(len(train_set), args)
-    short = args.model_copy(update={"learning_rate": rate, "max_steps": steps, "eval_steps": steps, "save_steps": None,
-                                    "early_stopping_patience": None, "max_train_minutes": None, "report_to": []})  # fmt: skip
+    short = args.model_copy(
+        update={
+            "learning_rate": rate,
+            "max_steps": steps,
+            "eval_steps": steps,
+            "save_steps": None,
+            "early_stopping_patience": None,
+            "max_train_minutes": None,
+            "report_to": [],
+        }
+    )
     collator = Collator(pad_id(stok))
     log = run.path / "logs" / "guard-labels-only.jsonl"
     log.unlink(missing_ok=True)  # a throwaway run (no checkpoints): run again in full when a run resumes
-    train_loop(probe, train_set, collator, short, hard_label_objective,
-               lambda m: evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size), metric, cfg.seed, log,
-               desc="guard-labels-only", keep_best=False)  # fmt: skip
+    train_loop(
+        probe,
+        train_set,
+        collator,
+        short,
+        hard_label_objective,
+        lambda m: evaluate_model(m, dev_set, collator, args.per_device_eval_batch_size),
+        metric,
+        cfg.seed,
+        log,
+        desc="guard-labels-only",
+        keep_best=False,
+    )
     estimate = evaluate_model(probe, dev_set, collator, args.per_device_eval_batch_size)[metric]
     del probe
-    out: dict[str, Any] = {"teacher": teacher_score, "labels_only_estimate": estimate, "estimate_steps": steps,
-                           "margin": GUARD_MARGIN, "weak": teacher_score < estimate + GUARD_MARGIN}  # fmt: skip
+    out: dict[str, Any] = {
+        "teacher": teacher_score,
+        "labels_only_estimate": estimate,
+        "estimate_steps": steps,
+        "margin": GUARD_MARGIN,
+        "weak": teacher_score < estimate + GUARD_MARGIN,
+    }
     if not out["weak"]:
         return out
     trained = teacher_info.get("training", {})
-    how = (f"it trained {trained.get('epochs')} epoch(s) at learning rate {trained.get('learning_rate'):g}, "
-           f"stopped by {trained.get('stopped')}") if trained else "it was given already fine-tuned (teacher.finetune: false)"  # fmt: skip
-    warn = (f"the teacher ({100 * teacher_score:.2f} {metric} on dev) is not clearly better than the student trained on the "
-            f"labels alone for {steps} steps ({100 * estimate:.2f}): distilling from it would teach the student its mistakes; "
-            f"{how}")  # fmt: skip
+    how = (
+        (
+            f"it trained {trained.get('epochs')} epoch(s) at learning rate {trained.get('learning_rate'):g}, "
+            f"stopped by "
+            f"{trained.get('stopped')}"
+        )
+        if trained
+        else "it was given already fine-tuned (teacher.finetune: false)"
+    )
+    warn = (
+        f"the teacher ({100 * teacher_score:.2f} {metric} on dev) is not clearly better than the student trained "
+        f"on the "
+        f"labels alone for {steps} steps ({100 * estimate:.2f}): distilling from it would teach the student its "
+        f"mistakes; "
+        f"{how}"
+    )
     if not cfg.teacher.finetune:
         print(f"warning: {warn}. Fine-tune it here (teacher.finetune: true) or give a better one.", file=sys.stderr)
-        out["action"] = "warned: the teacher was given fine-tuned; fine-tune it here (teacher.finetune: true) or give a better one"
+        out["action"] = (
+            "warned: the teacher was given fine-tuned; fine-tune it here (teacher.finetune: true) or give a better one"
+        )
         return out
     print(f"warning: {warn}. Training it further (teacher.training: num_train_epochs, learning_rate).", file=sys.stderr)
-    more = cfg.teacher.training.model_copy(update={"learning_rate": trained.get("learning_rate") or cfg.teacher.training.learning_rate,
-                                                   "num_train_epochs": max(3.0, cfg.teacher.training.num_train_epochs)})  # fmt: skip
+    more = cfg.teacher.training.model_copy(
+        update={
+            "learning_rate": trained.get("learning_rate") or cfg.teacher.training.learning_rate,
+            "num_train_epochs": max(3.0, cfg.teacher.training.num_train_epochs),
+        }
+    )
     tok = ttok
     t_train = _dataset(tok, prep.train, prep.labels, cfg.data.max_length, alignment=cfg.data.label_alignment)
-    result = fit("teacher-further", prep.teacher, t_train, teacher_dev, tcol, more, hard_label_objective, metric, cfg.seed, run)
-    run.save("teacher", prep.teacher, tok, {"fine_tuned_from": cfg.teacher.model, "best_step": result.best_step, "trained_further": True})
+    result = fit(
+        "teacher-further", prep.teacher, t_train, teacher_dev, tcol, more, hard_label_objective, metric, cfg.seed, run
+    )
+    run.save(
+        "teacher",
+        prep.teacher,
+        tok,
+        {"fine_tuned_from": cfg.teacher.model, "best_step": result.best_step, "trained_further": True},
+    )
     after = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[metric]
     out.update(teacher_after=after, further=result.training, weak=after < estimate + GUARD_MARGIN)
     teacher_info["trained_further"] = result.training
     out["action"] = f"trained further: {100 * teacher_score:.2f} -> {100 * after:.2f}"
     if out["weak"]:
-        print(f"warning: the teacher is still not clearly better ({100 * after:.2f} vs {100 * estimate:.2f}); distilling anyway: "
-              "the report says what it cost. Give a stronger teacher (a larger model, more data, teacher.training settings).",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: the teacher is still not clearly better ({100 * after:.2f} vs {100 * estimate:.2f}); "
+            f"distilling anyway: "
+            "the report says what it cost. Give a stronger teacher (a larger model, more data, teacher.training "
+            "settings).",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -585,33 +848,51 @@ def _add_ratios(report: dict[str, Any], metric: str) -> None:
     report.update(speedups(t, report["student"]))  # the ratios, and whether the timings' spread lets them mean much
 
 
-def _saved_model_and_dev(model: str, cfg: RunConfig, split: str = "validation") -> tuple[nn.Module, Any, TextData, DistillDataset]:
+def _saved_model_and_dev(
+    model: str, cfg: RunConfig, split: str = "validation"
+) -> tuple[nn.Module, Any, TextData, DistillDataset]:
     net, tokenizer, labels = load_saved_classifier(model, "model")
     _, dev = load_splits(cfg.data)
     if split == "test":
         test = load_test(cfg.data)
         if test is None:
-            raise TextDistillError("--split test: the config has no test split (set data.test_file, or hf_dataset.test_split)")
+            raise TextDistillError(
+                "--split test: the config has no test split (set data.test_file, or hf_dataset.test_split)"
+            )
         dev = test
     return net, tokenizer, dev, _dataset(tokenizer, dev, labels, cfg.data.max_length)
 
 
-def export(model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None) -> dict[str, Any]:
+def export(
+    model: str, cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """``textdistill export``: a saved classifier to ONNX fp32 and int8 in ``output``, each form checked against
     PyTorch on the config's validation split (largest logit difference, metric, size, latency)."""
     cfg = as_config(cfg, overrides)
     if cfg.data.task_type != "classification":
-        raise TextDistillError(f"export: ONNX export covers sentence classifiers; not a {cfg.data.task_type} task (data.task_type)")
+        raise TextDistillError(
+            f"export: ONNX export covers sentence classifiers; not a {cfg.data.task_type} task (data.task_type)"
+        )
     guard_output(cfg, output, "export output", inputs=[("model", model)])
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg)
     forms = export_student(net, dev_set, pad_id(tokenizer), output, cfg.eval.metric, cfg.eval.latency_repeats)
     tokenizer.save_pretrained(output)
-    return {"model": model, "validation": dev.source, "examples": len(dev), "output_dir": output, "metric": cfg.eval.metric, "forms": forms,
-            "machine": machine_info()}  # fmt: skip
+    return {
+        "model": model,
+        "validation": dev.source,
+        "examples": len(dev),
+        "output_dir": output,
+        "metric": cfg.eval.metric,
+        "forms": forms,
+        "machine": machine_info(),
+    }
 
 
 def evaluate(
-    model: str, cfg: RunConfig | dict | str | os.PathLike, overrides: list[str] | None = None, speed: bool = True,
+    model: str,
+    cfg: RunConfig | dict | str | os.PathLike,
+    overrides: list[str] | None = None,
+    speed: bool = True,
     split: str = "validation",
 ) -> dict[str, Any]:
     """``textdistill evaluate``: a saved classifier on the config's validation (or ``split="test"``) split: metrics,
@@ -620,9 +901,17 @@ def evaluate(
     net, tokenizer, dev, dev_set = _saved_model_and_dev(model, cfg, split)
     collator = Collator(pad_id(tokenizer))
     metrics = evaluate_model(net, dev_set, collator, 128)
-    out: dict[str, Any] = {"model": model, "split": split, "validation": dev.source, "examples": len(dev), "metrics": metrics}
+    out: dict[str, Any] = {
+        "model": model,
+        "split": split,
+        "validation": dev.source,
+        "examples": len(dev),
+        "metrics": metrics,
+    }
     if speed:
-        out.update(measure_speed(net, dev_set.student[: cfg.eval.latency_samples], pad_id(tokenizer), cfg.eval.latency_repeats))
+        out.update(
+            measure_speed(net, dev_set.student[: cfg.eval.latency_samples], pad_id(tokenizer), cfg.eval.latency_repeats)
+        )
         out["params"] = count_parameters(net)
     return out
 
@@ -630,10 +919,16 @@ def evaluate(
 def _transfer_cfg(cfg: RunConfig, output: str | None, key: str) -> RunConfig:
     if cfg.transfer is None:
         raise TextDistillError(f"transfer: required for {key} (e.g. transfer: {{variants: 10, unlabeled_file: ...}})")
-    return cfg if output is None else cfg.model_copy(update={"transfer": cfg.transfer.model_copy(update={"output": output})})
+    return (
+        cfg
+        if output is None
+        else cfg.model_copy(update={"transfer": cfg.transfer.model_copy(update={"output": output})})
+    )
 
 
-def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None) -> dict[str, Any]:
+def augment(
+    cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """``textdistill augment``: the augmented variants of the training set (``transfer:`` settings) as a TSV file
     ``text[, pair], source, origin`` (origin: the row of the example it came from), written atomically."""
     from textdistill.transfer import augmenter
@@ -652,12 +947,17 @@ def augment(cfg: RunConfig | dict | str | os.PathLike, output: str, overrides: l
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("text\t" + ("pair\t" if prep.train.pairs else "") + "source\torigin\n")
         for v in variants:
-            f.write("\t".join([v.text] + ([v.pair or ""] if prep.train.pairs else []) + [f"augment:{v.ops}", str(v.origin)]) + "\n")
+            f.write(
+                "\t".join([v.text] + ([v.pair or ""] if prep.train.pairs else []) + [f"augment:{v.ops}", str(v.origin)])
+                + "\n"
+            )
     tmp.replace(path)
     return {"output": str(path), "examples": len(prep.train), "variants": len(variants)}
 
 
-def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def label(
+    cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """``textdistill label``: the fine-tuned teacher labels the transfer set (training examples, augmented variants,
     unlabeled corpus) into a distilled dataset folder (resumable); returns its manifest and the labelling speed."""
     from textdistill.transfer import check_transfer_output, transfer_set
@@ -665,10 +965,16 @@ def label(cfg: RunConfig | dict | str | os.PathLike, output: str | None = None, 
     cfg = _transfer_cfg(as_config(cfg, overrides), output, "label")
     check_transfer_output(cfg)
     if cfg.data.task_type != "classification":
-        raise TextDistillError(f"label: distilled datasets hold sentence labels; a {cfg.data.task_type} run tags its transfer "
-                               "sentences inside `textdistill distill`")  # fmt: skip
+        raise TextDistillError(
+            f"label: distilled datasets hold sentence labels; a {cfg.data.task_type} run tags its "
+            f"transfer "
+            "sentences inside `textdistill distill`"
+        )
     if _teacher_cfg(cfg).finetune:
-        raise TextDistillError("teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then teacher.model: RUN/teacher)")
+        raise TextDistillError(
+            "teacher.finetune: label needs a fine-tuned teacher (textdistill train first, then "
+            "teacher.model: RUN/teacher)"
+        )
     prep = _prepare(cfg)  # nothing is trained here: transfer_set meets any bad corpus or teacher before labelling
     _, _, info = transfer_set(cfg, prep.teacher.eval(), prep.teacher_tokenizer, prep.labels, prep.train, 128)
     if not process_state().is_main_process:

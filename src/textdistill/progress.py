@@ -39,7 +39,10 @@ class LineProgress:
         eta = elapsed / self.n * (self.total - self.n) if self.n else float("nan")
         fmt = lambda s: "?" if s != s else f"{int(s) // 60}m{int(s) % 60:02d}s"  # noqa: E731
         pct = 100 * self.n / max(self.total, 1)
-        self.write(f"[{self.desc}] step {self.n}/{self.total} ({pct:.0f}%) {self.postfix} elapsed {fmt(elapsed)} ETA {fmt(eta)}")
+        self.write(
+            f"[{self.desc}] step {self.n}/{self.total} ({pct:.0f}%) {self.postfix} elapsed {fmt(elapsed)} ETA "
+            f"{fmt(eta)}"
+        )
 
 
 class _Quiet(LineProgress):

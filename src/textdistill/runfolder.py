@@ -23,12 +23,26 @@ from textdistill.data import DistillDataset
 from textdistill.errors import TextDistillError
 from textdistill.metrics import measure_speed
 from textdistill.models import count_parameters, folder_size_bytes, save_model
-from textdistill.outdir import MARKER, FolderLock, check_output, check_replaceable, protected_paths, release_lock_of, shown, write_marker
+from textdistill.outdir import (
+    MARKER,
+    FolderLock,
+    check_output,
+    check_replaceable,
+    protected_paths,
+    release_lock_of,
+    shown,
+    write_marker,
+)
 from textdistill.train import process_state
 
 
-def guard_output(cfg: AnyRunConfig, output: str | os.PathLike, what: str, is_folder: bool = True,
-                 inputs: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+def guard_output(
+    cfg: AnyRunConfig,
+    output: str | os.PathLike,
+    what: str,
+    is_folder: bool = True,
+    inputs: list[tuple[str, str]] | None = None,
+) -> None:
     """Refuse, before any work, an output that is (or, for a folder, contains or lies above) an input of ``cfg``,
     its config file, the working folder or a cache (:func:`textdistill.outdir.check_output`)."""
     protected = protected_paths(cfg.model_dump(mode="json"), cfg._config_file, inputs or [])
@@ -47,7 +61,10 @@ class RunFolder:
     def __init__(self, cfg: AnyRunConfig, resume: bool = False, kind: str = "distill") -> None:
         self.final = Path(cfg.output_dir)
         if self.final.name in ("", ".", ".."):
-            raise TextDistillError(f"output_dir: {shown(cfg.output_dir)} names no folder of its own; give the run a folder (e.g. runs/name)")
+            raise TextDistillError(
+                f"output_dir: {shown(cfg.output_dir)} names no folder of its own; give the run a "
+                f"folder (e.g. runs/name)"
+            )
         self.path = self.final.with_name(self.final.name + ".partial")
         self.cfg = cfg
         self.resume = resume
@@ -61,18 +78,31 @@ class RunFolder:
         if resume:
             written = self.path / "config.yaml"
             if not written.is_file():
-                raise TextDistillError(f"--resume: no interrupted run to resume at {self.path} (nothing was checkpointed there)")
+                raise TextDistillError(
+                    f"--resume: no interrupted run to resume at {self.path} (nothing was checkpointed there)"
+                )
             if written.read_text(encoding="utf-8") != cfg.to_yaml():
-                raise TextDistillError(f"--resume: the config differs from the interrupted run's ({written}); resume with the same "
-                                       "config and overrides")  # fmt: skip
+                raise TextDistillError(
+                    f"--resume: the config differs from the interrupted run's ({written}); resume "
+                    f"with the same "
+                    "config and overrides"
+                )
         else:
             if self._exists(self.final):
                 if not cfg.overwrite_output_dir:
-                    raise TextDistillError(f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true")
-                check_replaceable(self.final, "output_dir", "overwrite_output_dir replaces run folders only; delete it yourself "
-                                  "or choose another output_dir")  # fmt: skip
-            check_replaceable(self.path, "output_dir", "a run starts its .partial folder afresh; move it away, or --resume "
-                              "the run it holds")  # fmt: skip
+                    raise TextDistillError(
+                        f"output_dir: {self.final} already exists; choose another or set overwrite_output_dir: true"
+                    )
+                check_replaceable(
+                    self.final,
+                    "output_dir",
+                    "overwrite_output_dir replaces run folders only; delete it yourself or choose another output_dir",
+                )
+            check_replaceable(
+                self.path,
+                "output_dir",
+                "a run starts its .partial folder afresh; move it away, or --resume the run it holds",
+            )
 
     @staticmethod
     def _exists(path: Path) -> bool:
@@ -82,16 +112,26 @@ class RunFolder:
             path.with_name(path.name + ".partial").exists()  # the longer name, written first
             exists = path.exists()
         except OSError as exc:
-            limit = f"; names of at most {os.pathconf('/', 'PC_NAME_MAX')} characters" if exc.errno == errno.ENAMETOOLONG else ""
-            raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc.strerror or exc}{limit})") from None
+            limit = (
+                (f"; names of at most {os.pathconf('/', 'PC_NAME_MAX')} characters")
+                if exc.errno == errno.ENAMETOOLONG
+                else ""
+            )
+            raise TextDistillError(
+                f"output_dir: {shown(path)}: cannot be used ({exc.strerror or exc}{limit})"
+            ) from None
         except ValueError as exc:  # an embedded NUL
             raise TextDistillError(f"output_dir: {shown(path)}: cannot be used ({exc})") from None
         if not exists:  # the run will create it: its nearest existing ancestor must be a folder it may write in
             ancestor = next(a for a in path.absolute().parents if a.exists())
             if not ancestor.is_dir():
-                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Not a directory: {ancestor} is a file)")
+                raise TextDistillError(
+                    f"output_dir: {shown(path)}: cannot be used (Not a directory: {ancestor} is a file)"
+                )
             if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise TextDistillError(f"output_dir: {shown(path)}: cannot be used (Permission denied: cannot write in {ancestor})")
+                raise TextDistillError(
+                    f"output_dir: {shown(path)}: cannot be used (Permission denied: cannot write in {ancestor})"
+                )
         return exists
 
     def open(self) -> "RunFolder":
@@ -122,7 +162,12 @@ class RunFolder:
         tmp.replace(self.path / name)
 
     def finish(
-        self, report: dict[str, Any], render: Any, started: float, extra: dict[str, Any] | None = None, html: bool = True
+        self,
+        report: dict[str, Any],
+        render: Any,
+        started: float,
+        extra: dict[str, Any] | None = None,
+        html: bool = True,
     ) -> dict[str, Any]:
         """Add the run's time and machine to ``report``, write ``metrics.json``, ``report.md`` (``render(report)``),
         ``report.html`` (``html``) and each ``extra`` file (path in the run -> its renderer), commit the folder;
@@ -146,16 +191,24 @@ class RunFolder:
             if not (self.path / MARKER).is_file():  # a run resumed from a .partial of a version before the marker
                 write_marker(self.path, self.kind)
             if os.path.lexists(self.final):
-                check_replaceable(self.final, "output_dir", "it appeared while the run worked; the finished run stays in "
-                                  f"{self.path}")  # fmt: skip
+                check_replaceable(
+                    self.final, "output_dir", f"it appeared while the run worked; the finished run stays in {self.path}"
+                )
                 shutil.rmtree(self.final)
             self.path.replace(self.final)
             release_lock_of(self.final.with_name(self.final.name + ".partial.lock"))
         return self.final
 
 
-def profile(model: nn.Module, folder: Path | None, dev_set: DistillDataset, pad: int, ev: EvalConfig, metrics: dict,
-            speed: dict | None = None) -> dict:
+def profile(
+    model: nn.Module,
+    folder: Path | None,
+    dev_set: DistillDataset,
+    pad: int,
+    ev: EvalConfig,
+    metrics: dict,
+    speed: dict | None = None,
+) -> dict:
     """Metrics, size and CPU speed of a saved model, on the first ``latency_samples`` dev examples (``speed``: as
     measured already, side by side with another model by :func:`measure_speeds`)."""
     feats = dev_set.student[: ev.latency_samples]

@@ -106,9 +106,13 @@ class BiLSTMEncoder(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__()
         self.lstm = nn.LSTM(
-            input_size, hidden_size, num_layers, batch_first=True, bidirectional=True,
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
             dropout=dropout if num_layers > 1 else 0.0,
-        )  # fmt: skip
+        )
 
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
@@ -347,7 +351,9 @@ def build_word_tokenizer(
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     # BertNormalizer: control characters dropped, and every CJK character its own word (Chinese text has no spaces:
     # a Chinese word-level student is a character-level one); accents are kept
-    chinese = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase)
+    chinese = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase
+    )
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), chinese])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordLevelTrainer(
@@ -358,9 +364,12 @@ def build_word_tokenizer(
     assert ids == [0, 1, 2], f"special tokens got ids {ids}"
     tok.post_processor = processors.TemplateProcessing(single="$A", pair="$A [SEP] $B:1", special_tokens=[("[SEP]", 2)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]",
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        sep_token="[SEP]",
         model_input_names=["input_ids", "attention_mask"],
-    )  # fmt: skip
+    )
 
 
 @torch.no_grad()
@@ -532,8 +541,12 @@ def build_classic_student(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     config_class, model_class = STUDENT_TYPES[kind]
     config = config_class(
-        vocab_size=vocab_size, pad_token_id=pad_id, id2label=labels.id2label, label2id=labels.label2id,
-        problem_type=PROBLEM_TYPES[labels.task_type], **arch
+        vocab_size=vocab_size,
+        pad_token_id=pad_id,
+        id2label=labels.id2label,
+        label2id=labels.label2id,
+        problem_type=PROBLEM_TYPES[labels.task_type],
+        **arch,
     )
     set_seed(seed)
     model = model_class(config)

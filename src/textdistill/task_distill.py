@@ -32,11 +32,11 @@ from textdistill.errors import TextDistillError
 from textdistill.metrics import evaluate_model, measure_speeds, metrics_for, predict_logits, speedups
 from textdistill.models import build_student, fit_max_length, load_classifier, pad_id, resolve_model_path
 from textdistill.multitask import MultiTaskDataset, MultiTaskModel, MultiTaskObjective, TaskSpec, multitask_from_encoder
+from textdistill.objective import hard_label_objective
 from textdistill.outdir import releases_locks
+from textdistill.report import multitask_model_card, render_multitask_report
 from textdistill.runfolder import RunFolder, profile
 from textdistill.teacher_outputs import soft_targets
-from textdistill.report import multitask_model_card, render_multitask_report
-from textdistill.objective import hard_label_objective
 from textdistill.train import train_loop
 
 
@@ -66,7 +66,11 @@ class Task:
 
     def spec(self) -> dict[str, Any]:
         """The task as the multi-task model's config stores it."""
-        return {"name": self.name, "labels": None if self.labels.regression else list(self.labels.names), "metric": self.cfg.metric}
+        return {
+            "name": self.name,
+            "labels": None if self.labels.regression else list(self.labels.names),
+            "metric": self.cfg.metric,
+        }
 
 
 class OneTask(nn.Module):
@@ -90,7 +94,9 @@ def _load_task(i: int, cfg: TaskConfig, seed: int) -> Task:
     train, dev = load_splits(cfg.data)
     labels = LabelSet.from_data(train, cfg.data.task_type)
     if len(labels) < 2 and not labels.regression:
-        raise TextDistillError(f"{train.source}: only one label ({labels.names[0]!r}); task {cfg.name!r} needs at least two")
+        raise TextDistillError(
+            f"{train.source}: only one label ({labels.names[0]!r}); task {cfg.name!r} needs at least two"
+        )
     labels.encode(train)
     labels.encode(dev)  # a dev label the training labels lack fails here
     teachers = []
@@ -113,7 +119,9 @@ def _student_source(cfg: MultiTaskRunConfig, tasks: list[Task]) -> tuple[nn.Modu
     return model, tok, cfg.student_from
 
 
-def _build_student(cfg: MultiTaskRunConfig, source: nn.Module, source_tok: Any, tasks: list[Task]) -> tuple[MultiTaskModel, Any, dict]:
+def _build_student(
+    cfg: MultiTaskRunConfig, source: nn.Module, source_tok: Any, tasks: list[Task]
+) -> tuple[MultiTaskModel, Any, dict]:
     """The multi-task student: the student recipe applied to ``source``, its encoder under one head per task."""
     texts = [t for task in tasks for t in task.train.texts + (task.train.pairs or [])]
     single, tok, recipe = build_student(cfg.student, source, source_tok, LabelSet(("0", "1")), cfg.seed, texts)
@@ -136,15 +144,29 @@ def _fine_tune(cfg: MultiTaskRunConfig, task: Task, j: int, teacher: Teacher, ru
     dev = _examples(teacher.tokenizer, task, task.dev)
     name = f"teacher-{task.name}-{j}"
     result = train_loop(
-        teacher.model, _examples(teacher.tokenizer, task, task.train), collator, args, hard_label_objective,
+        teacher.model,
+        _examples(teacher.tokenizer, task, task.train),
+        collator,
+        args,
+        hard_label_objective,
         lambda m: evaluate_model(m, dev, collator, args.per_device_eval_batch_size),
-        task.cfg.metric, cfg.seed + j, run.path / "logs" / f"{name}.jsonl", desc=name,
-        checkpoint_dir=run.checkpoints(name), resume=run.resume,
-    )  # fmt: skip
-    folder = run.save(f"teachers/{task.name}-{j}", teacher.model, teacher.tokenizer,
-                      {"fine_tuned_from": teacher.cfg.model, "best_step": result.best_step})  # fmt: skip
+        task.cfg.metric,
+        cfg.seed + j,
+        run.path / "logs" / f"{name}.jsonl",
+        desc=name,
+        checkpoint_dir=run.checkpoints(name),
+        resume=run.resume,
+    )
+    folder = run.save(
+        f"teachers/{task.name}-{j}",
+        teacher.model,
+        teacher.tokenizer,
+        {"fine_tuned_from": teacher.cfg.model, "best_step": result.best_step},
+    )
     teacher.folder = folder
-    teacher.info.update({"fine_tuned": str(folder.relative_to(run.path)), "train_seconds": result.seconds, "steps": result.steps})
+    teacher.info.update(
+        {"fine_tuned": str(folder.relative_to(run.path)), "train_seconds": result.seconds, "steps": result.steps}
+    )
 
 
 def _in_task_order(logits: torch.Tensor, teacher: Teacher) -> torch.Tensor:
@@ -174,9 +196,20 @@ def _spec(cfg: MultiTaskRunConfig, task: Task) -> TaskSpec:
     try:
         weights = teacher_weights(len(task.teachers), task.cfg.fusion, task.cfg.teacher_weights, scores)
     except ValueError as exc:
-        raise TextDistillError(f"task {task.name!r}: fusion {task.cfg.fusion!r}: {exc} (teachers' dev {task.cfg.metric}: {scores})") from None
+        raise TextDistillError(
+            f"task {task.name!r}: fusion {task.cfg.fusion!r}: {exc} (teachers' dev {task.cfg.metric}: {scores})"
+        ) from None
     d = cfg.distill
-    return TaskSpec(task.name, task.labels.regression, task.cfg.fusion, task.cfg.objective, weights, d.temperature, d.alpha, d.anneal)
+    return TaskSpec(
+        task.name,
+        task.labels.regression,
+        task.cfg.fusion,
+        task.cfg.objective,
+        weights,
+        d.temperature,
+        d.alpha,
+        d.anneal,
+    )
 
 
 def _ensemble_metrics(task: Task, spec: TaskSpec, dev_logits: torch.Tensor, dev_labels: list) -> dict[str, float]:
@@ -239,11 +272,17 @@ def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, An
         dev_sets.append(_examples(stok, task, task.dev))
         entry: dict[str, Any] = {
             "metric": task.cfg.metric,
-            "data": {"train": task.train.source, "validation": task.dev.source, "train_examples": len(task.train),
-                     "validation_examples": len(task.dev), "labels": None if task.labels.regression else list(task.labels.names)},
-            "fusion": task.cfg.fusion, "objective": task.cfg.objective,
+            "data": {
+                "train": task.train.source,
+                "validation": task.dev.source,
+                "train_examples": len(task.train),
+                "validation_examples": len(task.dev),
+                "labels": None if task.labels.regression else list(task.labels.names),
+            },
+            "fusion": task.cfg.fusion,
+            "objective": task.cfg.objective,
             "teachers": [{**t.info, "weight": float(w)} for t, w in zip(task.teachers, spec.weights)],
-        }  # fmt: skip
+        }
         if len(task.teachers) > 1:
             entry["ensemble"] = {"metrics": _ensemble_metrics(task, spec, dev_logits, dev_sets[-1].labels)}
         reference = entry.get("ensemble") or entry["teachers"][0]
@@ -256,20 +295,52 @@ def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, An
     evaluate = _evaluator(tasks, dev_sets, collator, bs)
     data = MultiTaskDataset(train_sets, cfg.distill.sampling, cfg.distill.tau)
     objective = MultiTaskObjective(specs)
-    result = train_loop(student, data, collator, args, objective, evaluate, "average", cfg.seed,
-                        run.path / "logs" / "student.jsonl", desc="student",
-                        checkpoint_dir=run.checkpoints("student"), resume=run.resume)  # fmt: skip
+    result = train_loop(
+        student,
+        data,
+        collator,
+        args,
+        objective,
+        evaluate,
+        "average",
+        cfg.seed,
+        run.path / "logs" / "student.jsonl",
+        desc="student",
+        checkpoint_dir=run.checkpoints("student"),
+        resume=run.resume,
+    )
     student_scores = evaluate(student)
-    student_dir = run.save("student", student, stok, {"distilled_from": {t.name: [x.cfg.model for x in t.teachers] for t in tasks},
-                                                       "encoder_from": source_name, **recipe})  # fmt: skip
+    student_dir = run.save(
+        "student",
+        student,
+        stok,
+        {
+            "distilled_from": {t.name: [x.cfg.model for x in t.teachers] for t in tasks},
+            "encoder_from": source_name,
+            **recipe,
+        },
+    )
 
     baseline_scores = None
     if cfg.distill.baseline:
         twin, _, _ = _build_student(cfg, source, source_tok, tasks)
-        gold_only = MultiTaskDataset([DistillDataset(s.student, s.labels) for s in train_sets], cfg.distill.sampling, cfg.distill.tau)
-        base = train_loop(twin, gold_only, collator, args, objective, evaluate, "average", cfg.seed,
-                          run.path / "logs" / "baseline.jsonl", desc="baseline",
-                          checkpoint_dir=run.checkpoints("baseline"), resume=run.resume)  # fmt: skip
+        gold_only = MultiTaskDataset(
+            [DistillDataset(s.student, s.labels) for s in train_sets], cfg.distill.sampling, cfg.distill.tau
+        )
+        base = train_loop(
+            twin,
+            gold_only,
+            collator,
+            args,
+            objective,
+            evaluate,
+            "average",
+            cfg.seed,
+            run.path / "logs" / "baseline.jsonl",
+            desc="baseline",
+            checkpoint_dir=run.checkpoints("baseline"),
+            resume=run.resume,
+        )
         baseline_scores = evaluate(twin)
         run.save("baseline", twin, stok, {"trained_without_distillation": True, **recipe})
 
@@ -282,33 +353,62 @@ def distill_tasks(cfg: MultiTaskRunConfig, resume: bool = False) -> dict[str, An
         for side, scores in sides:
             metrics = _per_task(scores, task)
             entry[side] = {"metrics": metrics, "retained_pct": 100.0 * metrics[task.cfg.metric] / ref if ref else None}
-    average = {"reference": sum(e["reference_score"] for e in report_tasks.values()) / len(tasks),
-               "student": student_scores["average"]}  # fmt: skip
+    average = {
+        "reference": sum(e["reference_score"] for e in report_tasks.values()) / len(tasks),
+        "student": student_scores["average"],
+    }
     if baseline_scores:
         average["baseline"] = baseline_scores["average"]
     for side in ("student", "baseline"):
         if side in average:
-            average[f"{side}_retained_pct"] = 100.0 * average[side] / average["reference"] if average["reference"] else None
+            average[f"{side}_retained_pct"] = (
+                100.0 * average[side] / average["reference"] if average["reference"] else None
+            )
 
     # Size and speed side by side, on the first task's dev examples: one teacher vs the student.
     first, first_teacher = tasks[0], tasks[0].teachers[0]
     teacher_dev = _examples(first_teacher.tokenizer, first, first.dev)
-    n, one_task = cfg.eval.latency_samples, OneTask(student, first.name)  # timed in turns, as distill's teacher and student
-    speed = measure_speeds({"teacher": (first_teacher.model, teacher_dev.student[:n], pad_id(first_teacher.tokenizer)),
-                            "student": (one_task, dev_sets[0].student[:n], pad_id(stok))}, cfg.eval.latency_repeats)  # fmt: skip
-    teacher_profile = profile(first_teacher.model, first_teacher.folder, teacher_dev, pad_id(first_teacher.tokenizer), cfg.eval, {}, speed["teacher"])
+    n, one_task = (
+        cfg.eval.latency_samples,
+        OneTask(student, first.name),
+    )  # timed in turns, as distill's teacher and student
+    speed = measure_speeds(
+        {
+            "teacher": (first_teacher.model, teacher_dev.student[:n], pad_id(first_teacher.tokenizer)),
+            "student": (one_task, dev_sets[0].student[:n], pad_id(stok)),
+        },
+        cfg.eval.latency_repeats,
+    )
+    teacher_profile = profile(
+        first_teacher.model,
+        first_teacher.folder,
+        teacher_dev,
+        pad_id(first_teacher.tokenizer),
+        cfg.eval,
+        {},
+        speed["teacher"],
+    )
     student_profile = profile(one_task, student_dir, dev_sets[0], pad_id(stok), cfg.eval, {}, speed["student"])
     report: dict[str, Any] = {
         "kind": "multitask",
         "tasks": report_tasks,
         "average": average,
         "distill": cfg.distill.model_dump(),
-        "teachers": {"count": sum(len(t.teachers) for t in tasks),
-                     "params_total": sum(sum(p.numel() for p in x.model.parameters()) for t in tasks for x in t.teachers),
-                     "speed_of": first_teacher.cfg.model, **teacher_profile},
-        "student": {**recipe, "encoder_from": source_name, "best_step": result.best_step, "train_seconds": result.seconds,
-                    "train_samples_per_second": result.samples_per_second, **student_profile},
-    }  # fmt: skip
+        "teachers": {
+            "count": sum(len(t.teachers) for t in tasks),
+            "params_total": sum(sum(p.numel() for p in x.model.parameters()) for t in tasks for x in t.teachers),
+            "speed_of": first_teacher.cfg.model,
+            **teacher_profile,
+        },
+        "student": {
+            **recipe,
+            "encoder_from": source_name,
+            "best_step": result.best_step,
+            "train_seconds": result.seconds,
+            "train_samples_per_second": result.samples_per_second,
+            **student_profile,
+        },
+    }
     report["student"].pop("metrics")
     report["teachers"].pop("metrics")
     if baseline_scores:

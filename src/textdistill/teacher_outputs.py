@@ -18,7 +18,13 @@ from textdistill.train import process_state
 
 
 def soft_targets(
-    d: CacheSettings, name: str, teacher: nn.Module, train_set: DistillDataset, collator: Collator, batch_size: int, info: dict
+    d: CacheSettings,
+    name: str,
+    teacher: nn.Module,
+    train_set: DistillDataset,
+    collator: Collator,
+    batch_size: int,
+    info: dict,
 ) -> torch.Tensor:
     """Teacher logits over the training set, once: from the teacher-output cache when it holds them (``d``: the
     cache settings; ``name``: the teacher as the config names it, kept with the cache entry)."""
@@ -36,5 +42,7 @@ def soft_targets(
     with process_state().main_process_first():  # the main process fills the cache; the others then read it
         result = cache.get_or_compute(teacher, features, teacher.config.num_labels, compute, {"teacher": name})
     info["soft_targets"] = {"cache": result.status, "seconds": result.seconds, "path": result.path}
-    print(f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr)
+    print(
+        f"soft targets: teacher-output cache {result.status} ({result.path}, {result.seconds:.1f} s)", file=sys.stderr
+    )
     return result.logits

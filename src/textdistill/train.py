@@ -60,7 +60,9 @@ def model_inputs(model: nn.Module, batch: dict[str, Any], side: str = "student")
     inner = getattr(model, "module", model)  # DistributedDataParallel
     inner = getattr(inner, "_orig_mod", inner)  # torch.compile
     ids = inputs.get("input_ids")
-    maskless = isinstance(ids, torch.Tensor) and ids.device.type in MASKLESS_DEVICES and isinstance(inner, PreTrainedModel)
+    maskless = (
+        isinstance(ids, torch.Tensor) and ids.device.type in MASKLESS_DEVICES and isinstance(inner, PreTrainedModel)
+    )
     if maskless and batch.get("unpadded", {}).get(side):
         return {k: v for k, v in inputs.items() if k != "attention_mask"}
     return inputs
@@ -160,7 +162,9 @@ def _accelerate_states(partial: bool) -> list[dict[str, Any]]:
     reads its settings there too); with ``partial``, the process state (device, process group) as well."""
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    return [AcceleratorState._shared_state, GradientState._shared_state] + ([PartialState._shared_state] if partial else [])
+    return [AcceleratorState._shared_state, GradientState._shared_state] + (
+        [PartialState._shared_state] if partial else []
+    )
 
 
 @contextlib.contextmanager
@@ -196,7 +200,9 @@ def kept_process_state() -> Iterator[None]:
         set_random_states(states)
 
 
-def within(context: Callable[[], contextlib.AbstractContextManager[Any]], command: Callable[..., Any]) -> Callable[..., Any]:
+def within(
+    context: Callable[[], contextlib.AbstractContextManager[Any]], command: Callable[..., Any]
+) -> Callable[..., Any]:
     """``command``, each call run within a fresh ``context()``."""
 
     @functools.wraps(command)
@@ -245,7 +251,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT / SIGTERM during training: a checkpoint was written at ``step``; ``--resume`` continues from it."""
 
     def __init__(self, step: int, folder: Path | None) -> None:
-        where = f"checkpoint at step {step} in {folder}; rerun with --resume to continue" if folder else f"at step {step}"
+        where = (
+            (f"checkpoint at step {step} in {folder}; rerun with --resume to continue") if folder else f"at step {step}"
+        )
         super().__init__(f"training stopped by a signal: {where}")
         self.step, self.folder = step, folder
 
@@ -258,11 +266,30 @@ class Checkpoints:
     error naming it; a failed write (a full disk) removes its temporary file and names the last good checkpoint."""
 
     KEYS = {
-        "checkpoint.pt": frozenset({"step", "epoch", "batches", "model", "optimizer", "scheduler", "objective", "best_metric",
-                                    "best_step", "best_state", "evals", "sums", "count", "samples", "elapsed", "eval_seconds",
-                                    "log_bytes", "random"}),
+        "checkpoint.pt": frozenset(
+            {
+                "step",
+                "epoch",
+                "batches",
+                "model",
+                "optimizer",
+                "scheduler",
+                "objective",
+                "best_metric",
+                "best_step",
+                "best_state",
+                "evals",
+                "sums",
+                "count",
+                "samples",
+                "elapsed",
+                "eval_seconds",
+                "log_bytes",
+                "random",
+            }
+        ),
         "final.pt": frozenset({"model", "result"}),
-    }  # fmt: skip
+    }
 
     def __init__(self, folder: Path | None, main: bool) -> None:
         self.folder, self.main = folder, main
@@ -279,7 +306,9 @@ class Checkpoints:
         except (OSError, RuntimeError) as exc:
             # torch.save reports a failed write (ENOSPC, EIO) as a RuntimeError from its zip writer, not an OSError
             text = " ".join(str(exc).split())
-            if isinstance(exc, RuntimeError) and not any(m in text for m in ("PytorchStreamWriter", "inline_container", "unexpected pos", "write")):
+            if isinstance(exc, RuntimeError) and not any(
+                m in text for m in ("PytorchStreamWriter", "inline_container", "unexpected pos", "write")
+            ):
                 tmp.unlink(missing_ok=True)
                 raise
             tmp.unlink(missing_ok=True)
@@ -293,7 +322,11 @@ class Checkpoints:
         except TextDistillError:
             last = None
         assert self.folder is not None
-        return f"the last good checkpoint {self.folder / 'checkpoint.pt'} (step {last['step']}) is intact" if last else "no earlier checkpoint exists"
+        return (
+            (f"the last good checkpoint {self.folder / 'checkpoint.pt'} (step {last['step']}) is intact")
+            if last
+            else "no earlier checkpoint exists"
+        )
 
     def load(self, name: str) -> dict[str, Any] | None:
         """A checkpoint of ours, or None when there is none; anything else in its place is an error naming it."""
@@ -306,18 +339,27 @@ class Checkpoints:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001  (whatever is in the file, it is not a checkpoint this loop wrote)
-
-                unsafe, why = pickle_refusal(exc, path)  # never torch's own text: it advises turning the weights-only check off
+                unsafe, why = pickle_refusal(
+                    exc, path
+                )  # never torch's own text: it advises turning the weights-only check off
                 if isinstance(exc, OSError) and exc.strerror:
                     why = exc.strerror
                 if unsafe:
-                    raise TextDistillError(f"{not_ours}: refused as unsafe ({why}, and loading it could run code); remove it, or the "
-                                           "run's .partial folder to start over") from None  # fmt: skip
-                raise TextDistillError(f"{not_ours} (unreadable: {why}); remove it, or the run's .partial folder to start over") from None
+                    raise TextDistillError(
+                        f"{not_ours}: refused as unsafe ({why}, and loading it could run code); "
+                        f"remove it, or the "
+                        "run's .partial folder to start over"
+                    ) from None
+                raise TextDistillError(
+                    f"{not_ours} (unreadable: {why}); remove it, or the run's .partial folder to start over"
+                ) from None
         missing = sorted(self.KEYS.get(name, frozenset()) - set(state)) if isinstance(state, dict) else ["a dict"]
         if missing:
-            raise TextDistillError(f"{not_ours} (it lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); remove it, "
-                                   "or the run's .partial folder to start over")  # fmt: skip
+            raise TextDistillError(
+                f"{not_ours} (it lacks "
+                f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); remove it, "
+                "or the run's .partial folder to start over"
+            )
         return state
 
     def restore_weights(self, model: nn.Module, weights: Any, name: str) -> None:
@@ -326,22 +368,38 @@ class Checkpoints:
         path = self.folder / name if self.folder is not None else Path(name)
         own = model.state_dict()
         if not isinstance(weights, dict):
-            raise TextDistillError(f"--resume: {path} is not a textdistill checkpoint (its model weights are not a state dict)")
-        resized = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in weights.items()
-                   if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+            raise TextDistillError(
+                f"--resume: {path} is not a textdistill checkpoint (its model weights are not a state dict)"
+            )
+        resized = [
+            (k, tuple(v.shape), tuple(own[k].shape))
+            for k, v in weights.items()
+            if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)
+        ]
         missing, unexpected = [k for k in own if k not in weights], [k for k in weights if k not in own]
-        fix = "; it was written for another model (did teacher.model's files change?); remove the run's .partial folder to start over"
+        fix = (
+            "; it was written for another model (did teacher.model's files change?); remove the run's .partial "
+            "folder to start over"
+        )
         if resized:
             key, there, here = resized[0]
-            raise TextDistillError(f"--resume: {path} does not fit the model: {key} has shape {list(there)} there, {list(here)} in the model "
-                                   f"({len(resized)} such tensors){fix}")  # fmt: skip
+            raise TextDistillError(
+                f"--resume: {path} does not fit the model: {key} has shape {list(there)} there, "
+                f"{list(here)} in the model "
+                f"({len(resized)} such tensors){fix}"
+            )
         if missing or unexpected:
             first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-            raise TextDistillError(f"--resume: {path} does not fit the model: {len(missing)} tensors missing, {len(unexpected)} unexpected "
-                                   f"(e.g. {first}){fix}")  # fmt: skip
+            raise TextDistillError(
+                f"--resume: {path} does not fit the model: {len(missing)} tensors missing, "
+                f"{len(unexpected)} unexpected "
+                f"(e.g. {first}){fix}"
+            )
         model.load_state_dict(weights)
 
-    def restore(self, saved: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, objective: nn.Module | None) -> None:
+    def restore(
+        self, saved: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, objective: nn.Module | None
+    ) -> None:
         """The model, optimizer, scheduler (and trainable objective) as ``checkpoint.pt`` holds them."""
         self.restore_weights(model, saved["model"], "checkpoint.pt")
         try:
@@ -351,8 +409,11 @@ class Checkpoints:
                 objective.load_state_dict(saved["objective"])
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             path = self.folder / "checkpoint.pt" if self.folder is not None else "checkpoint.pt"
-            raise TextDistillError(f"--resume: {path} does not fit this run (optimizer or objective state: "
-                                   f"{' '.join(str(exc).split())[:120]}); remove the run's .partial folder to start over") from None  # fmt: skip
+            raise TextDistillError(
+                f"--resume: {path} does not fit this run (optimizer or objective state: "
+                f"{' '.join(str(exc).split())[:120]}); remove the run's .partial folder to start "
+                f"over"
+            ) from None
 
     def restore_final(self, model: nn.Module, done: dict[str, Any]) -> "LoopResult":
         """The weights and result ``final.pt`` holds (a loop that finished before the run was interrupted)."""
@@ -361,7 +422,9 @@ class Checkpoints:
             return LoopResult(**json.loads(done["result"]))
         except (TypeError, ValueError) as exc:
             path = self.folder / "final.pt" if self.folder is not None else "final.pt"
-            raise TextDistillError(f"--resume: {path} is not a textdistill checkpoint (its result: {' '.join(str(exc).split())[:120]})") from None
+            raise TextDistillError(
+                f"--resume: {path} is not a textdistill checkpoint (its result: {' '.join(str(exc).split())[:120]})"
+            ) from None
 
     def save(self, state: dict[str, Any]) -> None:
         self._write("checkpoint.pt", state)
@@ -380,8 +443,11 @@ def random_states() -> dict[str, Any]:
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    out = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
-           "torch": torch.get_rng_state()}  # fmt: skip
+    out = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -458,7 +524,6 @@ def train_loop(
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, DistributedType, TorchDynamoPlugin, set_seed
-
     from transformers import get_linear_schedule_with_warmup
 
     set_seed(seed)
@@ -480,7 +545,9 @@ def train_loop(
         mixed_precision=precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=use_cpu(),
-        dynamo_plugin=TorchDynamoPlugin(backend=args.torch_compile_backend if args.torch_compile else "no", mode=compile_mode),
+        dynamo_plugin=TorchDynamoPlugin(
+            backend=args.torch_compile_backend if args.torch_compile else "no", mode=compile_mode
+        ),
         # batches go to the GPU from pinned memory without waiting: a blocking copy would hold the CPU until the
         # previous step's kernels are done, so it could never queue the next step's while the GPU works
         dataloader_config=DataLoaderConfiguration(non_blocking=not use_cpu()),
@@ -490,15 +557,23 @@ def train_loop(
     if trackers:  # the hyper-parameters as the trackers' run configuration (scalars only)
         hparams = {k: v for k, v in args.model_dump(mode="json").items() if isinstance(v, (bool, int, float, str))}
         # resuming: TensorBoard drops what the interrupted run logged after its checkpoint (logged again, once)
-        purge = {"tensorboard": {"purge_step": saved["step"] + 1}} if saved is not None and "tensorboard" in trackers else {}
+        purge = (
+            {"tensorboard": {"purge_step": saved["step"] + 1}}
+            if saved is not None and "tensorboard" in trackers
+            else {}
+        )
         accelerator.init_trackers(desc, config=hparams, init_kwargs=purge)
     on_gpu = accelerator.device.type == "cuda"
     # a dataset that batches itself (multi-task: one task per batch) says how; any other gets shuffled batches
     make_loader = getattr(train_set, "loader", None) or (lambda *a, **k: train_loader(train_set, *a, **k))
     loader = make_loader(
-        collator, args.per_device_train_batch_size, args.group_by_length, seed, args.dataloader_num_workers,
+        collator,
+        args.per_device_train_batch_size,
+        args.group_by_length,
+        seed,
+        args.dataloader_num_workers,
         pin_memory=on_gpu,
-    )  # fmt: skip
+    )
     epoch_generator = getattr(loader, "epoch_generator", None)
     epoch_sampler = getattr(loader, "batch_sampler", None)
 
@@ -521,7 +596,9 @@ def train_loop(
             objective.hold_teacher(copy.deepcopy(teacher).to(held))
         if args.torch_compile and ours and reads_logits_only(objective):
             # compiled like the student (its forward is as launch-bound); not when features are tapped from it
-            objective.hold_teacher(torch.compile(objective.teacher, backend=args.torch_compile_backend, mode=compile_mode))
+            objective.hold_teacher(
+                torch.compile(objective.teacher, backend=args.torch_compile_backend, mode=compile_mode)
+            )
     if isinstance(objective, nn.Module):  # it may own trainable projections: set them up on one real batch
         objective.to(accelerator.device)
         if hasattr(objective, "setup"):
@@ -542,13 +619,20 @@ def train_loop(
     # accelerate steps a prepared scheduler once per process at each optimizer step, so the schedule is laid out over
     # the single-process step count; the loop itself counts steps on its own shard of the data.
     n_proc = accelerator.num_processes
-    schedule_steps = args.max_steps * n_proc if args.max_steps else math.ceil(len(loader) / args.gradient_accumulation_steps * args.num_train_epochs)
+    schedule_steps = (
+        args.max_steps * n_proc
+        if args.max_steps
+        else math.ceil(len(loader) / args.gradient_accumulation_steps * args.num_train_epochs)
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * schedule_steps), schedule_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     # the clipping done inside the fused step (clip_in_step) where nothing else scales or shards the gradients: no
     # GradScaler (fp16), and one process or DDP (its gradients are averaged by the time they are clipped)
-    clip_fused = fused and accelerator.scaler is None and accelerator.distributed_type in (
-        DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)  # fmt: skip
+    clip_fused = (
+        fused
+        and accelerator.scaler is None
+        and accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    )
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps or math.ceil(steps_per_epoch * args.num_train_epochs)
 
@@ -581,19 +665,34 @@ def train_loop(
 
     def checkpoint(batches: int) -> None:
         log.flush()
-        ckpt.save({
-            "step": step, "epoch": epoch, "batches": batches, "model": unwrap().state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "objective": objective.state_dict() if isinstance(objective, nn.Module) else {},
-            "best_metric": best_metric, "best_step": best_step, "best_state": best_state,
-            "evals": json.dumps(evals), "sums": json.dumps({k: float(v) for k, v in sums.items()}), "count": count, "samples": samples,
-            "elapsed": time.perf_counter() - started, "eval_seconds": eval_seconds,
-            "log_bytes": log.tell() if main else 0, "random": random_states(),
-        })  # fmt: skip
+        ckpt.save(
+            {
+                "step": step,
+                "epoch": epoch,
+                "batches": batches,
+                "model": unwrap().state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "objective": objective.state_dict() if isinstance(objective, nn.Module) else {},
+                "best_metric": best_metric,
+                "best_step": best_step,
+                "best_state": best_state,
+                "evals": json.dumps(evals),
+                "sums": json.dumps({k: float(v) for k, v in sums.items()}),
+                "count": count,
+                "samples": samples,
+                "elapsed": time.perf_counter() - started,
+                "eval_seconds": eval_seconds,
+                "log_bytes": log.tell() if main else 0,
+                "random": random_states(),
+            }
+        )
 
     def track(record: dict[str, Any]) -> None:
         if trackers:
-            accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"])
+            accelerator.log(
+                {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"]
+            )
 
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)  # so queued training kernels count as training time
     warm: tuple[float, float, int] | None = None  # (time, eval seconds, samples) when WARMUP_STEPS steps were done
@@ -617,8 +716,10 @@ def train_loop(
         # (counted from the log of evaluations, so a resumed run stops where the uninterrupted one would)
         if patience is not None and sum(e["step"] > best_step for e in evals) >= patience and step < total_steps:
             stopped = "patience"
-            bar.write(f"[{desc}] early stop at step {step}: no better {metric} in {patience} evaluations; "
-                      f"keeping step {best_step} ({best_metric:.4f})")  # fmt: skip
+            bar.write(
+                f"[{desc}] early stop at step {step}: no better {metric} in {patience} evaluations; "
+                f"keeping step {best_step} ({best_metric:.4f})"
+            )
 
     extra = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
     try:
@@ -628,10 +729,14 @@ def train_loop(
         # their heuristic (a new one at each compiled call with no backward pending); nothing reads a step's outputs
         # after it (the online teacher's logits are copied before the student runs)
         graphs = args.torch_compile and on_gpu and args.torch_compile_mode in ("reduce-overhead", "max-autotune")
-        with (open(log_path, "a", encoding="utf-8") if main else io.StringIO()) as log, progress(total_steps, desc, quiet=not main) as bar, \
-                _StopSignals() as stop, fast_cpu_dropout(unwrap(), fast_masks), \
-                first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut), \
-                reuse_freed_memory(args.reuse_cpu_memory and accelerator.device.type == "cpu"):  # fmt: skip
+        with (
+            open(log_path, "a", encoding="utf-8") if main else io.StringIO() as log,
+            progress(total_steps, desc, quiet=not main) as bar,
+            _StopSignals() as stop,
+            fast_cpu_dropout(unwrap(), fast_masks),
+            first_token_only(unwrap(), getattr(objective, "teacher", None), enabled=cut),
+            reuse_freed_memory(args.reuse_cpu_memory and accelerator.device.type == "cpu"),
+        ):
             bar.update(step)
             model.train()
             while step < total_steps and not stopped:
@@ -672,7 +777,12 @@ def train_loop(
                         warm = (time.perf_counter(), eval_seconds, samples)
                     if step % args.logging_steps == 0 or step == total_steps:
                         means = {k: float(v) / count for k, v in sums.items()}
-                        record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": scheduler.get_last_lr()[0], **means}
+                        record = {
+                            "step": step,
+                            "epoch": round(step / steps_per_epoch, 3),
+                            "lr": scheduler.get_last_lr()[0],
+                            **means,
+                        }
                         log.write(json.dumps(record) + "\n")
                         track(record)
                         bar.set_postfix(loss=f"{means['loss']:.4f}")
@@ -680,11 +790,16 @@ def train_loop(
                     evaluated = args.eval_steps is not None and step % args.eval_steps == 0
                     if evaluated:
                         run_eval(step / steps_per_epoch)
-                    if args.max_train_minutes is not None and time.perf_counter() - started > 60 * args.max_train_minutes \
-                            and step < total_steps:  # fmt: skip
+                    if (
+                        args.max_train_minutes is not None
+                        and time.perf_counter() - started > 60 * args.max_train_minutes
+                        and step < total_steps
+                    ):
                         stopped = "time"
-                        bar.write(f"[{desc}] stopped at step {step} of {total_steps}: training.max_train_minutes "
-                                  f"({args.max_train_minutes:g}) reached")  # fmt: skip
+                        bar.write(
+                            f"[{desc}] stopped at step {step} of {total_steps}: training.max_train_minutes "
+                            f"({args.max_train_minutes:g}) reached"
+                        )
                     if step >= total_steps or stopped:
                         break
                     if evaluated or (args.save_steps is not None and step % args.save_steps == 0) or stop.requested:
@@ -712,8 +827,17 @@ def train_loop(
         unwrapped.load_state_dict(best_state)
     unwrapped.eval()
     seconds = time.perf_counter() - started
-    result = LoopResult(best_metric, best_step, step, seconds, evals, samples, seconds - eval_seconds, stopped=stopped,
-                        steps_per_epoch=steps_per_epoch)
+    result = LoopResult(
+        best_metric,
+        best_step,
+        step,
+        seconds,
+        evals,
+        samples,
+        seconds - eval_seconds,
+        stopped=stopped,
+        steps_per_epoch=steps_per_epoch,
+    )
     if warm is not None:
         result.steady_samples = samples - warm[2]
         result.steady_seconds = (started + seconds - warm[0]) - (eval_seconds - warm[1])

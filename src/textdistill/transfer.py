@@ -22,12 +22,24 @@ def augmenter(t: TransferConfig, teacher: nn.Module, tokenizer: Any, texts: list
     """The configured augmenter; embedding neighbours from the teacher, POS pools from ``texts`` (spaCy)."""
     neighbours = EmbeddingNeighbours.from_model(teacher, tokenizer, t.neighbours_k) if t.neighbour > 0 else None
     pos = PosReplacer(texts, spacy_tagger(t.pos_model)) if t.pos > 0 else None
-    return Augmenter(variants=t.variants, mask=t.mask, pos=t.pos, neighbour=t.neighbour, delete=t.delete, ngram=t.ngram,
-                     ngram_max=t.ngram_max, seed=seed, mask_token=getattr(tokenizer, "mask_token", None) or "[MASK]",
-                     neighbours=neighbours, pos_replacer=pos)  # fmt: skip
+    return Augmenter(
+        variants=t.variants,
+        mask=t.mask,
+        pos=t.pos,
+        neighbour=t.neighbour,
+        delete=t.delete,
+        ngram=t.ngram,
+        ngram_max=t.ngram_max,
+        seed=seed,
+        mask_token=getattr(tokenizer, "mask_token", None) or "[MASK]",
+        neighbours=neighbours,
+        pos_replacer=pos,
+    )
 
 
-def unlabeled_texts(t: TransferConfig, data: DataConfig, paired: bool, limit: int | None) -> tuple[list[str], list[str] | None]:
+def unlabeled_texts(
+    t: TransferConfig, data: DataConfig, paired: bool, limit: int | None
+) -> tuple[list[str], list[str] | None]:
     """The texts of ``transfer.unlabeled_file``: one per line (``unlabeled_format: lines``), or the text column(s) of
     a .tsv/.csv/.jsonl data file read like the data files, its labels ignored (``data``)."""
     assert t.unlabeled_file is not None
@@ -35,25 +47,36 @@ def unlabeled_texts(t: TransferConfig, data: DataConfig, paired: bool, limit: in
         return read_corpus(t.unlabeled_file, paired, limit)
     texts, pairs, _ = read_texts(t.unlabeled_file, data, limit=limit)
     if (pairs is not None) != paired:
-        raise TextDistillError(f"{t.unlabeled_file}: {'a second text column was found' if pairs is not None else 'no second text column'}"
-                               f" but the task {'has' if paired else 'has no'} sentence pairs; set data.text_pair_column")  # fmt: skip
+        raise TextDistillError(
+            f"{t.unlabeled_file}: "
+            f"{'a second text column was found' if pairs is not None else 'no second text column'}"
+            f" but the task {'has' if paired else 'has no'} sentence pairs; set "
+            f"data.text_pair_column"
+        )
     return texts, pairs
 
 
-def candidates(t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer: Any, seed: int, data: DataConfig) -> list[Candidate]:
+def candidates(
+    t: TransferConfig, train: TextData, teacher: nn.Module, tokenizer: Any, seed: int, data: DataConfig
+) -> list[Candidate]:
     """The texts to label, in a fixed order: training examples (with their gold labels), augmented variants, the
     unlabeled corpus (texts that repeat a training text are left out, then ``max_unlabeled`` of the rest kept: the
     training file itself, read as text, gives the texts beyond the labelled slice)."""
     out: list[Candidate] = []
     if t.include_train:
-        out += [Candidate(x, train.pairs[i] if train.pairs else None, "train", train.labels[i]) for i, x in enumerate(train.texts)]
+        out += [
+            Candidate(x, train.pairs[i] if train.pairs else None, "train", train.labels[i])
+            for i, x in enumerate(train.texts)
+        ]
     if t.variants:
         aug = augmenter(t, teacher, tokenizer, train.texts + (train.pairs or []), seed)
         out += [Candidate(v.text, v.pair, f"augment:{v.ops}") for v in aug(train.texts, train.pairs)]
     if t.unlabeled_file:
         texts, pairs = unlabeled_texts(t, data, train.pairs is not None, None)
         known = {normalise(x) for x in train.texts}
-        pool = [Candidate(x, pairs[i] if pairs else None, "pool") for i, x in enumerate(texts) if normalise(x) not in known]
+        pool = [
+            Candidate(x, pairs[i] if pairs else None, "pool") for i, x in enumerate(texts) if normalise(x) not in known
+        ]
         out += pool[: t.max_unlabeled]
     return out
 
@@ -92,8 +115,9 @@ def check_transfer(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, train: Te
     extra_teachers(t, labels)  # loads each one: a missing model or other labels fail here
 
 
-def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: LabelSet, train: TextData,
-                 batch_size: int) -> tuple[TextData, torch.Tensor, dict[str, Any]]:  # fmt: skip
+def transfer_set(
+    cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: LabelSet, train: TextData, batch_size: int
+) -> tuple[TextData, torch.Tensor, dict[str, Any]]:
     """Label the transfer set with the teacher (or reuse a finished labelling of the same job); returns its texts with
     hard labels, the teacher's probabilities ``[N, C]`` and what the report shows."""
     assert cfg.transfer is not None and cfg.teacher is not None
@@ -102,9 +126,19 @@ def transfer_set(cfg: RunConfig, teacher: nn.Module, tokenizer: Any, labels: Lab
     started = time.perf_counter()
     cands = candidates(t, train, teacher, tokenizer, cfg.seed, cfg.data)
     teachers = [LabelTeacher(cfg.teacher.model, teacher, tokenizer)] + extra_teachers(t, labels)
-    manifest = label_dataset(teachers, cands, labels.names, folder, fusion=t.fusion, temperature=1.0,
-                             filters=Filters(t.min_confidence, t.min_agreement, t.max_entropy), topk=t.topk,
-                             batch_size=batch_size, max_length=cfg.data.max_length, shard_size=t.shard_size)  # fmt: skip
+    manifest = label_dataset(
+        teachers,
+        cands,
+        labels.names,
+        folder,
+        fusion=t.fusion,
+        temperature=1.0,
+        filters=Filters(t.min_confidence, t.min_agreement, t.max_entropy),
+        topk=t.topk,
+        batch_size=batch_size,
+        max_length=cfg.data.max_length,
+        shard_size=t.shard_size,
+    )
     data = read_distilled(folder)
     seconds = time.perf_counter() - started
     info = {"path": folder, "seconds": seconds, "candidates": len(cands), **manifest["counts"]}

@@ -72,15 +72,38 @@ def choose_learning_rate(
     steps = trial_steps(len(train_set), args)
     dev = dev_set if len(dev_set) <= MAX_TRIAL_DEV else _head(dev_set, MAX_TRIAL_DEV)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_objective = {k: v.detach().clone() for k, v in objective.state_dict().items()} if isinstance(objective, nn.Module) else None
+    start_objective = (
+        {k: v.detach().clone() for k, v in objective.state_dict().items()} if isinstance(objective, nn.Module) else None
+    )
     trials = []
     try:
         for rate in candidate_rates(model):
-            trial = args.model_copy(update={"learning_rate": rate, "max_steps": steps, "eval_steps": steps, "save_steps": None,
-                                            "early_stopping_patience": None, "max_train_minutes": None, "report_to": []})  # fmt: skip
+            trial = args.model_copy(
+                update={
+                    "learning_rate": rate,
+                    "max_steps": steps,
+                    "eval_steps": steps,
+                    "save_steps": None,
+                    "early_stopping_patience": None,
+                    "max_train_minutes": None,
+                    "report_to": [],
+                }
+            )
             with tempfile.TemporaryDirectory(prefix="textdistill-lr-") as tmp:
-                result = train_loop(model, train_set, collator, trial, objective, lambda m: evaluate(m, dev), metric, seed,
-                                    Path(tmp) / "log.jsonl", desc=f"{name} lr {rate:g}", teacher=teacher, keep_best=False)  # fmt: skip
+                result = train_loop(
+                    model,
+                    train_set,
+                    collator,
+                    trial,
+                    objective,
+                    lambda m: evaluate(m, dev),
+                    metric,
+                    seed,
+                    Path(tmp) / "log.jsonl",
+                    desc=f"{name} lr {rate:g}",
+                    teacher=teacher,
+                    keep_best=False,
+                )
             score = result.evals[-1][f"eval_{metric}"]
             trials.append({"learning_rate": rate, metric: score if math.isfinite(score) else None})
             model.load_state_dict(start)
@@ -92,18 +115,29 @@ def choose_learning_rate(
             _restore(objective, start_objective)  # type: ignore[arg-type]
         model.train()
     chosen, margin = pick_rate(trials, metric, len(dev), min(candidate_rates(model)))
-    out = {"learning_rate": chosen, "how": f"search: {len(trials)} rates, {steps} steps each, scored on {len(dev)} dev "
-           f"examples; the smallest within {margin:.4f} of the best", "metric": metric, "trials": trials,
-           "trial_steps": steps, "margin": margin}  # fmt: skip
+    out = {
+        "learning_rate": chosen,
+        "how": f"search: {len(trials)} rates, {steps} steps each, scored on {len(dev)} dev "
+        f"examples; the smallest within {margin:.4f} of the best",
+        "metric": metric,
+        "trials": trials,
+        "trial_steps": steps,
+        "margin": margin,
+    }
     if process_state().is_main_process:  # every process ran the same trials (together, under DDP): one writes
         log_dir.mkdir(parents=True, exist_ok=True)
         tmp_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
         tmp_record.write_text(json.dumps(out, indent=1), encoding="utf-8")
         tmp_record.replace(record)
-    shown = ", ".join(f"{t['learning_rate']:g}: {t[metric]:.4f}" if t[metric] is not None else f"{t['learning_rate']:g}: diverged"
-                      for t in trials)  # fmt: skip
+    shown = ", ".join(
+        f"{t['learning_rate']:g}: {t[metric]:.4f}" if t[metric] is not None else f"{t['learning_rate']:g}: diverged"
+        for t in trials
+    )
     if process_state().is_main_process:
-        print(f"[{name}] learning rate {out['learning_rate']:g} chosen by {steps}-step trials on dev ({metric}: {shown})", file=sys.stderr)
+        print(
+            f"[{name}] learning rate {out['learning_rate']:g} chosen by {steps}-step trials on dev ({metric}: {shown})",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -127,7 +161,11 @@ def _restore(objective: nn.Module, start: dict[str, torch.Tensor]) -> None:
     made = [k for k in objective.state_dict() if k not in start]
     objective.load_state_dict(start, strict=False)
     for name, module in objective.named_modules():
-        if name and any(k.startswith(name + ".") and "." not in k[len(name) + 1 :] for k in made) and hasattr(module, "reset_parameters"):
+        if (
+            name
+            and any(k.startswith(name + ".") and "." not in k[len(name) + 1 :] for k in made)
+            and hasattr(module, "reset_parameters")
+        ):
             module.reset_parameters()
 
 

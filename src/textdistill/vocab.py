@@ -71,7 +71,10 @@ def _batches(items: Sequence[Any], size: int = _BATCH) -> Iterable[slice]:
 
 
 def used_token_ids(
-    tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, words: Sequence[Sequence[str]] | None = None
+    tokenizer: Any,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    words: Sequence[Sequence[str]] | None = None,
 ) -> set[int]:
     """The ids ``tokenizer`` produces on ``texts`` (with their ``pairs``) and on ``words`` (sentences of pre-split
     words, tokenized with ``is_split_into_words=True`` as :func:`textdistill.data.tokenize_words` does), untruncated
@@ -97,7 +100,9 @@ def used_token_ids(
 def _backend_state(tokenizer: Any) -> dict[str, Any]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise TextDistillError(f"vocabulary pruning needs a fast tokenizer (tokenizers library); {type(tokenizer).__name__} is not")
+        raise TextDistillError(
+            f"vocabulary pruning needs a fast tokenizer (tokenizers library); {type(tokenizer).__name__} is not"
+        )
     return json.loads(backend.to_str())
 
 
@@ -113,8 +118,11 @@ def check_prunable(tokenizer: Any) -> None:
 
 def _require_supported(kind: str) -> None:
     if kind not in SUPPORTED_MODELS:
-        raise TextDistillError(f"student.prune_vocabulary: pruning supports {' and '.join(SUPPORTED_MODELS)} tokenizers (XLM-R / e5, "
-                               f"BERT / MiniLM); this teacher's tokenizer is a {kind} model")  # fmt: skip
+        raise TextDistillError(
+            f"student.prune_vocabulary: pruning supports {' and '.join(SUPPORTED_MODELS)} "
+            f"tokenizers (XLM-R / e5, "
+            f"BERT / MiniLM); this teacher's tokenizer is a {kind} model"
+        )
 
 
 def _model_unk_id(model: dict[str, Any]) -> int | None:
@@ -132,7 +140,9 @@ def _map_processor(node: dict[str, Any] | None, fn: Callable[[int], int]) -> dic
     if kind == "Sequence":
         return {**node, "processors": [_map_processor(p, fn) for p in node["processors"]]}
     if kind == "TemplateProcessing":
-        specials = {name: {**spec, "ids": [fn(i) for i in spec["ids"]]} for name, spec in node["special_tokens"].items()}
+        specials = {
+            name: {**spec, "ids": [fn(i) for i in spec["ids"]]} for name, spec in node["special_tokens"].items()
+        }
         return {**node, "special_tokens": specials}
     if kind in ("RobertaProcessing", "BertProcessing"):
         return {**node, "sep": [node["sep"][0], fn(node["sep"][1])], "cls": [node["cls"][0], fn(node["cls"][1])]}
@@ -146,8 +156,11 @@ def _processor_ids(node: dict[str, Any] | None) -> set[int]:
 
 
 def _config_token_ids(config: Any) -> dict[str, int]:
-    return {k: v for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
-            if isinstance(v := getattr(config, k, None), int)}  # fmt: skip
+    return {
+        k: v
+        for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
+        if isinstance(v := getattr(config, k, None), int)
+    }
 
 
 def _required_ids(tokenizer: Any, state: dict[str, Any], model: nn.Module) -> set[int]:
@@ -161,7 +174,11 @@ def _required_ids(tokenizer: Any, state: dict[str, Any], model: nn.Module) -> se
     if unk is not None:
         required.add(unk)
     padding = state.get("padding") or {}
-    pads = [i for i in (tokenizer.pad_token_id, padding.get("pad_id"), getattr(model.config, "pad_token_id", None)) if isinstance(i, int)]
+    pads = [
+        i
+        for i in (tokenizer.pad_token_id, padding.get("pad_id"), getattr(model.config, "pad_token_id", None))
+        if isinstance(i, int)
+    ]
     required |= set(range(max(pads, default=-1) + 1))
     required |= set(_config_token_ids(model.config).values())
     if state["model"]["type"] == "Unigram":
@@ -175,7 +192,11 @@ def _pruned_model(model: dict[str, Any], kept: list[int], new_id: dict[int, int]
     if model["type"] == "Unigram":
         vocab = model["vocab"]
         unk = model.get("unk_id")
-        return {**model, "vocab": [vocab[i] for i in kept if i < len(vocab)], "unk_id": None if unk is None else new_id[unk]}
+        return {
+            **model,
+            "vocab": [vocab[i] for i in kept if i < len(vocab)],
+            "unk_id": None if unk is None else new_id[unk],
+        }
     pieces = sorted(((new_id[i], piece) for piece, i in model["vocab"].items() if i in new_id))
     return {**model, "vocab": {piece: i for i, piece in pieces}}
 
@@ -195,7 +216,11 @@ def _rebuild_tokenizer(tokenizer: Any, state: dict[str, Any]) -> Any:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    specials = {name: str(value) for name in tokenizer.SPECIAL_TOKENS_ATTRIBUTES if (value := getattr(tokenizer, name, None)) is not None}
+    specials = {
+        name: str(value)
+        for name in tokenizer.SPECIAL_TOKENS_ATTRIBUTES
+        if (value := getattr(tokenizer, name, None)) is not None
+    }
     extra = [str(t) for t in getattr(tokenizer, "extra_special_tokens", None) or []]
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(json.dumps(state)),
@@ -231,7 +256,9 @@ def _slice_embeddings(model: nn.Module, kept: list[int], new_id: dict[int, int])
     emb = model.get_input_embeddings()
     rows_before = emb.num_embeddings
     if kept[-1] >= rows_before:
-        raise TextDistillError(f"vocabulary pruning: the tokenizer has id {kept[-1]} but the model has only {rows_before} embedding rows")
+        raise TextDistillError(
+            f"vocabulary pruning: the tokenizer has id {kept[-1]} but the model has only {rows_before} embedding rows"
+        )
     rows = torch.tensor(kept, dtype=torch.long, device=emb.weight.device)
     new = {id(emb.weight): _sliced(emb.weight, rows)}
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -254,7 +281,9 @@ def _slice_embeddings(model: nn.Module, kept: list[int], new_id: dict[int, int])
 # Pruning
 
 
-def prune_vocabulary(model: nn.Module, tokenizer: Any, keep_ids: Iterable[int]) -> tuple[nn.Module, Any, dict[str, Any]]:
+def prune_vocabulary(
+    model: nn.Module, tokenizer: Any, keep_ids: Iterable[int]
+) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Cut ``tokenizer`` and ``model`` (in place) down to the pieces ``keep_ids`` (plus the ids always kept, see the
     module docstring); returns (model, the new tokenizer, info: tokenizer model, vocabulary and parameters before and
     after).
@@ -281,9 +310,15 @@ def prune_vocabulary(model: nn.Module, tokenizer: Any, keep_ids: Iterable[int]) 
     for key, value in _config_token_ids(model.config).items():
         setattr(model.config, key, new_id.get(value))
     params_after = count_parameters(model)
-    info = {"tokenizer_model": state["model"]["type"], "vocab_before": size, "vocab_after": len(kept),
-            "embedding_rows_before": rows_before, "params_before": params_before, "params_after": params_after,
-            "params_removed": params_before - params_after}  # fmt: skip
+    info = {
+        "tokenizer_model": state["model"]["type"],
+        "vocab_before": size,
+        "vocab_after": len(kept),
+        "embedding_rows_before": rows_before,
+        "params_before": params_before,
+        "params_after": params_after,
+        "params_removed": params_before - params_after,
+    }
     return model, pruned, info
 
 
@@ -298,7 +333,9 @@ def pruned_from(tokenizer: Any, source: Any) -> PrunedFrom | None:
     return mark
 
 
-def source_features(tokenizer: Any, source: Any, features: list[dict[str, list[int]]]) -> list[dict[str, list[int]]] | None:
+def source_features(
+    tokenizer: Any, source: Any, features: list[dict[str, list[int]]]
+) -> list[dict[str, list[int]]] | None:
     """``features`` made by the pruned ``tokenizer``, as ``source`` numbers the same pieces (on the texts the
     vocabulary was chosen from that is exactly what ``source`` produces); None unless ``tokenizer`` was cut from
     ``source``."""
