@@ -1,0 +1,2 @@
+"""textdistill inside the tools people already train with: :mod:`textdistill.integrations.transformers`
+(``DistillationTrainer``, a ``transformers.Trainer``)."""
