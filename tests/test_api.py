@@ -154,6 +154,11 @@ def test_distill_from_objects_returns_a_result_to_call(
     with pytest.raises(TextDistillError, match="already exists"):
         result.save(tmp_path / "mine")
     assert result.predict(["fine", "awful"], model="teacher")[0] in ("pos", "neg")
+    said = result.student(["fine", "awful", "so so"])
+    assert textdistill.predict(result.output_dir / "student", ["fine", "awful", "so so"]) == said  # a folder
+    assert textdistill.predict(result.student_model, "fine", tokenizer=result.tokenizer) == said[0]  # an object
+    with pytest.raises(TextDistillError, match="pass the tokenizer"):
+        textdistill.predict(result.student_model, "fine")
     scored = textdistill.evaluate(
         result.output_dir / "student", validation=dev, text_column="review", label_column="stars", speed=False
     )

@@ -24,11 +24,20 @@ from textdistill.config import RunConfig, load_config
 from textdistill.errors import TextDistillError
 from textdistill.version import __version__
 
-__all__ = ["RunConfig", "TextDistillError", "__version__", "distill", "evaluate", "load_config", "train_teacher"]
+__all__ = [
+    "RunConfig",
+    "TextDistillError",
+    "__version__",
+    "distill",
+    "evaluate",
+    "load_config",
+    "predict",
+    "train_teacher",
+]
 
 
 def __getattr__(name: str) -> Any:  # the commands import torch and transformers: load them on first use
-    if name in {"distill", "evaluate", "train_teacher"}:
+    if name in {"distill", "evaluate", "predict", "train_teacher"}:
         from textdistill import api
         from textdistill.train import as_guest
 

@@ -320,12 +320,12 @@ class RunResult(dict):
     def _loaded(self, name: str) -> tuple[Any, Any]:
         cache = self.__dict__.setdefault("_models", {})
         if name not in cache:
-            from textdistill.models import load_saved_classifier
+            from textdistill.multitask import load_for_prediction
 
             folder = self.output_dir / name
             if not (folder / "config.json").is_file():
                 raise TextDistillError(f"{folder}: this run saved no {name} model")
-            model, tokenizer, _ = load_saved_classifier(str(folder), name)
+            model, tokenizer = load_for_prediction(str(folder))
             cache[name] = (model.eval(), tokenizer)
         return cache[name]
 
@@ -337,28 +337,20 @@ class RunResult(dict):
     def tokenizer(self) -> Any:
         return self._loaded("student")[1]
 
-    def student(self, texts: str | list[str], pairs: str | list[str] | None = None) -> Any:  # type: ignore[override]
-        """The student's predictions (label names; scores for regression) for one text or a list."""
-        return self.predict(texts, pairs, model="student")
+    def student(self, texts: str | list[str], pairs: str | list[str] | None = None, task: str | None = None) -> Any:  # type: ignore[override]
+        """The student's predictions for one text or a list (as :func:`predict`)."""
+        return self.predict(texts, pairs, model="student", task=task)
 
-    def predict(self, texts: str | list[str], pairs: str | list[str] | None = None, model: str = "student") -> Any:
-        import torch
-
+    def predict(
+        self,
+        texts: str | list[str],
+        pairs: str | list[str] | None = None,
+        model: str = "student",
+        task: str | None = None,
+    ) -> Any:
+        """Predictions of the run's ``model`` (student, teacher, baseline) for one text or a list."""
         net, tokenizer = self._loaded(model)
-        one = isinstance(texts, str)
-        batch = [texts] if one else list(texts)
-        second = None if pairs is None else ([pairs] if isinstance(pairs, str) else list(pairs))
-        enc = tokenizer(batch, second, padding=True, truncation=True, return_tensors="pt")
-        with torch.inference_mode():
-            logits = net(
-                **{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            ).logits
-        if logits.shape[-1] == 1:
-            out = [float(x) for x in logits[:, 0]]
-        else:
-            names = net.config.id2label
-            out = [names[int(i)] for i in logits.argmax(-1)]
-        return out[0] if one else out
+        return predict(net, texts, pairs, task=task, tokenizer=tokenizer)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Copy the student (an HF model folder, with its tokenizer) to ``folder``."""
@@ -531,3 +523,34 @@ def evaluate(
         sections=sections,
     )
     return pipeline.evaluate(folder, cfg, overrides, speed=speed, split=split)
+
+
+def predict(
+    model: Any,
+    texts: str | list[str],
+    pairs: str | list[str] | None = None,
+    *,
+    task: str | None = None,
+    tokenizer: Any = None,
+    max_length: int = 128,
+) -> Any:
+    """Label names (classification), scores (regression), lists of names (multi-label) or entity spans (NER) for one
+    text or a list (``textdistill predict``). ``model``: a saved folder, or a model object with ``tokenizer``; a
+    multi-task student takes ``task``."""
+    from textdistill.multitask import predict as predict_all
+
+    one = isinstance(texts, str)
+    batch = [texts] if one else list(texts)
+    second = None if pairs is None else ([pairs] if isinstance(pairs, str) else list(pairs))
+    try:
+        out = predict_all(
+            model if not isinstance(model, os.PathLike) else os.fspath(model),
+            task,
+            batch,
+            second,
+            tokenizer=tokenizer,
+            max_length=max_length,
+        )
+    except ValueError as exc:  # a missing tokenizer, texts and pairs of different lengths
+        raise TextDistillError(str(exc)) from None
+    return out[0] if one else out

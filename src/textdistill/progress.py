@@ -1,4 +1,4 @@
-"""Progress reports with an ETA: a tqdm bar on a terminal, plain periodic lines in a log file."""
+"""Progress reports with an ETA: a live tqdm bar on a terminal or in a notebook, plain periodic lines in a log file."""
 
 from __future__ import annotations
 
@@ -55,11 +55,22 @@ class _Quiet(LineProgress):
         pass
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (stderr is no terminal there, but a live bar shows as a widget)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+    except Exception:  # an IPython without a running shell
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress(total: int, desc: str, quiet: bool = False) -> Any:
-    """A tqdm bar on a terminal; plain lines with an ETA in a log file; nothing when ``quiet``."""
+    """A live tqdm bar (``tqdm.auto``) on a terminal or in a notebook; plain lines with an ETA in a log file; nothing
+    when ``quiet``."""
     if quiet:
         return _Quiet(total, desc)
-    if not sys.stderr.isatty():
+    if not (sys.stderr.isatty() or in_notebook()):
         return LineProgress(total, desc)
     from tqdm.auto import tqdm
 
