@@ -524,9 +524,11 @@ def _run(args: argparse.Namespace, rest: list[str]) -> dict | None:
     if args.command in ("train", "distill"):
         quick = quick_config(args)
         config = args.config if quick is None else quick
+        from textdistill import api  # the front door the Python API calls too
+
         if args.command == "train":
-            return pipeline.train_teacher(config, overrides, resume=args.resume, smoke=args.smoke)
-        return pipeline.distill(config, overrides, resume=args.resume, smoke=args.smoke)
+            return api.train_teacher(config, overrides, resume=args.resume, smoke=args.smoke)
+        return api.distill(config, overrides, resume=args.resume, smoke=args.smoke)
     if args.command == "bench":
         from textdistill.bench import bench
 
