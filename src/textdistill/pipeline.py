@@ -726,7 +726,7 @@ def _guard_teacher(
     twin). A teacher that is not is reported at once with the likely cause and the setting to change; one fine-tuned
     here is trained further once (early stopping again). Returns what the report shows (None: ``distill.guard`` off
     or a task it does not cover)."""
-    from textdistill.tuning import candidate_rates, trial_steps
+    from textdistill.tuning import candidate_rates, short_run, trial_steps
 
     assert cfg.student is not None and cfg.teacher is not None
     if not cfg.distill.guard or prep.labels.task_type != "classification":
@@ -744,17 +744,7 @@ def _guard_teacher(
     args = cfg.student.training
     rate = args.learning_rate or candidate_rates(probe)[len(candidate_rates(probe)) // 2]
     steps = trial_steps(len(train_set), args)
-    short = args.model_copy(
-        update={
-            "learning_rate": rate,
-            "max_steps": steps,
-            "eval_steps": steps,
-            "save_steps": None,
-            "early_stopping_patience": None,
-            "max_train_minutes": None,
-            "report_to": [],
-        }
-    )
+    short = short_run(args, rate, steps)
     collator = Collator(pad_id(stok))
     log = run.path / "logs" / "guard-labels-only.jsonl"
     log.unlink(missing_ok=True)  # a throwaway run (no checkpoints): run again in full when a run resumes

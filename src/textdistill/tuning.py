@@ -51,6 +51,21 @@ def trial_steps(train_examples: int, args: TrainingConfig) -> int:
     return min(steps, args.max_steps) if args.max_steps else steps
 
 
+def short_run(args: TrainingConfig, rate: float, steps: int) -> TrainingConfig:
+    """``args`` for a throwaway run of ``steps`` steps at ``rate``, scored once at its end: no checkpoints, no
+    early stop, no time cap, no tracker."""
+    update = {
+        "learning_rate": rate,
+        "max_steps": steps,
+        "eval_steps": steps,
+        "save_steps": None,
+        "early_stopping_patience": None,
+        "max_train_minutes": None,
+        "report_to": [],
+    }
+    return args.model_copy(update=update)
+
+
 def choose_learning_rate(
     name: str,
     model: nn.Module,
@@ -78,17 +93,7 @@ def choose_learning_rate(
     trials = []
     try:
         for rate in candidate_rates(model):
-            trial = args.model_copy(
-                update={
-                    "learning_rate": rate,
-                    "max_steps": steps,
-                    "eval_steps": steps,
-                    "save_steps": None,
-                    "early_stopping_patience": None,
-                    "max_train_minutes": None,
-                    "report_to": [],
-                }
-            )
+            trial = short_run(args, rate, steps)
             with tempfile.TemporaryDirectory(prefix="textdistill-lr-") as tmp:
                 result = train_loop(
                     model,
