@@ -185,3 +185,29 @@ def test_markdown_report_to_html_escapes_and_keeps_tables() -> None:
         "# Run <x>\n\nThe student kept **98%**.\n\n| model | acc |\n|---|---|\n| **student** | 0.9 |\n"
     )
     assert "<h2>Run &lt;x&gt;</h2>" in page and "<th>model</th>" in page and "<td>student</td><td>0.9</td>" in page
+
+
+def test_label_from_objects_and_a_list_of_texts(cache: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    )
+    rows = _rows(sst2_dir, 0, 40)
+    extra = ["an unseen sentence for the teacher", "and another one"]
+    info = textdistill.label(
+        teacher=teacher,  # an object: taken as the fine-tuned teacher
+        tokenizer=AutoTokenizer.from_pretrained(tiny_bert),
+        train=rows,
+        validation=rows[:8],
+        text_column="review",
+        label_column="stars",
+        unlabeled=extra,
+        output=tmp_path / "labelled",
+    )
+    manifest = json.loads((tmp_path / "labelled" / "manifest.json").read_text())
+    assert info["candidates"] == manifest["counts"]["candidates"] == len({r["review"] for r in rows}) + 2
+    texts = [json.loads(line)["text"] for line in (tmp_path / "labelled" / "data.jsonl").read_text().splitlines()]
+    assert set(extra) <= set(texts)
+    with pytest.raises(TextDistillError, match="unlabeled: text 1 holds a line break"):
+        build_config(None, train=rows, validation=rows, unlabeled=["one", "two\nlines"])

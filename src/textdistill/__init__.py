@@ -37,7 +37,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:  # the commands import torch and transformers: load them on first use
-    if name in {"distill", "evaluate", "predict", "train_teacher"}:
+    if name in {"distill", "evaluate", "label", "predict", "train_teacher"}:
         from textdistill import api
         from textdistill.train import as_guest
 

@@ -134,6 +134,23 @@ def data_file(data: Any, where: str) -> str:
     return str(_write_once(cache_root() / "inputs", f"{digest}.jsonl", lambda p: p.write_text(text, encoding="utf-8")))
 
 
+def unlabeled_file(texts: Any, where: str = "unlabeled") -> tuple[str, str | None]:
+    """(a file, its transfer.unlabeled_format) for text the teacher labels: a path as it is (format as configured);
+    a list of strings as ``<cache>/inputs/<sha256>.txt``, a line each; a table as a data file (``data``: its text
+    column is read)."""
+    if isinstance(texts, (str, os.PathLike)):
+        return os.fspath(texts), None
+    if isinstance(texts, (list, tuple)) and texts and all(isinstance(t, str) for t in texts):
+        for i, text in enumerate(texts):
+            if "\n" in text or "\r" in text:
+                raise TextDistillError(f"{where}: text {i} holds a line break; one text is one line of the file")
+        body = "".join(t + "\n" for t in texts)
+        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
+        path = _write_once(cache_root() / "inputs", f"{digest}.txt", lambda p: p.write_text(body, encoding="utf-8"))
+        return str(path), "lines"
+    return data_file(texts, where), "data"
+
+
 def model_folder(model: Any, tokenizer: Any, where: str) -> str:
     """A folder, hub id or catalogue name for ``model``: a string as it is; a model object saved with ``tokenizer`` to
     ``<cache>/models/<sha256 of its weights>/``."""
@@ -195,6 +212,7 @@ def build_config(
     label_column: str | int | None = None,
     output_dir: str | os.PathLike | None = None,
     finetune_teacher: bool | None = None,
+    unlabeled: Any = None,
     sections: Mapping[str, Any] | None = None,
 ) -> Any:
     """The run config (a dict, or ``config`` as given when no keyword changes it) that these arguments describe."""
@@ -211,6 +229,7 @@ def build_config(
             label_column,
             output_dir,
             finetune_teacher,
+            unlabeled,
         )
     ) or bool(sections)
     if not given:
@@ -268,6 +287,13 @@ def build_config(
         if "model" in given:
             given["model"] = model_folder(given["model"], student_tokenizer or tokenizer, "student.model")
         base["student"] = given
+    if unlabeled is not None:  # text for the teacher to label (data distillation)
+        path, fmt = unlabeled_file(unlabeled)
+        transfer = dict(base.get("transfer") or {})
+        transfer["unlabeled_file"] = path
+        if fmt is not None:
+            transfer["unlabeled_format"] = fmt
+        base["transfer"] = transfer
     if output_dir is not None:
         base["output_dir"] = os.fspath(output_dir)
     elif "output_dir" not in base:
@@ -426,11 +452,12 @@ def distill(
     label_column: str | int | None = None,
     output_dir: str | os.PathLike | None = None,
     finetune_teacher: bool | None = None,
+    unlabeled: Any = None,
     **sections: Any,
 ) -> RunResult:
     """Distil a student (``textdistill distill``) from a config, from objects and keywords, or both (keywords win).
-    ``sections``: any config section or key (``distill={"temperature": 2.0}``, ``seed=1``). Returns a
-    :class:`RunResult`."""
+    ``sections``: any config section or key (``distill={"temperature": 2.0}``, ``seed=1``). ``unlabeled``: text for
+    the teacher to label (data distillation): a file, a list of strings or a table. Returns a :class:`RunResult`."""
     from textdistill import pipeline
 
     cfg = build_config(
@@ -447,6 +474,7 @@ def distill(
         label_column=label_column,
         output_dir=output_dir,
         finetune_teacher=finetune_teacher,
+        unlabeled=unlabeled,
         sections=sections,
     )
     return RunResult(pipeline.distill(cfg, overrides, resume=resume, smoke=smoke))
@@ -554,3 +582,38 @@ def predict(
     except ValueError as exc:  # a missing tokenizer, texts and pairs of different lengths
         raise TextDistillError(str(exc)) from None
     return out[0] if one else out
+
+
+def label(
+    config: Any = None,
+    output: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    *,
+    teacher: Any = None,
+    tokenizer: Any = None,
+    train: Any = None,
+    validation: Any = None,
+    unlabeled: Any = None,
+    text_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
+    label_column: str | int | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """The fine-tuned ``teacher`` labels the transfer set (the training texts, augmented variants, ``unlabeled``
+    text) into a distilled dataset folder at ``output`` (``textdistill label``); returns its manifest."""
+    from textdistill import pipeline
+
+    cfg = build_config(
+        config,
+        teacher=teacher,
+        tokenizer=tokenizer,
+        train=train,
+        validation=validation,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        finetune_teacher=False if teacher is not None and not isinstance(teacher, Mapping) else None,
+        unlabeled=unlabeled,
+        sections=sections,
+    )
+    return pipeline.label(cfg, os.fspath(output) if output is not None else None, overrides)
