@@ -298,3 +298,18 @@ def test_distill_leaves_the_process_as_it_found_it(tiny_bert, sst2_dir, tmp_path
     assert report["student"]["intermediate"]
     assert dropout.FAST_SDPA in inside[0] and features.MAPS_ATTENTION in inside[-1]  # teacher's loop, student's loop
     assert not {dropout.FAST_SDPA, features.MAPS_ATTENTION} & set(ALL_ATTENTION_FUNCTIONS.keys())
+
+
+def test_a_calls_loading_policy_ends_with_the_call() -> None:
+    """A config's loading policy (allow_pickle, trust_remote_code) holds for the models its command loads, and not
+    for what the caller loads afterwards: the call runs in a copy of the caller's context variables."""
+    from textdistill.models import _POLICY, set_loading_policy
+    from textdistill.train import as_guest
+
+    def command() -> bool:
+        set_loading_policy(allow_pickle=True, trust_remote_code=True)
+        return _POLICY.get().allow_pickle
+
+    before = _POLICY.get()
+    assert as_guest(command)() is True
+    assert _POLICY.get() == before and not _POLICY.get().trust_remote_code

@@ -9,6 +9,7 @@ processes come from HF accelerate.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import functools
@@ -203,12 +204,16 @@ def kept_process_state() -> Iterator[None]:
 def within(
     context: Callable[[], contextlib.AbstractContextManager[Any]], command: Callable[..., Any]
 ) -> Callable[..., Any]:
-    """``command``, each call run within a fresh ``context()``."""
+    """``command``, each call run within a fresh ``context()`` and a copy of the caller's context variables (so a
+    setting the call makes there, such as the config's model-loading policy, ends with it)."""
 
     @functools.wraps(command)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with context():
-            return command(*args, **kwargs)
+        def run() -> Any:
+            with context():
+                return command(*args, **kwargs)
+
+        return contextvars.copy_context().run(run)
 
     return call
 
