@@ -45,9 +45,15 @@ SETS = {
 }
 
 
-def run(name: str, cap: int, minutes: float, out: Path) -> dict:
+def run(name: str, cap: int, minutes: float, out: Path, settings: list[str], teachers: Path | None = None) -> dict:
+    """One zero-config run; ``settings``: overrides added to every run (a recipe to compare); ``teachers``: a
+    folder of earlier runs whose fine-tuned teachers are reused (same teacher, only the student's recipe differs)."""
     train, dev, teacher, extra, shape = SETS[name]
     folder = out / name
+    reuse = []
+    if teachers is not None:
+        teacher = str(teachers / name / "teacher")
+        reuse = ["teacher.finetune=false"]
     cmd = [
         sys.executable,
         "-m",
@@ -66,6 +72,8 @@ def run(name: str, cap: int, minutes: float, out: Path) -> dict:
         f"teacher.training.max_train_minutes={minutes}",
         f"student.training.max_train_minutes={minutes}",
         *extra,
+        *reuse,
+        *settings,
     ]
     started = time.time()
     log = out / f"{name}.log"
@@ -91,9 +99,9 @@ def run(name: str, cap: int, minutes: float, out: Path) -> dict:
         retained=m["student"]["retained_pct"],
         twin_retained=m["baseline"]["retained_pct"],
         pretrained_twin=100 * m["baseline_pretrained"]["metrics"][metric] if "baseline_pretrained" in m else None,
-        teacher_lr=m["teacher"]["training"]["learning_rate"],
+        teacher_lr=m["teacher"].get("training", {}).get("learning_rate", float("nan")),
         student_lr=m["student"]["training"]["learning_rate"],
-        teacher_epochs=m["teacher"]["training"]["epochs"],
+        teacher_epochs=m["teacher"].get("training", {}).get("epochs", float("nan")),
         guard="weak" if m.get("guard", {}).get("weak") else "ok",
     )
     return row
@@ -140,6 +148,8 @@ def main() -> None:
     )
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--out", default="runs/defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
+    p.add_argument("--teachers-from", type=Path, help="reuse the fine-tuned teachers of an earlier --out folder")
     args = p.parse_args()
     if not DATA.is_dir():
         sys.exit(f"error: the shared data sets are not at {DATA} (set TEXTDISTILL_DATA)")
@@ -147,9 +157,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.sets.split(","):
-        rows.append(run(name, args.train_cap, args.minutes, out))
+        rows.append(run(name, args.train_cap, args.minutes, out, args.set, args.teachers_from))
         print(json.dumps(rows[-1]), flush=True)
         text = table(rows, args.train_cap, args.minutes)  # after each set: a long run stopped early keeps its rows
+        if args.set or args.teachers_from:
+            added, reused = " ".join(args.set) or "-", args.teachers_from or "-"
+            text += f"\n\nSettings added to every run: {added}; teachers from {reused}."
+
         (out / "defaults.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
