@@ -149,7 +149,7 @@ def test_the_learning_rate_search_picks_the_best_trial_and_restores_the_model(tm
 
 def test_ties_go_to_the_smaller_rate_and_a_diverged_trial_is_never_chosen(tmp_path: Path) -> None:
     data, collator = _toy()
-    scores = iter([0.8, math.nan, 0.8])
+    scores = iter([0.5, 0.8, math.nan, 0.8])  # the untrained score first, then the three trials
     out = choose_learning_rate(
         "t",
         Linear(),
@@ -400,8 +400,24 @@ def test_the_smallest_rate_within_noise_of_the_best_is_chosen(scores, n, chosen)
     from textdistill.tuning import pick_rate
 
     trials = [{"learning_rate": r, "accuracy": s} for r, s in zip(TRANSFORMER_RATES, scores)]
-    rate, margin = pick_rate(trials, "accuracy", n, min(TRANSFORMER_RATES))
+    rate, margin = pick_rate(trials, "accuracy", n, min(TRANSFORMER_RATES))  # no untrained score: every trial counts
     assert rate == chosen
     best = max((s for s in scores if s is not None), default=None)
     if best is not None:
         assert margin == pytest.approx(math.sqrt(2 * best * (1 - best) / n))
+
+
+@pytest.mark.parametrize(
+    "scores,start,chosen",
+    [
+        ((0.6838, 0.6985, 0.7010), 0.6838, 1e-4),  # MRPC: 3e-5 still guesses the majority class; 1e-4 learned
+        ((0.6838, 0.6985, 0.7010), None, 3e-5),  # the same trials without the untrained score: 3e-5 looks as good
+        ((0.6838, 0.6850, 0.6840), 0.6838, 3e-4),  # none learned beyond noise: the largest rate, which moves most
+        ((0.80, 0.85, 0.84), 0.50, 1e-4),  # all learned: the smallest within noise of the best
+    ],
+)
+def test_a_rate_must_learn_beyond_the_untrained_score_to_count(scores, start, chosen) -> None:
+    from textdistill.tuning import pick_rate
+
+    trials = [{"learning_rate": r, "accuracy": s} for r, s in zip(TRANSFORMER_RATES, scores)]
+    assert pick_rate(trials, "accuracy", 408, min(TRANSFORMER_RATES), start)[0] == chosen

@@ -5,9 +5,12 @@ the same starting weights and random state, and is scored on (up to 1,000 exampl
 large rates: a large rate is ahead after a few steps and often worse over a whole run (on SST-2, 3e-4 led 1e-4 by 1.5
 points after 42 steps and left the teacher at 79.5 where 1e-4 reaches 86.6). So the chosen rate is the smallest whose
 score is within one standard error of the difference from the best one (``sqrt(2 p (1 - p) / n)`` for a score ``p``
-on ``n`` dev examples: a gap that noise alone makes); the grids stop where fine-tuning practice does. The trials run
-on the model itself, whose weights (and the objective's, such as intermediate-layer projections) are put back after
-each, so forward hooks and feature taps see the model they were made for.
+on ``n`` dev examples: a gap that noise alone makes), among the rates that learned something: a score above the
+untrained model's by more than one example's worth (a rate too small to move in a few steps still shows the
+untrained score, a majority-class guess: on MRPC, 3e-5's trial sat at 68.4, the share of the majority class). The
+grids stop where fine-tuning practice does. The trials run on the model itself, whose weights (and the objective's,
+such as intermediate-layer projections) are put back after each, so forward hooks and feature taps see the model
+they were made for.
 
 The choice is written to ``logs/<name>-learning-rate.json`` in the run folder (how it was chosen, every trial's
 score), and a resumed run reads it back instead of searching again.
@@ -87,6 +90,8 @@ def choose_learning_rate(
     steps = trial_steps(len(train_set), args)
     dev = dev_set if len(dev_set) <= MAX_TRIAL_DEV else _head(dev_set, MAX_TRIAL_DEV)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before = evaluate(model, dev)[metric]  # the untrained score: a trial must learn beyond it to count
+    model.train()
     start_objective = (
         {k: v.detach().clone() for k, v in objective.state_dict().items()} if isinstance(objective, nn.Module) else None
     )
@@ -119,12 +124,14 @@ def choose_learning_rate(
         if start_objective is not None:
             _restore(objective, start_objective)  # type: ignore[arg-type]
         model.train()
-    chosen, margin = pick_rate(trials, metric, len(dev), min(candidate_rates(model)))
+    untrained = before if before is not None and math.isfinite(before) else None
+    chosen, margin = pick_rate(trials, metric, len(dev), min(candidate_rates(model)), untrained)
     out = {
         "learning_rate": chosen,
         "how": f"search: {len(trials)} rates, {steps} steps each, scored on {len(dev)} dev "
-        f"examples; the smallest within {margin:.4f} of the best",
+        f"examples; the smallest within {margin:.4f} of the best of those above the untrained score",
         "metric": metric,
+        "untrained": untrained,
         "trials": trials,
         "trial_steps": steps,
         "margin": margin,
@@ -146,18 +153,26 @@ def choose_learning_rate(
     return out
 
 
-def pick_rate(trials: list[dict[str, Any]], metric: str, n: int, fallback: float) -> tuple[float, float]:
-    """(the smallest rate scoring within the noise margin of the best trial, that margin); a diverged trial (None) is
-    never chosen, and with every trial diverged the smallest rate is. The margin is one standard error of the
-    difference of two scores ``p`` on ``n`` examples, ``sqrt(2 p (1 - p) / n)``, with ``p`` the best score clipped to
-    [0, 1] (accuracy, F1, and on the same scale MCC and correlations)."""
+def pick_rate(
+    trials: list[dict[str, Any]], metric: str, n: int, fallback: float, start: float | None = None
+) -> tuple[float, float]:
+    """(the smallest rate scoring within the noise margin of the best trial, that margin). Only trials that learned
+    something count: a score above the untrained model's (``start``) by more than one example's worth; a rate still
+    at the starting score (a majority-class guess) is not "as good" as one that learned. When no trial learned, the
+    largest rate that did not diverge is taken (the one that moves most in the full run); a diverged trial (None) is
+    never chosen, and with every trial diverged the smallest rate is. The margin is one standard error of the difference
+    of two scores ``p`` on ``n`` examples, ``sqrt(2 p (1 - p) / n)``, with ``p`` the best score clipped to [0, 1]
+    (accuracy, F1, and on the same scale MCC and correlations)."""
     scored = [t for t in trials if t[metric] is not None]
     if not scored:
         return fallback, 0.0
     best = max(t[metric] for t in scored)
     p = min(max(best, 0.0), 1.0)
     margin = math.sqrt(2 * p * (1 - p) / max(n, 1))
-    return min(t["learning_rate"] for t in scored if t[metric] >= best - margin), margin
+    learned = [t for t in scored if start is None or t[metric] > start + 1 / max(n, 1)]
+    if not learned:
+        return max(t["learning_rate"] for t in scored), margin
+    return min(t["learning_rate"] for t in learned if t[metric] >= best - margin), margin
 
 
 def _restore(objective: nn.Module, start: dict[str, torch.Tensor]) -> None:
