@@ -211,3 +211,36 @@ def test_label_from_objects_and_a_list_of_texts(cache: Path, tiny_bert: str, sst
     assert set(extra) <= set(texts)
     with pytest.raises(TextDistillError, match="unlabeled: text 1 holds a line break"):
         build_config(None, train=rows, validation=rows, unlabeled=["one", "two\nlines"])
+
+
+def test_a_rerun_from_the_same_objects_hits_the_teacher_output_cache(
+    cache: Path, tiny_bert: str, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """In-memory data and a model object become files named by their content: a notebook's second run finds the
+    teacher's soft targets in the cache."""
+    pd = pytest.importorskip("pandas")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    )
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    reports = []
+    for i in range(2):
+        train, dev = pd.DataFrame(_rows(sst2_dir, 0, 64)), pd.DataFrame(_rows(sst2_dir, 2000, 16))  # new objects
+        reports.append(
+            textdistill.distill(
+                teacher=teacher,
+                tokenizer=tok,
+                train=train,
+                validation=dev,
+                text_column="review",
+                label_column="stars",
+                output_dir=tmp_path / f"run{i}",
+                data={"max_length": 32},
+                student={"layers": [0, 3], "training": FAST},
+                distill={"baseline": False, "guard": False, "pretrained_twin": False},
+                eval={"latency_repeats": 1, "latency_samples": 4},
+            )
+        )
+    assert [r["teacher"]["soft_targets"]["cache"] for r in reports] == ["miss", "hit"]
