@@ -245,6 +245,8 @@ def test_the_guard_reports_a_weak_teacher_and_trains_it_further(
     assert g["action"].startswith("trained further: ") and report["teacher"]["trained_further"]["learning_rate"] == 1e-6
     assert (tmp_path / "run" / "logs" / "teacher-further.jsonl").is_file()
     assert "- teacher check: teacher " in (tmp_path / "run" / "report.md").read_text()
+    if g["weak"]:  # still weak after training further: the headline says so first, whatever the student kept
+        assert "The teacher is weak: " in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_the_guard_only_warns_about_a_teacher_given_fine_tuned(
@@ -421,3 +423,37 @@ def test_a_rate_must_learn_beyond_the_untrained_score_to_count(scores, start, ch
 
     trials = [{"learning_rate": r, "accuracy": s} for r, s in zip(TRANSFORMER_RATES, scores)]
     assert pick_rate(trials, "accuracy", 408, min(TRANSFORMER_RATES), start)[0] == chosen
+
+
+def test_the_majority_answer_is_the_floor_a_teacher_must_beat() -> None:
+    """RTE's chance-level teacher (52.71 = the share of its dev set's majority class) passed the guard, which had
+    only compared it with 30 steps of labels (47.29, the minority share). Answering the most frequent training
+    label for every example is now a floor too."""
+    from types import SimpleNamespace
+
+    from textdistill.data import LabelSet, TextData
+    from textdistill.pipeline import majority_baseline
+
+    train = TextData(["a", "b", "c", "d"], ["no", "no", "no", "yes"])
+    labels = LabelSet.from_data(train, "classification")
+    dev = SimpleNamespace(labels=labels.encode(TextData(["e", "f", "g", "h", "i"], ["no", "yes", "no", "no", "yes"])))
+    prep = SimpleNamespace(labels=labels, train=train)
+    assert majority_baseline(prep, dev, "accuracy") == ("no", pytest.approx(0.6))
+    assert majority_baseline(prep, dev, "macro_f1")[1] == pytest.approx((0.75 + 0.0) / 2)
+    report = {
+        "metric": "accuracy",
+        "teacher": {"metrics": {"accuracy": 0.5271}},
+        "student": {"metrics": {"accuracy": 0.5596}, "retained_pct": 106.2},
+        "baseline": {"metrics": {"accuracy": 0.5379}},
+        "data": {"train_examples": 2490},
+        "guard": {
+            "teacher": 0.5271,
+            "labels_only_estimate": 0.4729,
+            "majority_label": "not_entailment",
+            "majority_baseline": 0.5271,
+            "weak": True,
+        },
+    }  # RTE's run, as the guard now sees it
+    assert headline(report).startswith(
+        "The teacher is weak: 52.71 accuracy on dev, no better than always answering 'not_entailment' (52.71)"
+    )

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from textdistill.metrics import (
     evaluate_model,
     measure_speed,
     measure_speeds,
+    metrics_for,
     predict_logits,
     speedups,
     word_predictions,
@@ -715,6 +717,16 @@ def _pretrained_state(cfg: RunConfig, prep: Prepared) -> dict[str, torch.Tensor]
     return {k: v.detach().clone() for k, v in prep.teacher.state_dict().items()}
 
 
+def majority_baseline(prep: Prepared, dev_set: DistillDataset, metric: str) -> tuple[str, float]:
+    """(the most frequent training label, the dev score of answering it for every example): what a model that has
+    learned nothing scores (on RTE's dev set, 52.7 accuracy)."""
+    ids = prep.labels.encode(prep.train)
+    top = Counter(ids).most_common(1)[0][0]
+    logits = torch.full((len(dev_set.labels), len(prep.labels)), -1.0)
+    logits[:, top] = 1.0
+    return prep.labels.names[top], metrics_for(logits, dev_set.labels)[metric]
+
+
 GUARD_MARGIN = 0.01  # a teacher must beat what the labels alone give by a point (metrics are fractions) to teach
 
 
@@ -763,12 +775,16 @@ def _guard_teacher(
     )
     estimate = evaluate_model(probe, dev_set, collator, args.per_device_eval_batch_size)[metric]
     del probe
+    majority, constant = majority_baseline(prep, dev_set, metric)
+    floor = max(estimate, constant)  # a teacher must beat both to teach: 30 steps of labels, and a constant answer
     out: dict[str, Any] = {
         "teacher": teacher_score,
         "labels_only_estimate": estimate,
+        "majority_label": majority,
+        "majority_baseline": constant,
         "estimate_steps": steps,
         "margin": GUARD_MARGIN,
-        "weak": teacher_score < estimate + GUARD_MARGIN,
+        "weak": teacher_score < floor + GUARD_MARGIN,
     }
     if not out["weak"]:
         return out
@@ -782,12 +798,14 @@ def _guard_teacher(
         if trained
         else "it was given already fine-tuned (teacher.finetune: false)"
     )
+    than = (
+        f"always answering {majority!r}, the most frequent training label ({100 * constant:.2f})"
+        if constant > estimate
+        else f"the student trained on the labels alone for {steps} steps ({100 * estimate:.2f})"
+    )
     warn = (
-        f"the teacher ({100 * teacher_score:.2f} {metric} on dev) is not clearly better than the student trained "
-        f"on the "
-        f"labels alone for {steps} steps ({100 * estimate:.2f}): distilling from it would teach the student its "
-        f"mistakes; "
-        f"{how}"
+        f"the teacher ({100 * teacher_score:.2f} {metric} on dev) is not clearly better than {than}: distilling from "
+        f"it would teach the student its mistakes; {how}"
     )
     if not cfg.teacher.finetune:
         print(f"warning: {warn}. Fine-tune it here (teacher.finetune: true) or give a better one.", file=sys.stderr)
@@ -814,12 +832,12 @@ def _guard_teacher(
         {"fine_tuned_from": cfg.teacher.model, "best_step": result.best_step, "trained_further": True},
     )
     after = evaluate_model(prep.teacher, teacher_dev, tcol, cfg.student.training.per_device_eval_batch_size)[metric]
-    out.update(teacher_after=after, further=result.training, weak=after < estimate + GUARD_MARGIN)
+    out.update(teacher_after=after, further=result.training, weak=after < floor + GUARD_MARGIN)
     teacher_info["trained_further"] = result.training
     out["action"] = f"trained further: {100 * teacher_score:.2f} -> {100 * after:.2f}"
     if out["weak"]:
         print(
-            f"warning: the teacher is still not clearly better ({100 * after:.2f} vs {100 * estimate:.2f}); "
+            f"warning: the teacher is still not clearly better ({100 * after:.2f} vs {100 * floor:.2f}); "
             f"distilling anyway: "
             "the report says what it cost. Give a stronger teacher (a larger model, more data, teacher.training "
             "settings).",

@@ -309,6 +309,20 @@ def headline(report: dict[str, Any]) -> str:
         if kept is not None
         else f"scores {ss:.2f}{speed}"
     )
+    guard = report.get("guard") or {}
+    if guard.get("weak"):  # the guard's verdict stands: % kept of a teacher with nothing to teach means little
+        estimate, constant = guard.get("labels_only_estimate", 0.0), guard.get("majority_baseline", -1.0)
+        what = (
+            f"always answering {guard.get('majority_label')!r} ({100 * constant:.2f})"
+            if constant > estimate
+            else f"a student trained briefly on the labels alone ({100 * estimate:.2f})"
+        )
+        final = 100 * guard.get("teacher_after", guard["teacher"])
+        return (
+            f"The teacher is weak: {final:.2f} {metric} on dev, no better than {what}, so the student (it {kept_text}) "
+            "learned from a teacher with little to teach. Train a stronger teacher (a larger model, more data, "
+            "teacher.training: more epochs or another learning rate)."
+        )
     if b is None:
         return f"The distilled student {kept_text} (no twin was trained: distill.baseline: false)."
     bs = 100 * b["metrics"][metric]
