@@ -244,3 +244,13 @@ def test_a_rerun_from_the_same_objects_hits_the_teacher_output_cache(
             )
         )
     assert [r["teacher"]["soft_targets"]["cache"] for r in reports] == ["miss", "hit"]
+
+
+def test_a_dict_is_columns_or_splits_by_what_it_holds(cache: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    columns = {"text": ["good", "bad"], "label": ["pos", "neg"]}
+    cfg = build_config(None, train=columns, validation=columns)
+    assert cfg["data"]["train_file"] == cfg["data"]["validation_file"]  # one table, the same file
+    frames = {"train": pd.DataFrame(columns), "validation": pd.DataFrame(columns).iloc[:1]}
+    cfg = build_config(None, train=frames)  # splits of DataFrames: no truth value of a frame is ever asked
+    assert cfg["data"]["train_file"] != cfg["data"]["validation_file"]

@@ -186,6 +186,25 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_splits(data: Any) -> bool:
+    """A ``DatasetDict``, or a dict whose values are tables (not a dict of columns, whose values are lists of
+    values)."""
+    if data is None or isinstance(data, (str, os.PathLike, list, tuple)) or not hasattr(data, "keys"):
+        return False
+    if hasattr(data, "columns") and hasattr(data, "iloc"):  # a DataFrame
+        return False
+    values = list(data.values())
+    if not values:
+        return False
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            if not value or not isinstance(value[0], Mapping):
+                return False  # a column of values
+        elif not (hasattr(value, "columns") or hasattr(value, "features") or isinstance(value, Mapping)):
+            return False
+    return True
+
+
 def _splits_of(data: Any) -> dict[str, Any]:
     """A ``DatasetDict`` (or a dict of splits) given as ``train``: its train / validation / test splits."""
     names = {"train": ("train",), "validation": ("validation", "dev", "valid", "val"), "test": ("test",)}
@@ -247,16 +266,13 @@ def build_config(
 
         loaded = config if hasattr(config, "model_dump") else load_config(config)
         base = loaded.model_dump(mode="json", exclude_unset=True)
-    if (
-        train is not None
-        and not isinstance(train, (str, os.PathLike, list, tuple))
-        and hasattr(train, "keys")
-        and not hasattr(train, "columns")
-    ):
+    if _is_splits(train):
         splits = _splits_of(train)
         if "train" not in splits:
             raise TextDistillError(f"train: a dict of splits needs a 'train' split; it has {sorted(train.keys())}")
-        train, validation, test = splits["train"], validation or splits.get("validation"), test or splits.get("test")
+        train = splits["train"]
+        validation = validation if validation is not None else splits.get("validation")
+        test = test if test is not None else splits.get("test")
     data = dict(base.get("data") or {})
     for split, value in (("train", train), ("validation", validation), ("test", test)):
         if value is not None:
