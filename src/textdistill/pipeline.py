@@ -565,14 +565,16 @@ def distill(
     run.save("student", student, stok, {"distilled_from": teacher_cfg.model, **recipe})
 
     baseline_metrics = None
-    if cfg.distill.baseline:
-        # the twin: the same student on the labelled data alone, gold labels only
-        twin, _, _ = _make_student(cfg, teacher, ttok, prep.labels, vocab_texts, keep_ids)
+    labelled = None  # the twins' training set: the labelled data alone, tokenized once for both
+    if cfg.distill.baseline or pretrained is not None:
         labelled = (
             train_set
             if cfg.transfer is None and not pseudo
             else _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
         )
+    if cfg.distill.baseline:
+        # the twin: the same student on the labelled data alone, gold labels only
+        twin, _, _ = _make_student(cfg, teacher, ttok, prep.labels, vocab_texts, keep_ids)
         base = fit(
             "baseline",
             twin,
@@ -593,11 +595,6 @@ def distill(
         source.load_state_dict(pretrained)
         pre_twin, _, _ = _make_student(cfg, source, ttok, prep.labels, vocab_texts, keep_ids)
         del source
-        labelled = (
-            train_set
-            if cfg.transfer is None and not pseudo
-            else _dataset(stok, prep.train, prep.labels, max_len, paired_tok, cfg.data.label_alignment)
-        )
         pre = fit(
             "baseline-pretrained",
             pre_twin,
